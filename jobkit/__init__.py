@@ -1,0 +1,28 @@
+"""jobkit: background jobs on trio.
+
+Structured task spawning (:func:`open_supervisor`, :func:`open_join_set`),
+periodic work (:func:`interval`), cancellation (:class:`CancellationToken`),
+and a durable job queue with retries, backoff and dead letters.
+"""
+
+from __future__ import annotations
+
+# Runtime: tasks, supervisors and join sets.
+
+# Runtime: intervals and cancellation tokens.
+
+# Retry policies and backoff.
+
+# The job queue.
+
+
+def _fix_module_names() -> None:
+    # Tracebacks, reprs and docs should say ``jobkit.Name``, not the private module.
+    for name, obj in globals().items():
+        if not name.startswith("_") and getattr(obj, "__module__", "").startswith(
+            "jobkit._"
+        ):
+            obj.__module__ = "jobkit"
+
+
+_fix_module_names()

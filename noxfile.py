@@ -1,0 +1,71 @@
+"""Developer sessions: ``nox -s tests``, ``lint``, ``typing``, ``notebooks``,
+``chapters``, ``demo`` and ``bench``."""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["tests", "lint", "typing"]
+nox.options.reuse_existing_virtualenvs = True
+
+# Jupyter warns about its own path migration unless told which layout to use;
+# pytest turns warnings into errors, so settle it here once.
+ENV = {"JUPYTER_PLATFORM_DIRS": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the whole suite, notebooks included."""
+    session.install("-e", ".[test]")
+    env = dict(ENV)
+    if os.environ.get("CI"):
+        env["HYPOTHESIS_PROFILE"] = "ci"
+    session.run("pytest", *session.posargs, env=env)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Check style and formatting with ruff."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typing(session: nox.Session) -> None:
+    """Type-check the package with mypy in strict mode."""
+    session.install("-e", ".[test]", "mypy")
+    session.run("mypy")
+
+
+@nox.session
+def notebooks(session: nox.Session) -> None:
+    """Execute every notebook in a fresh kernel."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/test_notebooks.py", *session.posargs, env=ENV)
+
+
+@nox.session
+def chapters(session: nox.Session) -> None:
+    """Execute every notebook and render it, with its figures, into chapters/."""
+    session.install("-e", ".[notebooks]")
+    session.run("python", "-m", "jobkit._book", "render", *session.posargs, env=ENV)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The main job: a short tour of jobkit at work."""
+    session.install("-e", ".")
+    session.run("python", "-m", "jobkit", "demo", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks that print rates and ratios against a baseline from the same run."""
+    session.install("-e", ".")
+    for script in sorted(os.listdir("tests/benchmarks")):
+        if script.startswith("bench_") and script.endswith(".py"):
+            session.run("python", f"tests/benchmarks/{script}", *session.posargs)

@@ -1,0 +1,43 @@
+"""Every chapter notebook runs top to bottom in a fresh kernel, and the book's index resolves."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from jobkit import _book
+
+NOTEBOOKS = _book.notebook_paths()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_executes(path: Path) -> None:
+    """The notebook runs without error in a fresh kernel."""
+    _book.execute(path)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_is_stored_without_outputs(path: Path) -> None:
+    """Source notebooks are kept without outputs; chapters/ holds the executed copies."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [], f"{path.name} has outputs"
+            assert cell["execution_count"] is None
+
+
+def test_every_notebook_has_a_rendered_chapter() -> None:
+    """Each notebook has its rendered chapter, and every link in the index resolves."""
+    index = _book.CHAPTERS / "README.md"
+    text = index.read_text(encoding="utf-8")
+    links = re.findall(r"\]\(([^)]+)\)", text)
+    assert sorted(links) == sorted(f"{p.stem}.md" for p in NOTEBOOKS)
+    for link in links:
+        chapter = _book.CHAPTERS / link
+        assert chapter.exists(), link
+        for figure in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", chapter.read_text()):
+            assert (_book.CHAPTERS / figure).exists(), f"{link}: {figure}"
