@@ -12,6 +12,11 @@ from __future__ import annotations
 # Runtime: intervals and cancellation tokens.
 
 # Retry policies and backoff.
+from ._retry import Backoff as Backoff
+from ._retry import Jitter as Jitter
+from ._retry import Permanent as Permanent
+from ._retry import RetryLater as RetryLater
+from ._retry import RetryPolicy as RetryPolicy
 
 # The job queue.
 
