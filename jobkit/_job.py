@@ -1,0 +1,572 @@
+"""The job record, its states and events, and the pure transitions between them.
+
+Every store applies the same transitions: each function here takes a job and
+the current time and returns the job's next version together with the event
+that records the change. Nothing here does I/O, so the stores, the simulator
+and the property tests all share one definition of the lifecycle.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from collections.abc import Mapping
+from typing import Any, TypeAlias
+
+import attrs
+
+JSON: TypeAlias = Any
+"""A value that survives ``json.dumps``/``json.loads`` unchanged."""
+
+
+class JobState(enum.Enum):
+    """Where a job is in its lifecycle.
+
+    Example::
+
+        >>> JobState.QUEUED.value
+        'queued'
+        >>> JobState.DEAD in TERMINAL_STATES
+        True
+    """
+
+    QUEUED = "queued"
+    """Waiting for ``run_at`` and a free worker."""
+    RUNNING = "running"
+    """Claimed by a worker that holds its lease until ``lease_until``."""
+    SUCCEEDED = "succeeded"
+    """Finished; ``result`` holds the handler's return value."""
+    DEAD = "dead"
+    """Failed permanently or ran out of attempts; waits for a person."""
+    CANCELLED = "cancelled"
+    """Cancelled before it ran, or discarded from the dead letters."""
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED})
+"""States a job stays in unless a person acts (DEAD can be requeued)."""
+
+ACTIVE_STATES = frozenset({JobState.QUEUED, JobState.RUNNING})
+"""States in which a job still holds its unique key."""
+
+
+class EventKind(enum.Enum):
+    """The transition an :class:`Event` records.
+
+    Example::
+
+        >>> EventKind.RETRIED.value
+        'retried'
+    """
+
+    ENQUEUED = "enqueued"
+    """A new job entered QUEUED."""
+    STARTED = "started"
+    """QUEUED to RUNNING: a worker claimed it and began an attempt."""
+    SUCCEEDED = "succeeded"
+    """RUNNING to SUCCEEDED."""
+    RETRIED = "retried"
+    """RUNNING to QUEUED after an error; the next attempt waits for ``run_at``."""
+    EXPIRED = "expired"
+    """RUNNING to QUEUED because the lease ran out (the worker died)."""
+    DEAD = "dead"
+    """RUNNING to DEAD: a permanent error, or no attempts left."""
+    RELEASED = "released"
+    """RUNNING to QUEUED, handed back by a worker shutting down; not an attempt."""
+    REQUEUED = "requeued"
+    """DEAD to QUEUED by a person; attempts start again from zero."""
+    CANCELLED = "cancelled"
+    """QUEUED to CANCELLED."""
+    DISCARDED = "discarded"
+    """DEAD to CANCELLED: a person gave up on it."""
+
+
+@attrs.frozen
+class Job:
+    """One unit of background work and everything known about it.
+
+    Jobs are immutable snapshots: a store returns a new ``Job`` after every
+    transition. Times are seconds on the queue's clock (wall-clock epoch
+    seconds for a real queue, virtual seconds in a simulation).
+
+    Example::
+
+        >>> job = Job(id=1, task="send_email", queue="default",
+        ...           payload={"to": "ada@example.com"}, state=JobState.QUEUED,
+        ...           attempts=0, max_attempts=5, priority=0, run_at=0.0,
+        ...           created_at=0.0, updated_at=0.0)
+        >>> job.state.value, job.attempts
+        ('queued', 0)
+    """
+
+    id: int
+    task: str
+    queue: str
+    payload: dict[str, JSON]
+    state: JobState
+    attempts: int
+    """Attempts started so far, the current one included."""
+    max_attempts: int
+    priority: int
+    """Higher runs first among jobs that are due."""
+    run_at: float
+    """The earliest time the next attempt may start."""
+    created_at: float
+    updated_at: float
+    lease_until: float | None = None
+    """While RUNNING: when the lease ends unless renewed."""
+    unique_key: str | None = None
+    last_error: str | None = None
+    result: JSON = None
+
+
+@attrs.frozen
+class Event:
+    """A record of one transition of one job.
+
+    Example::
+
+        >>> event = Event(job_id=1, kind=EventKind.ENQUEUED, at=0.0, attempt=0)
+        >>> event.kind.value, event.error
+        ('enqueued', None)
+    """
+
+    job_id: int
+    kind: EventKind
+    at: float
+    attempt: int
+    error: str | None = None
+
+
+@attrs.frozen
+class NewJob:
+    """What a producer asks for: a job not yet stored.
+
+    ``Queue.enqueue`` builds these; stores turn them into :class:`Job` rows.
+
+    Example::
+
+        >>> NewJob(task="send_email", payload={"to": "ada@example.com"}).queue
+        'default'
+    """
+
+    task: str
+    payload: dict[str, JSON] = attrs.field(factory=dict)
+    queue: str = "default"
+    priority: int = 0
+    run_at: float | None = None
+    """None means "now", as the store sees it."""
+    max_attempts: int = 1
+    unique_key: str | None = None
+
+
+@attrs.frozen
+class Success:
+    """An attempt's outcome: the handler returned ``result``.
+
+    Example::
+
+        >>> Success(job_id=1, attempt=1, result={"sent": True}).result
+        {'sent': True}
+    """
+
+    job_id: int
+    attempt: int
+    result: JSON = None
+
+
+@attrs.frozen
+class Failure:
+    """An attempt's outcome: the handler failed with ``error``.
+
+    ``retry_at`` is when the next attempt may start, or None to make the job
+    DEAD (a permanent error, or no attempts left).
+
+    Example::
+
+        >>> Failure(job_id=1, attempt=1, error="timeout", retry_at=30.0).retry_at
+        30.0
+    """
+
+    job_id: int
+    attempt: int
+    error: str
+    retry_at: float | None
+
+
+@attrs.frozen
+class Release:
+    """An attempt's outcome: the worker stopped before it finished; run it again now.
+
+    Example::
+
+        >>> Release(job_id=1, attempt=1).attempt
+        1
+    """
+
+    job_id: int
+    attempt: int
+
+
+Outcome: TypeAlias = Success | Failure | Release
+"""What a worker reports about one attempt; stores apply it with ``settle``."""
+
+
+class TransitionError(ValueError):
+    """The job is not in a state that allows the requested change.
+
+    Example::
+
+        >>> try:
+        ...     cancel(Job(id=1, task="t", queue="q", payload={},
+        ...                state=JobState.SUCCEEDED, attempts=1, max_attempts=1,
+        ...                priority=0, run_at=0.0, created_at=0.0, updated_at=0.0),
+        ...            now=1.0)
+        ... except TransitionError as e:
+        ...     print(e)
+        cannot cancel job 1: it is succeeded, not queued
+    """
+
+
+def check_json(value: object, where: str = "payload") -> None:
+    """Raise ``TypeError`` naming the first part of ``value`` that is not plain JSON.
+
+    Plain JSON means dicts with string keys, lists, strings, finite numbers,
+    booleans and None: what round-trips through ``json`` unchanged. Tuples are
+    refused too, because they would come back as lists.
+
+    Example::
+
+        >>> check_json({"to": "ada@example.com", "tags": ["welcome"]})
+        >>> check_json({"when": {1, 2}})
+        Traceback (most recent call last):
+        ...
+        TypeError: payload['when'] is a set ({1, 2}), which is not JSON-serializable
+    """
+    if value is None or isinstance(value, (bool, str, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise TypeError(f"{where} is {value!r}, which JSON cannot represent")
+        return
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            check_json(item, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"{where} has the key {key!r} of type {type(key).__name__}; "
+                    "JSON object keys must be strings"
+                )
+            check_json(item, f"{where}[{key!r}]")
+        return
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    raise TypeError(
+        f"{where} is a {type(value).__name__} ({shown}), which is not JSON-serializable"
+    )
+
+
+def dump_json(value: JSON, where: str = "payload") -> str:
+    """Serialize ``value`` compactly after :func:`check_json` has vetted it.
+
+    Example::
+
+        >>> dump_json({"a": [1, 2]})
+        '{"a":[1,2]}'
+    """
+    check_json(value, where)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+# -- transitions ---------------------------------------------------------------
+
+
+def _refuse(job: Job, action: str, allowed: str) -> TransitionError:
+    return TransitionError(
+        f"cannot {action} job {job.id}: it is {job.state.value}, not {allowed}"
+    )
+
+
+def create(spec: NewJob, *, job_id: int, now: float) -> tuple[Job, Event]:
+    """Turn a :class:`NewJob` into a QUEUED job.
+
+    Example::
+
+        >>> job, event = create(NewJob(task="t"), job_id=7, now=5.0)
+        >>> job.run_at, event.kind.value
+        (5.0, 'enqueued')
+    """
+    job = Job(
+        id=job_id,
+        task=spec.task,
+        queue=spec.queue,
+        payload=spec.payload,
+        state=JobState.QUEUED,
+        attempts=0,
+        max_attempts=spec.max_attempts,
+        priority=spec.priority,
+        run_at=now if spec.run_at is None else spec.run_at,
+        created_at=now,
+        updated_at=now,
+        unique_key=spec.unique_key,
+    )
+    return job, Event(job_id, EventKind.ENQUEUED, now, 0)
+
+
+def start(job: Job, *, now: float, lease: float) -> tuple[Job, Event]:
+    """Claim a QUEUED job: a new attempt begins, leased until ``now + lease``.
+
+    Example::
+
+        >>> job, _ = create(NewJob(task="t"), job_id=1, now=0.0)
+        >>> job, event = start(job, now=1.0, lease=30.0)
+        >>> job.state.value, job.attempts, job.lease_until
+        ('running', 1, 31.0)
+    """
+    if job.state is not JobState.QUEUED:
+        raise _refuse(job, "start", "queued")
+    attempt = job.attempts + 1
+    new = attrs.evolve(
+        job,
+        state=JobState.RUNNING,
+        attempts=attempt,
+        lease_until=now + lease,
+        updated_at=now,
+    )
+    return new, Event(job.id, EventKind.STARTED, now, attempt)
+
+
+def owns(job: Job, attempt: int) -> bool:
+    """Tell whether ``attempt`` is the job's current, running attempt.
+
+    A worker whose lease ran out may still finish; its report then refers to
+    an attempt that is no longer current, and stores ignore it. The attempt
+    number is the fencing token, so no worker identity is needed.
+
+    Example::
+
+        >>> job, _ = start(create(NewJob(task="t"), job_id=1, now=0.0)[0],
+        ...                now=0.0, lease=1.0)
+        >>> owns(job, 1), owns(job, 2)
+        (True, False)
+    """
+    return job.state is JobState.RUNNING and job.attempts == attempt
+
+
+def settle(job: Job, outcome: Outcome, *, now: float) -> tuple[Job, Event]:
+    """Apply a worker's report on the running attempt.
+
+    The caller checks :func:`owns` first. A :class:`Failure` with
+    ``retry_at=None``, or one on the last allowed attempt, makes the job DEAD.
+
+    Example::
+
+        >>> job, _ = start(create(NewJob(task="t", max_attempts=3), job_id=1,
+        ...                       now=0.0)[0], now=0.0, lease=10.0)
+        >>> job, event = settle(job, Failure(1, 1, "boom", retry_at=4.0), now=2.0)
+        >>> job.state.value, job.run_at, event.kind.value
+        ('queued', 4.0, 'retried')
+    """
+    if not owns(job, outcome.attempt):
+        raise TransitionError(
+            f"attempt {outcome.attempt} of job {job.id} is not running "
+            f"(job is {job.state.value} at attempt {job.attempts})"
+        )
+    if isinstance(outcome, Success):
+        new = attrs.evolve(
+            job,
+            state=JobState.SUCCEEDED,
+            result=outcome.result,
+            lease_until=None,
+            updated_at=now,
+        )
+        return new, Event(job.id, EventKind.SUCCEEDED, now, job.attempts)
+    if isinstance(outcome, Release):
+        new = attrs.evolve(
+            job,
+            state=JobState.QUEUED,
+            attempts=job.attempts - 1,
+            run_at=now,
+            lease_until=None,
+            updated_at=now,
+        )
+        return new, Event(job.id, EventKind.RELEASED, now, job.attempts)
+    if outcome.retry_at is None or job.attempts >= job.max_attempts:
+        new = attrs.evolve(
+            job,
+            state=JobState.DEAD,
+            last_error=outcome.error,
+            lease_until=None,
+            updated_at=now,
+        )
+        return new, Event(job.id, EventKind.DEAD, now, job.attempts, outcome.error)
+    new = attrs.evolve(
+        job,
+        state=JobState.QUEUED,
+        last_error=outcome.error,
+        run_at=outcome.retry_at,
+        lease_until=None,
+        updated_at=now,
+    )
+    return new, Event(job.id, EventKind.RETRIED, now, job.attempts, outcome.error)
+
+
+def lease_expired(job: Job, now: float) -> bool:
+    """Tell whether the job is RUNNING on a lease that ended before ``now``.
+
+    Example::
+
+        >>> job, _ = start(create(NewJob(task="t"), job_id=1, now=0.0)[0],
+        ...                now=0.0, lease=10.0)
+        >>> lease_expired(job, 10.0), lease_expired(job, 10.5)
+        (False, True)
+    """
+    return (
+        job.state is JobState.RUNNING
+        and job.lease_until is not None
+        and job.lease_until < now
+    )
+
+
+EXPIRED_ERROR = "lease expired: the worker stopped without reporting (crash or kill)"
+
+
+def expire(job: Job, *, now: float) -> tuple[Job, Event]:
+    """Recover a job whose worker died: the crashed attempt counts as a failure.
+
+    The job runs again at once if attempts remain, otherwise it is DEAD, so a
+    job that kills its worker every time cannot loop forever.
+
+    Example::
+
+        >>> job, _ = start(create(NewJob(task="t", max_attempts=1), job_id=1,
+        ...                       now=0.0)[0], now=0.0, lease=10.0)
+        >>> expire(job, now=11.0)[0].state.value
+        'dead'
+    """
+    if not lease_expired(job, now):
+        raise TransitionError(f"job {job.id} holds a live lease or is not running")
+    if job.attempts >= job.max_attempts:
+        new = attrs.evolve(
+            job,
+            state=JobState.DEAD,
+            last_error=EXPIRED_ERROR,
+            lease_until=None,
+            updated_at=now,
+        )
+        return new, Event(job.id, EventKind.DEAD, now, job.attempts, EXPIRED_ERROR)
+    new = attrs.evolve(
+        job,
+        state=JobState.QUEUED,
+        last_error=EXPIRED_ERROR,
+        run_at=now,
+        lease_until=None,
+        updated_at=now,
+    )
+    return new, Event(job.id, EventKind.EXPIRED, now, job.attempts, EXPIRED_ERROR)
+
+
+def renew(job: Job, *, now: float, lease: float) -> Job:
+    """Extend a running job's lease to ``now + lease`` (a heartbeat; no event).
+
+    Example::
+
+        >>> job, _ = start(create(NewJob(task="t"), job_id=1, now=0.0)[0],
+        ...                now=0.0, lease=10.0)
+        >>> renew(job, now=8.0, lease=10.0).lease_until
+        18.0
+    """
+    if job.state is not JobState.RUNNING:
+        raise _refuse(job, "renew", "running")
+    return attrs.evolve(job, lease_until=now + lease, updated_at=now)
+
+
+def cancel(job: Job, *, now: float) -> tuple[Job, Event]:
+    """Cancel a job that has not started: QUEUED to CANCELLED.
+
+    Example::
+
+        >>> job, _ = create(NewJob(task="t"), job_id=1, now=0.0)
+        >>> cancel(job, now=1.0)[0].state.value
+        'cancelled'
+    """
+    if job.state is not JobState.QUEUED:
+        raise _refuse(job, "cancel", "queued")
+    new = attrs.evolve(job, state=JobState.CANCELLED, updated_at=now)
+    return new, Event(job.id, EventKind.CANCELLED, now, job.attempts)
+
+
+def requeue(job: Job, *, now: float) -> tuple[Job, Event]:
+    """Give a dead job a fresh start: DEAD to QUEUED with attempts reset to zero.
+
+    Example::
+
+        >>> job, _ = start(create(NewJob(task="t"), job_id=1, now=0.0)[0],
+        ...                now=0.0, lease=10.0)
+        >>> job, _ = settle(job, Failure(1, 1, "boom", retry_at=None), now=1.0)
+        >>> job, _ = requeue(job, now=2.0)
+        >>> job.state.value, job.attempts, job.run_at
+        ('queued', 0, 2.0)
+    """
+    if job.state is not JobState.DEAD:
+        raise _refuse(job, "requeue", "dead")
+    new = attrs.evolve(
+        job, state=JobState.QUEUED, attempts=0, run_at=now, updated_at=now
+    )
+    return new, Event(job.id, EventKind.REQUEUED, now, 0)
+
+
+def discard(job: Job, *, now: float) -> tuple[Job, Event]:
+    """Give up on a dead job for good: DEAD to CANCELLED.
+
+    Example::
+
+        >>> job, _ = start(create(NewJob(task="t"), job_id=1, now=0.0)[0],
+        ...                now=0.0, lease=10.0)
+        >>> job, _ = settle(job, Failure(1, 1, "boom", retry_at=None), now=1.0)
+        >>> discard(job, now=2.0)[0].state.value
+        'cancelled'
+    """
+    if job.state is not JobState.DEAD:
+        raise _refuse(job, "discard", "dead")
+    new = attrs.evolve(job, state=JobState.CANCELLED, updated_at=now)
+    return new, Event(job.id, EventKind.DISCARDED, now, job.attempts)
+
+
+def claim_order(job: Job) -> tuple[int, float, int]:
+    """Sort key for due jobs: higher priority first, then earlier ``run_at``, then id.
+
+    Every store claims in this order, so they agree job for job.
+
+    Example::
+
+        >>> a, _ = create(NewJob(task="t", priority=5), job_id=2, now=0.0)
+        >>> b, _ = create(NewJob(task="t"), job_id=1, now=0.0)
+        >>> [j.id for j in sorted([b, a], key=claim_order)]
+        [2, 1]
+    """
+    return (-job.priority, job.run_at, job.id)
+
+
+def payload_dict(payload: Mapping[str, JSON] | None) -> dict[str, JSON]:
+    """Return a checked, private copy of a payload mapping.
+
+    Example::
+
+        >>> payload_dict({"n": 1})
+        {'n': 1}
+    """
+    if payload is None:
+        return {}
+    if not isinstance(payload, Mapping):
+        raise TypeError(
+            f"payload must be a mapping of keyword arguments, "
+            f"got {type(payload).__name__}"
+        )
+    copy = dict(payload)
+    check_json(copy)
+    return copy

@@ -1,0 +1,323 @@
+"""An in-memory job store for tests, notebooks and the simulator."""
+
+from __future__ import annotations
+
+import builtins
+import heapq
+import json
+from collections import Counter
+from collections.abc import Sequence
+from typing import Protocol
+
+import attrs
+import trio
+
+from . import _job
+from ._job import Event, Job, JobState, NewJob, Outcome
+from ._store import (
+    JobNotFound,
+    QueueCounts,
+    check_limit,
+    check_new_jobs,
+    check_outcomes,
+)
+
+
+def _copy(value: _job.JSON) -> _job.JSON:
+    # Stored data must not change when the caller later mutates its own dict,
+    # exactly as with a store that serializes.
+    return json.loads(json.dumps(value))
+
+
+class _Change(Protocol):
+    def __call__(self, job: Job, *, now: float) -> tuple[Job, Event]: ...
+
+
+@attrs.define
+class _QueueIndex:
+    # QUEUED jobs not yet due, by (run_at, id); moved to ``ready`` once due.
+    pending: list[tuple[float, int]] = attrs.Factory(list)
+    # Due jobs, in claim order (-priority, run_at, id).
+    ready: list[tuple[int, float, int]] = attrs.Factory(list)
+
+
+class MemoryStore:
+    """A job store that keeps everything in this process's memory.
+
+    It applies the same transitions as :class:`SQLiteStore` and passes the
+    same contract suite, in the same claim order, so tests and simulations
+    written against it hold for the durable store. Claims, lease expiry and
+    the next due time are served from heaps, so a simulation with a large
+    backlog stays fast. Nothing survives the process.
+
+    Example::
+
+        >>> import trio
+        >>> from jobkit import MemoryStore, NewJob
+        >>> async def main():
+        ...     store = MemoryStore()
+        ...     await store.enqueue([NewJob(task="a"), NewJob(task="b", priority=9)],
+        ...                         now=0.0)
+        ...     jobs = await store.claim(queues=None, limit=5, now=0.0, lease=30.0)
+        ...     return [job.task for job in jobs]
+        >>> trio.run(main)
+        ['b', 'a']
+    """
+
+    def __init__(self) -> None:
+        self._jobs: dict[int, Job] = {}
+        self._events: list[tuple[int, Event]] = []
+        self._unique: dict[str, int] = {}
+        self._queues: dict[str, _QueueIndex] = {}
+        self._leases: list[tuple[float, int, int]] = []
+        self._counts: Counter[tuple[str, JobState]] = Counter()
+        self._next_id = 1
+
+    def __repr__(self) -> str:
+        return f"<MemoryStore with {len(self._jobs)} jobs>"
+
+    # -- bookkeeping -----------------------------------------------------------
+
+    def _record(self, job: Job, event: Event | None) -> None:
+        old = self._jobs.get(job.id)
+        if old is not None:
+            self._counts[(old.queue, old.state)] -= 1
+            if (
+                old.unique_key is not None
+                and old.state in _job.ACTIVE_STATES
+                and job.state not in _job.ACTIVE_STATES
+            ):
+                del self._unique[old.unique_key]
+        self._counts[(job.queue, job.state)] += 1
+        self._jobs[job.id] = job
+        if job.state is JobState.QUEUED:
+            index = self._queues.setdefault(job.queue, _QueueIndex())
+            heapq.heappush(index.pending, (job.run_at, job.id))
+        elif job.state is JobState.RUNNING:
+            assert job.lease_until is not None
+            heapq.heappush(self._leases, (job.lease_until, job.id, job.attempts))
+        if event is not None:
+            self._events.append((len(self._events) + 1, event))
+
+    def _lookup(self, job_id: int) -> Job:
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise JobNotFound(job_id) from None
+
+    def _is_waiting(self, job_id: int, run_at: float) -> bool:
+        job = self._jobs[job_id]
+        return job.state is JobState.QUEUED and job.run_at == run_at
+
+    def _promote(self, index: _QueueIndex, now: float) -> None:
+        pending = index.pending
+        while pending and pending[0][0] <= now:
+            run_at, job_id = heapq.heappop(pending)
+            if self._is_waiting(job_id, run_at):
+                job = self._jobs[job_id]
+                heapq.heappush(index.ready, (-job.priority, run_at, job_id))
+
+    def _names(self, queues: Sequence[str] | None) -> list[str]:
+        if queues is None:
+            return list(self._queues)
+        if isinstance(queues, str):
+            raise TypeError(
+                f"queues must be a list of names, not the string {queues!r}"
+            )
+        return [q for q in queues if q in self._queues]
+
+    # -- the contract ------------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[NewJob], *, now: float) -> list[int]:
+        """Store new QUEUED jobs; a held unique key returns the holder's id."""
+        await trio.lowlevel.checkpoint()
+        check_new_jobs(jobs)
+        payloads = [_copy(spec.payload) for spec in jobs]
+        ids = []
+        for spec, payload in zip(jobs, payloads, strict=True):
+            key = spec.unique_key
+            if key is not None and key in self._unique:
+                ids.append(self._unique[key])
+                continue
+            job, event = _job.create(
+                attrs.evolve(spec, payload=payload), job_id=self._next_id, now=now
+            )
+            self._next_id += 1
+            if key is not None:
+                self._unique[key] = job.id
+            self._record(job, event)
+            ids.append(job.id)
+        return ids
+
+    async def claim(
+        self, *, queues: Sequence[str] | None, limit: int, now: float, lease: float
+    ) -> list[Job]:
+        """Start up to ``limit`` due jobs in claim order."""
+        await trio.lowlevel.checkpoint()
+        check_limit(limit)
+        indexes = [self._queues[name] for name in self._names(queues)]
+        for index in indexes:
+            self._promote(index, now)
+        claimed: list[Job] = []
+        while len(claimed) < limit:
+            best: _QueueIndex | None = None
+            for index in indexes:
+                ready = index.ready
+                while ready and not self._is_waiting(ready[0][2], ready[0][1]):
+                    heapq.heappop(ready)
+                if ready and (best is None or ready[0] < best.ready[0]):
+                    best = index
+            if best is None:
+                break
+            _, _, job_id = heapq.heappop(best.ready)
+            job, event = _job.start(self._jobs[job_id], now=now, lease=lease)
+            self._record(job, event)
+            claimed.append(job)
+        return claimed
+
+    async def settle(self, outcomes: Sequence[Outcome], *, now: float) -> list[bool]:
+        """Apply attempt outcomes; stale ones are ignored and reported False."""
+        await trio.lowlevel.checkpoint()
+        check_outcomes(outcomes)
+        prepared = []
+        for outcome in outcomes:
+            if isinstance(outcome, _job.Success):
+                outcome = attrs.evolve(outcome, result=_copy(outcome.result))
+            prepared.append(outcome)
+        applied = []
+        for outcome in prepared:
+            job = self._lookup(outcome.job_id)
+            if not _job.owns(job, outcome.attempt):
+                applied.append(False)
+                continue
+            self._record(*_job.settle(job, outcome, now=now))
+            applied.append(True)
+        return applied
+
+    async def renew(
+        self, leases: Sequence[tuple[int, int]], *, now: float, lease: float
+    ) -> list[bool]:
+        """Extend the leases of attempts that still own their jobs."""
+        await trio.lowlevel.checkpoint()
+        renewed = []
+        for job_id, attempt in leases:
+            job = self._lookup(job_id)
+            if not _job.owns(job, attempt):
+                renewed.append(False)
+                continue
+            self._record(_job.renew(job, now=now, lease=lease), None)
+            renewed.append(True)
+        return renewed
+
+    async def reap(self, *, now: float) -> list[Job]:
+        """Recover RUNNING jobs whose lease ended before ``now``."""
+        await trio.lowlevel.checkpoint()
+        reaped = []
+        leases = self._leases
+        while leases and leases[0][0] < now:
+            lease_until, job_id, attempt = heapq.heappop(leases)
+            job = self._jobs[job_id]
+            if job.lease_until != lease_until or not _job.owns(job, attempt):
+                continue
+            job, event = _job.expire(job, now=now)
+            self._record(job, event)
+            reaped.append(job)
+        reaped.sort(key=lambda j: j.id)
+        return reaped
+
+    async def get(self, job_id: int) -> Job:
+        """Return the job with ``job_id`` or raise :class:`JobNotFound`."""
+        await trio.lowlevel.checkpoint()
+        return self._lookup(job_id)
+
+    async def list(
+        self,
+        *,
+        state: JobState | None = None,
+        queue: str | None = None,
+        limit: int | None = 100,
+    ) -> builtins.list[Job]:
+        """Return jobs by state and queue, oldest id first."""
+        await trio.lowlevel.checkpoint()
+        check_limit(limit)
+        found = []
+        for job in self._jobs.values():
+            if (state is None or job.state is state) and (
+                queue is None or job.queue == queue
+            ):
+                found.append(job)
+                if limit is not None and len(found) >= limit:
+                    break
+        return found
+
+    async def _apply(self, job_id: int, change: _Change, now: float) -> Job:
+        await trio.lowlevel.checkpoint()
+        job, event = change(self._lookup(job_id), now=now)
+        self._record(job, event)
+        return job
+
+    async def cancel(self, job_id: int, *, now: float) -> Job:
+        """Cancel a QUEUED job."""
+        return await self._apply(job_id, _job.cancel, now)
+
+    async def requeue(self, job_id: int, *, now: float) -> Job:
+        """Move a DEAD job back to QUEUED with attempts reset."""
+        job = self._lookup(job_id)
+        if job.unique_key is not None and job.unique_key in self._unique:
+            raise _job.TransitionError(
+                f"cannot requeue job {job_id}: job {self._unique[job.unique_key]} "
+                f"already holds its unique key {job.unique_key!r}"
+            )
+        job = await self._apply(job_id, _job.requeue, now)
+        if job.unique_key is not None:
+            self._unique[job.unique_key] = job.id
+        return job
+
+    async def discard(self, job_id: int, *, now: float) -> Job:
+        """Move a DEAD job to CANCELLED."""
+        return await self._apply(job_id, _job.discard, now)
+
+    async def counts(self) -> QueueCounts:
+        """Return the number of jobs per queue and state."""
+        await trio.lowlevel.checkpoint()
+        return QueueCounts({key: n for key, n in self._counts.items() if n})
+
+    async def next_run_at(self, *, queues: Sequence[str] | None) -> float | None:
+        """Return the earliest ``run_at`` among QUEUED jobs, or None."""
+        await trio.lowlevel.checkpoint()
+        earliest: float | None = None
+        for name in self._names(queues):
+            index = self._queues[name]
+            pending = index.pending
+            while pending and not self._is_waiting(pending[0][1], pending[0][0]):
+                heapq.heappop(pending)
+            candidates = [pending[0][0]] if pending else []
+            # Due-but-unclaimed jobs are few whenever a worker asks this (it
+            # asks when a claim came back short), so a scan is cheap.
+            candidates += [
+                run_at
+                for _, run_at, job_id in index.ready
+                if self._is_waiting(job_id, run_at)
+            ]
+            for run_at in candidates:
+                if earliest is None or run_at < earliest:
+                    earliest = run_at
+        return earliest
+
+    async def events(
+        self, *, job_id: int | None = None, after: int = 0, limit: int | None = None
+    ) -> builtins.list[tuple[int, Event]]:
+        """Return ``(sequence, event)`` pairs after ``after``, oldest first."""
+        await trio.lowlevel.checkpoint()
+        check_limit(limit)
+        found = []
+        for seq, event in self._events[after:]:
+            if job_id is None or event.job_id == job_id:
+                found.append((seq, event))
+                if limit is not None and len(found) >= limit:
+                    break
+        return found
+
+    async def aclose(self) -> None:
+        """Nothing to release; provided for the contract."""
+        await trio.lowlevel.checkpoint()

@@ -1,0 +1,209 @@
+"""The storage contract every job store implements.
+
+A store keeps jobs and their events and applies the transitions of
+:mod:`jobkit._job` atomically. It never reads a clock: every call that changes
+something takes ``now`` from its caller, so the same store runs on wall time in
+production and on virtual time in tests and simulations.
+
+The contract assumes nothing about where the store lives: every primitive is a
+coroutine, and the ones a busy worker calls often (``claim``, ``settle``,
+``renew``) take or return batches so that a remote store (PostgreSQL) pays one
+round trip for many jobs.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+from ._job import Event, Job, JobState, NewJob, Outcome
+
+
+class JobNotFound(LookupError):
+    """No job has the given id.
+
+    Example::
+
+        >>> raise JobNotFound(42)
+        Traceback (most recent call last):
+        ...
+        jobkit._store.JobNotFound: no job with id 42
+    """
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(f"no job with id {job_id}")
+        self.job_id = job_id
+
+
+@attrs.frozen
+class QueueCounts:
+    """How many jobs are in each state, per queue.
+
+    Example::
+
+        >>> c = QueueCounts({("default", JobState.QUEUED): 3})
+        >>> c.get("default", JobState.QUEUED), c.get("default", JobState.DEAD)
+        (3, 0)
+        >>> c.total(JobState.QUEUED)
+        3
+    """
+
+    counts: dict[tuple[str, JobState], int]
+
+    def get(self, queue: str, state: JobState) -> int:
+        """Return the number of jobs of ``queue`` in ``state``."""
+        return self.counts.get((queue, state), 0)
+
+    def total(self, state: JobState) -> int:
+        """Return the number of jobs in ``state`` across all queues."""
+        return sum(n for (_, s), n in self.counts.items() if s is state)
+
+    @property
+    def queues(self) -> list[str]:
+        """The queue names that have at least one job, sorted."""
+        return sorted({q for q, _ in self.counts})
+
+
+@runtime_checkable
+class Store(Protocol):
+    """The primitives a job store provides; :class:`MemoryStore` and
+    :class:`SQLiteStore` implement them and pass one shared contract suite.
+
+    Example::
+
+        >>> import trio
+        >>> from jobkit import MemoryStore, NewJob
+        >>> async def main():
+        ...     store = MemoryStore()
+        ...     [job_id] = await store.enqueue([NewJob(task="t")], now=0.0)
+        ...     [job] = await store.claim(queues=None, limit=1, now=0.0, lease=30.0)
+        ...     return job.id == job_id, job.state.value
+        >>> trio.run(main)
+        (True, 'running')
+    """
+
+    async def enqueue(self, jobs: Sequence[NewJob], *, now: float) -> list[int]:
+        """Store new QUEUED jobs atomically and return their ids, in order.
+
+        A job whose ``unique_key`` is held by an active (QUEUED or RUNNING)
+        job is not stored; the id of the job holding the key is returned.
+        """
+        ...
+
+    async def claim(
+        self, *, queues: Sequence[str] | None, limit: int, now: float, lease: float
+    ) -> list[Job]:
+        """Start up to ``limit`` due jobs, in claim order, and return them RUNNING.
+
+        Due means QUEUED with ``run_at <= now``; ``queues=None`` means any
+        queue. No job is handed to two callers, across processes too.
+        """
+        ...
+
+    async def settle(self, outcomes: Sequence[Outcome], *, now: float) -> list[bool]:
+        """Apply each attempt's outcome; return for each whether it was applied.
+
+        An outcome for an attempt that is no longer current (the lease expired
+        and the job moved on) is ignored and reported as ``False``.
+        """
+        ...
+
+    async def renew(
+        self, leases: Sequence[tuple[int, int]], *, now: float, lease: float
+    ) -> list[bool]:
+        """Extend the leases of running ``(job_id, attempt)`` pairs to ``now + lease``.
+
+        Returns for each whether the attempt still owned the job.
+        """
+        ...
+
+    async def reap(self, *, now: float) -> list[Job]:
+        """Recover every RUNNING job whose lease ended before ``now``; return them."""
+        ...
+
+    async def get(self, job_id: int) -> Job:
+        """Return the job with ``job_id``, or raise :class:`JobNotFound`."""
+        ...
+
+    async def list(
+        self,
+        *,
+        state: JobState | None = None,
+        queue: str | None = None,
+        limit: int | None = 100,
+    ) -> builtins.list[Job]:
+        """Return jobs filtered by state and queue, oldest id first."""
+        ...
+
+    async def cancel(self, job_id: int, *, now: float) -> Job:
+        """Cancel a QUEUED job; raise ``TransitionError`` otherwise."""
+        ...
+
+    async def requeue(self, job_id: int, *, now: float) -> Job:
+        """Move a DEAD job back to QUEUED with its attempts reset."""
+        ...
+
+    async def discard(self, job_id: int, *, now: float) -> Job:
+        """Move a DEAD job to CANCELLED for good."""
+        ...
+
+    async def counts(self) -> QueueCounts:
+        """Return the number of jobs per queue and state."""
+        ...
+
+    async def next_run_at(self, *, queues: Sequence[str] | None) -> float | None:
+        """Return the earliest ``run_at`` of a QUEUED job, or None if there is none."""
+        ...
+
+    async def events(
+        self, *, job_id: int | None = None, after: int = 0, limit: int | None = None
+    ) -> builtins.list[tuple[int, Event]]:
+        """Return ``(sequence, event)`` pairs with ``sequence > after``, oldest first.
+
+        Sequences increase with every recorded event, so a reader can follow
+        the log by passing the last sequence it saw.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release the store's resources; the data stays."""
+        ...
+
+
+__all__ = ["JobNotFound", "QueueCounts", "Store"]
+
+
+def check_limit(limit: int | None, what: str = "limit") -> None:
+    """Refuse a limit that is not a positive whole number (None means no limit)."""
+    if limit is None:
+        return
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"{what} must be a positive integer or None, got {limit!r}")
+
+
+def check_outcomes(outcomes: Sequence[Outcome]) -> None:
+    """Refuse a batch that reports on the same job twice."""
+    seen: set[int] = set()
+    for outcome in outcomes:
+        if outcome.job_id in seen:
+            raise ValueError(f"settle() got two outcomes for job {outcome.job_id}")
+        seen.add(outcome.job_id)
+
+
+def check_new_jobs(jobs: Sequence[NewJob]) -> None:
+    """Refuse new jobs with settings no store can honour."""
+    for spec in jobs:
+        if not isinstance(spec, NewJob):
+            raise TypeError(f"enqueue() takes NewJob records, got {spec!r}")
+        if spec.max_attempts < 1:
+            raise ValueError(
+                f"max_attempts must be at least 1, got {spec.max_attempts} "
+                f"(task {spec.task!r})"
+            )
+        if not spec.task:
+            raise ValueError("task name must not be empty")
+        if not spec.queue:
+            raise ValueError("queue name must not be empty")
