@@ -10,6 +10,9 @@ from __future__ import annotations
 # Runtime: tasks, supervisors and join sets.
 
 # Runtime: intervals and cancellation tokens.
+from ._interval import Interval as Interval
+from ._interval import MissedTickBehavior as MissedTickBehavior
+from ._interval import interval as interval
 
 # Retry policies and backoff.
 from ._retry import Backoff as Backoff
