@@ -27,7 +27,7 @@ def execute(path: Path, *, timeout: int = 300) -> Any:
     from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
 
-    nb = nbformat.read(path, as_version=4)
+    nb = nbformat.read(path, as_version=4)  # type: ignore[no-untyped-call]
     # ipc sockets start the kernel faster than tcp and need no free port.
     km = KernelManager(kernel_name="python3", transport="ipc")
     client = NotebookClient(
@@ -60,7 +60,7 @@ def render(paths: list[Path] | None = None) -> list[Path]:
     for path in paths or notebook_paths():
         nb = execute(path)
         stem = path.stem
-        exporter = MarkdownExporter()
+        exporter = MarkdownExporter()  # type: ignore[no-untyped-call]
         body, resources = exporter.from_notebook_node(
             nb, resources={"output_files_dir": f"{stem}_files"}
         )
