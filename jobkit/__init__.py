@@ -22,6 +22,14 @@ from ._retry import RetryLater as RetryLater
 from ._retry import RetryPolicy as RetryPolicy
 
 # The job queue.
+from ._queue import PreparedJob as PreparedJob
+from ._queue import Queue as Queue
+from ._queue import Task as Task
+from ._queue import TaskOptions as TaskOptions
+from ._worker import Worker as Worker
+from ._worker import WorkerStatistics as WorkerStatistics
+from ._worker import current_job as current_job
+from ._worker import run_worker as run_worker
 
 
 def _fix_module_names() -> None:

@@ -1,0 +1,892 @@
+"""The worker: claims due jobs, runs their handlers, reports how each attempt went.
+
+One :class:`Worker` is a handful of small trio tasks that share its state:
+
+- the *claim loop* takes up to the free slots' worth of due jobs per store
+  call, then sleeps until the next job is due, the poll interval ends, a slot
+  frees up, or this process enqueues something;
+- one task per *attempt* runs the handler (on trio, or in a thread for a
+  plain function) under its timeout and computes the outcome;
+- the *settler* writes the outcomes of the attempts that finished meanwhile
+  in one store call;
+- the *maintainer* renews the leases of running attempts in one call, and
+  reaps leases that ran out (a crashed worker's jobs), every ``lease / 3``.
+
+Store calls run on the trio thread: a trio-to-thread hop costs several times
+a whole SQLite transaction, so the worker batches instead of hopping.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import random
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
+from datetime import timedelta
+from typing import Any, Protocol, TypeVar
+
+import attrs
+import trio
+
+from ._interval import MissedTickBehavior, interval
+from ._job import (
+    EXPIRED_ERROR,
+    EventKind,
+    Failure,
+    Job,
+    JobState,
+    Outcome,
+    Release,
+    Success,
+    check_json,
+)
+from ._queue import Queue, Task
+from ._retry import Backoff, Permanent, RetryLater
+
+__all__ = ["Worker", "WorkerStatistics", "current_job", "run_worker"]
+
+logger = logging.getLogger("jobkit")
+
+T = TypeVar("T")
+
+#: How long a worker that is being cancelled may spend handing its leases back.
+RELEASE_TIMEOUT = 5.0
+
+#: Tracebacks stored on a job are cut to this many characters (the end is kept).
+MAX_TRACEBACK = 8000
+
+_current_job: ContextVar[Job] = ContextVar("jobkit.current_job")
+
+
+def current_job() -> Job:
+    """Return the job whose handler is running in this task (or its thread).
+
+    Handlers use it for an idempotency key that stays the same across
+    retries (``job.id``, ``job.unique_key``), or to behave differently on a
+    later attempt (``job.attempts``). Outside a handler it raises
+    ``RuntimeError``.
+
+    Example::
+
+        >>> import jobkit
+        >>> queue = jobkit.Queue(jobkit.MemoryStore())
+        >>> @queue.task()
+        ... async def charge(order: str) -> str:
+        ...     job = jobkit.current_job()
+        ...     return f"charge {order} with idempotency key job-{job.id}"
+        >>> jobkit.current_job()
+        Traceback (most recent call last):
+        ...
+        RuntimeError: current_job() was called outside a job handler
+    """
+    try:
+        return _current_job.get()
+    except LookupError:
+        raise RuntimeError("current_job() was called outside a job handler") from None
+
+
+@attrs.frozen
+class WorkerStatistics:
+    """Counts of what a :class:`Worker` has done since it started.
+
+    ``failed`` counts attempts that raised or timed out; each of them is
+    then either ``retried`` or ``dead`` (unless its lease was lost).
+    ``released`` counts attempts handed back unfinished at shutdown, and
+    ``lost`` those whose lease another worker had already reaped, so their
+    outcome was discarded.
+
+    Example::
+
+        >>> import jobkit
+        >>> stats = jobkit.Worker(jobkit.Queue()).statistics()
+        >>> stats.claimed, stats.running
+        (0, 0)
+    """
+
+    claimed: int
+    running: int
+    succeeded: int
+    failed: int
+    retried: int
+    dead: int
+    released: int
+    lost: int
+
+
+@attrs.define
+class _Counters:
+    claimed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead: int = 0
+    released: int = 0
+    lost: int = 0
+
+
+class _Token(Protocol):
+    # What the worker needs of a jobkit.CancellationToken.
+    @property
+    def cancelled(self) -> bool: ...
+
+    async def wait(self) -> None: ...
+
+
+@attrs.define(eq=False)
+class _Attempt:
+    """One claimed job while this worker runs it."""
+
+    job: Job
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    outcome: Outcome | None = None
+    lost: bool = False
+    """Another worker reaped the lease: the result must not be reported."""
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.job.id, self.job.attempts)
+
+
+def _log_fields(job: Job, **more: object) -> dict[str, object]:
+    return {
+        "job_id": job.id,
+        "task": job.task,
+        "queue": job.queue,
+        "attempt": job.attempts,
+        "max_attempts": job.max_attempts,
+        **more,
+    }
+
+
+def describe_error(error: BaseException) -> str:
+    """Return the text stored on a job for ``error``: a summary, then the traceback.
+
+    The first line is ``"ExcType: message"`` (what listings show); after a
+    blank line comes the formatted traceback, its end kept if it is long.
+
+    Example::
+
+        >>> try:
+        ...     raise ValueError("no such user")
+        ... except ValueError as e:
+        ...     text = describe_error(e)
+        >>> text.splitlines()[0]
+        'ValueError: no such user'
+        >>> "Traceback (most recent call last)" in text
+        True
+    """
+    message = str(error)
+    summary = type(error).__name__ + (f": {message}" if message else "")
+    summary = summary.splitlines()[0] if summary else type(error).__name__
+    trace = "".join(traceback.format_exception(error))
+    if len(trace) > MAX_TRACEBACK:
+        trace = "...\n" + trace[-MAX_TRACEBACK:]
+    return f"{summary}\n\n{trace}"
+
+
+# -- store calls that survive store errors ------------------------------------------
+
+
+class _StoreCaller:
+    """Runs store calls; a failing call is logged and retried with backoff."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._backoff = Backoff.exponential(0.05, 5.0, jitter="equal")
+
+    async def call(
+        self,
+        what: str,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        shield: bool = False,
+    ) -> T:
+        # ``fn`` is called afresh on every try, so each one reads the clock anew.
+        failures = 0
+        while True:
+            try:
+                # A claim cancelled after its transaction committed would leave
+                # jobs leased to nobody; shielded calls finish what they start.
+                with trio.CancelScope(shield=shield):
+                    result = await fn()
+            except Exception as exc:
+                failures += 1
+                delay = self._backoff.delay(failures, rng=self._rng)
+                if failures == 1:
+                    logger.error(
+                        "store %s failed; retrying in %.2fs",
+                        what,
+                        delay,
+                        exc_info=exc,
+                        extra={"store_call": what, "failures": failures},
+                    )
+                else:
+                    logger.warning(
+                        "store %s failed again (%d times in a row); "
+                        "retrying in %.2fs: %s",
+                        what,
+                        failures,
+                        delay,
+                        exc,
+                        extra={"store_call": what, "failures": failures},
+                    )
+                await trio.sleep(delay)
+            else:
+                if failures:
+                    logger.warning(
+                        "store %s works again after %d failures",
+                        what,
+                        failures,
+                        extra={"store_call": what, "failures": failures},
+                    )
+                return result
+
+
+# -- settling outcomes in batches ----------------------------------------------------
+
+
+@attrs.define(eq=False)
+class _Pending:
+    outcome: Outcome
+    done: trio.Event = attrs.Factory(trio.Event)
+    applied: bool = False
+
+
+class _Settler:
+    """Writes the outcomes that piled up since the last write in one store call."""
+
+    def __init__(self, queue: Queue, caller: _StoreCaller) -> None:
+        self._queue = queue
+        self._caller = caller
+        self._pending: list[_Pending] = []
+        self._ready = trio.Event()
+
+    async def submit(self, outcome: Outcome) -> bool:
+        """Queue ``outcome`` for the next write; return whether it was applied."""
+        pending = _Pending(outcome)
+        self._pending.append(pending)
+        self._ready.set()
+        await pending.done.wait()
+        return pending.applied
+
+    async def _settle(self, outcomes: list[Outcome]) -> list[bool]:
+        return await self._queue.store.settle(outcomes, now=self._queue.clock())
+
+    async def run(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready = trio.Event()
+            batch, self._pending = self._pending, []
+            outcomes = [p.outcome for p in batch]
+            applied = await self._caller.call(
+                "settle", functools.partial(self._settle, outcomes)
+            )
+            for pending, ok in zip(batch, applied, strict=True):
+                pending.applied = ok
+                pending.done.set()
+
+
+# -- the worker ------------------------------------------------------------------
+
+
+def _positive(value: float | timedelta, name: str, *, zero_ok: bool = False) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise TypeError(f"{name} must be seconds (float) or a timedelta, got {value!r}")
+    if math.isnan(seconds) or seconds < 0 or (seconds == 0 and not zero_ok):
+        bound = ">= 0" if zero_ok else "> 0"
+        raise ValueError(f"{name} must be {bound} seconds, got {value!r}")
+    return float(seconds)
+
+
+class Worker:
+    """Runs the jobs of a :class:`Queue`: claims, executes, retries, recovers.
+
+    Usually started with :func:`run_worker`; build one directly to keep a
+    reference for :meth:`statistics`, then ``await worker.run()``. The
+    options are those of :func:`run_worker`.
+
+    Example::
+
+        >>> import trio, jobkit, jobkit.testing
+        >>> queue = jobkit.Queue(jobkit.MemoryStore(), clock=trio.current_time)
+        >>> @queue.task()
+        ... async def double(n: int) -> int:
+        ...     return 2 * n
+        >>> async def main():
+        ...     token = jobkit.CancellationToken()
+        ...     worker = jobkit.Worker(queue, shutdown=token)
+        ...     async with trio.open_nursery() as nursery:
+        ...         nursery.start_soon(worker.run)
+        ...         for n in range(3):
+        ...             await double.enqueue(n=n)
+        ...         await trio.sleep(1)
+        ...         token.cancel()
+        ...     return worker.statistics().succeeded
+        >>> jobkit.testing.run_virtual(main)
+        3
+    """
+
+    def __init__(
+        self,
+        queue: Queue,
+        *,
+        concurrency: int = 10,
+        queues: Sequence[str] | None = None,
+        lease: float | timedelta = 30.0,
+        poll_interval: float | timedelta = 1.0,
+        shutdown: _Token | None = None,
+        grace: float | timedelta = 10.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not isinstance(queue, Queue):
+            raise TypeError(f"queue must be a jobkit.Queue, got {queue!r}")
+        if (
+            isinstance(concurrency, bool)
+            or not isinstance(concurrency, int)
+            or concurrency < 1
+        ):
+            raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        if queues is not None:
+            if isinstance(queues, str):
+                raise TypeError(
+                    f"queues must be a list of queue names, not the string {queues!r}"
+                )
+            queues = tuple(queues)
+            if not queues or not all(isinstance(q, str) and q for q in queues):
+                raise ValueError(
+                    f"queues must be None (all) or non-empty names, got {queues!r}"
+                )
+        self._queue = queue
+        self._concurrency = concurrency
+        self._queues: tuple[str, ...] | None = queues
+        self._lease = _positive(lease, "lease")
+        self._poll_interval = _positive(poll_interval, "poll_interval")
+        self._grace = _positive(grace, "grace", zero_ok=True)
+        self._shutdown = shutdown
+        self._rng = rng if rng is not None else random.Random()
+        self._caller = _StoreCaller(self._rng)
+        self._settler = _Settler(queue, self._caller)
+        self._limiter: trio.CapacityLimiter | None = None
+        self._running: dict[int, _Attempt] = {}
+        self._counters = _Counters()
+        self._poked: trio.Event | None = None
+        self._stopping = False
+        self._started = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<jobkit.Worker running {len(self._running)}/{self._concurrency} "
+            f"jobs of queues {self._queues or 'all'}>"
+        )
+
+    def statistics(self) -> WorkerStatistics:
+        """Return a snapshot of this worker's counters.
+
+        Example::
+
+            >>> import jobkit
+            >>> jobkit.Worker(jobkit.Queue()).statistics().succeeded
+            0
+        """
+        return WorkerStatistics(
+            running=len(self._running), **attrs.asdict(self._counters)
+        )
+
+    @property
+    def stopping(self) -> bool:
+        """True once shutdown was requested: no new job will be claimed."""
+        return self._stopping
+
+    # -- wiring ------------------------------------------------------------------
+
+    def _poke(self) -> None:
+        # Wakes the claim loop (and a draining shutdown) to look again.
+        if self._poked is not None:
+            self._poked.set()
+
+    def _on_enqueue(self, queue: str) -> None:
+        if self._queues is None or queue in self._queues:
+            self._poke()
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[Worker] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run until the shutdown token is cancelled, then return after draining.
+
+        See :func:`run_worker` for what happens at shutdown and on
+        cancellation. A worker runs once.
+
+        Example::
+
+            >>> import trio, jobkit, jobkit.testing
+            >>> queue = jobkit.Queue(jobkit.MemoryStore(), clock=trio.current_time)
+            >>> token = jobkit.CancellationToken()
+            >>> token.cancel()                 # already cancelled: returns at once
+            >>> jobkit.testing.run_virtual(jobkit.Worker(queue, shutdown=token).run)
+        """
+        if self._started:
+            raise RuntimeError("this Worker has already run; create a new one")
+        self._started = True
+        store = self._queue.store  # fail now, with the message, if there is none
+        del store
+        self._limiter = trio.CapacityLimiter(self._concurrency)
+        self._poked = trio.Event()
+        self._queue._listeners.add(self._on_enqueue)
+        logger.info(
+            "worker started: concurrency %d, queues %s, lease %gs",
+            self._concurrency,
+            ", ".join(self._queues) if self._queues else "all",
+            self._lease,
+            extra={"concurrency": self._concurrency, "queues": self._queues},
+        )
+        try:
+            async with trio.open_nursery() as service:
+                service.start_soon(self._settler.run, name="jobkit settler")
+                service.start_soon(self._maintain, name="jobkit lease maintainer")
+                if self._shutdown is not None:
+                    service.start_soon(self._watch, self._shutdown)
+                async with trio.open_nursery() as attempts:
+                    task_status.started(self)
+                    await self._claim_loop(attempts)
+                    await self._drain()
+                service.cancel_scope.cancel()
+        finally:
+            self._queue._listeners.discard(self._on_enqueue)
+            await self._hand_back()
+            logger.info("worker stopped", extra={"statistics": self.statistics()})
+
+    async def _watch(self, token: _Token) -> None:
+        await token.wait()
+        if not self._stopping:
+            logger.info(
+                "worker shutting down: %d jobs running, grace %gs",
+                len(self._running),
+                self._grace,
+            )
+        self._stopping = True
+        self._poke()
+
+    # -- claiming ----------------------------------------------------------------
+
+    async def _claim_loop(self, attempts: trio.Nursery) -> None:
+        while not self._stopping and not (
+            self._shutdown is not None and self._shutdown.cancelled
+        ):
+            # A fresh event before looking at the store, so that an enqueue
+            # landing while we look is not missed.
+            self._poked = trio.Event()
+            free = self._concurrency - len(self._running)
+            deadline = math.inf
+            if free > 0:
+                jobs = await self._caller.call(
+                    "claim", functools.partial(self._claim, free), shield=True
+                )
+                for job in jobs:
+                    self._start(attempts, job)
+                if len(jobs) == free:
+                    continue
+                next_deadline = await self._next_deadline()
+                if next_deadline is None:
+                    continue
+                deadline = next_deadline
+            with trio.move_on_at(deadline):
+                await self._poked.wait()
+
+    async def _claim(self, limit: int) -> list[Job]:
+        return await self._queue.store.claim(
+            queues=self._queues, limit=limit, now=self._queue.clock(), lease=self._lease
+        )
+
+    async def _next_deadline(self) -> float | None:
+        """Return the trio time to look again, or None if a job is due already."""
+        store = self._queue.store
+        clock = self._queue.clock
+        next_due = await self._caller.call(
+            "next_run_at", lambda: store.next_run_at(queues=self._queues)
+        )
+        poll = trio.current_time() + self._poll_interval
+        if next_due is None:
+            return poll
+        now = clock()
+        if next_due <= now:
+            return None
+        if clock is trio.current_time:
+            # Same time base: wake at the exact instant, free of rounding.
+            return min(poll, next_due)
+        return min(poll, trio.current_time() + (next_due - now))
+
+    def _start(self, nursery: trio.Nursery, job: Job) -> None:
+        attempt = _Attempt(job)
+        self._running[job.id] = attempt
+        self._counters.claimed += 1
+        nursery.start_soon(self._attempt, attempt, name=f"jobkit job {job.id}")
+
+    # -- running one attempt -----------------------------------------------------
+
+    async def _attempt(self, attempt: _Attempt) -> None:
+        # If this task is cancelled from outside, the attempt stays in
+        # ``_running`` and ``_hand_back`` reports it when the worker exits.
+        attempt.outcome = await self._execute(attempt)
+        if attempt.outcome is not None:
+            applied = await self._settler.submit(attempt.outcome)
+            self._count(attempt, applied)
+        del self._running[attempt.job.id]
+        self._poke()
+
+    async def _execute(self, attempt: _Attempt) -> Outcome | None:
+        job = attempt.job
+        task = self._queue.tasks.get(job.task)
+        _current_job.set(job)
+        error: Exception | None = None
+        result: Any = None
+        with attempt.scope:
+            try:
+                if task is None:
+                    known = ", ".join(sorted(self._queue.tasks)) or "none"
+                    raise LookupError(
+                        f"no task named {job.task!r} is registered with this "
+                        f"worker's queue (known: {known})"
+                    )
+                result = await self._invoke(task, job)
+                try:
+                    check_json(result, "result")
+                except TypeError as exc:
+                    # The side effects happened; running it again would repeat
+                    # them and fail the same way.
+                    raise Permanent(f"the handler's {exc}") from exc
+            except Exception as exc:
+                error = exc
+        if attempt.lost:
+            return None
+        if attempt.scope.cancelled_caught:
+            return Release(job.id, job.attempts)
+        if error is not None:
+            return await self._failure(job, task, error)
+        logger.debug(
+            "job %d (%s) succeeded on attempt %d",
+            job.id,
+            job.task,
+            job.attempts,
+            extra=_log_fields(job),
+        )
+        return Success(job.id, job.attempts, result)
+
+    async def _invoke(self, task: Task[Any, Any], job: Job) -> Any:
+        call = functools.partial(task.fn, **job.payload)
+        timeout = task.timeout
+        with trio.move_on_after(math.inf if timeout is None else timeout):
+            if task.is_async:
+                return await call()
+            # A thread cannot be interrupted: on timeout or shutdown it is
+            # abandoned, finishes in the background, and its result is dropped.
+            return await trio.to_thread.run_sync(
+                call, abandon_on_cancel=True, limiter=self._limiter
+            )
+        raise trio.TooSlowError(f"attempt timed out after {timeout:g}s")
+
+    async def _failure(
+        self, job: Job, task: Task[Any, Any] | None, error: Exception
+    ) -> Failure:
+        policy = task.retry if task is not None else self._queue.default_retry
+        if policy.max_attempts != job.max_attempts:
+            # The job's own limit (set at enqueue) is the one the store enforces.
+            policy = attrs.evolve(policy, max_attempts=job.max_attempts)
+        previous = None
+        if policy.backoff.jitter == "decorrelated":
+            previous = await self._previous_delay(job)
+        delay = policy.decide(
+            error, job.attempts, previous_delay=previous, rng=self._rng
+        )
+        now = self._queue.clock()
+        text = describe_error(error)
+        self._log_failure(job, error, delay)
+        return Failure(
+            job.id, job.attempts, text, None if delay is None else now + delay
+        )
+
+    async def _previous_delay(self, job: Job) -> float | None:
+        # The wait before this attempt: from the RETRIED event that scheduled
+        # it to the run_at it set (claiming leaves run_at alone).
+        if job.attempts < 2:
+            return None
+        try:
+            events = await self._queue.store.events(job_id=job.id)
+        except Exception:
+            logger.warning("could not read the events of job %d", job.id, exc_info=True)
+            return None
+        starts = [i for i, (_, e) in enumerate(events) if e.kind is EventKind.STARTED]
+        if not starts or starts[-1] == 0:
+            return None
+        before = events[starts[-1] - 1][1]
+        if before.kind is not EventKind.RETRIED:
+            return None
+        return max(0.0, job.run_at - before.at)
+
+    def _log_failure(self, job: Job, error: Exception, delay: float | None) -> None:
+        last = delay is None or job.attempts >= job.max_attempts
+        fields = _log_fields(
+            job,
+            outcome="dead" if last else "retried",
+            retry_in=None if last else delay,
+            error=f"{type(error).__name__}: {error}",
+        )
+        where = f"job {job.id} ({job.task}) attempt {job.attempts}/{job.max_attempts}"
+        if isinstance(error, RetryLater) and not last:
+            logger.info("%s asked to retry in %gs", where, delay, extra=fields)
+        elif last:
+            logger.error(
+                "%s failed; the job is dead: %s: %s",
+                where,
+                type(error).__name__,
+                error,
+                exc_info=error,
+                extra=fields,
+            )
+        else:
+            logger.warning(
+                "%s failed; retrying in %.3gs: %s: %s",
+                where,
+                delay,
+                type(error).__name__,
+                error,
+                exc_info=error,
+                extra=fields,
+            )
+
+    def _count(self, attempt: _Attempt, applied: bool) -> None:
+        job, outcome = attempt.job, attempt.outcome
+        counters = self._counters
+        if isinstance(outcome, Failure):
+            counters.failed += 1
+        if not applied:
+            counters.lost += 1
+            logger.warning(
+                "job %d (%s) attempt %d finished after losing its lease; its "
+                "outcome was discarded (another worker may have run it)",
+                job.id,
+                job.task,
+                job.attempts,
+                extra=_log_fields(job),
+            )
+        elif isinstance(outcome, Success):
+            counters.succeeded += 1
+        elif isinstance(outcome, Release):
+            counters.released += 1
+        elif isinstance(outcome, Failure):
+            if outcome.retry_at is None or job.attempts >= job.max_attempts:
+                counters.dead += 1
+            else:
+                counters.retried += 1
+
+    # -- leases --------------------------------------------------------------------
+
+    async def _maintain(self) -> None:
+        ticker = interval(
+            self._lease / 3, missed_tick_behavior=MissedTickBehavior.DELAY
+        )
+        async for _ in ticker:
+            await self._renew()
+            await self._reap()
+
+    async def _renew(self) -> None:
+        running = [a for a in self._running.values() if not a.lost]
+        if not running:
+            return
+        try:
+            owned = await self._queue.store.renew(
+                [a.key for a in running], now=self._queue.clock(), lease=self._lease
+            )
+        except Exception as exc:
+            logger.error(
+                "store renew failed for %d leases; trying again in %gs",
+                len(running),
+                self._lease / 3,
+                exc_info=exc,
+                extra={"store_call": "renew"},
+            )
+            return
+        for attempt, ok in zip(running, owned, strict=True):
+            if not ok and not attempt.lost:
+                attempt.lost = True
+                self._counters.lost += 1
+                logger.warning(
+                    "job %d (%s) attempt %d lost its lease (the store reaped it); "
+                    "stopping it",
+                    attempt.job.id,
+                    attempt.job.task,
+                    attempt.job.attempts,
+                    extra=_log_fields(attempt.job),
+                )
+                attempt.scope.cancel()
+
+    async def _reap(self) -> None:
+        try:
+            reaped = await self._queue.store.reap(now=self._queue.clock())
+        except Exception as exc:
+            logger.error(
+                "store reap failed; trying again in %gs",
+                self._lease / 3,
+                exc_info=exc,
+                extra={"store_call": "reap"},
+            )
+            return
+        for job in reaped:
+            dead = job.state is JobState.DEAD
+            fields = _log_fields(
+                job, outcome="dead" if dead else "retried", error=EXPIRED_ERROR
+            )
+            message = "job %d (%s) attempt %d: %s; %s"
+            then = "the job is dead" if dead else "queued to run again now"
+            log = logger.error if dead else logger.warning
+            log(
+                message,
+                job.id,
+                job.task,
+                job.attempts,
+                EXPIRED_ERROR,
+                then,
+                extra=fields,
+            )
+        if reaped:
+            self._poke()
+
+    # -- stopping --------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        with trio.move_on_after(self._grace):
+            while self._running:
+                self._poked = trio.Event()
+                await self._poked.wait()
+        if self._running:
+            logger.warning(
+                "grace period over: cancelling %d running jobs and releasing "
+                "their leases",
+                len(self._running),
+                extra={"job_ids": sorted(self._running)},
+            )
+        for attempt in self._running.values():
+            attempt.scope.cancel()
+
+    async def _hand_back(self) -> None:
+        # Reached with attempts left only when the worker was cancelled from
+        # outside (or crashed): report what finished, release the rest, so no
+        # job waits for its lease to expire.
+        leftover = [a for a in self._running.values() if not a.lost]
+        self._running.clear()
+        if not leftover:
+            return
+        outcomes: list[Outcome] = [
+            a.outcome or Release(a.job.id, a.job.attempts) for a in leftover
+        ]
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + RELEASE_TIMEOUT
+            try:
+                await self._queue.store.settle(outcomes, now=self._queue.clock())
+            except Exception as exc:
+                logger.error(
+                    "could not release %d leases on exit; those jobs run again "
+                    "when their leases expire",
+                    len(outcomes),
+                    exc_info=exc,
+                    extra={"job_ids": [o.job_id for o in outcomes]},
+                )
+                return
+        if scope.cancelled_caught:
+            logger.error(
+                "releasing %d leases on exit took over %gs; gave up",
+                len(outcomes),
+                RELEASE_TIMEOUT,
+            )
+            return
+        self._counters.released += sum(isinstance(o, Release) for o in outcomes)
+        logger.info(
+            "worker cancelled: released %d leases",
+            len(outcomes),
+            extra={"job_ids": [o.job_id for o in outcomes]},
+        )
+
+
+async def run_worker(
+    queue: Queue,
+    *,
+    concurrency: int = 10,
+    queues: Sequence[str] | None = None,
+    lease: float | timedelta = 30.0,
+    poll_interval: float | timedelta = 1.0,
+    shutdown: _Token | None = None,
+    grace: float | timedelta = 10.0,
+    rng: random.Random | None = None,
+    task_status: trio.TaskStatus[Worker] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the jobs of ``queue`` until ``shutdown`` is cancelled, then drain and return.
+
+    ``await nursery.start(run_worker, queue)`` returns the :class:`Worker`
+    (for its :meth:`~Worker.statistics`) once it runs; ``nursery.start``
+    passes no keyword arguments, so give options with
+    ``functools.partial(run_worker, queue, concurrency=4, ...)``. The worker:
+
+    - runs at most ``concurrency`` jobs at once, claiming up to the free
+      slots in one store call, from ``queues`` (None: all);
+    - runs ``async def`` handlers on trio and plain functions in threads,
+      each attempt under its task's timeout (a timeout is a failed attempt);
+    - on failure asks the task's :class:`RetryPolicy` (drawing jitter from
+      ``rng``), logs the error once with its traceback on logger ``jobkit``
+      (fields ``job_id``, ``task``, ``queue``, ``attempt``) and stores it on
+      the job as ``"ExcType: message"``, a blank line, and the traceback;
+    - holds each running job's lease for ``lease`` seconds and renews all of
+      them in one call every ``lease / 3``; at the same pace reaps leases
+      that ran out elsewhere (a crashed attempt counts as an attempt);
+    - sleeps until the next job is due, at most ``poll_interval``, and wakes
+      at once when this process enqueues a job;
+    - logs store errors and retries them with backoff; they never stop it.
+
+    When ``shutdown`` (a :class:`CancellationToken`) is cancelled it stops
+    claiming at once, lets running jobs finish for up to ``grace`` seconds,
+    then cancels the rest and releases their leases (the jobs are QUEUED
+    again with their attempt not counted, so another worker starts them
+    at once) and returns. A handler running in a thread cannot be
+    interrupted: it is abandoned and its result dropped.
+
+    If instead the worker is cancelled from outside (its nursery's cancel
+    scope), it still hands back every lease it holds, in one shielded store
+    call bounded by a few seconds, rather than leave the jobs to wait for
+    their leases to expire.
+
+    Example::
+
+        >>> import trio, jobkit, jobkit.testing
+        >>> from functools import partial
+        >>> queue = jobkit.Queue(jobkit.MemoryStore(), clock=trio.current_time)
+        >>> @queue.task(timeout=5)
+        ... async def greet(name: str) -> str:
+        ...     await trio.sleep(1)
+        ...     return f"hello {name}"
+        >>> async def main():
+        ...     token = jobkit.CancellationToken()
+        ...     async with trio.open_nursery() as nursery:
+        ...         worker = await nursery.start(
+        ...             partial(jobkit.run_worker, queue, concurrency=4, shutdown=token)
+        ...         )
+        ...         job_id = await greet.enqueue(name="ada")
+        ...         await trio.sleep(2)
+        ...         token.cancel()
+        ...     job = await queue.get(job_id)
+        ...     return job.state.value, job.result, worker.statistics().succeeded
+        >>> jobkit.testing.run_virtual(main)
+        ('succeeded', 'hello ada', 1)
+    """
+    worker = Worker(
+        queue,
+        concurrency=concurrency,
+        queues=queues,
+        lease=lease,
+        poll_interval=poll_interval,
+        shutdown=shutdown,
+        grace=grace,
+        rng=rng,
+    )
+    await worker.run(task_status=task_status)
