@@ -42,3 +42,14 @@ def _fix_module_names() -> None:
 
 
 _fix_module_names()
+# Observability: metrics, depth sampling and structured logs.
+from ._logging import JSONFormatter as JSONFormatter
+from ._metrics import AttemptSpan as AttemptSpan
+from ._metrics import DepthSample as DepthSample
+from ._metrics import DepthSampler as DepthSampler
+from ._metrics import Histogram as Histogram
+from ._metrics import Metrics as Metrics
+from ._metrics import MetricsSnapshot as MetricsSnapshot
+from ._metrics import attempt_spans as attempt_spans
+from ._metrics import collect_metrics as collect_metrics
+

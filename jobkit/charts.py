@@ -1,0 +1,443 @@
+"""Charts of a queue at work: depth, throughput, durations, attempts, backoff.
+
+Each function draws on the matplotlib ``ax`` it is given (or on a new
+figure's) and returns that ``ax``, so charts compose into subplots and can be
+restyled afterwards. Only this module needs matplotlib (``pip install
+'jobkit[charts]'``); ``import jobkit`` never loads it.
+
+The inputs are jobkit's own records: :class:`~jobkit.DepthSample` lists from a
+:class:`~jobkit.DepthSampler`, events from ``queue.events()``, a
+:class:`~jobkit.MetricsSnapshot` from ``queue.metrics()``, jobs from
+``queue.list()``, and :class:`~jobkit.Backoff` or
+:class:`~jobkit.RetryPolicy` policies.
+
+Example::
+
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import jobkit, jobkit.charts
+    >>> ax = jobkit.charts.backoff_delays(jobkit.Backoff.exponential(1, 30))
+    >>> ax.get_ylabel()
+    'delay (s)'
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import math
+import random
+from typing import TYPE_CHECKING
+
+# Modules, not names: this module is public, and the names it would import
+# are documented where they are defined.
+from . import _job, _metrics, _retry
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from matplotlib.axes import Axes
+
+    from ._job import Event, Job
+    from ._metrics import DepthSample, Histogram
+    from ._retry import Backoff, RetryPolicy
+
+
+__all__ = [
+    "attempts_per_job",
+    "backoff_delays",
+    "durations",
+    "queue_depth",
+    "throughput",
+]
+
+# One colour per meaning, the same in every chart.
+COLORS = {
+    _job.JobState.QUEUED: "tab:blue",
+    _job.JobState.RUNNING: "tab:orange",
+    _job.JobState.SUCCEEDED: "tab:green",
+    _job.JobState.DEAD: "tab:red",
+    _job.JobState.CANCELLED: "tab:gray",
+    "failed": "tab:red",
+    "succeeded": "tab:green",
+}
+
+_FAILED = frozenset(
+    {_job.EventKind.RETRIED, _job.EventKind.EXPIRED, _job.EventKind.DEAD}
+)
+
+
+def _axes(ax: Axes | None) -> Axes:
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    _, new = plt.subplots(figsize=(7, 3.5), layout="constrained")
+    return new
+
+
+def queue_depth(
+    samples: Sequence[DepthSample] | _metrics.DepthSampler,
+    ax: Axes | None = None,
+    *,
+    queue: str | None = None,
+    states: Iterable[_job.JobState] = (
+        _job.JobState.QUEUED,
+        _job.JobState.RUNNING,
+        _job.JobState.DEAD,
+    ),
+    start: float | None = None,
+) -> Axes:
+    """Plot how many jobs were in each state over time, from depth samples.
+
+    One step line per state, summed over queues unless ``queue`` names one.
+    Times are shown as seconds since ``start`` (default: the first sample).
+
+    Example::
+
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> from jobkit.charts import queue_depth
+        >>> from jobkit import DepthSample, JobState, QueueCounts
+        >>> samples = [DepthSample(t, QueueCounts({("q", JobState.QUEUED): n}))
+        ...            for t, n in [(0, 5), (10, 3), (20, 0)]]
+        >>> ax = queue_depth(samples)
+        >>> [int(y) for y in ax.get_lines()[0].get_ydata()]
+        [5, 3, 0]
+    """
+    points = (
+        samples.samples if isinstance(samples, _metrics.DepthSampler) else list(samples)
+    )
+    ax = _axes(ax)
+    t0 = start if start is not None else (points[0].at if points else 0.0)
+    times = [p.at - t0 for p in points]
+    for state in states:
+        if queue is None:
+            values = [p.counts.total(state) for p in points]
+        else:
+            values = [p.counts.get(queue, state) for p in points]
+        ax.step(
+            times,
+            values,
+            where="post",
+            label=state.value,
+            color=COLORS.get(state),
+        )
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("jobs")
+    ax.set_title("Queue depth" + (f" of {queue!r}" if queue else ""))
+    ax.set_ylim(bottom=0)
+    if points:
+        ax.legend(loc="upper right")
+    return ax
+
+
+def _nice_bucket(span: float, target: int = 30) -> float:
+    if span <= 0:
+        return 1.0
+    raw = span / target
+    magnitude = 10 ** math.floor(math.log10(raw))
+    for step in (1, 2, 5, 10):
+        if step * magnitude >= raw:
+            return float(step * magnitude)
+    return float(10 * magnitude)
+
+
+def throughput(
+    events: Iterable[Event | tuple[int, Event]],
+    ax: Axes | None = None,
+    *,
+    bucket: float | None = None,
+    start: float | None = None,
+) -> Axes:
+    """Plot finished attempts per second over time, and their success rate.
+
+    Bars count attempts that succeeded (green) and failed (red: retried,
+    lost with a worker, or dead) in windows of ``bucket`` seconds (default:
+    about 30 windows over the span), divided by the window length. The
+    success rate, succeeded over finished, is the black line on a second
+    axis (0 to 1), reachable as ``ax.right_ax``; windows with nothing
+    finished have no rate.
+
+    Example::
+
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> from jobkit.charts import throughput
+        >>> from jobkit import Event, EventKind
+        >>> events = [Event(1, EventKind.SUCCEEDED, 0.5, 1),
+        ...           Event(2, EventKind.RETRIED, 1.5, 1, "boom"),
+        ...           Event(2, EventKind.SUCCEEDED, 1.7, 2)]
+        >>> ax = throughput(events, bucket=1.0, start=0.0)
+        >>> [float(bar.get_height()) for bar in ax.containers[0]]
+        [1.0, 1.0]
+        >>> [float(y) for y in ax.right_ax.get_lines()[0].get_ydata()]
+        [1.0, 0.5]
+    """
+    if bucket is not None and not (math.isfinite(bucket) and bucket > 0):
+        raise ValueError(f"bucket must be a positive number of seconds, got {bucket!r}")
+    finished = [
+        e
+        for e in (item[1] if isinstance(item, tuple) else item for item in events)
+        if e.kind is _job.EventKind.SUCCEEDED or e.kind in _FAILED
+    ]
+    ax = _axes(ax)
+    t0 = start if start is not None else min((e.at for e in finished), default=0.0)
+    end = max((e.at for e in finished), default=t0)
+    width = bucket if bucket is not None else _nice_bucket(end - t0)
+    windows = max(1, math.floor((end - t0) / width) + 1)
+    ok = [0] * windows
+    bad = [0] * windows
+    for e in finished:
+        i = min(windows - 1, max(0, math.floor((e.at - t0) / width)))
+        if e.kind is _job.EventKind.SUCCEEDED:
+            ok[i] += 1
+        else:
+            bad[i] += 1
+    lefts = [i * width for i in range(windows)]
+    ax.bar(
+        lefts,
+        [n / width for n in ok],
+        width=width,
+        align="edge",
+        color=COLORS["succeeded"],
+        label="succeeded",
+    )
+    ax.bar(
+        lefts,
+        [n / width for n in bad],
+        width=width,
+        align="edge",
+        bottom=[n / width for n in ok],
+        color=COLORS["failed"],
+        label="failed",
+    )
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("attempts finished / s")
+    ax.set_title("Throughput and success rate")
+    right = ax.twinx()
+    centers = [left + width / 2 for left in lefts]
+    rates = [g / (g + b) if g + b else math.nan for g, b in zip(ok, bad, strict=True)]
+    right.plot(centers, rates, color="black", marker=".", label="success rate")
+    right.set_ylim(0, 1.05)
+    right.set_ylabel("success rate")
+    ax.right_ax = right  # type: ignore[attr-defined]
+    handles, labels = ax.get_legend_handles_labels()
+    more, more_labels = right.get_legend_handles_labels()
+    if finished:
+        ax.legend(handles + more, labels + more_labels, loc="upper left")
+    return ax
+
+
+def _bucket_edges(bounds: Sequence[float]) -> list[float]:
+    # The first bucket starts at 0, which a log axis cannot show: give it the
+    # same ratio as its neighbour. The +Inf bucket gets a finite right edge.
+    first = bounds[0] / (bounds[1] / bounds[0]) if len(bounds) > 1 else bounds[0] / 2
+    last = bounds[-1] * (bounds[-1] / bounds[-2]) if len(bounds) > 1 else bounds[0] * 2
+    return [first, *bounds, last]
+
+
+def durations(
+    data: _metrics.MetricsSnapshot | Iterable[float],
+    ax: Axes | None = None,
+    *,
+    task: str | None = None,
+    bins: int = 30,
+) -> Axes:
+    """Plot the distribution of attempt durations.
+
+    From a :class:`MetricsSnapshot`, the bars are its histogram buckets on a
+    log axis, succeeded and failed attempts stacked (one ``task``, or all).
+    From plain numbers (seconds), an ordinary histogram with ``bins`` bins.
+
+    Example::
+
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> from jobkit.charts import durations
+        >>> ax = durations([0.1, 0.2, 0.2, 1.5], bins=4)
+        >>> float(sum(bar.get_height() for bar in ax.patches))
+        4.0
+    """
+    ax = _axes(ax)
+    ax.set_xlabel("attempt duration (s)")
+    ax.set_ylabel("attempts")
+    ax.set_title("Attempt durations" + (f" of {task!r}" if task else ""))
+    if not isinstance(data, _metrics.MetricsSnapshot):
+        values = [float(v) for v in data]
+        ax.hist(values, bins=bins, color=COLORS["succeeded"])
+        return ax
+    edges = _bucket_edges(data.duration_bounds)
+    lefts = edges[:-1]
+    widths = [b - a for a, b in itertools.pairwise(edges)]
+    bottom = [0] * len(lefts)
+    for outcome in ("succeeded", "failed"):
+        hist = data.duration(task, outcome)
+        ax.bar(
+            lefts,
+            hist.counts,
+            width=widths,
+            align="edge",
+            bottom=bottom,
+            color=COLORS[outcome],
+            edgecolor="white",
+            label=outcome,
+        )
+        bottom = [a + b for a, b in zip(bottom, hist.counts, strict=True)]
+    ax.set_xscale("log")
+    used = [i for i, n in enumerate(bottom) if n]
+    if used:
+        ax.set_xlim(edges[used[0]], edges[used[-1] + 1])
+        ax.legend(loc="upper right")
+    return ax
+
+
+def _attempt_labels(hist: Histogram) -> list[str]:
+    labels = []
+    low = 1
+    for bound in hist.bounds:
+        high = int(bound)
+        labels.append(str(high) if high == low else f"{low}-{high}")
+        low = high + 1
+    labels.append(f">{int(hist.bounds[-1])}")
+    return labels
+
+
+def attempts_per_job(
+    data: _metrics.MetricsSnapshot | Iterable[Job],
+    ax: Axes | None = None,
+    *,
+    task: str | None = None,
+) -> Axes:
+    """Plot how many attempts jobs needed before they finished.
+
+    From jobs (``await queue.list(limit=None)``): jobs that SUCCEEDED or are
+    DEAD, one bar per number of attempts, split by outcome. From a
+    :class:`MetricsSnapshot`: its attempts histogram (every finish counted,
+    including those of jobs later requeued). ``task`` keeps only one task.
+
+    Example::
+
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> from jobkit.charts import attempts_per_job
+        >>> from jobkit import Job, JobState
+        >>> def job(i, state, attempts):
+        ...     return Job(id=i, task="t", queue="q", payload={}, state=state,
+        ...                attempts=attempts, max_attempts=3, priority=0,
+        ...                run_at=0.0, created_at=0.0, updated_at=0.0)
+        >>> ax = attempts_per_job([job(1, JobState.SUCCEEDED, 1),
+        ...                        job(2, JobState.SUCCEEDED, 2),
+        ...                        job(3, JobState.DEAD, 3)])
+        >>> [t.get_text() for t in ax.get_xticklabels()]
+        ['1', '2', '3']
+    """
+    ax = _axes(ax)
+    ax.set_xlabel("attempts")
+    ax.set_ylabel("jobs")
+    ax.set_title("Attempts per job" + (f" of {task!r}" if task else ""))
+    if isinstance(data, _metrics.MetricsSnapshot):
+        hist = data.attempts_of(task)
+        labels = _attempt_labels(hist)
+        keep = [i for i, n in enumerate(hist.counts) if n] or [0]
+        shown = range(keep[-1] + 1)
+        ax.bar(
+            [labels[i] for i in shown],
+            [hist.counts[i] for i in shown],
+            color="tab:purple",
+        )
+        return ax
+    finished: collections.Counter[tuple[int, _job.JobState]] = collections.Counter()
+    for job in data:
+        if job.state in (_job.JobState.SUCCEEDED, _job.JobState.DEAD) and (
+            task is None or job.task == task
+        ):
+            finished[(job.attempts, job.state)] += 1
+    most = max((n for n, _ in finished), default=1)
+    xs = list(range(1, most + 1))
+    ok = [finished[(n, _job.JobState.SUCCEEDED)] for n in xs]
+    dead = [finished[(n, _job.JobState.DEAD)] for n in xs]
+    ax.bar(xs, ok, color=COLORS[_job.JobState.SUCCEEDED], label="succeeded")
+    ax.bar(xs, dead, bottom=ok, color=COLORS[_job.JobState.DEAD], label="dead")
+    ax.set_xticks(xs, [str(n) for n in xs])
+    if finished:
+        ax.legend(loc="upper right")
+    return ax
+
+
+def backoff_delays(
+    policy: Backoff | RetryPolicy,
+    ax: Axes | None = None,
+    *,
+    attempts: int | None = None,
+    runs: int = 20,
+    seed: int = 0,
+) -> Axes:
+    """Plot the delays a policy waits after each failed attempt.
+
+    The black line is the un-jittered value; with jitter, the shaded band is
+    the interval each delay is drawn from (for decorrelated jitter, the
+    widest one, from ``base`` to ``cap``) and the dots are ``runs`` sampled
+    sequences from seeded generators, each fed its previous delay as a job
+    that keeps failing would be. ``attempts`` defaults to the retry policy's
+    ``max_attempts - 1`` (the waits a job can see), or 10.
+
+    Example::
+
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> from jobkit.charts import backoff_delays
+        >>> from jobkit import Backoff
+        >>> ax = backoff_delays(Backoff.exponential(1, 8), attempts=5)
+        >>> [float(y) for y in ax.get_lines()[0].get_ydata()]
+        [1.0, 2.0, 4.0, 8.0, 8.0]
+    """
+    if isinstance(policy, _retry.RetryPolicy):
+        backoff = policy.backoff
+        count = attempts if attempts is not None else max(1, policy.max_attempts - 1)
+    elif isinstance(policy, _retry.Backoff):
+        backoff = policy
+        count = attempts if attempts is not None else 10
+    else:
+        raise TypeError(f"policy must be a Backoff or RetryPolicy, got {policy!r}")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"attempts must be a positive integer, got {count!r}")
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 0:
+        raise ValueError(f"runs must be an integer >= 0, got {runs!r}")
+    ax = _axes(ax)
+    xs = list(range(1, count + 1))
+    ax.plot(
+        xs,
+        [backoff.nominal(n) for n in xs],
+        color="black",
+        marker="o",
+        label="no jitter",
+    )
+    if backoff.jitter is not None:
+        if backoff.jitter == "decorrelated":
+            lows = [backoff.base] * count
+            highs = [backoff.cap] * count
+        else:
+            lows = [backoff.bounds(n)[0] for n in xs]
+            highs = [backoff.bounds(n)[1] for n in xs]
+        ax.fill_between(
+            xs,
+            lows,
+            highs,
+            color="tab:blue",
+            alpha=0.15,
+            label=f"{backoff.jitter} range",
+        )
+        for run in range(runs):
+            delays = backoff.delays(count, rng=random.Random(seed + run))
+            ax.plot(
+                xs,
+                delays,
+                linestyle="none",
+                marker=".",
+                color="tab:blue",
+                alpha=0.5,
+                label="sampled" if run == 0 else None,
+            )
+    ax.set_xlabel("failed attempt")
+    ax.set_ylabel("delay (s)")
+    ax.set_title(f"Backoff: {backoff!r}")
+    ax.set_xticks(xs)
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="upper left")
+    return ax
