@@ -31,17 +31,6 @@ from ._worker import WorkerStatistics as WorkerStatistics
 from ._worker import current_job as current_job
 from ._worker import run_worker as run_worker
 
-
-def _fix_module_names() -> None:
-    # Tracebacks, reprs and docs should say ``jobkit.Name``, not the private module.
-    for name, obj in globals().items():
-        if not name.startswith("_") and getattr(obj, "__module__", "").startswith(
-            "jobkit._"
-        ):
-            obj.__module__ = "jobkit"
-
-
-_fix_module_names()
 # Observability: metrics, depth sampling and structured logs.
 from ._logging import JSONFormatter as JSONFormatter
 from ._metrics import AttemptSpan as AttemptSpan
@@ -53,3 +42,14 @@ from ._metrics import MetricsSnapshot as MetricsSnapshot
 from ._metrics import attempt_spans as attempt_spans
 from ._metrics import collect_metrics as collect_metrics
 
+
+def _fix_module_names() -> None:
+    # Tracebacks, reprs and docs should say ``jobkit.Name``, not the private module.
+    for name, obj in globals().items():
+        if not name.startswith("_") and getattr(obj, "__module__", "").startswith(
+            "jobkit._"
+        ):
+            obj.__module__ = "jobkit"
+
+
+_fix_module_names()
