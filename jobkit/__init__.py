@@ -13,6 +13,8 @@ from __future__ import annotations
 from ._interval import Interval as Interval
 from ._interval import MissedTickBehavior as MissedTickBehavior
 from ._interval import interval as interval
+from ._token import CancellationToken as CancellationToken
+from ._token import cancel_on_signals as cancel_on_signals
 
 # Retry policies and backoff.
 from ._retry import Backoff as Backoff

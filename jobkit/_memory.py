@@ -23,10 +23,11 @@ from ._store import (
 )
 
 
-def _copy(value: _job.JSON) -> _job.JSON:
+def _copy(value: _job.JSON, where: str = "payload") -> _job.JSON:
     # Stored data must not change when the caller later mutates its own dict,
-    # exactly as with a store that serializes.
-    return json.loads(json.dumps(value))
+    # exactly as with a store that serializes; and what a serializing store
+    # refuses (tuples, NaN) is refused here too.
+    return json.loads(_job.dump_json(value, where))
 
 
 class _Change(Protocol):
@@ -182,8 +183,10 @@ class MemoryStore:
         prepared = []
         for outcome in outcomes:
             if isinstance(outcome, _job.Success):
-                outcome = attrs.evolve(outcome, result=_copy(outcome.result))
+                outcome = attrs.evolve(outcome, result=_copy(outcome.result, "result"))
             prepared.append(outcome)
+            # An unknown id refuses the whole batch before anything changes.
+            self._lookup(outcome.job_id)
         applied = []
         for outcome in prepared:
             job = self._lookup(outcome.job_id)
@@ -199,6 +202,8 @@ class MemoryStore:
     ) -> list[bool]:
         """Extend the leases of attempts that still own their jobs."""
         await trio.lowlevel.checkpoint()
+        for job_id, _ in leases:
+            self._lookup(job_id)
         renewed = []
         for job_id, attempt in leases:
             job = self._lookup(job_id)
@@ -262,13 +267,21 @@ class MemoryStore:
 
     async def requeue(self, job_id: int, *, now: float) -> Job:
         """Move a DEAD job back to QUEUED with attempts reset."""
+        # Check and change with no checkpoint in between, so no other task
+        # can take the unique key after it was found free.
+        await trio.lowlevel.checkpoint()
         job = self._lookup(job_id)
-        if job.unique_key is not None and job.unique_key in self._unique:
+        if (
+            job.state is JobState.DEAD
+            and job.unique_key is not None
+            and job.unique_key in self._unique
+        ):
             raise _job.TransitionError(
                 f"cannot requeue job {job_id}: job {self._unique[job.unique_key]} "
                 f"already holds its unique key {job.unique_key!r}"
             )
-        job = await self._apply(job_id, _job.requeue, now)
+        job, event = _job.requeue(job, now=now)
+        self._record(job, event)
         if job.unique_key is not None:
             self._unique[job.unique_key] = job.id
         return job

@@ -14,12 +14,13 @@ round trip for many jobs.
 from __future__ import annotations
 
 import builtins
+import math
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import attrs
 
-from ._job import Event, Job, JobState, NewJob, Outcome
+from ._job import Event, Job, JobState, NewJob, Outcome, check_json
 
 
 class JobNotFound(LookupError):
@@ -30,12 +31,52 @@ class JobNotFound(LookupError):
         >>> raise JobNotFound(42)
         Traceback (most recent call last):
         ...
-        jobkit._store.JobNotFound: no job with id 42
+        jobkit.JobNotFound: no job with id 42
     """
 
     def __init__(self, job_id: int) -> None:
         super().__init__(f"no job with id {job_id}")
         self.job_id = job_id
+
+
+class StoreError(Exception):
+    """A store could not carry out a call; the call changed nothing.
+
+    Example::
+
+        >>> isinstance(StoreBusy("jobs.db stayed busy"), StoreError)
+        True
+    """
+
+
+class StoreBusy(StoreError):
+    """Other connections held the store's write lock for longer than allowed.
+
+    Stores retry a busy database with jittered backoff and raise this only
+    once their deadline has passed, so a caller never sees a bare locking
+    error from the database driver.
+
+    Example::
+
+        >>> raise StoreBusy("jobs.db stayed busy for 30 s")
+        Traceback (most recent call last):
+        ...
+        jobkit.StoreBusy: jobs.db stayed busy for 30 s
+    """
+
+
+class IncompatibleStore(StoreError):
+    """The store's file or database belongs to something else, or to a newer jobkit.
+
+    The store refuses it without changing a byte.
+
+    Example::
+
+        >>> raise IncompatibleStore("jobs.db is not a jobkit database")
+        Traceback (most recent call last):
+        ...
+        jobkit.IncompatibleStore: jobs.db is not a jobkit database
+    """
 
 
 @attrs.frozen
@@ -164,7 +205,10 @@ class Store(Protocol):
         """Return ``(sequence, event)`` pairs with ``sequence > after``, oldest first.
 
         Sequences increase with every recorded event, so a reader can follow
-        the log by passing the last sequence it saw.
+        the log by passing the last sequence it saw. The events of one job
+        are in the order of its transitions; events that one call records
+        for several jobs (a batch claim, a reap) may be in any order among
+        themselves.
         """
         ...
 
@@ -173,7 +217,14 @@ class Store(Protocol):
         ...
 
 
-__all__ = ["JobNotFound", "QueueCounts", "Store"]
+__all__ = [
+    "IncompatibleStore",
+    "JobNotFound",
+    "QueueCounts",
+    "Store",
+    "StoreBusy",
+    "StoreError",
+]
 
 
 def check_limit(limit: int | None, what: str = "limit") -> None:
@@ -207,3 +258,11 @@ def check_new_jobs(jobs: Sequence[NewJob]) -> None:
             raise ValueError("task name must not be empty")
         if not spec.queue:
             raise ValueError("queue name must not be empty")
+        if not isinstance(spec.payload, dict):
+            raise TypeError(
+                f"payload must be a dict of keyword arguments, got "
+                f"{type(spec.payload).__name__} (task {spec.task!r})"
+            )
+        check_json(spec.payload)
+        if spec.run_at is not None and not math.isfinite(spec.run_at):
+            raise ValueError(f"run_at must be a finite time, got {spec.run_at!r}")
