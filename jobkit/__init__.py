@@ -24,6 +24,21 @@ from ._retry import RetryLater as RetryLater
 from ._retry import RetryPolicy as RetryPolicy
 
 # The job queue.
+from ._job import TERMINAL_STATES as TERMINAL_STATES
+from ._job import Event as Event
+from ._job import EventKind as EventKind
+from ._job import Job as Job
+from ._job import JobState as JobState
+from ._job import NewJob as NewJob
+from ._job import TransitionError as TransitionError
+from ._memory import MemoryStore as MemoryStore
+from ._sqlite import SQLiteStore as SQLiteStore
+from ._store import IncompatibleStore as IncompatibleStore
+from ._store import JobNotFound as JobNotFound
+from ._store import QueueCounts as QueueCounts
+from ._store import Store as Store
+from ._store import StoreBusy as StoreBusy
+from ._store import StoreError as StoreError
 from ._queue import PreparedJob as PreparedJob
 from ._queue import Queue as Queue
 from ._queue import Task as Task

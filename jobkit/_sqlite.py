@@ -1,0 +1,1039 @@
+"""A durable job store in one SQLite file, shared safely by several processes.
+
+The database keeps the queue's invariants itself, so every process that opens
+the file gets them without trusting the others:
+
+- a partial unique index over active jobs enforces unique keys;
+- triggers append an event for every transition inside the transaction that
+  makes it, and keep per-queue, per-state counts;
+- partial indexes over QUEUED and RUNNING rows serve the claim, the next due
+  time and the lease reaper, so their cost does not grow with the number of
+  finished jobs.
+
+Statements run inline on the trio thread: a whole single-row transaction costs
+less than handing work to a thread and back. Only big batches run in a worker
+thread, so that the event loop is never held for long. A busy database is
+retried with jittered ``trio.sleep`` backoff, never by blocking the loop.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any, Final, Literal, TypeVar
+
+import trio
+
+from . import _job
+from ._job import Event, EventKind, Job, JobState, NewJob, Outcome
+from ._store import (
+    IncompatibleStore,
+    JobNotFound,
+    QueueCounts,
+    StoreBusy,
+    check_limit,
+    check_new_jobs,
+    check_outcomes,
+)
+
+T = TypeVar("T")
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+
+SCHEMA_VERSION: Final = 1
+"""The layout this jobkit writes, kept in ``PRAGMA user_version``."""
+
+APPLICATION_ID: Final = 0x4A4F424B
+"""``PRAGMA application_id`` of a jobkit database: the ASCII bytes ``JOBK``."""
+
+# Batches larger than this run in a worker thread: the hop costs about as much
+# as a few single-row transactions, negligible next to the batch, and keeps
+# the event loop free while thousands of rows are written.
+_THREAD_ROWS: Final = 1000
+
+# Backoff while another connection holds the write lock: jittered, doubling
+# from the first delay up to the cap.
+_BUSY_FIRST: Final = 0.001
+_BUSY_CAP: Final = 0.05
+
+_SQLITE_BUSY: Final = 5
+_SQLITE_LOCKED: Final = 6
+
+_SCHEMA: Final = (
+    """
+    CREATE TABLE jobs (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        task         TEXT    NOT NULL,
+        queue        TEXT    NOT NULL,
+        payload      TEXT    NOT NULL,
+        state        TEXT    NOT NULL CHECK (state IN
+                         ('queued', 'running', 'succeeded', 'dead', 'cancelled')),
+        attempts     INTEGER NOT NULL,
+        max_attempts INTEGER NOT NULL,
+        priority     INTEGER NOT NULL,
+        run_at       REAL    NOT NULL,
+        created_at   REAL    NOT NULL,
+        updated_at   REAL    NOT NULL,
+        lease_until  REAL,
+        unique_key   TEXT,
+        last_error   TEXT,
+        result       TEXT,
+        event        TEXT    NOT NULL
+    )
+    """,
+    # ``event`` names the transition that produced the row's current version;
+    # writing it is what makes the trigger below record the event.
+    """
+    CREATE TABLE events (
+        seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id  INTEGER NOT NULL REFERENCES jobs (id),
+        kind    TEXT    NOT NULL,
+        at      REAL    NOT NULL,
+        attempt INTEGER NOT NULL,
+        error   TEXT
+    )
+    """,
+    """
+    CREATE TABLE counts (
+        queue TEXT    NOT NULL,
+        state TEXT    NOT NULL,
+        n     INTEGER NOT NULL,
+        PRIMARY KEY (queue, state)
+    ) WITHOUT ROWID
+    """,
+    # Claim order within one queue; the rowid (the job id) is the last key.
+    """
+    CREATE INDEX jobs_claim ON jobs (queue, priority DESC, run_at)
+        WHERE state = 'queued'
+    """,
+    "CREATE INDEX jobs_due ON jobs (queue, run_at) WHERE state = 'queued'",
+    "CREATE INDEX jobs_lease ON jobs (lease_until) WHERE state = 'running'",
+    "CREATE INDEX jobs_dead ON jobs (queue) WHERE state = 'dead'",
+    """
+    CREATE UNIQUE INDEX jobs_unique ON jobs (unique_key)
+        WHERE unique_key IS NOT NULL AND state IN ('queued', 'running')
+    """,
+    "CREATE INDEX events_job ON events (job_id)",
+    """
+    CREATE TRIGGER jobs_enqueued AFTER INSERT ON jobs BEGIN
+        INSERT INTO events (job_id, kind, at, attempt)
+            VALUES (NEW.id, NEW.event, NEW.created_at, NEW.attempts);
+        INSERT INTO counts (queue, state, n) VALUES (NEW.queue, NEW.state, 1)
+            ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
+    END
+    """,
+    # A released attempt gives its number back, but its event names it.
+    """
+    CREATE TRIGGER jobs_transition AFTER UPDATE OF event ON jobs BEGIN
+        INSERT INTO events (job_id, kind, at, attempt, error) VALUES (
+            NEW.id, NEW.event, NEW.updated_at,
+            CASE NEW.event WHEN 'released' THEN OLD.attempts ELSE NEW.attempts END,
+            CASE WHEN NEW.event IN ('retried', 'expired', 'dead')
+                 THEN NEW.last_error END
+        );
+    END
+    """,
+    """
+    CREATE TRIGGER jobs_counts AFTER UPDATE OF state ON jobs
+    WHEN OLD.state IS NOT NEW.state BEGIN
+        UPDATE counts SET n = n - 1 WHERE queue = OLD.queue AND state = OLD.state;
+        INSERT INTO counts (queue, state, n) VALUES (NEW.queue, NEW.state, 1)
+            ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
+    END
+    """,
+    f"PRAGMA application_id = {APPLICATION_ID}",
+    f"PRAGMA user_version = {SCHEMA_VERSION}",
+)
+
+_COLUMNS: Final = (
+    "id, task, queue, payload, state, attempts, max_attempts, priority, run_at, "
+    "created_at, updated_at, lease_until, unique_key, last_error, result"
+)
+
+_INSERT: Final = (
+    "INSERT INTO jobs (task, queue, payload, state, attempts, max_attempts, "
+    "priority, run_at, created_at, updated_at, unique_key, event) "
+    "VALUES (?1, ?2, ?3, 'queued', 0, ?4, ?5, ?6, ?7, ?7, ?8, 'enqueued')"
+)
+
+_HOLDER: Final = (
+    "SELECT id FROM jobs WHERE unique_key = ? AND state IN ('queued', 'running')"
+)
+
+_START: Final = (
+    "UPDATE jobs SET state = 'running', event = 'started', "
+    "attempts = attempts + 1, lease_until = ?, updated_at = ? WHERE id "
+)
+
+# One subquery per queue, each served in order by ``jobs_claim``.
+_DUE: Final = (
+    "FROM jobs WHERE state = 'queued' AND queue = ? "
+    "AND run_at <= ? ORDER BY priority DESC, run_at, id LIMIT ?"
+)
+
+_SUCCEED: Final = (
+    "UPDATE jobs SET state = 'succeeded', event = 'succeeded', result = ?, "
+    "lease_until = NULL, updated_at = ? "
+    "WHERE id = ? AND state = 'running' AND attempts = ?"
+)
+
+_RELEASE: Final = (
+    "UPDATE jobs SET state = 'queued', event = 'released', "
+    "attempts = attempts - 1, run_at = ?2, lease_until = NULL, updated_at = ?2 "
+    "WHERE id = ?3 AND state = 'running' AND attempts = ?4"
+)
+
+# ?1 retry_at (NULL for a permanent error), ?2 error, ?3 now, ?4 id, ?5 attempt.
+_FAIL: Final = """
+    UPDATE jobs SET
+        state = CASE WHEN ?1 IS NULL OR attempts >= max_attempts
+                     THEN 'dead' ELSE 'queued' END,
+        event = CASE WHEN ?1 IS NULL OR attempts >= max_attempts
+                     THEN 'dead' ELSE 'retried' END,
+        run_at = CASE WHEN ?1 IS NULL OR attempts >= max_attempts
+                      THEN run_at ELSE ?1 END,
+        last_error = ?2, lease_until = NULL, updated_at = ?3
+    WHERE id = ?4 AND state = 'running' AND attempts = ?5
+"""
+
+_RENEW: Final = (
+    "UPDATE jobs SET lease_until = ?, updated_at = ? "
+    "WHERE id = ? AND state = 'running' AND attempts = ?"
+)
+
+_EXPIRE: Final = f"""
+    UPDATE jobs SET
+        state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
+        event = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'expired' END,
+        run_at = CASE WHEN attempts >= max_attempts THEN run_at ELSE ?1 END,
+        last_error = ?2, lease_until = NULL, updated_at = ?1
+    WHERE state = 'running' AND lease_until < ?1
+    RETURNING {_COLUMNS}
+"""
+
+_REWRITE: Final = (
+    "UPDATE jobs SET state = ?, event = ?, attempts = ?, run_at = ?, "
+    "lease_until = ?, last_error = ?, updated_at = ? WHERE id = ?"
+)
+
+_STATES: Final = {state.value: state for state in JobState}
+_KINDS: Final = {kind.value: kind for kind in EventKind}
+
+_Row = tuple[Any, ...]
+
+
+def _to_job(row: _Row) -> Job:
+    # Positional, in the order of Job's fields: this runs for every row read.
+    (
+        job_id,
+        task,
+        queue,
+        payload,
+        state,
+        attempts,
+        max_attempts,
+        priority,
+        run_at,
+        created_at,
+        updated_at,
+        lease_until,
+        unique_key,
+        last_error,
+        result,
+    ) = row
+    # RETURNING hands back a whole REAL as an integer; times are floats.
+    return Job(
+        job_id,
+        task,
+        queue,
+        json.loads(payload),
+        _STATES[state],
+        attempts,
+        max_attempts,
+        priority,
+        float(run_at),
+        float(created_at),
+        float(updated_at),
+        None if lease_until is None else float(lease_until),
+        unique_key,
+        last_error,
+        None if result is None else json.loads(result),
+    )
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+
+
+def _check_queues(queues: Sequence[str] | None) -> list[str] | None:
+    if queues is None:
+        return None
+    if isinstance(queues, str):
+        raise TypeError(f"queues must be a list of names, not the string {queues!r}")
+    return list(dict.fromkeys(queues))
+
+
+class SQLiteStore:
+    """A durable job store kept in one SQLite file.
+
+    Several processes, and several ``SQLiteStore`` objects in one process,
+    may open the same file: claims are atomic (``BEGIN IMMEDIATE`` and one
+    ``UPDATE … RETURNING``), so no job is handed out twice, and a busy
+    database is retried with jittered backoff for up to ``busy_timeout``
+    seconds before :class:`~jobkit.StoreBusy` is raised.
+
+    A new or empty file gets jobkit's schema. A file holding a newer jobkit
+    schema, another application's database, or something that is not an
+    SQLite database is refused with :class:`~jobkit.IncompatibleStore` and
+    left exactly as it was.
+
+    ``synchronous`` is SQLite's durability setting. With the default
+    ``"NORMAL"`` (in WAL mode) a crash of the process loses nothing, while a
+    power cut may lose the last transactions; ``"FULL"`` syncs every commit
+    to disk, at several times the cost per transaction.
+
+    Opening blocks briefly (it may create the schema), so do it before the
+    event loop is busy, or in a thread.
+
+    Example::
+
+        >>> import tempfile, os, trio
+        >>> from jobkit import NewJob, SQLiteStore
+        >>> path = os.path.join(tempfile.mkdtemp(), "jobs.db")
+        >>> async def main():
+        ...     async with SQLiteStore(path) as store:
+        ...         await store.enqueue([NewJob(task="resize", payload={"w": 64})],
+        ...                             now=0.0)
+        ...         [job] = await store.claim(queues=None, limit=1, now=0.0,
+        ...                                   lease=30.0)
+        ...         return job.task, job.payload, job.state.value
+        >>> trio.run(main)
+        ('resize', {'w': 64}, 'running')
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 30.0,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+    ) -> None:
+        if not busy_timeout >= 0:
+            raise ValueError(f"busy_timeout must be >= 0 seconds, got {busy_timeout!r}")
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(
+                f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}"
+            )
+        self._path = os.fspath(path)
+        self._busy_timeout = float(busy_timeout)
+        self._rng = random.Random()
+        # Held only while a big batch runs in a worker thread.
+        self._thread_lock = trio.Lock()
+        self._closed = False
+        self._conn = self._open(synchronous)
+
+    # -- opening -----------------------------------------------------------------
+
+    def _open(self, synchronous: str) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self._path,
+                timeout=self._busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise IncompatibleStore(f"cannot open {self._path!r}: {exc}") from None
+        try:
+            self._prepare(conn, synchronous)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _inspect(self, conn: sqlite3.Connection) -> bool:
+        """Return whether the database is empty; refuse it if it is not ours."""
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = [
+                name
+                for (name,) in conn.execute(
+                    "SELECT name FROM sqlite_master ORDER BY name"
+                )
+            ]
+        except sqlite3.DatabaseError as exc:
+            if _is_busy(exc):
+                raise
+            raise IncompatibleStore(
+                f"{self._path!r} is not an SQLite database ({exc}); "
+                "refusing to use it (the file was left unchanged)"
+            ) from None
+        if app_id == 0 and version == 0 and not tables:
+            return True
+        if app_id != APPLICATION_ID:
+            shown = ", ".join(tables[:8]) + (", ..." if len(tables) > 8 else "")
+            raise IncompatibleStore(
+                f"{self._path!r} is not a jobkit database (application_id "
+                f"{app_id:#x}, user_version {version}, tables: {shown or 'none'}); "
+                f"jobkit schema version {SCHEMA_VERSION} expects application_id "
+                f"{APPLICATION_ID:#x}; refusing to use it "
+                "(the file was left unchanged)"
+            )
+        if version != SCHEMA_VERSION:
+            newer = "newer than" if version > SCHEMA_VERSION else "different from"
+            raise IncompatibleStore(
+                f"{self._path!r} holds jobkit schema version {version}, {newer} "
+                f"version {SCHEMA_VERSION} that this jobkit understands; "
+                "refusing to use it (the file was left unchanged)"
+            )
+        return False
+
+    def _prepare(self, conn: sqlite3.Connection, synchronous: str) -> None:
+        # Look before writing anything: a refused file must keep every byte.
+        if self._inspect(conn):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # Another process may have created the schema meanwhile.
+                if self._inspect(conn):
+                    for statement in _SCHEMA:
+                        conn.execute(statement)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        # From here on a busy database is retried by trio.sleep, not by
+        # SQLite sleeping on the event loop's thread.
+        conn.execute("PRAGMA busy_timeout = 0")
+
+    # -- running statements ------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        """The database file's path, as given."""
+        return self._path
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<SQLiteStore {self._path!r} ({state})>"
+
+    async def __aenter__(self) -> SQLiteStore:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return result
+
+    async def _run(self, attempt: Callable[[], T], *, rows: int = 1) -> T:
+        """Run ``attempt`` (a whole transaction, or one statement) until not busy."""
+        await trio.lowlevel.checkpoint()
+        if self._closed:
+            raise trio.ClosedResourceError(f"{self!r} is closed")
+        deadline: float | None = None
+        delay = _BUSY_FIRST
+        while True:
+            try:
+                if rows > _THREAD_ROWS:
+                    async with self._thread_lock:
+                        return await trio.to_thread.run_sync(attempt)
+                while self._thread_lock.locked():
+                    async with self._thread_lock:
+                        pass
+                return attempt()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+            # The clock that matters is the other process's: real time.
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + self._busy_timeout
+            elif now >= deadline:
+                raise StoreBusy(
+                    f"{self._path!r} stayed locked by other connections for "
+                    f"{self._busy_timeout:g} s; gave up without changing anything"
+                ) from None
+            await trio.sleep(delay * (0.5 + self._rng.random() / 2))
+            delay = min(delay * 2, _BUSY_CAP)
+
+    def _queue_names(self, conn: sqlite3.Connection) -> list[str]:
+        return [
+            name
+            for (name,) in conn.execute(
+                "SELECT queue FROM counts WHERE state = 'queued' AND n > 0"
+            )
+        ]
+
+    # -- the contract ------------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[NewJob], *, now: float) -> list[int]:
+        """Store new QUEUED jobs in one transaction and return their ids in order.
+
+        A job whose unique key an active job holds is not stored; the
+        holder's id is returned in its place.
+
+        Example::
+
+            >>> import trio
+            >>> from jobkit import NewJob, SQLiteStore
+            >>> async def main():
+            ...     async with SQLiteStore(":memory:") as store:
+            ...         a = await store.enqueue([NewJob(task="t", unique_key="k")],
+            ...                                 now=0.0)
+            ...         b = await store.enqueue([NewJob(task="t", unique_key="k"),
+            ...                                  NewJob(task="u")], now=1.0)
+            ...         return a, b
+            >>> trio.run(main)
+            ([1], [1, 2])
+        """
+        check_new_jobs(jobs)
+        rows = [
+            (
+                spec.task,
+                spec.queue,
+                _job.dump_json(spec.payload),
+                spec.max_attempts,
+                spec.priority,
+                now if spec.run_at is None else spec.run_at,
+                now,
+                spec.unique_key,
+            )
+            for spec in jobs
+        ]
+        if not rows:
+            await trio.lowlevel.checkpoint()
+            return []
+        if len(rows) == 1 and rows[0][7] is None:
+            # One statement is its own transaction, trigger included.
+            row = rows[0]
+            return await self._run(lambda: [self._insert_one(row)])
+        return await self._run(
+            lambda: self._transaction(lambda conn: self._insert(conn, rows)),
+            rows=len(rows),
+        )
+
+    def _insert_one(self, row: _Row) -> int:
+        job_id = self._conn.execute(_INSERT, row).lastrowid
+        assert job_id is not None
+        return job_id
+
+    def _insert(self, conn: sqlite3.Connection, rows: list[_Row]) -> list[int]:
+        ids: list[int] = []
+        start = 0
+        while start < len(rows):
+            if rows[start][7] is not None:
+                key = rows[start][7]
+                holder = conn.execute(_HOLDER, (key,)).fetchone()
+                if holder is None:
+                    ids.append(self._insert_one(rows[start]))
+                else:
+                    ids.append(holder[0])
+                start += 1
+                continue
+            end = start
+            while end < len(rows) and rows[end][7] is None:
+                end += 1
+            conn.executemany(_INSERT, rows[start:end])
+            # Ids are consecutive: this transaction holds the write lock.
+            (last,) = conn.execute("SELECT last_insert_rowid()").fetchone()
+            ids.extend(range(last - (end - start) + 1, last + 1))
+            start = end
+        return ids
+
+    async def claim(
+        self, *, queues: Sequence[str] | None, limit: int, now: float, lease: float
+    ) -> list[Job]:
+        """Start up to ``limit`` due jobs in claim order, in one ``BEGIN IMMEDIATE``.
+
+        Example::
+
+            >>> import trio
+            >>> from jobkit import NewJob, SQLiteStore
+            >>> async def main():
+            ...     async with SQLiteStore(":memory:") as store:
+            ...         await store.enqueue([NewJob(task="a"), NewJob(task="b",
+            ...                              priority=5)], now=0.0)
+            ...         jobs = await store.claim(queues=["default"], limit=10,
+            ...                                  now=0.0, lease=60.0)
+            ...         return [(j.task, j.attempts, j.lease_until) for j in jobs]
+            >>> trio.run(main)
+            [('b', 1, 60.0), ('a', 1, 60.0)]
+        """
+        check_limit(limit)
+        names = _check_queues(queues)
+        if names == []:
+            await trio.lowlevel.checkpoint()
+            return []
+        lease_until = now + lease
+
+        def body(conn: sqlite3.Connection) -> list[Job]:
+            chosen = self._queue_names(conn) if names is None else names
+            if not chosen:
+                return []
+            if len(chosen) == 1:
+                sql = f"{_START} IN (SELECT id {_DUE}) RETURNING {_COLUMNS}"
+                params: tuple[Any, ...] = (lease_until, now, chosen[0], now, limit)
+            else:
+                # Each queue yields its own best ``limit``; the merge is small.
+                parts = " UNION ALL ".join(
+                    f"SELECT * FROM (SELECT id, priority, run_at {_DUE})"
+                    for _ in chosen
+                )
+                sql = (
+                    f"{_START} IN (SELECT id FROM ({parts}) "
+                    f"ORDER BY priority DESC, run_at, id LIMIT ?) RETURNING {_COLUMNS}"
+                )
+                flat: list[Any] = [lease_until, now]
+                for name in chosen:
+                    flat += (name, now, limit)
+                flat.append(limit)
+                params = tuple(flat)
+            jobs = [_to_job(row) for row in conn.execute(sql, params).fetchall()]
+            jobs.sort(key=_job.claim_order)
+            return jobs
+
+        return await self._run(lambda: self._transaction(body), rows=limit)
+
+    async def settle(self, outcomes: Sequence[Outcome], *, now: float) -> list[bool]:
+        """Apply attempt outcomes in one transaction; stale ones are ignored (False).
+
+        Example::
+
+            >>> import trio
+            >>> from jobkit import NewJob, SQLiteStore
+            >>> from jobkit._job import Failure, Success
+            >>> async def main():
+            ...     async with SQLiteStore(":memory:") as store:
+            ...         await store.enqueue([NewJob(task="t", max_attempts=3)] * 2,
+            ...                             now=0.0)
+            ...         a, b = await store.claim(queues=None, limit=2, now=0.0,
+            ...                                  lease=60.0)
+            ...         done = await store.settle(
+            ...             [Success(a.id, 1, {"ok": True}),
+            ...              Failure(b.id, 1, "boom", retry_at=30.0),
+            ...              ], now=1.0)
+            ...         late = await store.settle([Success(a.id, 1)], now=2.0)
+            ...         return done, late, (await store.get(b.id)).state.value
+            >>> trio.run(main)
+            ([True, True], [False], 'queued')
+        """
+        check_outcomes(outcomes)
+        statements: list[tuple[int, str, tuple[Any, ...]]] = []
+        for outcome in outcomes:
+            job_id, attempt = outcome.job_id, outcome.attempt
+            if isinstance(outcome, _job.Success):
+                result = (
+                    None
+                    if outcome.result is None
+                    else _job.dump_json(outcome.result, "result")
+                )
+                statements.append((job_id, _SUCCEED, (result, now, job_id, attempt)))
+            elif isinstance(outcome, _job.Release):
+                statements.append((job_id, _RELEASE, (None, now, job_id, attempt)))
+            elif isinstance(outcome, _job.Failure):
+                params = (outcome.retry_at, outcome.error, now, job_id, attempt)
+                statements.append((job_id, _FAIL, params))
+            else:
+                raise TypeError(
+                    f"settle() takes Success, Failure or Release records, "
+                    f"got {outcome!r}"
+                )
+        if not statements:
+            await trio.lowlevel.checkpoint()
+            return []
+        if len(statements) == 1:
+            return await self._run(lambda: self._apply(self._conn, statements))
+        return await self._run(
+            lambda: self._transaction(lambda conn: self._apply(conn, statements)),
+            rows=len(statements),
+        )
+
+    def _apply(
+        self,
+        conn: sqlite3.Connection,
+        statements: Sequence[tuple[int, str, tuple[Any, ...]]],
+    ) -> list[bool]:
+        applied = []
+        for job_id, sql, params in statements:
+            changed = conn.execute(sql, params).rowcount == 1
+            if not changed and self._missing(conn, job_id):
+                raise JobNotFound(job_id)
+            applied.append(changed)
+        return applied
+
+    def _missing(self, conn: sqlite3.Connection, job_id: int) -> bool:
+        return (
+            conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            is None
+        )
+
+    async def renew(
+        self, leases: Sequence[tuple[int, int]], *, now: float, lease: float
+    ) -> list[bool]:
+        """Extend the leases of attempts that still own their jobs (no event).
+
+        Example::
+
+            >>> import trio
+            >>> from jobkit import NewJob, SQLiteStore
+            >>> async def main():
+            ...     async with SQLiteStore(":memory:") as store:
+            ...         await store.enqueue([NewJob(task="t")], now=0.0)
+            ...         [job] = await store.claim(queues=None, limit=1, now=0.0,
+            ...                                   lease=10.0)
+            ...         ok = await store.renew([(job.id, 1), (job.id, 2)], now=8.0,
+            ...                                lease=10.0)
+            ...         return ok, (await store.get(job.id)).lease_until
+            >>> trio.run(main)
+            ([True, False], 18.0)
+        """
+        lease_until = now + lease
+        statements = [
+            (job_id, _RENEW, (lease_until, now, job_id, attempt))
+            for job_id, attempt in leases
+        ]
+        if not statements:
+            await trio.lowlevel.checkpoint()
+            return []
+        if len(statements) == 1:
+            return await self._run(lambda: self._apply(self._conn, statements))
+        return await self._run(
+            lambda: self._transaction(lambda conn: self._apply(conn, statements)),
+            rows=len(statements),
+        )
+
+    async def reap(self, *, now: float) -> list[Job]:
+        """Recover RUNNING jobs whose lease ended before ``now``, oldest id first.
+
+        Each is QUEUED again at ``now`` (event EXPIRED) or, when it has no
+        attempts left, DEAD (event DEAD); the crashed attempt counts.
+
+        Example::
+
+            >>> import trio
+            >>> from jobkit import NewJob, SQLiteStore
+            >>> async def main():
+            ...     async with SQLiteStore(":memory:") as store:
+            ...         await store.enqueue([NewJob(task="t", max_attempts=2)],
+            ...                             now=0.0)
+            ...         await store.claim(queues=None, limit=1, now=0.0, lease=10.0)
+            ...         [job] = await store.reap(now=11.0)
+            ...         return job.state.value, job.attempts, job.run_at
+            >>> trio.run(main)
+            ('queued', 1, 11.0)
+        """
+        probe = "SELECT 1 FROM jobs WHERE state = 'running' AND lease_until < ? LIMIT 1"
+
+        def attempt() -> list[Job]:
+            # Most calls find nothing: answer those without the write lock.
+            if self._conn.execute(probe, (now,)).fetchone() is None:
+                return []
+            return self._transaction(
+                lambda conn: [
+                    _to_job(row)
+                    for row in conn.execute(
+                        _EXPIRE, (now, _job.EXPIRED_ERROR)
+                    ).fetchall()
+                ]
+            )
+
+        jobs = await self._run(attempt)
+        jobs.sort(key=lambda job: job.id)
+        return jobs
+
+    async def get(self, job_id: int) -> Job:
+        """Return the job with ``job_id`` or raise :class:`~jobkit.JobNotFound`.
+
+        Example::
+
+            >>> import trio
+            >>> from jobkit import SQLiteStore
+            >>> async def main():
+            ...     async with SQLiteStore(":memory:") as store:
+            ...         await store.get(1)
+            >>> trio.run(main)
+            Traceback (most recent call last):
+            ...
+            jobkit.JobNotFound: no job with id 1
+        """
+
+        def attempt() -> Job:
+            row = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)
+            ).fetchone()
+            if row is None:
+                raise JobNotFound(job_id)
+            return _to_job(row)
+
+        return await self._run(attempt)
+
+    async def list(
+        self,
+        *,
+        state: JobState | None = None,
+        queue: str | None = None,
+        limit: int | None = 100,
+    ) -> builtins.list[Job]:
+        """Return jobs by state and queue, oldest id first.
+
+        Example::
+
+            >>> import trio
+            >>> from jobkit import JobState, NewJob, SQLiteStore
+            >>> async def main():
+            ...     async with SQLiteStore(":memory:") as store:
+            ...         await store.enqueue([NewJob(task="a"), NewJob(task="b",
+            ...                              queue="mail")], now=0.0)
+            ...         jobs = await store.list(state=JobState.QUEUED, queue="mail")
+            ...         return [j.task for j in jobs]
+            >>> trio.run(main)
+            ['b']
+        """
+        check_limit(limit)
+        where = []
+        params: builtins.list[Any] = []
+        if state is not None:
+            # A literal, not a parameter, so that SQLite can use the
+            # partial index of that state.
+            where.append(f"state = '{JobState(state).value}'")
+        if queue is not None:
+            where.append("queue = ?")
+            params.append(queue)
+        sql = f"SELECT {_COLUMNS} FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id LIMIT ?"
+        params.append(-1 if limit is None else limit)
+        return await self._run(
+            lambda: [_to_job(row) for row in self._conn.execute(sql, params)]
+        )
+
+    async def _change(
+        self,
+        job_id: int,
+        change: Callable[[Job], tuple[Job, Event]],
+        check: Callable[[sqlite3.Connection, Job], None] | None = None,
+    ) -> Job:
+        # Read the row, apply the pure transition (which raises the same
+        # TransitionError as every other store), write it back.
+        def body(conn: sqlite3.Connection) -> Job:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)
+            ).fetchone()
+            if row is None:
+                raise JobNotFound(job_id)
+            job, event = change(_to_job(row))
+            if check is not None:
+                check(conn, job)
+            conn.execute(
+                _REWRITE,
+                (
+                    job.state.value,
+                    event.kind.value,
+                    job.attempts,
+                    job.run_at,
+                    job.lease_until,
+                    job.last_error,
+                    job.updated_at,
+                    job.id,
+                ),
+            )
+            return job
+
+        return await self._run(lambda: self._transaction(body))
+
+    async def cancel(self, job_id: int, *, now: float) -> Job:
+        """Cancel a QUEUED job; raise ``TransitionError`` otherwise.
+
+        Example::
+
+            >>> import trio
+            >>> from jobkit import NewJob, SQLiteStore
+            >>> async def main():
+            ...     async with SQLiteStore(":memory:") as store:
+            ...         [job_id] = await store.enqueue([NewJob(task="t")], now=0.0)
+            ...         return (await store.cancel(job_id, now=1.0)).state.value
+            >>> trio.run(main)
+            'cancelled'
+        """
+        return await self._change(job_id, lambda job: _job.cancel(job, now=now))
+
+    async def requeue(self, job_id: int, *, now: float) -> Job:
+        """Move a DEAD job back to QUEUED with its attempts reset.
+
+        Refused with ``TransitionError`` if the job is not DEAD, or if another
+        active job holds its unique key.
+
+        Example::
+
+            >>> import trio
+            >>> from jobkit import NewJob, SQLiteStore
+            >>> from jobkit._job import Failure
+            >>> async def main():
+            ...     async with SQLiteStore(":memory:") as store:
+            ...         [job_id] = await store.enqueue([NewJob(task="t")], now=0.0)
+            ...         await store.claim(queues=None, limit=1, now=0.0, lease=9.0)
+            ...         await store.settle([Failure(job_id, 1, "boom", None)],
+            ...                            now=1.0)
+            ...         job = await store.requeue(job_id, now=2.0)
+            ...         return job.state.value, job.attempts
+            >>> trio.run(main)
+            ('queued', 0)
+        """
+
+        def check(conn: sqlite3.Connection, job: Job) -> None:
+            if job.unique_key is None:
+                return
+            holder = conn.execute(_HOLDER, (job.unique_key,)).fetchone()
+            if holder is not None:
+                raise _job.TransitionError(
+                    f"cannot requeue job {job_id}: job {holder[0]} "
+                    f"already holds its unique key {job.unique_key!r}"
+                )
+
+        return await self._change(job_id, lambda job: _job.requeue(job, now=now), check)
+
+    async def discard(self, job_id: int, *, now: float) -> Job:
+        """Move a DEAD job to CANCELLED for good.
+
+        Example::
+
+            >>> import trio
+            >>> from jobkit import NewJob, SQLiteStore
+            >>> async def main():
+            ...     async with SQLiteStore(":memory:") as store:
+            ...         [job_id] = await store.enqueue([NewJob(task="t")], now=0.0)
+            ...         await store.discard(job_id, now=1.0)
+            >>> trio.run(main)
+            Traceback (most recent call last):
+            ...
+            jobkit.TransitionError: cannot discard job 1: it is queued, not dead
+        """
+        return await self._change(job_id, lambda job: _job.discard(job, now=now))
+
+    async def counts(self) -> QueueCounts:
+        """Return the number of jobs per queue and state, kept current by triggers.
+
+        Example::
+
+            >>> import trio
+            >>> from jobkit import JobState, NewJob, SQLiteStore
+            >>> async def main():
+            ...     async with SQLiteStore(":memory:") as store:
+            ...         await store.enqueue([NewJob(task="t")] * 3, now=0.0)
+            ...         return (await store.counts()).get("default", JobState.QUEUED)
+            >>> trio.run(main)
+            3
+        """
+        rows = await self._run(
+            lambda: self._conn.execute(
+                "SELECT queue, state, n FROM counts WHERE n > 0"
+            ).fetchall()
+        )
+        return QueueCounts({(queue, _STATES[state]): n for queue, state, n in rows})
+
+    async def next_run_at(self, *, queues: Sequence[str] | None) -> float | None:
+        """Return the earliest ``run_at`` among QUEUED jobs of ``queues``, or None.
+
+        Example::
+
+            >>> import trio
+            >>> from jobkit import NewJob, SQLiteStore
+            >>> async def main():
+            ...     async with SQLiteStore(":memory:") as store:
+            ...         await store.enqueue([NewJob(task="t", run_at=40.0)], now=0.0)
+            ...         return await store.next_run_at(queues=None)
+            >>> trio.run(main)
+            40.0
+        """
+        names = _check_queues(queues)
+        sql = "SELECT min(run_at) FROM jobs WHERE state = 'queued' AND queue = ?"
+
+        def attempt() -> float | None:
+            conn = self._conn
+            earliest: float | None = None
+            for name in self._queue_names(conn) if names is None else names:
+                (run_at,) = conn.execute(sql, (name,)).fetchone()
+                if run_at is not None and (earliest is None or run_at < earliest):
+                    earliest = run_at
+            return earliest
+
+        return await self._run(attempt)
+
+    async def events(
+        self, *, job_id: int | None = None, after: int = 0, limit: int | None = None
+    ) -> builtins.list[tuple[int, Event]]:
+        """Return ``(sequence, event)`` pairs after ``after``, oldest first.
+
+        Example::
+
+            >>> import trio
+            >>> from jobkit import NewJob, SQLiteStore
+            >>> async def main():
+            ...     async with SQLiteStore(":memory:") as store:
+            ...         await store.enqueue([NewJob(task="t")], now=0.0)
+            ...         await store.claim(queues=None, limit=1, now=1.0, lease=9.0)
+            ...         return [(seq, e.kind.value) for seq, e in await store.events()]
+            >>> trio.run(main)
+            [(1, 'enqueued'), (2, 'started')]
+        """
+        check_limit(limit)
+        sql = "SELECT seq, job_id, kind, at, attempt, error FROM events WHERE seq > ?"
+        params: builtins.list[Any] = [after]
+        if job_id is not None:
+            sql += " AND job_id = ?"
+            params.append(job_id)
+        sql += " ORDER BY seq LIMIT ?"
+        params.append(-1 if limit is None else limit)
+        rows = await self._run(lambda: self._conn.execute(sql, params).fetchall())
+        return [
+            (seq, Event(job, _KINDS[kind], float(at), attempt, error))
+            for seq, job, kind, at, attempt, error in rows
+        ]
+
+    async def aclose(self) -> None:
+        """Close the connection; the data stays in the file. Closing twice is fine.
+
+        Example::
+
+            >>> import trio
+            >>> from jobkit import SQLiteStore
+            >>> async def main():
+            ...     store = SQLiteStore(":memory:")
+            ...     await store.aclose()
+            ...     return repr(store)
+            >>> trio.run(main)
+            "<SQLiteStore ':memory:' (closed)>"
+        """
+        await trio.lowlevel.checkpoint()
+        if self._closed:
+            return
+        async with self._thread_lock:
+            self._closed = True
+            self._conn.close()
