@@ -605,7 +605,7 @@ class Queue:
     ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
         """Register a function as a task; use as ``@queue.task()`` or ``@queue.task``.
 
-        ``name`` defaults to the function's ``__qualname__``; it is what the
+        ``name`` defaults to the function's ``__name__``; it is what the
         store records, so keep it stable across deployments. ``retry`` is
         the task's :class:`RetryPolicy` (its ``max_attempts`` is stored on
         each job), ``timeout`` limits each attempt (a timeout is a failed
@@ -636,7 +636,7 @@ class Queue:
         def register(fn: Callable[P, R]) -> Task[P, R]:
             if not callable(fn):
                 raise TypeError(f"@queue.task decorates a function, got {fn!r}")
-            task_name = name or getattr(fn, "__qualname__", None) or repr(fn)
+            task_name = name or getattr(fn, "__name__", None) or repr(fn)
             if task_name in self._tasks:
                 raise ValueError(
                     f"a task named {task_name!r} is already registered on this "

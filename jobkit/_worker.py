@@ -534,6 +534,9 @@ class Worker:
         if attempt.outcome is not None:
             applied = await self._settler.submit(attempt.outcome)
             self._count(attempt, applied)
+            if applied and isinstance(attempt.outcome, Release):
+                # A released job is due now: let an idle local worker take it.
+                self._queue._listeners.notify(attempt.job.queue)
         del self._running[attempt.job.id]
         self._poke()
 
@@ -751,8 +754,11 @@ class Worker:
                 then,
                 extra=fields,
             )
-        if reaped:
-            self._poke()
+        # Other workers of this process may be idle: recovered jobs are due now.
+        for name in sorted(
+            {job.queue for job in reaped if job.state is JobState.QUEUED}
+        ):
+            self._queue._listeners.notify(name)
 
     # -- stopping --------------------------------------------------------------------
 
@@ -803,6 +809,8 @@ class Worker:
             )
             return
         self._counters.released += sum(isinstance(o, Release) for o in outcomes)
+        for name in sorted({a.job.queue for a in leftover}):
+            self._queue._listeners.notify(name)
         logger.info(
             "worker cancelled: released %d leases",
             len(outcomes),

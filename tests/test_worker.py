@@ -1,0 +1,680 @@
+"""The worker runs, retries, times out, leases, recovers and stops at exact instants."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from helpers.stores import WatchedStore
+from hypothesis import given
+from hypothesis import strategies as st
+
+import jobkit
+import jobkit.testing
+from jobkit import (
+    Backoff,
+    CancellationToken,
+    EventKind,
+    JobState,
+    Permanent,
+    Queue,
+    RetryLater,
+    RetryPolicy,
+    Worker,
+)
+from jobkit._job import NewJob
+
+DONE = (JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED)
+
+
+def make_queue(attempts: int = 3, delay: float = 5.0) -> tuple[Queue, WatchedStore]:
+    store = WatchedStore()
+    policy = RetryPolicy(attempts, Backoff.constant(delay))
+    return Queue(store, clock=trio.current_time, default_retry=policy), store
+
+
+@asynccontextmanager
+async def worker_running(
+    queue: Queue, **options: Any
+) -> AsyncIterator[tuple[Worker, CancellationToken]]:
+    """Run a worker for the body of the block, then shut it down gracefully."""
+    token = options.pop("shutdown", None) or CancellationToken()
+    async with trio.open_nursery() as nursery:
+        worker = await nursery.start(
+            partial(jobkit.run_worker, queue, shutdown=token, **options)
+        )
+        yield worker, token
+        token.cancel()
+
+
+async def timeline(queue: Queue, job_id: int) -> list[tuple[str, float, int]]:
+    return [
+        (e.kind.value, e.at, e.attempt) for _, e in await queue.events(job_id=job_id)
+    ]
+
+
+async def test_runs_a_job_and_stores_its_result(autojump_clock: Any) -> None:
+    """An enqueued job is claimed at once, run, and marked SUCCEEDED with its result."""
+    queue, store = make_queue()
+
+    @queue.task()
+    async def add(a: int, b: int) -> int:
+        await trio.sleep(2)
+        return a + b
+
+    async with worker_running(queue) as (worker, _):
+        job_id = await add.enqueue(a=2, b=3)
+        job = await store.wait_for(job_id, *DONE)
+    assert (job.state, job.result, job.attempts) == (JobState.SUCCEEDED, 5, 1)
+    assert await timeline(queue, job_id) == [
+        ("enqueued", 0.0, 0),
+        ("started", 0.0, 1),
+        ("succeeded", 2.0, 1),
+    ]
+    assert worker.statistics() == jobkit.WorkerStatistics(
+        claimed=1,
+        running=0,
+        succeeded=1,
+        failed=0,
+        retried=0,
+        dead=0,
+        released=0,
+        lost=0,
+    )
+
+
+async def test_retry_instants_follow_the_backoff(autojump_clock: Any) -> None:
+    """Each retry starts at failure time + the policy's delay; then the job dies."""
+    queue, store = make_queue()
+
+    @queue.task(retry=RetryPolicy(4, Backoff.exponential(1, 60)))
+    async def flaky() -> None:
+        await trio.sleep(0.5)
+        raise ConnectionError("reset by peer")
+
+    async with worker_running(queue, poll_interval=30) as (worker, _):
+        job_id = await flaky.enqueue()
+        job = await store.wait_for(job_id, *DONE)
+    assert job.state is JobState.DEAD
+    assert job.last_error is not None
+    assert job.last_error.startswith("ConnectionError: reset by peer\n\nTraceback")
+    # fail at 0.5 (+1), at 2.0 (+2), at 4.5 (+4), then the 4th attempt is the last
+    assert await timeline(queue, job_id) == [
+        ("enqueued", 0.0, 0),
+        ("started", 0.0, 1),
+        ("retried", 0.5, 1),
+        ("started", 1.5, 2),
+        ("retried", 2.0, 2),
+        ("started", 4.0, 3),
+        ("retried", 4.5, 3),
+        ("started", 8.5, 4),
+        ("dead", 9.0, 4),
+    ]
+    stats = worker.statistics()
+    assert (stats.failed, stats.retried, stats.dead) == (4, 3, 1)
+
+
+async def test_decorrelated_jitter_feeds_the_previous_delay(
+    autojump_clock: Any,
+) -> None:
+    """With decorrelated jitter the worker feeds each job's previous wait back."""
+    queue, store = make_queue()
+    policy = RetryPolicy(4, Backoff.exponential(1, 100, jitter="decorrelated"))
+
+    @queue.task(retry=policy)
+    async def flaky() -> None:
+        raise ConnectionError("reset")
+
+    async with worker_running(queue, rng=random.Random(7)) as _:
+        job_id = await flaky.enqueue()
+        await store.wait_for(job_id, *DONE)
+    expected_rng = random.Random(7)
+    previous = None
+    expected, now = [0.0], 0.0
+    for attempt in (1, 2, 3):
+        previous = policy.decide(
+            ConnectionError(), attempt, previous_delay=previous, rng=expected_rng
+        )
+        assert previous is not None
+        now += previous
+        expected.append(now)
+    starts = [at for kind, at, _ in await timeline(queue, job_id) if kind == "started"]
+    assert starts == pytest.approx(expected, rel=1e-12)
+
+
+async def test_retry_later_waits_the_requested_delay(autojump_clock: Any) -> None:
+    """RetryLater(delay) retries after exactly that delay, whatever the backoff says."""
+    queue, store = make_queue(delay=100)
+
+    @queue.task()
+    async def poll_report() -> str:
+        if jobkit.current_job().attempts == 1:
+            raise RetryLater(delay=7)
+        return "ready"
+
+    async with worker_running(queue) as _:
+        job_id = await poll_report.enqueue()
+        job = await store.wait_for(job_id, *DONE)
+    assert (job.state, job.result) == (JobState.SUCCEEDED, "ready")
+    assert [e[:2] for e in await timeline(queue, job_id)][1:] == [
+        ("started", 0.0),
+        ("retried", 0.0),
+        ("started", 7.0),
+        ("succeeded", 7.0),
+    ]
+
+
+async def test_permanent_error_is_dead_after_one_attempt(autojump_clock: Any) -> None:
+    """A Permanent error makes the job DEAD at once, though attempts remain."""
+    queue, store = make_queue(attempts=5)
+
+    @queue.task()
+    async def charge(card: str) -> None:
+        raise Permanent(f"card {card} was declined")
+
+    async with worker_running(queue) as (worker, _):
+        job_id = await charge.enqueue(card="4242")
+        job = await store.wait_for(job_id, *DONE)
+    assert (job.state, job.attempts) == (JobState.DEAD, 1)
+    assert job.last_error is not None
+    assert job.last_error.splitlines()[0] == "Permanent: card 4242 was declined"
+    assert worker.statistics().dead == 1
+
+
+async def test_max_attempts_set_at_enqueue_wins(autojump_clock: Any) -> None:
+    """options(max_attempts=2) ends the job after 2 attempts; the policy allows 5."""
+    queue, store = make_queue(attempts=5, delay=1)
+
+    @queue.task()
+    async def fail() -> None:
+        raise ValueError("nope")
+
+    async with worker_running(queue) as _:
+        job_id = await fail.options(max_attempts=2).enqueue()
+        job = await store.wait_for(job_id, *DONE)
+    assert (job.state, job.attempts, job.max_attempts) == (JobState.DEAD, 2, 2)
+    assert [e[:2] for e in await timeline(queue, job_id)][-1] == ("dead", 1.0)
+
+
+async def test_timeout_is_a_failed_attempt(autojump_clock: Any) -> None:
+    """A handler that overruns its timeout is cancelled and the attempt fails then."""
+    queue, store = make_queue(attempts=2, delay=1)
+
+    @queue.task(timeout=3)
+    async def hang() -> None:
+        await trio.sleep(100)
+
+    async with worker_running(queue) as _:
+        job_id = await hang.enqueue()
+        job = await store.wait_for(job_id, *DONE)
+    assert job.state is JobState.DEAD
+    assert job.last_error is not None
+    assert job.last_error.splitlines()[0] == (
+        "TooSlowError: attempt timed out after 3s"
+    )
+    assert [e[:2] for e in await timeline(queue, job_id)][1:] == [
+        ("started", 0.0),
+        ("retried", 3.0),
+        ("started", 4.0),
+        ("dead", 7.0),
+    ]
+
+
+async def test_sync_handler_runs_in_a_thread_with_current_job() -> None:
+    """A plain function runs in a worker thread, and current_job() works there."""
+    queue, store = make_queue()
+    seen: list[tuple[bool, int]] = []
+
+    @queue.task()
+    def resize(path: str) -> str:
+        job = jobkit.current_job()
+        seen.append((threading.current_thread() is threading.main_thread(), job.id))
+        return path.upper()
+
+    with trio.fail_after(10):
+        async with worker_running(queue) as _:
+            job_id = await resize.enqueue(path="a.png")
+            job = await store.wait_for(job_id, *DONE)
+    assert (job.state, job.result) == (JobState.SUCCEEDED, "A.PNG")
+    assert seen == [(False, job_id)]
+
+
+async def test_current_job_in_an_async_handler(autojump_clock: Any) -> None:
+    """current_job() gives the handler its own job, with the attempt number."""
+    queue, store = make_queue(delay=1)
+    seen: list[tuple[int, int]] = []
+
+    @queue.task()
+    async def note() -> None:
+        job = jobkit.current_job()
+        seen.append((job.id, job.attempts))
+        if job.attempts < 2:
+            raise ValueError("once more")
+
+    async with worker_running(queue) as _:
+        job_id = await note.enqueue()
+        await store.wait_for(job_id, *DONE)
+    assert seen == [(job_id, 1), (job_id, 2)]
+    with pytest.raises(RuntimeError, match="outside a job handler"):
+        jobkit.current_job()
+
+
+async def test_higher_priority_runs_first(autojump_clock: Any) -> None:
+    """Among due jobs, higher priority runs first, then older ones."""
+    queue, store = make_queue()
+    order: list[str] = []
+
+    @queue.task()
+    async def step(name: str) -> None:
+        order.append(name)
+        await trio.sleep(1)
+
+    ids = [
+        await step.enqueue(name="low"),
+        await step.options(priority=10).enqueue(name="high"),
+        await step.options(priority=5).enqueue(name="mid"),
+        await step.options(priority=10).enqueue(name="high-later"),
+    ]
+    async with worker_running(queue, concurrency=1) as _:
+        await store.wait_all(ids, *DONE)
+    assert order == ["high", "high-later", "mid", "low"]
+
+
+async def test_delay_and_run_at_start_exactly_on_time(autojump_clock: Any) -> None:
+    """A delayed job starts at enqueue time + delay; run_at starts at that instant."""
+    queue, store = make_queue()
+
+    @queue.task()
+    async def tick() -> None:
+        pass
+
+    async with worker_running(queue, poll_interval=60) as _:
+        await trio.sleep(2)
+        later = await tick.options(delay=5).enqueue()
+        at = await tick.options(run_at=12.25).enqueue()
+        await store.wait_all([later, at], *DONE)
+    assert ("started", 7.0, 1) in await timeline(queue, later)
+    assert ("started", 12.25, 1) in await timeline(queue, at)
+
+
+async def test_enqueue_wakes_an_idle_worker_at_once(autojump_clock: Any) -> None:
+    """A local enqueue starts the job at once, not at the next poll."""
+    queue, store = make_queue()
+
+    @queue.task()
+    async def noop() -> None:
+        pass
+
+    async with worker_running(queue, poll_interval=3600) as _:
+        await trio.sleep(5)
+        job_id = await noop.enqueue()
+        await store.wait_for(job_id, *DONE)
+        assert trio.current_time() == 5.0
+    assert ("started", 5.0, 1) in await timeline(queue, job_id)
+
+
+async def test_worker_only_takes_its_queues(autojump_clock: Any) -> None:
+    """A worker given queues=[...] leaves other queues' jobs alone."""
+    queue, store = make_queue()
+
+    @queue.task(queue="emails")
+    async def send() -> None:
+        pass
+
+    @queue.task(queue="reports")
+    async def report() -> None:
+        pass
+
+    async with worker_running(queue, queues=["emails"]) as _:
+        mail = await send.enqueue()
+        rep = await report.enqueue()
+        await store.wait_for(mail, *DONE)
+        await trio.sleep(10)
+    assert (await queue.get(rep)).state is JobState.QUEUED
+
+
+async def test_concurrency_limit_and_batched_claims(autojump_clock: Any) -> None:
+    """At most `concurrency` jobs run at once; claims and settles go in batches."""
+    queue, store = make_queue()
+    running = 0
+    peak = 0
+
+    @queue.task()
+    async def work() -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await trio.sleep(1)
+        running -= 1
+
+    ids = await queue.enqueue_many([work.prepare() for _ in range(10)])
+    async with worker_running(queue, concurrency=3) as _:
+        await store.wait_all(ids, *DONE)
+    assert peak == 3
+    starts = sorted(
+        e.at for _, e in await queue.events() if e.kind is EventKind.STARTED
+    )
+    assert starts == [0.0] * 3 + [1.0] * 3 + [2.0] * 3 + [3.0]
+    # three jobs finish together: one settle for the three, one claim for three
+    assert store.sizes("settle")[:3] == [3, 3, 3]
+    assert store.sizes("claim")[:4] == [3, 3, 3, 3]
+
+
+async def test_long_job_keeps_its_lease_by_renewing(autojump_clock: Any) -> None:
+    """A job running far longer than its lease renews it and is never taken over."""
+    queue, store = make_queue()
+
+    @queue.task()
+    async def crunch() -> str:
+        await trio.sleep(100)
+        return "done"
+
+    async with worker_running(queue, lease=9) as _, worker_running(queue, lease=9) as _:
+        job_id = await crunch.enqueue()
+        await trio.sleep(50)
+        job = await queue.get(job_id)
+        # renewed at 48 (every lease/3 = 3 s): held until 57
+        assert (job.state, job.lease_until) == (JobState.RUNNING, 57.0)
+        job = await store.wait_for(job_id, *DONE)
+    assert (job.state, job.attempts) == (JobState.SUCCEEDED, 1)
+    kinds = [kind for kind, _, _ in await timeline(queue, job_id)]
+    assert kinds == ["enqueued", "started", "succeeded"]
+
+
+async def test_expired_lease_is_reaped_and_retried(autojump_clock: Any) -> None:
+    """A job whose worker died is recovered at the next reap and run again."""
+    queue, store = make_queue()
+
+    @queue.task()
+    async def work() -> str:
+        return "ok"
+
+    [job_id] = await store.enqueue([NewJob("work", max_attempts=3)], now=0.0)
+    # A worker claims it with a 5 s lease, then dies without a word.
+    await store.claim(queues=None, limit=1, now=0.0, lease=5.0)
+    async with worker_running(queue, lease=30) as (worker, _):
+        job = await store.wait_for(job_id, *DONE)
+    assert (job.state, job.attempts) == (JobState.SUCCEEDED, 2)
+    # reaps run at 0, 10, 20, ...: the lease ended at 5, so it is recovered at 10
+    assert await timeline(queue, job_id) == [
+        ("enqueued", 0.0, 0),
+        ("started", 0.0, 1),
+        ("expired", 10.0, 1),
+        ("started", 10.0, 2),
+        ("succeeded", 10.0, 2),
+    ]
+    assert worker.statistics().claimed == 1
+
+
+async def test_poison_job_ends_dead(autojump_clock: Any) -> None:
+    """A job that kills its worker every time is DEAD once its attempts are used up."""
+    queue, store = make_queue()
+    [job_id] = await store.enqueue([NewJob("poison", max_attempts=2)], now=0.0)
+    # Every worker that claims it dies; the survivor only reaps (it serves
+    # another queue, so it never runs the poison itself).
+    async with worker_running(queue, lease=3, queues=["other"]) as _:
+        for _ in range(2):
+            await store.wait_for(job_id, JobState.QUEUED)
+            await store.claim(queues=None, limit=1, now=trio.current_time(), lease=1.0)
+        job = await store.wait_for(job_id, *DONE)
+    assert (job.state, job.attempts) == (JobState.DEAD, 2)
+    assert job.last_error == jobkit._job.EXPIRED_ERROR
+    assert [kind for kind, _, _ in await timeline(queue, job_id)] == [
+        "enqueued",
+        "started",
+        "expired",
+        "started",
+        "dead",
+    ]
+
+
+async def test_graceful_shutdown_lets_a_short_job_finish(autojump_clock: Any) -> None:
+    """On shutdown a job that finishes within the grace period succeeds."""
+    queue, _store = make_queue()
+
+    @queue.task()
+    async def short() -> str:
+        await trio.sleep(3)
+        return "finished"
+
+    token = CancellationToken()
+    async with trio.open_nursery() as nursery:
+        worker = await nursery.start(
+            partial(jobkit.run_worker, queue, shutdown=token, grace=5)
+        )
+        job_id = await short.enqueue()
+        late = await short.options(delay=2).enqueue()
+        await trio.sleep(1)
+        token.cancel()
+    assert trio.current_time() == 3.0  # run_worker returned when the job ended
+    job = await queue.get(job_id)
+    assert (job.state, job.result) == (JobState.SUCCEEDED, "finished")
+    assert (await queue.get(late)).state is JobState.QUEUED  # no claim after stop
+    assert worker.statistics().claimed == 1
+
+
+async def test_graceful_shutdown_releases_a_long_job(autojump_clock: Any) -> None:
+    """After the grace period a job is released and another worker takes it at once."""
+    queue, _store = make_queue()
+    runs: list[tuple[str, float, int]] = []
+
+    @queue.task()
+    async def long(who: str = "") -> None:
+        runs.append(("start", trio.current_time(), jobkit.current_job().attempts))
+        await trio.sleep(100)
+
+    first = CancellationToken()
+    async with trio.open_nursery() as nursery:
+        a = await nursery.start(
+            partial(jobkit.run_worker, queue, shutdown=first, grace=2)
+        )
+        job_id = await long.enqueue()
+        await trio.sleep(0.5)
+        async with worker_running(queue, poll_interval=3600) as (b, _):
+            await trio.sleep(0.5)
+            first.cancel()  # at 1.0; grace ends at 3.0
+            await trio.sleep(2.5)
+            job = await queue.get(job_id)
+            assert (job.state, job.attempts) == (JobState.RUNNING, 1)
+            assert b.statistics().running == 1
+            nursery.cancel_scope.cancel()  # a already returned; nothing else here
+    assert runs == [("start", 0.0, 1), ("start", 3.0, 1)]
+    assert await timeline(queue, job_id) == [
+        ("enqueued", 0.0, 0),
+        ("started", 0.0, 1),
+        ("released", 3.0, 1),
+        ("started", 3.0, 1),
+        ("released", 3.5, 1),  # b cancelled from outside, also gives it back
+    ]
+    assert a.statistics().released == 1
+    job = await queue.get(job_id)
+    assert (job.state, job.attempts, job.lease_until) == (JobState.QUEUED, 0, None)
+
+
+async def test_outer_cancellation_releases_leases(autojump_clock: Any) -> None:
+    """A worker cancelled from outside hands its leases back instead of leaving them."""
+    queue, store = make_queue()
+
+    @queue.task()
+    async def long() -> None:
+        await trio.sleep(100)
+
+    job_ids = await queue.enqueue_many([long.prepare() for _ in range(3)])
+    with trio.move_on_after(1):
+        await jobkit.run_worker(queue, concurrency=2)
+    jobs = [await queue.get(i) for i in job_ids]
+    assert [(j.state, j.attempts, j.run_at) for j in jobs] == [
+        (JobState.QUEUED, 0, 1.0),
+        (JobState.QUEUED, 0, 1.0),
+        (JobState.QUEUED, 0, 0.0),
+    ]
+    assert store.sizes("settle") == [2]  # one call for both
+
+
+async def test_already_cancelled_token_claims_nothing(autojump_clock: Any) -> None:
+    """A worker whose token is already cancelled returns at once without claiming."""
+    queue, _store = make_queue()
+
+    @queue.task()
+    async def noop() -> None:
+        pass
+
+    job_id = await noop.enqueue()
+    token = CancellationToken()
+    token.cancel()
+    await jobkit.run_worker(queue, shutdown=token)
+    assert trio.current_time() == 0.0
+    assert (await queue.get(job_id)).state is JobState.QUEUED
+
+
+async def test_failures_are_logged_once_with_fields_and_traceback(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each failure is one 'jobkit' record with job fields and the traceback."""
+    queue, store = make_queue(attempts=2, delay=1)
+
+    @queue.task(queue="billing")
+    async def bill(account: str) -> None:
+        raise KeyError(account)
+
+    caplog.set_level(logging.DEBUG, logger="jobkit")
+    async with worker_running(queue) as _:
+        job_id = await bill.enqueue(account="acme")
+        await store.wait_for(job_id, *DONE)
+    failures = [r for r in caplog.records if getattr(r, "job_id", None) == job_id]
+    failures = [r for r in failures if r.levelno >= logging.WARNING]
+    assert [(r.levelname, r.attempt, r.outcome) for r in failures] == [  # type: ignore[attr-defined]
+        ("WARNING", 1, "retried"),
+        ("ERROR", 2, "dead"),
+    ]
+    for record in failures:
+        assert record.name == "jobkit"
+        assert (record.task, record.queue) == ("bill", "billing")  # type: ignore[attr-defined]
+        assert record.exc_info is not None and record.exc_info[0] is KeyError
+    assert "retrying in 1s" in failures[0].getMessage()
+    assert caplog.text.count("Traceback (most recent call last)") == 2
+
+
+async def test_store_errors_are_logged_and_retried(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Failing claims and settles are retried; the job still succeeds."""
+    queue, store = make_queue()
+
+    @queue.task()
+    async def noop() -> str:
+        return "ok"
+
+    store.failures = {"claim": 3, "settle": 1}
+    async with worker_running(queue) as (worker, _):
+        job_id = await noop.enqueue()
+        job = await store.wait_for(job_id, *DONE)
+    assert (job.state, job.result) == (JobState.SUCCEEDED, "ok")
+    calls = [r.store_call for r in caplog.records if hasattr(r, "store_call")]  # type: ignore[attr-defined]
+    assert calls.count("claim") >= 3 and "settle" in calls
+    assert worker.statistics().succeeded == 1
+
+
+async def test_settle_after_losing_the_lease_is_a_warning(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An attempt finishing after its lease was reaped is discarded with a warning."""
+    queue, store = make_queue()
+
+    @queue.task()
+    async def slow() -> None:
+        await trio.sleep(2)
+
+    async with worker_running(queue, lease=30, poll_interval=60) as (worker, _):
+        job_id = await slow.enqueue()
+        await trio.sleep(1)
+        # As if the lease had run out: another worker reaps it.
+        await store.reap(now=10_000.0)
+        await trio.sleep(2)
+    assert worker.statistics().lost == 1
+    assert "outcome was discarded" in caplog.text
+    assert (await queue.get(job_id)).last_error == jobkit._job.EXPIRED_ERROR
+
+
+async def test_unknown_task_and_bad_result_are_failures(autojump_clock: Any) -> None:
+    """A job for a task this worker lacks, or a result that is not JSON, goes dead."""
+    queue, store = make_queue(attempts=1)
+
+    @queue.task()
+    async def returns_set() -> set[int]:
+        return {1, 2}
+
+    [ghost] = await store.enqueue([NewJob("ghost")], now=0.0)
+    bad = await returns_set.options(max_attempts=3).enqueue()
+    async with worker_running(queue) as _:
+        ghost_job, bad_job = await store.wait_all([ghost, bad], *DONE)
+    assert ghost_job.state is JobState.DEAD
+    assert ghost_job.last_error is not None
+    assert "no task named 'ghost'" in ghost_job.last_error.splitlines()[0]
+    assert (bad_job.state, bad_job.attempts) == (JobState.DEAD, 1)
+    assert bad_job.last_error is not None
+    assert bad_job.last_error.splitlines()[0] == (
+        "Permanent: the handler's result is a set ({1, 2}), "
+        "which is not JSON-serializable"
+    )
+
+
+def test_worker_refuses_bad_options() -> None:
+    """Bad worker options raise errors that name the option."""
+    queue = Queue()
+    with pytest.raises(ValueError, match="concurrency must be an int >= 1, got 0"):
+        Worker(queue, concurrency=0)
+    with pytest.raises(ValueError, match=r"lease must be > 0 seconds, got -1"):
+        Worker(queue, lease=-1)
+    with pytest.raises(TypeError, match="not the string 'emails'"):
+        Worker(queue, queues="emails")
+    with pytest.raises(TypeError, match=r"queue must be a jobkit\.Queue"):
+        Worker("jobs.db")  # type: ignore[arg-type]
+
+
+async def test_worker_without_a_store_says_how_to_give_one() -> None:
+    """A worker on a queue with no store raises a RuntimeError saying what to do."""
+    with pytest.raises(RuntimeError, match=r"queue\.store = "):
+        await jobkit.run_worker(Queue())
+
+
+@given(
+    plans=st.lists(
+        st.tuples(st.integers(0, 4), st.integers(1, 4)), min_size=1, max_size=8
+    ),
+    concurrency=st.integers(1, 4),
+)
+def test_every_job_ends_as_its_failures_dictate(
+    plans: list[tuple[int, int]], concurrency: int
+) -> None:
+    """f failures of m attempts: SUCCEEDED after f+1 if f < m, else DEAD after m."""
+
+    async def main() -> list[jobkit.Job]:
+        queue, store = make_queue(delay=1)
+
+        @queue.task()
+        async def scripted(failures: int) -> None:
+            await trio.sleep(0.25)
+            if jobkit.current_job().attempts <= failures:
+                raise ValueError("scripted")
+
+        ids = await queue.enqueue_many(
+            [scripted.options(max_attempts=m).prepare(failures=f) for f, m in plans]
+        )
+        async with worker_running(queue, concurrency=concurrency) as _:
+            return await store.wait_all(ids, *DONE)
+
+    jobs = jobkit.testing.run_virtual(main)
+    for job, (failures, max_attempts) in zip(jobs, plans, strict=True):
+        if failures < max_attempts:
+            assert (job.state, job.attempts) == (JobState.SUCCEEDED, failures + 1)
+        else:
+            assert (job.state, job.attempts) == (JobState.DEAD, max_attempts)
