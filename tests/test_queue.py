@@ -1,0 +1,362 @@
+"""The Queue facade: tasks, enqueue options, bad input and dead-letter operations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import trio
+from helpers.stores import WatchedStore
+from hypothesis import given
+from hypothesis import strategies as st
+
+import jobkit
+from jobkit import Backoff, JobState, PreparedJob, Queue, RetryPolicy
+from jobkit._job import Failure, TransitionError
+
+
+def make_queue(now: float = 100.0) -> tuple[Queue, WatchedStore]:
+    store = WatchedStore()
+    return Queue(store, clock=lambda: now), store
+
+
+async def test_enqueue_stores_payload_and_task_defaults() -> None:
+    """Task.enqueue stores its arguments as the payload, with the task's defaults."""
+    queue, _ = make_queue()
+
+    @queue.task(retry=RetryPolicy(7, Backoff.constant(1)), queue="emails", priority=3)
+    async def send(to: str, subject: str = "hi") -> None: ...
+
+    job_id = await send.enqueue(to="ada@example.com")
+    job = await queue.get(job_id)
+    assert (job.task, job.payload) == ("send", {"to": "ada@example.com"})
+    assert (job.queue, job.priority, job.max_attempts) == ("emails", 3, 7)
+    assert (job.state, job.run_at, job.created_at) == (JobState.QUEUED, 100.0, 100.0)
+
+
+async def test_positional_arguments_are_stored_by_name() -> None:
+    """Positional arguments land in the payload under their parameter names."""
+    queue, _ = make_queue()
+
+    @queue.task()
+    def resize(path: str, width: int = 800, **extra: Any) -> None: ...
+
+    job_id = await resize.enqueue("a.png", 64, format="webp")
+    assert (await queue.get(job_id)).payload == {
+        "path": "a.png",
+        "width": 64,
+        "format": "webp",
+    }
+
+
+async def test_default_retry_policy_gives_max_attempts() -> None:
+    """Without a policy of its own a task uses the queue's default_retry."""
+    store = WatchedStore()
+    queue = Queue(store, default_retry=RetryPolicy(2, Backoff.constant(1)))
+
+    @queue.task()
+    async def noop() -> None: ...
+
+    assert noop.retry.max_attempts == 2
+    assert (await queue.get(await noop.enqueue())).max_attempts == 2
+    assert Queue().default_retry == RetryPolicy.default()
+
+
+async def test_options_override_the_defaults() -> None:
+    """options() sets delay, priority, queue and max_attempts of its jobs."""
+    queue, _ = make_queue()
+
+    @queue.task(queue="a", priority=1)
+    async def work(n: int) -> None: ...
+
+    job_id = await work.options(
+        delay=timedelta(minutes=1), priority=9, queue="b", max_attempts=2
+    ).enqueue(n=1)
+    job = await queue.get(job_id)
+    assert (job.run_at, job.priority, job.queue, job.max_attempts) == (
+        160.0,
+        9,
+        "b",
+        2,
+    )
+    aware = datetime(2030, 1, 1, tzinfo=UTC)
+    at = await queue.enqueue(work, {"n": 2}, run_at=aware)
+    assert (await queue.get(at)).run_at == aware.timestamp()
+
+
+async def test_enqueue_by_name_and_by_task_agree() -> None:
+    """queue.enqueue takes a Task or its name and stores the same job."""
+    queue, _ = make_queue()
+
+    @queue.task("reports.daily")
+    async def daily(day: str) -> None: ...
+
+    a = await queue.enqueue("reports.daily", {"day": "mon"})
+    b = await queue.enqueue(daily, {"day": "mon"})
+    ja, jb = await queue.get(a), await queue.get(b)
+    assert (
+        (ja.task, ja.payload)
+        == (jb.task, jb.payload)
+        == ("reports.daily", {"day": "mon"})
+    )
+
+
+async def test_unique_key_returns_the_active_job() -> None:
+    """A held unique_key returns the active job's id; once done, a new job is made."""
+    queue, _ = make_queue()
+
+    @queue.task()
+    async def sync_account(account: str) -> None: ...
+
+    once = sync_account.options(unique_key="sync:acme")
+    first = await once.enqueue(account="acme")
+    assert await once.enqueue(account="acme") == first
+    await queue.cancel(first)
+    assert await once.enqueue(account="acme") != first
+
+
+async def test_enqueue_many_is_one_atomic_call() -> None:
+    """enqueue_many stores every job in one store call, or none if one is bad."""
+    queue, store = make_queue()
+
+    @queue.task()
+    async def work(n: int) -> None: ...
+
+    ids = await queue.enqueue_many(
+        [
+            work.prepare(n=1),
+            work.options(priority=5).prepare(n=2),
+            PreparedJob("work", {"n": 3}),
+        ]
+    )
+    assert ids == [1, 2, 3]
+    assert store.sizes("enqueue") == [3]
+    assert [(await queue.get(i)).priority for i in ids] == [0, 5, 0]
+    with pytest.raises(ValueError, match="unknown task 'wrok'"):
+        await queue.enqueue_many([work.prepare(n=4), PreparedJob("wrok")])
+    with pytest.raises(TypeError, match="takes PreparedJob records"):
+        await queue.enqueue_many([("work", {"n": 5})])  # type: ignore[list-item]
+    assert len(await queue.list()) == 3
+    assert store.sizes("enqueue") == [3]
+
+
+async def test_enqueue_wakes_listeners_for_the_job_queue() -> None:
+    """Enqueueing tells the local listeners which queue got work."""
+    queue, _ = make_queue()
+    heard: list[str] = []
+    queue._listeners.add(heard.append)
+
+    @queue.task(queue="emails")
+    async def send() -> None: ...
+
+    await send.enqueue()
+    await send.options(queue="bulk").enqueue()
+    assert heard == ["emails", "bulk"]
+
+
+async def test_bad_input_is_refused_with_a_clear_error() -> None:
+    """Unknown task, non-JSON payload, bad arguments and bad options are refused."""
+    queue, _ = make_queue()
+
+    @queue.task()
+    async def send(to: str) -> None: ...
+
+    @queue.task()
+    async def report() -> None: ...
+
+    with pytest.raises(ValueError) as info:
+        await queue.enqueue("sned", {"to": "x"})
+    assert str(info.value) == (
+        "unknown task 'sned'; tasks registered on this queue: 'report', 'send'"
+    )
+    with pytest.raises(TypeError, match=r"payload\['to'\] is a set"):
+        await send.enqueue(to={"a"})  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError, match=r"task 'send': missing a required argument: 'to'"
+    ):
+        await send.enqueue()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"got an unexpected keyword argument 'too'"):
+        await queue.enqueue("send", {"to": "x", "too": "y"})
+    with pytest.raises(TypeError, match="payload must be a mapping"):
+        await queue.enqueue("send", ["x"])  # type: ignore[arg-type]
+    with pytest.raises(
+        ValueError, match=r"delay must be a finite duration >= 0, got -1"
+    ):
+        await send.options(delay=-1).enqueue(to="x")
+    with pytest.raises(ValueError, match="either delay or run_at, not both"):
+        await queue.enqueue("send", {"to": "x"}, delay=1, run_at=5.0)
+    with pytest.raises(ValueError, match="must be timezone-aware"):
+        await queue.enqueue("send", {"to": "x"}, run_at=datetime(2030, 1, 1))
+    with pytest.raises(ValueError, match="max_attempts must be >= 1, got 0"):
+        await queue.enqueue("send", {"to": "x"}, max_attempts=0)
+    with pytest.raises(TypeError, match="priority must be an int"):
+        await queue.enqueue("send", {"to": "x"}, priority=1.5)  # type: ignore[arg-type]
+    assert await queue.list() == []
+
+
+def test_task_registration_rules() -> None:
+    """Duplicate names, positional-only parameters and bad options are refused."""
+    queue = Queue()
+
+    @queue.task
+    async def send(to: str) -> str:
+        return to
+
+    assert isinstance(send, jobkit.Task) and queue.tasks["send"] is send
+    with pytest.raises(ValueError, match="a task named 'send' is already registered"):
+
+        @queue.task()
+        async def send(to: str) -> None: ...  # type: ignore[no-redef]
+
+    with pytest.raises(ValueError, match="parameter 'x' cannot be positional-only"):
+
+        @queue.task()
+        def bad(x: int, /) -> None: ...
+
+    with pytest.raises(ValueError, match="timeout must be > 0"):
+        queue.task(timeout=0)
+    with pytest.raises(TypeError, match="retry must be a RetryPolicy"):
+        queue.task(retry=3)  # type: ignore[call-overload]
+    other = Queue()
+
+    @other.task()
+    async def elsewhere() -> None: ...
+
+    with pytest.raises(ValueError, match="registered on another Queue"):
+        queue._task_named(elsewhere)
+
+
+async def test_calling_a_task_calls_the_function() -> None:
+    """A Task is still the plain function when called directly."""
+    queue = Queue()
+
+    @queue.task()
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    @queue.task()
+    def mul(a: int, b: int) -> int:
+        return a * b
+
+    assert await add(2, 3) == 5
+    assert mul(2, 3) == 6
+    assert (add.is_async, mul.is_async) == (True, False)
+
+
+async def test_queue_without_store_says_how_to_give_one() -> None:
+    """A queue with no store raises RuntimeError; the store can be set later."""
+    queue = Queue()
+
+    @queue.task()
+    async def noop() -> None: ...
+
+    assert not queue.has_store
+    with pytest.raises(RuntimeError, match=r"Queue\(jobkit.SQLiteStore\('jobs.db'\)\)"):
+        await noop.enqueue()
+    with pytest.raises(TypeError, match=r"store must implement jobkit\.Store"):
+        queue.store = "jobs.db"  # type: ignore[assignment]
+    queue.store = WatchedStore()
+    assert await noop.enqueue() == 1
+
+
+async def test_dead_letters_are_listed_requeued_and_discarded() -> None:
+    """dead() lists failed jobs; requeue gives fresh attempts; discard ends them."""
+    queue, store = make_queue()
+
+    @queue.task()
+    async def fragile(n: int) -> None: ...
+
+    ids = await queue.enqueue_many([fragile.prepare(n=i) for i in range(3)])
+    for job in await store.claim(queues=None, limit=3, now=100.0, lease=30.0):
+        await store.settle([Failure(job.id, 1, "boom", retry_at=None)], now=101.0)
+    dead = await queue.dead()
+    assert [(j.id, j.last_error) for j in dead] == [(i, "boom") for i in ids]
+    assert [j.id for j in await queue.list(state="dead", limit=2)] == ids[:2]
+    requeued = await queue.requeue(ids[0])
+    assert (requeued.state, requeued.attempts, requeued.run_at) == (
+        JobState.QUEUED,
+        0,
+        100.0,
+    )
+    assert (await queue.discard(ids[1])).state is JobState.CANCELLED
+    assert [j.id for j in await queue.dead()] == [ids[2]]
+    stats = await queue.stats()
+    assert (stats.get("default", JobState.QUEUED), stats.total(JobState.DEAD)) == (1, 1)
+    kinds = [e.kind for _, e in await queue.events(job_id=ids[0])]
+    assert kinds[-1] is jobkit.EventKind.REQUEUED
+    with pytest.raises(TransitionError):
+        await queue.requeue(ids[0])
+    with pytest.raises(ValueError, match="unknown job state 'deadd'"):
+        await queue.list(state="deadd")
+
+
+async def test_cancel_only_touches_queued_jobs() -> None:
+    """cancel() cancels a queued job and refuses a missing one."""
+    queue, _ = make_queue()
+
+    @queue.task()
+    async def noop() -> None: ...
+
+    job_id = await noop.enqueue()
+    assert (await queue.cancel(job_id)).state is JobState.CANCELLED
+    with pytest.raises(jobkit.JobNotFound):
+        await queue.cancel(999)
+
+
+def test_queue_created_outside_trio_works_in_several_runs() -> None:
+    """A Queue made at import time serves workers and producers in later trio runs."""
+    queue = Queue(WatchedStore(), clock=trio.current_time)
+
+    @queue.task()
+    async def noop() -> int:
+        return 1
+
+    async def one_round() -> JobState:
+        token = jobkit.CancellationToken()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(jobkit.Worker(queue, shutdown=token).run)
+            job_id = await noop.enqueue()
+            await trio.sleep(1)
+            token.cancel()
+        return (await queue.get(job_id)).state
+
+    import jobkit.testing
+
+    assert jobkit.testing.run_virtual(one_round) is JobState.SUCCEEDED
+    assert jobkit.testing.run_virtual(one_round) is JobState.SUCCEEDED
+
+
+@given(
+    payloads=st.lists(
+        st.dictionaries(
+            st.text(min_size=1, max_size=5),
+            st.recursive(
+                st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                lambda inner: (
+                    st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+                ),
+                max_leaves=5,
+            ),
+            max_size=4,
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_payloads_round_trip_in_order(payloads: list[dict[str, Any]]) -> None:
+    """Any JSON payloads enqueued together come back unchanged, with ids in order."""
+    import jobkit.testing
+
+    async def main() -> list[dict[str, Any]]:
+        queue, _ = make_queue()
+
+        @queue.task()
+        async def anything(**kwargs: Any) -> None: ...
+
+        ids = await queue.enqueue_many([PreparedJob("anything", p) for p in payloads])
+        assert ids == sorted(ids)
+        return [(await queue.get(i)).payload for i in ids]
+
+    assert jobkit.testing.run_virtual(main) == payloads
