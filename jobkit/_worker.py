@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from datetime import timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import attrs
 import trio
@@ -45,6 +45,7 @@ from ._job import (
 )
 from ._queue import Queue, Task
 from ._retry import Backoff, Permanent, RetryLater
+from ._token import CancellationToken
 
 __all__ = ["Worker", "WorkerStatistics", "current_job", "run_worker"]
 
@@ -125,14 +126,6 @@ class _Counters:
     dead: int = 0
     released: int = 0
     lost: int = 0
-
-
-class _Token(Protocol):
-    # What the worker needs of a jobkit.CancellationToken.
-    @property
-    def cancelled(self) -> bool: ...
-
-    async def wait(self) -> None: ...
 
 
 @attrs.define(eq=False)
@@ -338,7 +331,7 @@ class Worker:
         queues: Sequence[str] | None = None,
         lease: float | timedelta = 30.0,
         poll_interval: float | timedelta = 1.0,
-        shutdown: _Token | None = None,
+        shutdown: CancellationToken | None = None,
         grace: float | timedelta = 10.0,
         rng: random.Random | None = None,
     ) -> None:
@@ -459,7 +452,7 @@ class Worker:
             await self._hand_back()
             logger.info("worker stopped", extra={"statistics": self.statistics()})
 
-    async def _watch(self, token: _Token) -> None:
+    async def _watch(self, token: CancellationToken) -> None:
         await token.wait()
         if not self._stopping:
             logger.info(
@@ -825,7 +818,7 @@ async def run_worker(
     queues: Sequence[str] | None = None,
     lease: float | timedelta = 30.0,
     poll_interval: float | timedelta = 1.0,
-    shutdown: _Token | None = None,
+    shutdown: CancellationToken | None = None,
     grace: float | timedelta = 10.0,
     rng: random.Random | None = None,
     task_status: trio.TaskStatus[Worker] = trio.TASK_STATUS_IGNORED,

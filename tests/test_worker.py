@@ -8,6 +8,7 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,10 +25,13 @@ from jobkit import (
     CancellationToken,
     EventKind,
     JobState,
+    MemoryStore,
     Permanent,
     Queue,
     RetryLater,
     RetryPolicy,
+    SQLiteStore,
+    Store,
     Worker,
 )
 from jobkit._job import NewJob
@@ -35,8 +39,21 @@ from jobkit._job import NewJob
 DONE = (JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED)
 
 
-def make_queue(attempts: int = 3, delay: float = 5.0) -> tuple[Queue, WatchedStore]:
-    store = WatchedStore()
+@pytest.fixture(params=["memory", "sqlite"])
+async def inner(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """Each store the worker must behave the same on."""
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    store = SQLiteStore(tmp_path / "jobs.db")
+    yield store
+    await store.aclose()
+
+
+def make_queue(
+    attempts: int = 3, delay: float = 5.0, inner: Store | None = None
+) -> tuple[Queue, WatchedStore]:
+    store = WatchedStore(inner)
     policy = RetryPolicy(attempts, Backoff.constant(delay))
     return Queue(store, clock=trio.current_time, default_retry=policy), store
 
@@ -61,9 +78,11 @@ async def timeline(queue: Queue, job_id: int) -> list[tuple[str, float, int]]:
     ]
 
 
-async def test_runs_a_job_and_stores_its_result(autojump_clock: Any) -> None:
+async def test_runs_a_job_and_stores_its_result(
+    autojump_clock: Any, inner: Store
+) -> None:
     """An enqueued job is claimed at once, run, and marked SUCCEEDED with its result."""
-    queue, store = make_queue()
+    queue, store = make_queue(inner=inner)
 
     @queue.task()
     async def add(a: int, b: int) -> int:
@@ -91,9 +110,11 @@ async def test_runs_a_job_and_stores_its_result(autojump_clock: Any) -> None:
     )
 
 
-async def test_retry_instants_follow_the_backoff(autojump_clock: Any) -> None:
+async def test_retry_instants_follow_the_backoff(
+    autojump_clock: Any, inner: Store
+) -> None:
     """Each retry starts at failure time + the policy's delay; then the job dies."""
-    queue, store = make_queue()
+    queue, store = make_queue(inner=inner)
 
     @queue.task(retry=RetryPolicy(4, Backoff.exponential(1, 60)))
     async def flaky() -> None:
@@ -204,9 +225,9 @@ async def test_max_attempts_set_at_enqueue_wins(autojump_clock: Any) -> None:
     assert [e[:2] for e in await timeline(queue, job_id)][-1] == ("dead", 1.0)
 
 
-async def test_timeout_is_a_failed_attempt(autojump_clock: Any) -> None:
+async def test_timeout_is_a_failed_attempt(autojump_clock: Any, inner: Store) -> None:
     """A handler that overruns its timeout is cancelled and the attempt fails then."""
-    queue, store = make_queue(attempts=2, delay=1)
+    queue, store = make_queue(attempts=2, delay=1, inner=inner)
 
     @queue.task(timeout=3)
     async def hang() -> None:
@@ -341,9 +362,11 @@ async def test_worker_only_takes_its_queues(autojump_clock: Any) -> None:
     assert (await queue.get(rep)).state is JobState.QUEUED
 
 
-async def test_concurrency_limit_and_batched_claims(autojump_clock: Any) -> None:
+async def test_concurrency_limit_and_batched_claims(
+    autojump_clock: Any, inner: Store
+) -> None:
     """At most `concurrency` jobs run at once; claims and settles go in batches."""
-    queue, store = make_queue()
+    queue, store = make_queue(inner=inner)
     running = 0
     peak = 0
 
@@ -368,9 +391,11 @@ async def test_concurrency_limit_and_batched_claims(autojump_clock: Any) -> None
     assert store.sizes("claim")[:4] == [3, 3, 3, 3]
 
 
-async def test_long_job_keeps_its_lease_by_renewing(autojump_clock: Any) -> None:
+async def test_long_job_keeps_its_lease_by_renewing(
+    autojump_clock: Any, inner: Store
+) -> None:
     """A job running far longer than its lease renews it and is never taken over."""
-    queue, store = make_queue()
+    queue, store = make_queue(inner=inner)
 
     @queue.task()
     async def crunch() -> str:
@@ -389,9 +414,11 @@ async def test_long_job_keeps_its_lease_by_renewing(autojump_clock: Any) -> None
     assert kinds == ["enqueued", "started", "succeeded"]
 
 
-async def test_expired_lease_is_reaped_and_retried(autojump_clock: Any) -> None:
+async def test_expired_lease_is_reaped_and_retried(
+    autojump_clock: Any, inner: Store
+) -> None:
     """A job whose worker died is recovered at the next reap and run again."""
-    queue, store = make_queue()
+    queue, store = make_queue(inner=inner)
 
     @queue.task()
     async def work() -> str:
@@ -461,9 +488,11 @@ async def test_graceful_shutdown_lets_a_short_job_finish(autojump_clock: Any) ->
     assert worker.statistics().claimed == 1
 
 
-async def test_graceful_shutdown_releases_a_long_job(autojump_clock: Any) -> None:
+async def test_graceful_shutdown_releases_a_long_job(
+    autojump_clock: Any, inner: Store
+) -> None:
     """After the grace period a job is released and another worker takes it at once."""
-    queue, _store = make_queue()
+    queue, _store = make_queue(inner=inner)
     runs: list[tuple[str, float, int]] = []
 
     @queue.task()
@@ -499,9 +528,11 @@ async def test_graceful_shutdown_releases_a_long_job(autojump_clock: Any) -> Non
     assert (job.state, job.attempts, job.lease_until) == (JobState.QUEUED, 0, None)
 
 
-async def test_outer_cancellation_releases_leases(autojump_clock: Any) -> None:
+async def test_outer_cancellation_releases_leases(
+    autojump_clock: Any, inner: Store
+) -> None:
     """A worker cancelled from outside hands its leases back instead of leaving them."""
-    queue, store = make_queue()
+    queue, store = make_queue(inner=inner)
 
     @queue.task()
     async def long() -> None:

@@ -1,29 +1,33 @@
-"""A MemoryStore that counts its calls and lets a test wait for a job's state."""
+"""A store wrapper that counts batched calls, injects failures, and lets tests wait."""
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 
 import trio
 
-from jobkit import JobState
-from jobkit._job import Job, NewJob, Outcome
+from jobkit import JobState, QueueCounts, Store
+from jobkit._job import Event, Job, NewJob, Outcome
 from jobkit._memory import MemoryStore
 
 
-class WatchedStore(MemoryStore):
-    """Records the size of every batched call and wakes waiters on every change.
+class WatchedStore:
+    """Wraps a store: records each batched call's size and wakes waiters on changes.
 
     Waiting on a change instead of sleeping keeps tests exact: a test asks
     for "job 3 is SUCCEEDED" and resumes the moment the store says so.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, inner: Store | None = None) -> None:
+        self.inner: Store = inner if inner is not None else MemoryStore()
         self.calls: list[tuple[str, int]] = []
         self._changed = trio.Event()
         # Set by a test to make the next N calls of a primitive fail.
         self.failures: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"<WatchedStore over {self.inner!r}>"
 
     def _note(self, name: str, size: int) -> None:
         if self.failures.get(name, 0) > 0:
@@ -39,45 +43,11 @@ class WatchedStore(MemoryStore):
         """Return the batch size of each successful call of ``name``."""
         return [size for call, size in self.calls if call == name]
 
-    async def enqueue(self, jobs: Sequence[NewJob], *, now: float) -> list[int]:
-        self._note("enqueue", len(jobs))
-        ids = await super().enqueue(jobs, now=now)
-        self._bump()
-        return ids
-
-    async def claim(
-        self, *, queues: Sequence[str] | None, limit: int, now: float, lease: float
-    ) -> list[Job]:
-        self._note("claim", limit)
-        jobs = await super().claim(queues=queues, limit=limit, now=now, lease=lease)
-        if jobs:
-            self._bump()
-        return jobs
-
-    async def settle(self, outcomes: Sequence[Outcome], *, now: float) -> list[bool]:
-        self._note("settle", len(outcomes))
-        applied = await super().settle(outcomes, now=now)
-        self._bump()
-        return applied
-
-    async def renew(
-        self, leases: Sequence[tuple[int, int]], *, now: float, lease: float
-    ) -> list[bool]:
-        self._note("renew", len(leases))
-        return await super().renew(leases, now=now, lease=lease)
-
-    async def reap(self, *, now: float) -> list[Job]:
-        self._note("reap", 0)
-        jobs = await super().reap(now=now)
-        if jobs:
-            self._bump()
-        return jobs
-
     async def wait_for(self, job_id: int, *states: JobState) -> Job:
         """Return the job as soon as it is in one of ``states``."""
         while True:
             changed = self._changed
-            job = await self.get(job_id)
+            job = await self.inner.get(job_id)
             if job.state in states:
                 return job
             await changed.wait()
@@ -85,3 +55,80 @@ class WatchedStore(MemoryStore):
     async def wait_all(self, job_ids: Sequence[int], *states: JobState) -> list[Job]:
         """Return the jobs once every one of them is in one of ``states``."""
         return [await self.wait_for(job_id, *states) for job_id in job_ids]
+
+    # -- the Store protocol, delegated -------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[NewJob], *, now: float) -> list[int]:
+        self._note("enqueue", len(jobs))
+        ids = await self.inner.enqueue(jobs, now=now)
+        self._bump()
+        return ids
+
+    async def claim(
+        self, *, queues: Sequence[str] | None, limit: int, now: float, lease: float
+    ) -> list[Job]:
+        self._note("claim", limit)
+        jobs = await self.inner.claim(queues=queues, limit=limit, now=now, lease=lease)
+        if jobs:
+            self._bump()
+        return jobs
+
+    async def settle(self, outcomes: Sequence[Outcome], *, now: float) -> list[bool]:
+        self._note("settle", len(outcomes))
+        applied = await self.inner.settle(outcomes, now=now)
+        self._bump()
+        return applied
+
+    async def renew(
+        self, leases: Sequence[tuple[int, int]], *, now: float, lease: float
+    ) -> list[bool]:
+        self._note("renew", len(leases))
+        return await self.inner.renew(leases, now=now, lease=lease)
+
+    async def reap(self, *, now: float) -> list[Job]:
+        self._note("reap", 0)
+        jobs = await self.inner.reap(now=now)
+        if jobs:
+            self._bump()
+        return jobs
+
+    async def get(self, job_id: int) -> Job:
+        return await self.inner.get(job_id)
+
+    async def list(
+        self,
+        *,
+        state: JobState | None = None,
+        queue: str | None = None,
+        limit: int | None = 100,
+    ) -> builtins.list[Job]:
+        return await self.inner.list(state=state, queue=queue, limit=limit)
+
+    async def cancel(self, job_id: int, *, now: float) -> Job:
+        job = await self.inner.cancel(job_id, now=now)
+        self._bump()
+        return job
+
+    async def requeue(self, job_id: int, *, now: float) -> Job:
+        job = await self.inner.requeue(job_id, now=now)
+        self._bump()
+        return job
+
+    async def discard(self, job_id: int, *, now: float) -> Job:
+        job = await self.inner.discard(job_id, now=now)
+        self._bump()
+        return job
+
+    async def counts(self) -> QueueCounts:
+        return await self.inner.counts()
+
+    async def next_run_at(self, *, queues: Sequence[str] | None) -> float | None:
+        return await self.inner.next_run_at(queues=queues)
+
+    async def events(
+        self, *, job_id: int | None = None, after: int = 0, limit: int | None = None
+    ) -> builtins.list[tuple[int, Event]]:
+        return await self.inner.events(job_id=job_id, after=after, limit=limit)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
