@@ -17,7 +17,8 @@ Definitions (per task and queue):
   (RETRIED, and EXPIRED: a worker died and the lease ran out);
 - ``dead``: jobs that went DEAD (a permanent error or no attempts left);
 - ``failed``: every failed attempt, ``retried + dead``;
-- ``expired``: attempts lost with their worker (a subset of ``failed``);
+- ``expired``: attempts lost with their worker, whether the job was retried
+  or went dead (a subset of ``failed``);
 - ``released``, ``requeued``, ``cancelled``, ``discarded``: the other events.
 
 So at any moment ``started == succeeded + failed + released + (running)``.
@@ -632,18 +633,20 @@ class Metrics:
             return
         self.seq = seq
         kind = event.kind
+        lost = kind is EventKind.EXPIRED or (
+            kind is EventKind.DEAD and event.error == EXPIRED_ERROR
+        )
         for name in _COUNTS[kind]:
             self._counters[(name, task, queue)] += 1
+        if lost and kind is EventKind.DEAD:
+            self._counters[("expired", task, queue)] += 1
         if kind is EventKind.STARTED:
             self._running[event.job_id] = (event.attempt, event.at)
         elif kind in _ENDS_ATTEMPT:
             started = self._running.get(event.job_id)
             if started is not None and started[0] == event.attempt:
                 del self._running[event.job_id]
-                reported = kind is not EventKind.EXPIRED and not (
-                    kind is EventKind.DEAD and event.error == EXPIRED_ERROR
-                )
-                if kind is not EventKind.RELEASED and reported:
+                if kind is not EventKind.RELEASED and not lost:
                     outcome = "succeeded" if kind is EventKind.SUCCEEDED else "failed"
                     builder = self._durations.get((task, outcome))
                     if builder is None:
