@@ -31,9 +31,11 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
+from . import _job
 from ._interval import MissedTickBehavior, interval
 from ._job import (
     EXPIRED_ERROR,
+    Event,
     EventKind,
     Failure,
     Job,
@@ -43,6 +45,7 @@ from ._job import (
     Success,
     check_json,
 )
+from ._logging import log_job_event
 from ._queue import Queue, Task
 from ._retry import Backoff, Permanent, RetryLater
 from ._token import CancellationToken
@@ -134,6 +137,8 @@ class _Attempt:
 
     job: Job
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    started: float = 0.0
+    error: Exception | None = None
     outcome: Outcome | None = None
     lost: bool = False
     """Another worker reaped the lease: the result must not be reported."""
@@ -246,6 +251,7 @@ class _Pending:
     outcome: Outcome
     done: trio.Event = attrs.Factory(trio.Event)
     applied: bool = False
+    now: float = 0.0
 
 
 class _Settler:
@@ -257,25 +263,27 @@ class _Settler:
         self._pending: list[_Pending] = []
         self._ready = trio.Event()
 
-    async def submit(self, outcome: Outcome) -> bool:
-        """Queue ``outcome`` for the next write; return whether it was applied."""
+    async def submit(self, outcome: Outcome) -> tuple[bool, float]:
+        """Queue ``outcome`` for the next write; return if it applied, and when."""
         pending = _Pending(outcome)
         self._pending.append(pending)
         self._ready.set()
         await pending.done.wait()
-        return pending.applied
+        return pending.applied, pending.now
 
-    async def _settle(self, outcomes: list[Outcome]) -> list[bool]:
-        return await self._queue.store.settle(outcomes, now=self._queue.clock())
+    async def _settle(self, batch: list[_Pending]) -> list[bool]:
+        now = self._queue.clock()
+        for pending in batch:
+            pending.now = now
+        return await self._queue.store.settle([p.outcome for p in batch], now=now)
 
     async def run(self) -> None:
         while True:
             await self._ready.wait()
             self._ready = trio.Event()
             batch, self._pending = self._pending, []
-            outcomes = [p.outcome for p in batch]
             applied = await self._caller.call(
-                "settle", functools.partial(self._settle, outcomes)
+                "settle", functools.partial(self._settle, batch)
             )
             for pending, ok in zip(batch, applied, strict=True):
                 pending.applied = ok
@@ -525,8 +533,8 @@ class Worker:
         # ``_running`` and ``_hand_back`` reports it when the worker exits.
         attempt.outcome = await self._execute(attempt)
         if attempt.outcome is not None:
-            applied = await self._settler.submit(attempt.outcome)
-            self._count(attempt, applied)
+            applied, now = await self._settler.submit(attempt.outcome)
+            self._report(attempt, applied, now)
             if applied and isinstance(attempt.outcome, Release):
                 # A released job is due now: let an idle local worker take it.
                 self._queue._listeners.notify(attempt.job.queue)
@@ -537,6 +545,10 @@ class Worker:
         job = attempt.job
         task = self._queue.tasks.get(job.task)
         _current_job.set(job)
+        attempt.started = self._queue.clock()
+        log_job_event(
+            Event(job.id, EventKind.STARTED, job.updated_at, job.attempts), job
+        )
         error: Exception | None = None
         result: Any = None
         with attempt.scope:
@@ -561,14 +573,8 @@ class Worker:
         if attempt.scope.cancelled_caught:
             return Release(job.id, job.attempts)
         if error is not None:
+            attempt.error = error
             return await self._failure(job, task, error)
-        logger.debug(
-            "job %d (%s) succeeded on attempt %d",
-            job.id,
-            job.task,
-            job.attempts,
-            extra=_log_fields(job),
-        )
         return Success(job.id, job.attempts, result)
 
     async def _invoke(self, task: Task[Any, Any], job: Job) -> Any:
@@ -599,7 +605,6 @@ class Worker:
         )
         now = self._queue.clock()
         text = describe_error(error)
-        self._log_failure(job, error, delay)
         return Failure(
             job.id, job.attempts, text, None if delay is None else now + delay
         )
@@ -622,39 +627,10 @@ class Worker:
             return None
         return max(0.0, job.run_at - before.at)
 
-    def _log_failure(self, job: Job, error: Exception, delay: float | None) -> None:
-        last = delay is None or job.attempts >= job.max_attempts
-        fields = _log_fields(
-            job,
-            outcome="dead" if last else "retried",
-            retry_in=None if last else delay,
-            error=f"{type(error).__name__}: {error}",
-        )
-        where = f"job {job.id} ({job.task}) attempt {job.attempts}/{job.max_attempts}"
-        if isinstance(error, RetryLater) and not last:
-            logger.info("%s asked to retry in %gs", where, delay, extra=fields)
-        elif last:
-            logger.error(
-                "%s failed; the job is dead: %s: %s",
-                where,
-                type(error).__name__,
-                error,
-                exc_info=error,
-                extra=fields,
-            )
-        else:
-            logger.warning(
-                "%s failed; retrying in %.3gs: %s: %s",
-                where,
-                delay,
-                type(error).__name__,
-                error,
-                exc_info=error,
-                extra=fields,
-            )
-
-    def _count(self, attempt: _Attempt, applied: bool) -> None:
+    def _report(self, attempt: _Attempt, applied: bool, now: float) -> None:
+        """Count the attempt's outcome and log it once, as the store recorded it."""
         job, outcome = attempt.job, attempt.outcome
+        assert outcome is not None
         counters = self._counters
         if isinstance(outcome, Failure):
             counters.failed += 1
@@ -666,17 +642,27 @@ class Worker:
                 job.id,
                 job.task,
                 job.attempts,
-                extra=_log_fields(job),
+                extra=_log_fields(job, event="lost"),
             )
-        elif isinstance(outcome, Success):
+            return
+        # The store applied this same pure transition to this same snapshot.
+        new, event = _job.settle(job, outcome, now=now)
+        error = attempt.error
+        log_job_event(
+            event,
+            new,
+            duration=now - attempt.started,
+            # Asking to retry later is not a crash: no traceback for it.
+            exc=None if isinstance(error, RetryLater) else error,
+        )
+        if event.kind is EventKind.SUCCEEDED:
             counters.succeeded += 1
-        elif isinstance(outcome, Release):
+        elif event.kind is EventKind.RELEASED:
             counters.released += 1
-        elif isinstance(outcome, Failure):
-            if outcome.retry_at is None or job.attempts >= job.max_attempts:
-                counters.dead += 1
-            else:
-                counters.retried += 1
+        elif event.kind is EventKind.RETRIED:
+            counters.retried += 1
+        elif event.kind is EventKind.DEAD:
+            counters.dead += 1
 
     # -- leases --------------------------------------------------------------------
 
@@ -720,8 +706,9 @@ class Worker:
                 attempt.scope.cancel()
 
     async def _reap(self) -> None:
+        now = self._queue.clock()
         try:
-            reaped = await self._queue.store.reap(now=self._queue.clock())
+            reaped = await self._queue.store.reap(now=now)
         except Exception as exc:
             logger.error(
                 "store reap failed; trying again in %gs",
@@ -731,22 +718,8 @@ class Worker:
             )
             return
         for job in reaped:
-            dead = job.state is JobState.DEAD
-            fields = _log_fields(
-                job, outcome="dead" if dead else "retried", error=EXPIRED_ERROR
-            )
-            message = "job %d (%s) attempt %d: %s; %s"
-            then = "the job is dead" if dead else "queued to run again now"
-            log = logger.error if dead else logger.warning
-            log(
-                message,
-                job.id,
-                job.task,
-                job.attempts,
-                EXPIRED_ERROR,
-                then,
-                extra=fields,
-            )
+            kind = EventKind.DEAD if job.state is JobState.DEAD else EventKind.EXPIRED
+            log_job_event(Event(job.id, kind, now, job.attempts, EXPIRED_ERROR), job)
         # Other workers of this process may be idle: recovered jobs are due now.
         for name in sorted(
             {job.queue for job in reaped if job.state is JobState.QUEUED}
@@ -835,9 +808,12 @@ async def run_worker(
     - runs ``async def`` handlers on trio and plain functions in threads,
       each attempt under its task's timeout (a timeout is a failed attempt);
     - on failure asks the task's :class:`RetryPolicy` (drawing jitter from
-      ``rng``), logs the error once with its traceback on logger ``jobkit``
-      (fields ``job_id``, ``task``, ``queue``, ``attempt``) and stores it on
-      the job as ``"ExcType: message"``, a blank line, and the traceback;
+      ``rng``) and stores the error on the job as ``"ExcType: message"``, a
+      blank line, and the traceback;
+    - logs every transition it causes once on logger ``jobkit`` with the
+      fields ``job_id``, ``task``, ``queue``, ``attempt``, ``state``,
+      ``event``, ``duration`` and ``error`` in ``extra``; a failure's record
+      carries its traceback (a :class:`RetryLater` request does not);
     - holds each running job's lease for ``lease`` seconds and renews all of
       them in one call every ``lease / 3``; at the same pace reaps leases
       that ran out elsewhere (a crashed attempt counts as an attempt);

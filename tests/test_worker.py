@@ -171,8 +171,10 @@ async def test_decorrelated_jitter_feeds_the_previous_delay(
     assert starts == pytest.approx(expected, rel=1e-12)
 
 
-async def test_retry_later_waits_the_requested_delay(autojump_clock: Any) -> None:
-    """RetryLater(delay) retries after exactly that delay, whatever the backoff says."""
+async def test_retry_later_waits_the_requested_delay(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RetryLater(delay) retries after exactly that delay; no traceback is logged."""
     queue, store = make_queue(delay=100)
 
     @queue.task()
@@ -191,6 +193,9 @@ async def test_retry_later_waits_the_requested_delay(autojump_clock: Any) -> Non
         ("started", 7.0),
         ("succeeded", 7.0),
     ]
+    [retried] = [r for r in caplog.records if getattr(r, "event", "") == "retried"]
+    assert retried.exc_info is None
+    assert "retrying in 7s: RetryLater: retry requested in 7s" in retried.getMessage()
 
 
 async def test_permanent_error_is_dead_after_one_attempt(autojump_clock: Any) -> None:
@@ -582,14 +587,20 @@ async def test_failures_are_logged_once_with_fields_and_traceback(
         await store.wait_for(job_id, *DONE)
     failures = [r for r in caplog.records if getattr(r, "job_id", None) == job_id]
     failures = [r for r in failures if r.levelno >= logging.WARNING]
-    assert [(r.levelname, r.attempt, r.outcome) for r in failures] == [  # type: ignore[attr-defined]
-        ("WARNING", 1, "retried"),
-        ("ERROR", 2, "dead"),
+    fields = [
+        (r.levelname, r.attempt, r.event, r.state, r.error)  # type: ignore[attr-defined]
+        for r in failures
+    ]
+    assert fields == [
+        ("WARNING", 1, "retried", "queued", "KeyError: 'acme'"),
+        ("ERROR", 2, "dead", "dead", "KeyError: 'acme'"),
     ]
     for record in failures:
         assert record.name == "jobkit"
         assert (record.task, record.queue) == ("bill", "billing")  # type: ignore[attr-defined]
         assert record.exc_info is not None and record.exc_info[0] is KeyError
+    started = [r for r in caplog.records if getattr(r, "event", None) == "started"]
+    assert [r.attempt for r in started] == [1, 2]  # type: ignore[attr-defined]
     assert "retrying in 1s" in failures[0].getMessage()
     assert caplog.text.count("Traceback (most recent call last)") == 2
 
