@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +25,25 @@ def notebook_paths() -> list[Path]:
 def execute(path: Path, *, timeout: int = 300) -> Any:
     """Execute the notebook at ``path`` in a fresh kernel and return it, with outputs."""
     import nbformat
-    from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
+    from traitlets.config import Config
 
     nb = nbformat.read(path, as_version=4)  # type: ignore[no-untyped-call]
-    # ipc sockets start the kernel faster than tcp and need no free port.
-    km = KernelManager(kernel_name="python3", transport="ipc")
-    client = NotebookClient(
-        nb,
-        km=km,
-        timeout=timeout,
-        resources={"metadata": {"path": str(path.parent)}},
-    )
-    client.execute()
+    with tempfile.TemporaryDirectory(prefix="jobkit-kernel-") as sockets:
+        config = Config()
+        # ipc sockets start the kernel faster than tcp and need no free port;
+        # an absolute path keeps client and kernel (which runs in the
+        # notebook's folder) pointing at the same socket files.
+        config.KernelManager.transport = "ipc"
+        config.KernelManager.ip = str(Path(sockets) / "kernel")
+        client = NotebookClient(
+            nb,
+            config=config,
+            kernel_name="python3",
+            timeout=timeout,
+            resources={"metadata": {"path": str(path.parent)}},
+        )
+        client.execute()
     return nb
 
 
