@@ -5,14 +5,23 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import _cli
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="jobkit", description="Run and inspect jobkit job queues."
+        prog="jobkit",
+        description="Run and inspect jobkit job queues.",
+        epilog=(
+            "Every command has --help. Data commands take --db PATH (default: "
+            f"${_cli.DB_ENV}) and --json."
+        ),
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     demo = commands.add_parser("demo", help="a short tour of jobkit at work")
     demo.set_defaults(handler=_demo)
+    for add_command in _cli.COMMANDS:
+        add_command(commands)
     return parser
 
 
@@ -25,7 +34,7 @@ def _demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``jobkit`` console script."""
     args = build_parser().parse_args(argv)
-    return int(args.handler(args))
+    return _cli.run(args)
 
 
 if __name__ == "__main__":

@@ -438,6 +438,52 @@ class MetricsSnapshot:
             rows.append(row)
         return rows
 
+    def to_dict(self) -> dict[str, Any]:
+        """Return the snapshot as plain JSON data (``jobkit metrics --json``).
+
+        Histogram buckets are ``[upper bound, cumulative count]`` pairs, the
+        last bound being the string ``"+Inf"``.
+
+        Example::
+
+            >>> from jobkit import MetricsSnapshot
+            >>> sorted(MetricsSnapshot.empty().to_dict())
+            ['attempts', 'counters', 'depth', 'durations', 'seq']
+        """
+
+        def hist(h: Histogram) -> dict[str, Any]:
+            return {
+                "count": h.count,
+                "sum": h.sum,
+                "buckets": [
+                    [bound if math.isfinite(bound) else "+Inf", n]
+                    for bound, n in h.cumulative()
+                ],
+            }
+
+        return {
+            "seq": self.seq,
+            "counters": {
+                name: [
+                    {"task": t, "queue": q, "value": n}
+                    for (t, q), n in sorted(self.counters.get(name, {}).items())
+                ]
+                for name in COUNTERS
+            },
+            "durations": [
+                {"task": t, "outcome": o, **hist(h)}
+                for (t, o), h in sorted(self.durations.items())
+            ],
+            "attempts": [
+                {"task": t, **hist(h)} for t, h in sorted(self.attempts.items())
+            ],
+            "depth": [
+                {"queue": q, "state": s.value, "jobs": self.depth.get(q, s)}
+                for q in self.depth.queues
+                for s in JobState
+            ],
+        }
+
     def __repr__(self) -> str:
         main = " ".join(f"{n}={self.total(n)}" for n in COUNTERS[:6])
         depth = " ".join(

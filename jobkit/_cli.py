@@ -1,0 +1,941 @@
+"""The commands of the ``jobkit`` command line, and the helpers they share.
+
+Each command is a function that adds its sub-parser (``add_*``) and a
+handler that returns the exit status. Handlers raise :class:`CLIError` for
+anything the user can fix; ``main`` prints it as one line, ``jobkit: error:
+...``, and exits with status 1 (argparse's own usage errors exit with 2).
+
+Read commands never create or change a database: a missing file is an error,
+and :class:`~jobkit.SQLiteStore` refuses a foreign or corrupt file without
+writing to it. ``worker`` and ``enqueue`` create a new database when the file
+does not exist yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TextIO, TypeVar
+
+import trio
+
+from ._job import JSON, Job, JobState, NewJob, TransitionError, check_json
+from ._logging import JSONFormatter, first_line
+from ._metrics import collect_metrics
+from ._queue import Queue
+from ._retry import RetryPolicy
+from ._sqlite import SQLiteStore
+from ._store import JobNotFound, StoreError
+
+__all__ = ["COMMANDS", "CLIError", "load_app", "open_store"]
+
+T = TypeVar("T")
+
+DB_ENV = "JOBKIT_DB"
+"""The environment variable that ``--db`` defaults to."""
+
+PROGRESS_EVERY = 500
+"""Long operations report progress on stderr after every this many jobs."""
+
+
+class CLIError(Exception):
+    """A problem the user can fix, shown as one line and exit status 1."""
+
+
+# -- shared helpers --------------------------------------------------------------
+
+
+def load_app(spec: str) -> Queue:
+    """Import ``module:attribute`` and return the :class:`Queue` it names.
+
+    The current directory is searched first, as for ``python -m``. Every way
+    this can fail becomes a one-line :class:`CLIError`.
+    """
+    module_name, colon, attribute = spec.partition(":")
+    if not colon or not module_name or not attribute:
+        raise CLIError(
+            f"APP must be 'module:attribute' (e.g. 'myapp.jobs:queue'), got {spec!r}"
+        )
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            raise CLIError(
+                f"cannot import {module_name!r} (from APP {spec!r}): no module "
+                f"named {exc.name!r}; run jobkit from the directory that holds "
+                "it, or set PYTHONPATH"
+            ) from None
+        raise CLIError(f"importing {module_name!r} failed: {_one_line(exc)}") from None
+    except Exception as exc:
+        raise CLIError(f"importing {module_name!r} failed: {_one_line(exc)}") from None
+    target: Any = module
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise CLIError(
+                f"module {module_name!r} has no attribute {attribute!r} (from APP "
+                f"{spec!r})"
+            ) from None
+    if not isinstance(target, Queue):
+        raise CLIError(
+            f"APP {spec!r} names a {type(target).__name__}, not a jobkit.Queue"
+        )
+    return target
+
+
+def _one_line(exc: BaseException) -> str:
+    text = first_line(str(exc)) or ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def db_path(args: argparse.Namespace) -> str:
+    """Return the ``--db`` path, or ``$JOBKIT_DB``, or fail saying how to give one."""
+    path: str | None = args.db or os.environ.get(DB_ENV)
+    if not path:
+        raise CLIError(f"no database given: pass --db PATH or set {DB_ENV}")
+    return path
+
+
+def open_store(path: str, *, create: bool) -> SQLiteStore:
+    """Open the SQLite database at ``path``; only create it when ``create``."""
+    if os.path.isdir(path):
+        raise CLIError(f"{path!r} is a directory, not a database file")
+    if not os.path.exists(path):
+        if not create:
+            raise CLIError(
+                f"no database at {path!r} (it is created by 'jobkit enqueue' "
+                "or 'jobkit worker')"
+            )
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise CLIError(f"cannot create {path!r}: no directory {parent!r}")
+    elif not create and os.path.getsize(path) == 0:
+        raise CLIError(f"{path!r} is empty, not a jobkit database")
+    try:
+        return SQLiteStore(path)
+    except StoreError as exc:
+        raise CLIError(first_line(str(exc)) or type(exc).__name__) from None
+    except OSError as exc:
+        raise CLIError(f"cannot open {path!r}: {exc}") from None
+
+
+def run_with_store(
+    args: argparse.Namespace,
+    body: Callable[[SQLiteStore], Awaitable[T]],
+    *,
+    create: bool = False,
+) -> T:
+    """Open the database, run ``body(store)`` under trio, and close the store."""
+    store = open_store(db_path(args), create=create)
+
+    async def main() -> T:
+        try:
+            return await body(store)
+        finally:
+            await store.aclose()
+
+    try:
+        return trio.run(main)
+    except JobNotFound as exc:
+        raise CLIError(str(exc)) from None
+    except TransitionError as exc:
+        raise CLIError(str(exc)) from None
+    except StoreError as exc:
+        raise CLIError(first_line(str(exc)) or type(exc).__name__) from None
+
+
+def when(t: float | None) -> str:
+    """Show a time from the queue's clock: a local date for epoch seconds."""
+    if t is None:
+        return "-"
+    if t < 10**9:
+        # Not a wall-clock time: a simulation's virtual seconds.
+        return f"{t:g}s"
+    return _dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def clip(text: str | None, width: int = 60) -> str:
+    """Return the first line of ``text``, cut to ``width`` characters."""
+    line = first_line(text) or ""
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def render_table(
+    headers: Sequence[str], rows: Iterable[Sequence[object]], *, right: str = ""
+) -> str:
+    """Lay rows out in aligned columns; columns named in ``right`` align right."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(w) if h in right.split(",") else v.ljust(w)
+            for h, v, w in zip(headers, values, widths, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    out = [line(headers), line(["-" * w for w in widths])]
+    out += [line(row) for row in cells]
+    return "\n".join(out)
+
+
+def print_json(data: JSON, out: TextIO | None = None) -> None:
+    """Write ``data`` as indented JSON."""
+    print(json.dumps(data, indent=2, ensure_ascii=False), file=out or sys.stdout)
+
+
+def job_to_json(job: Job) -> dict[str, JSON]:
+    """Return every field of ``job`` as JSON data."""
+    return {
+        "id": job.id,
+        "task": job.task,
+        "queue": job.queue,
+        "state": job.state.value,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "priority": job.priority,
+        "run_at": job.run_at,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "lease_until": job.lease_until,
+        "unique_key": job.unique_key,
+        "payload": job.payload,
+        "result": job.result,
+        "last_error": job.last_error,
+    }
+
+
+class Progress:
+    """Report ``done/total`` on stderr every :data:`PROGRESS_EVERY` items."""
+
+    def __init__(self, verb: str, total: int, *, every: int = PROGRESS_EVERY) -> None:
+        self.verb = verb
+        self.total = total
+        self.every = every
+        self.done = 0
+        self.started = time.monotonic()
+
+    def step(self) -> None:
+        self.done += 1
+        if self.done % self.every == 0 and self.done < self.total:
+            rate = self.done / max(1e-9, time.monotonic() - self.started)
+            print(
+                f"jobkit: {self.verb} {self.done}/{self.total} ({rate:.0f}/s)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+# -- argument types ----------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number, got {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _job_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"a job id is a number, got {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"job ids start at 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 seconds, got {text!r}")
+    return value
+
+
+def _state(text: str) -> JobState:
+    try:
+        return JobState(text)
+    except ValueError:
+        names = ", ".join(s.value for s in JobState)
+        raise argparse.ArgumentTypeError(
+            f"unknown state {text!r}; choose from {names}"
+        ) from None
+
+
+def _limit(text: str) -> int | None:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number, got {text!r}"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0: no limit), got {value}")
+    return None if value == 0 else value
+
+
+def _db_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--db",
+        metavar="PATH",
+        help=f"the SQLite database file (default: ${DB_ENV})",
+    )
+    parent.add_argument(
+        "--json", action="store_true", help="print JSON instead of a table"
+    )
+    return parent
+
+
+Subparsers = Any  # argparse's _SubParsersAction is private
+
+
+def _add(
+    commands: Subparsers,
+    name: str,
+    summary: str,
+    description: str,
+    handler: Callable[[argparse.Namespace], int],
+    *,
+    epilog: str | None = None,
+    db: bool = True,
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=epilog,
+        parents=[_db_options()] if db else [],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+# -- worker -------------------------------------------------------------------------
+
+
+def add_worker(commands: Subparsers) -> None:
+    parser = _add(
+        commands,
+        "worker",
+        "run the jobs of an application's queue",
+        "Run a worker for the tasks registered on APP's queue, storing jobs in\n"
+        "--db. SIGINT or SIGTERM shut it down gracefully: no new jobs are\n"
+        "claimed, running ones get --grace seconds to finish, the rest are\n"
+        "released for another worker. A second Ctrl-C stops at once.",
+        cmd_worker,
+        epilog=(
+            "example:\n  jobkit worker myapp.jobs:queue --db jobs.db --concurrency 8"
+        ),
+    )
+    parser.add_argument("app", metavar="APP", help="module:attribute naming a Queue")
+    parser.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=10,
+        metavar="N",
+        help="jobs run at once (default 10)",
+    )
+    parser.add_argument(
+        "--queue",
+        action="append",
+        dest="queues",
+        metavar="Q",
+        help="serve only this queue; repeat for several (default: all)",
+    )
+    parser.add_argument(
+        "--lease",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="lease length, renewed every third of it (default 30)",
+    )
+    parser.add_argument(
+        "--poll-interval",
+        type=_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="how often to look for jobs enqueued elsewhere (default 1)",
+    )
+    parser.add_argument(
+        "--grace",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="time running jobs get to finish at shutdown (default 10)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="log lines as text or as one JSON object each (default text)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        default="INFO",
+        help="the least severe log records shown (default INFO)",
+    )
+
+
+def _configure_logging(fmt: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JSONFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        )
+    log = logging.getLogger("jobkit")
+    log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    # Import the application before touching the database: a wrong APP must
+    # not leave a new, empty database behind.
+    queue = load_app(args.app)
+    if args.lease <= 0 or args.poll_interval <= 0:
+        raise CLIError("--lease and --poll-interval must be > 0 seconds")
+    store = open_store(db_path(args), create=True)
+    queue.store = store
+    _configure_logging(args.log_format, args.log_level)
+
+    from ._token import CancellationToken, cancel_on_signals
+    from ._worker import run_worker
+
+    async def main() -> None:
+        token = CancellationToken()
+        try:
+            async with cancel_on_signals(token):
+                await run_worker(
+                    queue,
+                    concurrency=args.concurrency,
+                    queues=args.queues,
+                    lease=args.lease,
+                    poll_interval=args.poll_interval,
+                    shutdown=token,
+                    grace=args.grace,
+                )
+        finally:
+            await store.aclose()
+
+    try:
+        trio.run(main)
+    except KeyboardInterrupt:
+        print("jobkit: stopped at once; unfinished jobs were released", file=sys.stderr)
+        return 130
+    return 0
+
+
+# -- enqueue ---------------------------------------------------------------------------
+
+
+def add_enqueue(commands: Subparsers) -> None:
+    parser = _add(
+        commands,
+        "enqueue",
+        "add a job",
+        "Store a job for TASK with the keyword arguments in PAYLOAD (a JSON\n"
+        "object) and --arg KEY=VALUE pairs. With --app the task must be\n"
+        "registered there: its arguments are checked and its queue, priority\n"
+        "and retry policy are the defaults. Without it the job is stored as\n"
+        "given. Creates the database if it does not exist.",
+        cmd_enqueue,
+        epilog=(
+            "examples:\n"
+            '  jobkit enqueue send_email \'{"to": "ada@example.com"}\' --db jobs.db\n'
+            "  jobkit enqueue resize --arg path=a.png --arg width=64 --delay 60 \\\n"
+            "      --app myapp.jobs:queue --db jobs.db"
+        ),
+    )
+    parser.add_argument("task", metavar="TASK", help="the task's registered name")
+    parser.add_argument(
+        "payload", metavar="PAYLOAD", nargs="?", help="a JSON object of arguments"
+    )
+    parser.add_argument(
+        "--arg",
+        "-a",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one argument; VALUE is read as JSON, else as a string",
+    )
+    parser.add_argument("--app", metavar="APP", help="module:attribute naming a Queue")
+    parser.add_argument("--queue", metavar="Q", help="the queue to put it on")
+    parser.add_argument("--priority", type=int, metavar="N", help="higher runs first")
+    parser.add_argument(
+        "--delay", type=_seconds, metavar="SECONDS", help="run no sooner than this"
+    )
+    parser.add_argument(
+        "--max-attempts", type=_positive_int, metavar="N", help="attempts allowed"
+    )
+    parser.add_argument(
+        "--unique-key",
+        metavar="KEY",
+        help="store nothing while a job with this key is queued or running",
+    )
+
+
+def _payload(args: argparse.Namespace) -> dict[str, JSON]:
+    payload: dict[str, JSON] = {}
+    if args.payload is not None:
+        try:
+            value = json.loads(args.payload)
+        except json.JSONDecodeError as exc:
+            raise CLIError(f"PAYLOAD is not valid JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise CLIError(
+                "PAYLOAD must be a JSON object of keyword arguments, got "
+                f"{type(value).__name__}"
+            )
+        payload.update(value)
+    for item in args.arg:
+        key, eq, text = item.partition("=")
+        if not eq or not key:
+            raise CLIError(f"--arg takes KEY=VALUE, got {item!r}")
+        try:
+            payload[key] = json.loads(text)
+        except json.JSONDecodeError:
+            payload[key] = text
+    try:
+        check_json(payload)
+    except TypeError as exc:
+        raise CLIError(str(exc)) from None
+    return payload
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    payload = _payload(args)
+    queue = load_app(args.app) if args.app else None
+    if queue is not None and args.task not in queue.tasks:
+        known = ", ".join(sorted(queue.tasks)) or "none"
+        raise CLIError(f"no task {args.task!r} on {args.app}; its tasks: {known}")
+
+    async def body(store: SQLiteStore) -> int:
+        if queue is not None:
+            queue.store = store
+            try:
+                return await queue.enqueue(
+                    args.task,
+                    payload,
+                    delay=args.delay,
+                    priority=args.priority,
+                    queue=args.queue,
+                    unique_key=args.unique_key,
+                    max_attempts=args.max_attempts,
+                )
+            except (TypeError, ValueError) as exc:
+                raise CLIError(str(exc)) from None
+        now = time.time()
+        spec = NewJob(
+            task=args.task,
+            payload=payload,
+            queue=args.queue or "default",
+            priority=args.priority or 0,
+            run_at=None if args.delay is None else now + args.delay,
+            max_attempts=args.max_attempts or RetryPolicy.default().max_attempts,
+            unique_key=args.unique_key,
+        )
+        [job_id] = await store.enqueue([spec], now=now)
+        return job_id
+
+    job_id = run_with_store(args, body, create=True)
+    if args.json:
+        print_json({"id": job_id})
+    else:
+        print(f"enqueued job {job_id}")
+    return 0
+
+
+# -- jobs, show, dead ----------------------------------------------------------------
+
+
+def add_jobs(commands: Subparsers) -> None:
+    parser = _add(
+        commands,
+        "jobs",
+        "list jobs",
+        "List jobs, oldest first, optionally of one state and queue.",
+        cmd_jobs,
+        epilog="example:\n  jobkit jobs --state queued --queue emails --db jobs.db",
+    )
+    parser.add_argument(
+        "--state", type=_state, metavar="S", help="queued, running, ..."
+    )
+    parser.add_argument("--queue", metavar="Q", help="only this queue")
+    parser.add_argument(
+        "--limit",
+        type=_limit,
+        default=100,
+        metavar="N",
+        help="show at most N jobs (default 100; 0: all)",
+    )
+
+
+def _jobs_table(jobs: Sequence[Job]) -> str:
+    rows = [
+        [
+            job.id,
+            job.state.value,
+            job.task,
+            job.queue,
+            f"{job.attempts}/{job.max_attempts}",
+            when(job.run_at),
+            clip(job.last_error, 50),
+        ]
+        for job in jobs
+    ]
+    headers = ["id", "state", "task", "queue", "attempts", "run at", "last error"]
+    return render_table(headers, rows, right="id,attempts")
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    async def body(store: SQLiteStore) -> list[Job]:
+        return await store.list(state=args.state, queue=args.queue, limit=args.limit)
+
+    jobs = run_with_store(args, body)
+    if args.json:
+        print_json([job_to_json(job) for job in jobs])
+    elif jobs:
+        print(_jobs_table(jobs))
+    else:
+        print("no jobs")
+    return 0
+
+
+def add_show(commands: Subparsers) -> None:
+    parser = _add(
+        commands,
+        "show",
+        "show one job and its history",
+        "Show every field of a job, its payload, result and last error (with\n"
+        "its traceback), and the events of its history.",
+        cmd_show,
+        epilog="example:\n  jobkit show 42 --db jobs.db",
+    )
+    parser.add_argument("id", type=_job_id, metavar="ID", help="the job's id")
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    async def body(store: SQLiteStore) -> tuple[Job, list[Any]]:
+        job = await store.get(args.id)
+        return job, await store.events(job_id=args.id)
+
+    job, events = run_with_store(args, body)
+    if args.json:
+        print_json(
+            {
+                "job": job_to_json(job),
+                "events": [
+                    {
+                        "seq": seq,
+                        "kind": e.kind.value,
+                        "at": e.at,
+                        "attempt": e.attempt,
+                        "error": e.error,
+                    }
+                    for seq, e in events
+                ],
+            }
+        )
+        return 0
+    fields = [
+        ("id", job.id),
+        ("task", job.task),
+        ("queue", job.queue),
+        ("state", job.state.value),
+        ("attempts", f"{job.attempts} of {job.max_attempts}"),
+        ("priority", job.priority),
+        ("run at", when(job.run_at)),
+        ("created", when(job.created_at)),
+        ("updated", when(job.updated_at)),
+        ("lease until", when(job.lease_until)),
+        ("unique key", job.unique_key or "-"),
+        ("payload", json.dumps(job.payload, ensure_ascii=False)),
+        ("result", json.dumps(job.result, ensure_ascii=False)),
+    ]
+    width = max(len(name) for name, _ in fields)
+    for name, value in fields:
+        print(f"{name.rjust(width)}  {value}")
+    if job.last_error:
+        print("\nlast error:")
+        for line in job.last_error.rstrip().splitlines():
+            print(f"  {line}".rstrip())
+    print("\nhistory:")
+    rows = [
+        [seq, when(e.at), e.kind.value, e.attempt, clip(e.error, 50)]
+        for seq, e in events
+    ]
+    print(render_table(["seq", "at", "event", "attempt", "error"], rows, right="seq"))
+    return 0
+
+
+def add_dead(commands: Subparsers) -> None:
+    parser = _add(
+        commands,
+        "dead",
+        "list the dead letters",
+        "List jobs that failed for good and wait for a person: see why with\n"
+        "'jobkit show ID', then 'jobkit requeue' or 'jobkit discard' them.",
+        cmd_dead,
+    )
+    parser.add_argument("--queue", metavar="Q", help="only this queue")
+    parser.add_argument(
+        "--limit",
+        type=_limit,
+        default=100,
+        metavar="N",
+        help="show at most N jobs (default 100; 0: all)",
+    )
+
+
+def cmd_dead(args: argparse.Namespace) -> int:
+    async def body(store: SQLiteStore) -> list[Job]:
+        return await store.list(state=JobState.DEAD, queue=args.queue, limit=args.limit)
+
+    jobs = run_with_store(args, body)
+    if args.json:
+        print_json([job_to_json(job) for job in jobs])
+        return 0
+    if not jobs:
+        print("no dead jobs")
+        return 0
+    rows = [
+        [
+            job.id,
+            job.task,
+            job.queue,
+            job.attempts,
+            when(job.updated_at),
+            clip(job.last_error, 60),
+        ]
+        for job in jobs
+    ]
+    headers = ["id", "task", "queue", "attempts", "died", "error"]
+    print(render_table(headers, rows, right="id,attempts"))
+    return 0
+
+
+# -- requeue, discard ------------------------------------------------------------------
+
+
+def _ids_or_all(parser: argparse.ArgumentParser, *, all_dead: bool) -> None:
+    parser.add_argument("ids", type=_job_id, nargs="*", metavar="ID", help="job ids")
+    if all_dead:
+        parser.add_argument(
+            "--all-dead", action="store_true", help="every dead job (of --queue)"
+        )
+        parser.add_argument("--queue", metavar="Q", help="with --all-dead: one queue")
+
+
+def add_requeue(commands: Subparsers) -> None:
+    parser = _add(
+        commands,
+        "requeue",
+        "retry dead jobs with fresh attempts",
+        "Send dead jobs back to the queue, due now, with their attempts reset.\n"
+        "Every ID is checked first: if one is unknown or not dead, nothing is\n"
+        "changed.",
+        cmd_requeue,
+        epilog=(
+            "examples:\n  jobkit requeue 17 18 --db jobs.db\n"
+            "  jobkit requeue --all-dead --queue emails --db jobs.db"
+        ),
+    )
+    _ids_or_all(parser, all_dead=True)
+
+
+def add_discard(commands: Subparsers) -> None:
+    parser = _add(
+        commands,
+        "discard",
+        "give up on dead jobs",
+        "Move dead jobs to cancelled for good; their records stay. Every ID is\n"
+        "checked first: if one is unknown or not dead, nothing is changed.",
+        cmd_discard,
+        epilog="example:\n  jobkit discard 17 18 --db jobs.db",
+    )
+    _ids_or_all(parser, all_dead=False)
+
+
+async def _dead_jobs(store: SQLiteStore, ids: Sequence[int]) -> list[int]:
+    problems = []
+    for job_id in dict.fromkeys(ids):
+        try:
+            job = await store.get(job_id)
+        except JobNotFound:
+            problems.append(f"no job with id {job_id}")
+            continue
+        if job.state is not JobState.DEAD:
+            problems.append(f"job {job_id} is {job.state.value}, not dead")
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise CLIError("; ".join(problems[:3]) + more + "; nothing was changed")
+    return list(dict.fromkeys(ids))
+
+
+def _operate(args: argparse.Namespace, verb: str, past: str) -> int:
+    every = getattr(args, "all_dead", False)
+    if every and args.ids:
+        raise CLIError("give job ids or --all-dead, not both")
+    if not every and not args.ids:
+        raise CLIError(
+            f"nothing to {verb}: give job ids"
+            + (" or --all-dead" if hasattr(args, "all_dead") else "")
+        )
+    if getattr(args, "queue", None) and not every:
+        raise CLIError("--queue only applies with --all-dead")
+
+    async def body(store: SQLiteStore) -> list[int]:
+        if every:
+            jobs = await store.list(state=JobState.DEAD, queue=args.queue, limit=None)
+            ids = [job.id for job in jobs]
+        else:
+            ids = await _dead_jobs(store, args.ids)
+        queue = Queue(store)
+        action = queue.requeue if verb == "requeue" else queue.discard
+        progress = Progress(past, len(ids))
+        changed = []
+        for job_id in ids:
+            try:
+                await action(job_id)
+            except TransitionError as exc:
+                # Another process acted on it since we looked: report, go on.
+                print(f"jobkit: skipped: {exc}", file=sys.stderr)
+            else:
+                changed.append(job_id)
+            progress.step()
+        return changed
+
+    changed = run_with_store(args, body)
+    if args.json:
+        print_json({past: changed})
+    else:
+        noun = "job" if len(changed) == 1 else "jobs"
+        print(f"{past} {len(changed)} {noun}")
+    return 0
+
+
+def cmd_requeue(args: argparse.Namespace) -> int:
+    return _operate(args, "requeue", "requeued")
+
+
+def cmd_discard(args: argparse.Namespace) -> int:
+    return _operate(args, "discard", "discarded")
+
+
+# -- stats, metrics --------------------------------------------------------------------
+
+
+def add_stats(commands: Subparsers) -> None:
+    _add(
+        commands,
+        "stats",
+        "count jobs per queue and state",
+        "Count the jobs of each queue in each state.",
+        cmd_stats,
+    )
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    async def body(store: SQLiteStore) -> Any:
+        return await store.counts()
+
+    counts = run_with_store(args, body)
+    states = list(JobState)
+    if args.json:
+        print_json(
+            {q: {s.value: counts.get(q, s) for s in states} for q in counts.queues}
+        )
+        return 0
+    rows: list[list[object]] = [
+        [q, *(counts.get(q, s) for s in states), sum(counts.get(q, s) for s in states)]
+        for q in counts.queues
+    ]
+    totals = [counts.total(s) for s in states]
+    rows.append(["all", *totals, sum(totals)])
+    headers = ["queue", *(s.value for s in states), "total"]
+    print(render_table(headers, rows, right=",".join(headers[1:])))
+    return 0
+
+
+def add_metrics(commands: Subparsers) -> None:
+    _add(
+        commands,
+        "metrics",
+        "print metrics in the Prometheus text format",
+        "Print counters, attempt durations, attempts per job and queue depth,\n"
+        "derived from the database's event log, in the Prometheus text\n"
+        "exposition format (or as JSON with --json).",
+        cmd_metrics,
+        epilog=(
+            "example:\n"
+            "  jobkit metrics --db jobs.db > /var/lib/node_exporter/jobkit.prom"
+        ),
+    )
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    snapshot = run_with_store(args, collect_metrics)
+    if args.json:
+        print_json(snapshot.to_dict())
+    else:
+        sys.stdout.write(snapshot.to_prometheus())
+    return 0
+
+
+COMMANDS: list[Callable[[Subparsers], None]] = [
+    add_worker,
+    add_enqueue,
+    add_jobs,
+    add_show,
+    add_dead,
+    add_requeue,
+    add_discard,
+    add_stats,
+    add_metrics,
+]
+"""The commands in ``jobkit --help`` order; another area adds its own
+``add_*`` function here (``jobkit schedules`` goes after ``metrics``)."""
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the parsed command; print a :class:`CLIError` as one line."""
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except CLIError as exc:
+        print(f"jobkit: error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # ``jobkit jobs | head``: the reader left; not an error worth a trace.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1

@@ -1,0 +1,614 @@
+"""The ``jobkit`` command line, run as real processes against real SQLite files."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue as stdlib_queue
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from jobkit import JobState, NewJob, SQLiteStore
+from jobkit.__main__ import build_parser
+from jobkit._job import Failure
+
+pytestmark = pytest.mark.slow
+
+APP = textwrap.dedent(
+    """
+    import sys
+    import trio
+    import jobkit
+
+    queue = jobkit.Queue()
+    not_a_queue = 42
+
+    @queue.task(retry=jobkit.RetryPolicy(2, jobkit.Backoff.constant(0.05)))
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    @queue.task(retry=jobkit.RetryPolicy(2, jobkit.Backoff.constant(0.05)))
+    async def boom() -> None:
+        raise RuntimeError("kaput")
+
+    @queue.task(queue="slow")
+    async def nap(seconds: float) -> str:
+        print("nap started", file=sys.stderr, flush=True)
+        await trio.sleep(seconds)
+        return "rested"
+    """
+)
+
+BROKEN_APP = "raise ImportError('the settings file is missing')\n"
+
+WAIT = 30.0
+"""Seconds a test waits for a process to reach a state before failing."""
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "app.py").write_text(APP)
+    (tmp_path / "broken_app.py").write_text(BROKEN_APP)
+    return tmp_path
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "JOBKIT_DB": ""}
+
+
+def jobkit(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "jobkit", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=WAIT,
+    )
+
+
+def jobkit_all(
+    commands: Sequence[Sequence[str]], cwd: Path
+) -> list[subprocess.CompletedProcess[str]]:
+    """Run several commands at once: each process mostly waits for imports."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "jobkit", *args],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env(),
+        )
+        for args in commands
+    ]
+    results = []
+    for args, proc in zip(commands, procs, strict=True):
+        out, err = proc.communicate(timeout=WAIT)
+        results.append(
+            subprocess.CompletedProcess(list(args), proc.returncode, out, err)
+        )
+    return results
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """Assert the result is a one-line ``jobkit: error:`` and exit status 1."""
+    lines = result.stderr.splitlines()
+    assert result.returncode == 1, (result.args, result.returncode, result.stderr)
+    assert len(lines) == 1, (result.args, result.stderr)
+    assert lines[0].startswith("jobkit: error: "), lines[0]
+    assert result.stdout == ""
+    return lines[0]
+
+
+def make_db(path: Path, *, dead: int = 0, queued: int = 0) -> None:
+    """Create a jobkit database with ``dead`` dead and ``queued`` queued jobs."""
+
+    async def main() -> None:
+        async with SQLiteStore(path) as store:
+            ids = await store.enqueue(
+                [NewJob(task="boom") for _ in range(dead)], now=1e9
+            )
+            jobs = await store.claim(queues=None, limit=max(1, dead), now=1e9, lease=60)
+            assert len(jobs) == dead
+            await store.settle(
+                [Failure(i, 1, "RuntimeError: kaput", retry_at=None) for i in ids],
+                now=1e9 + 1,
+            )
+            await store.enqueue([NewJob(task="add") for _ in range(queued)], now=1e9)
+
+    trio.run(main)
+
+
+def states(path: Path) -> dict[int, str]:
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        return dict(conn.execute("SELECT id, state FROM jobs ORDER BY id").fetchall())
+
+
+class Worker:
+    """A ``jobkit worker`` process whose stderr lines can be awaited."""
+
+    def __init__(self, args: Sequence[str], cwd: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jobkit", "worker", *args],
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env(),
+        )
+        self.lines: list[str] = []
+        self._new: stdlib_queue.Queue[str | None] = stdlib_queue.Queue()
+        assert self.proc.stderr is not None
+        stderr = self.proc.stderr
+
+        def read() -> None:
+            with stderr:
+                for line in stderr:
+                    self._new.put(line.rstrip("\n"))
+            self._new.put(None)
+
+        self._reader = threading.Thread(target=read, daemon=True)
+        self._reader.start()
+
+    def wait_for(self, text: str) -> str:
+        deadline = time.monotonic() + WAIT
+        for line in self.lines:
+            if text in line:
+                return line
+        while True:
+            try:
+                line = self._new.get(timeout=max(0.0, deadline - time.monotonic()))
+            except stdlib_queue.Empty:
+                raise AssertionError(
+                    f"no {text!r} in worker output: {self.lines}"
+                ) from None
+            if line is None:
+                raise AssertionError(f"worker exited before {text!r}: {self.lines}")
+            self.lines.append(line)
+            if text in line:
+                return line
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def finish(self) -> int:
+        code = self.proc.wait(timeout=WAIT)
+        while (line := self._new.get(timeout=WAIT)) is not None:
+            self.lines.append(line)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._reader.join(timeout=WAIT)
+
+
+@pytest.fixture
+def workers() -> Iterator[Callable[..., Worker]]:
+    started: list[Worker] = []
+
+    def start(*args: str, cwd: Path) -> Worker:
+        worker = Worker(args, cwd)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.kill()
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    what: str,
+    explain: Callable[[], str] = lambda: "",
+) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}: {explain()}")
+        time.sleep(0.05)
+
+
+# -- help ---------------------------------------------------------------------------
+
+
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """--help works on the program and every command, and exits 0."""
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert {
+        "worker",
+        "enqueue",
+        "jobs",
+        "show",
+        "dead",
+        "requeue",
+        "discard",
+        "stats",
+        "metrics",
+        "demo",
+    } <= set(commands)
+    for name in commands:
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args([name, "--help"])
+        assert exit_info.value.code == 0
+        assert f"usage: jobkit {name}" in capsys.readouterr().out
+
+
+def test_console_script_and_module_agree(workdir: Path) -> None:
+    """The ``jobkit`` script and ``python -m jobkit`` print the same help."""
+    script = Path(sys.executable).parent / "jobkit"
+    via_script = subprocess.run(
+        [str(script), "--help"], capture_output=True, text=True, timeout=WAIT
+    )
+    via_module = jobkit("--help", cwd=workdir)
+    assert via_script.returncode == via_module.returncode == 0
+    assert via_script.stdout == via_module.stdout
+    assert "metrics" in via_module.stdout
+
+
+# -- the happy path -------------------------------------------------------------------
+
+
+def test_enqueue_work_inspect_and_operate(
+    workdir: Path, workers: Callable[..., Worker]
+) -> None:
+    """Jobs enqueued on the command line are run by a worker and can be inspected."""
+    db = str(workdir / "jobs.db")
+    app = ["--app", "app:queue", "--db", db, "--json"]
+    enq = jobkit_all(
+        [
+            ["enqueue", "add", '{"a": 2}', "--arg", "b=3", *app],
+            ["enqueue", "boom", *app],
+        ],
+        workdir,
+    )
+    assert [r.returncode for r in enq] == [0, 0], [r.stderr for r in enq]
+    add_id, boom_id = (json.loads(r.stdout)["id"] for r in enq)
+    assert {add_id, boom_id} == {1, 2}
+
+    worker = workers(
+        "app:queue",
+        "--db",
+        db,
+        "--concurrency",
+        "2",
+        "--log-format",
+        "json",
+        cwd=workdir,
+    )
+    worker.wait_for("worker started")
+    wait_until(
+        lambda: states(workdir / "jobs.db") == {add_id: "succeeded", boom_id: "dead"},
+        "both jobs to finish",
+        lambda: f"{states(workdir / 'jobs.db')}, worker said {worker.lines}",
+    )
+    worker.signal(signal.SIGTERM)
+    assert worker.finish() == 0
+    worker.wait_for("worker stopped")
+    logged = [json.loads(line) for line in worker.lines]
+    failures = [entry for entry in logged if "traceback" in entry]
+    assert [(f["job_id"], f["attempt"]) for f in failures] == [
+        (boom_id, 1),
+        (boom_id, 2),
+    ]
+    for failure in failures:
+        assert failure["error"] == "RuntimeError: kaput"
+        assert json.dumps(failure).count("Traceback (most recent call last)") == 1
+
+    jobs, dead, show, stats, metrics = jobkit_all(
+        [
+            ["jobs", "--db", db, "--json"],
+            ["dead", "--db", db],
+            ["show", str(boom_id), "--db", db],
+            ["stats", "--db", db, "--json"],
+            ["metrics", "--db", db],
+        ],
+        workdir,
+    )
+    listed = json.loads(jobs.stdout)
+    assert {(j["id"], j["state"], j["result"]) for j in listed} == {
+        (add_id, "succeeded", 5),
+        (boom_id, "dead", None),
+    }
+    assert dead.stdout.splitlines()[0].split() == [
+        "id",
+        "task",
+        "queue",
+        "attempts",
+        "died",
+        "error",
+    ]
+    assert "RuntimeError: kaput" in dead.stdout.splitlines()[2]
+    assert "state  dead" in show.stdout
+    assert "Traceback (most recent call last)" in show.stdout
+    kinds = [
+        line.split()[3] for line in show.stdout.split("history:")[1].splitlines()[3:]
+    ]
+    assert kinds == ["enqueued", "started", "retried", "started", "dead"]
+    assert json.loads(stats.stdout) == {
+        "default": {
+            "queued": 0,
+            "running": 0,
+            "succeeded": 1,
+            "dead": 1,
+            "cancelled": 0,
+        }
+    }
+    samples = {
+        (s.name, s.labels.get("task")): s.value
+        for family in text_string_to_metric_families(metrics.stdout)
+        for s in family.samples
+        if "le" not in s.labels
+    }
+    assert samples[("jobkit_jobs_succeeded_total", "add")] == 1
+    assert samples[("jobkit_jobs_retried_total", "boom")] == 1
+    assert samples[("jobkit_jobs_dead_total", "boom")] == 1
+    assert samples[("jobkit_job_duration_seconds_count", "boom")] == 2
+
+    requeue = jobkit("requeue", str(boom_id), "--db", db, cwd=workdir)
+    assert (requeue.returncode, requeue.stdout) == (0, "requeued 1 job\n")
+    assert states(workdir / "jobs.db")[boom_id] == "queued"
+
+
+def test_enqueue_without_an_app_stores_the_job_as_given(workdir: Path) -> None:
+    """Without --app the task name and options are stored unchecked."""
+    db = str(workdir / "new.db")
+    result = jobkit(
+        "enqueue",
+        "report",
+        "--arg",
+        "day=2024-05-01",
+        "--arg",
+        "pages=[1, 2]",
+        "--queue",
+        "reports",
+        "--priority",
+        "5",
+        "--delay",
+        "3600",
+        "--max-attempts",
+        "2",
+        "--db",
+        db,
+        cwd=workdir,
+    )
+    assert (result.returncode, result.stdout) == (0, "enqueued job 1\n")
+    [job] = json.loads(jobkit("jobs", "--db", db, "--json", cwd=workdir).stdout)
+    assert job["payload"] == {"day": "2024-05-01", "pages": [1, 2]}
+    assert (job["queue"], job["priority"], job["max_attempts"]) == ("reports", 5, 2)
+    assert job["run_at"] - job["created_at"] == pytest.approx(3600)
+
+
+def test_second_signal_stops_at_once(
+    workdir: Path, workers: Callable[..., Worker]
+) -> None:
+    """A first SIGINT starts a graceful shutdown; a second one stops at once."""
+    db = workdir / "jobs.db"
+    assert (
+        jobkit(
+            "enqueue",
+            "nap",
+            "--arg",
+            "seconds=600",
+            "--app",
+            "app:queue",
+            "--db",
+            str(db),
+            cwd=workdir,
+        ).returncode
+        == 0
+    )
+    worker = workers("app:queue", "--db", str(db), "--grace", "600", cwd=workdir)
+    worker.wait_for("nap started")
+    worker.signal(signal.SIGINT)
+    worker.wait_for("shutting down")
+    assert worker.proc.poll() is None  # still waiting for the job: graceful
+    worker.signal(signal.SIGINT)
+    assert worker.finish() == 130
+    assert "stopped at once" in worker.lines[-1]
+    # The interrupted attempt was handed back, not left to its lease.
+    assert states(db) == {1: "queued"}
+
+
+# -- progress on long operations ----------------------------------------------------
+
+
+def test_requeue_of_thousands_shows_progress(workdir: Path) -> None:
+    """Requeueing every dead job reports progress on stderr as it goes."""
+    db = workdir / "jobs.db"
+    make_db(db, dead=1600, queued=3)
+    result = jobkit("requeue", "--all-dead", "--db", str(db), cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "requeued 1600 jobs\n"
+    progress = result.stderr.splitlines()
+    assert [line.split()[2] for line in progress] == [
+        "500/1600",
+        "1000/1600",
+        "1500/1600",
+    ]
+    assert set(states(db).values()) == {"queued"}
+
+
+# -- errors: one line, non-zero, and the file untouched -------------------------------
+
+READ_COMMANDS = [
+    ["jobs"],
+    ["show", "1"],
+    ["dead"],
+    ["requeue", "1"],
+    ["requeue", "--all-dead"],
+    ["discard", "1"],
+    ["stats"],
+    ["metrics"],
+]
+
+
+def test_a_missing_database_is_an_error_and_is_not_created(workdir: Path) -> None:
+    """Every read or operator command refuses a missing file and creates none."""
+    db = workdir / "missing.db"
+    results = jobkit_all([[*cmd, "--db", str(db)] for cmd in READ_COMMANDS], workdir)
+    for result in results:
+        assert "no database at" in one_line_error(result)
+    assert not any(p.name.startswith("missing") for p in workdir.iterdir())
+
+
+def test_a_corrupt_or_foreign_database_is_refused_unchanged(workdir: Path) -> None:
+    """Garbage, another app's SQLite file and an empty file are refused as they are."""
+    corrupt = workdir / "corrupt.db"
+    corrupt.write_bytes(b"jobkit? no.\x00" + bytes(range(256)) * 40)
+    foreign = workdir / "foreign.db"
+    with contextlib.closing(sqlite3.connect(foreign)) as conn, conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
+        conn.execute("INSERT INTO invoices VALUES (1, 9.5)")
+    empty = workdir / "empty.db"
+    empty.write_bytes(b"")
+    files = [corrupt, foreign, empty]
+    before = {path: path.read_bytes() for path in files}
+    commands = [[*cmd, "--db", str(corrupt)] for cmd in READ_COMMANDS]
+    commands += [
+        [*cmd, "--db", str(path)]
+        for path in (foreign, empty)
+        for cmd in (["jobs"], ["requeue", "--all-dead"], ["metrics"])
+    ]
+    commands += [
+        ["enqueue", "add", "--db", str(corrupt)],
+        ["worker", "app:queue", "--db", str(foreign)],
+    ]
+    for result in jobkit_all(commands, workdir):
+        message = one_line_error(result)
+        assert any(
+            phrase in message
+            for phrase in ("not an SQLite database", "not a jobkit database", "empty")
+        ), message
+    for path in files:
+        assert path.read_bytes() == before[path], f"{path.name} was modified"
+        assert not Path(f"{path}-wal").exists()
+
+
+def test_a_wrong_app_is_a_one_line_error(workdir: Path) -> None:
+    """Each way APP can be wrong is named in one line; no database is created."""
+    db = str(workdir / "never.db")
+    cases = {
+        "app": "must be 'module:attribute'",
+        "nosuchmodule:queue": "no module named 'nosuchmodule'",
+        "app:missing": "has no attribute 'missing'",
+        "app:not_a_queue": "names a int, not a jobkit.Queue",
+        "broken_app:queue": "ImportError: the settings file is missing",
+    }
+    commands = [["worker", app, "--db", db] for app in cases]
+    commands.append(["enqueue", "add", "--app", "nosuchmodule:queue", "--db", db])
+    results = jobkit_all(commands, workdir)
+    for result, expected in zip(results, [*cases.values(), "no module"], strict=True):
+        assert expected in one_line_error(result)
+    assert not Path(db).exists()
+
+
+def test_unknown_job_ids_are_errors_and_change_nothing(workdir: Path) -> None:
+    """An unknown or not-dead id is named, and no other job is touched."""
+    db = workdir / "jobs.db"
+    make_db(db, dead=2, queued=1)
+    before = db.read_bytes()
+    results = jobkit_all(
+        [
+            ["show", "999", "--db", str(db)],
+            ["requeue", "1", "999", "--db", str(db)],
+            ["discard", "999", "--db", str(db)],
+            ["requeue", "1", "3", "--db", str(db)],
+        ],
+        workdir,
+    )
+    messages = [one_line_error(r) for r in results]
+    assert messages[0] == "jobkit: error: no job with id 999"
+    assert messages[1] == "jobkit: error: no job with id 999; nothing was changed"
+    assert "job 3 is queued, not dead; nothing was changed" in messages[3]
+    assert db.read_bytes() == before
+    assert states(db) == {1: "dead", 2: "dead", 3: "queued"}
+
+
+def test_bad_arguments_exit_with_status_2(workdir: Path) -> None:
+    """Malformed arguments are usage errors: status 2 and a message naming them."""
+    results = jobkit_all(
+        [
+            ["jobs", "--state", "sleeping", "--db", "x.db"],
+            ["show", "abc", "--db", "x.db"],
+            ["worker", "app:queue", "--concurrency", "0", "--db", "x.db"],
+            ["frobnicate"],
+        ],
+        workdir,
+    )
+    expected = [
+        "unknown state 'sleeping'",
+        "a job id is a number, got 'abc'",
+        "must be at least 1, got 0",
+        "invalid choice: 'frobnicate'",
+    ]
+    for result, text in zip(results, expected, strict=True):
+        assert result.returncode == 2
+        assert text in result.stderr.splitlines()[-1]
+    assert not (workdir / "x.db").exists()
+
+
+def test_a_bad_payload_is_refused_before_storing(workdir: Path) -> None:
+    """Invalid JSON, a non-object payload or a bad --arg is a one-line error."""
+    db = str(workdir / "jobs.db")
+    results = jobkit_all(
+        [
+            ["enqueue", "add", "{not json", "--db", db],
+            ["enqueue", "add", "[1, 2]", "--db", db],
+            ["enqueue", "add", "--arg", "novalue", "--db", db],
+            ["requeue", "--db", db],
+        ],
+        workdir,
+    )
+    messages = [one_line_error(r) for r in results]
+    assert "PAYLOAD is not valid JSON" in messages[0]
+    assert "must be a JSON object of keyword arguments, got list" in messages[1]
+    assert "--arg takes KEY=VALUE, got 'novalue'" in messages[2]
+    assert "nothing to requeue" in messages[3]
+    assert not Path(db).exists()
+
+
+def test_no_database_given(workdir: Path) -> None:
+    """Without --db or $JOBKIT_DB the error says how to give one."""
+    assert "pass --db PATH or set JOBKIT_DB" in one_line_error(
+        jobkit("stats", cwd=workdir)
+    )
+
+
+def test_json_output_of_jobs_and_metrics(workdir: Path) -> None:
+    """--json prints machine-readable data for listings and metrics."""
+    db = workdir / "jobs.db"
+    make_db(db, dead=2, queued=1)
+    dead, metrics, show = jobkit_all(
+        [
+            ["dead", "--db", str(db), "--json", "--limit", "1"],
+            ["metrics", "--db", str(db), "--json"],
+            ["show", "1", "--db", str(db), "--json"],
+        ],
+        workdir,
+    )
+    assert [j["id"] for j in json.loads(dead.stdout)] == [1]
+    data: dict[str, Any] = json.loads(metrics.stdout)
+    assert data["counters"]["dead"] == [
+        {"task": "boom", "queue": "default", "value": 2}
+    ]
+    assert {"queue": "default", "state": "queued", "jobs": 1} in data["depth"]
+    shown = json.loads(show.stdout)
+    assert shown["job"]["state"] == JobState.DEAD.value
+    assert [e["kind"] for e in shown["events"]] == ["enqueued", "started", "dead"]
