@@ -208,3 +208,59 @@ async def test_the_worker_logs_a_failure_with_its_traceback_once(
         assert (line["task"], line["queue"]) == ("boom", "default")
         assert line["error"] == "RuntimeError: kaput"
         assert json.dumps(line).count(TRACEBACK) == 1
+
+
+async def test_the_worker_logs_each_event_it_causes_exactly_once(
+    caplog: pytest.LogCaptureFixture, autojump_clock: Any
+) -> None:
+    """Starts, successes, retries, deaths and lease expiries: one record each."""
+    caplog.set_level(logging.DEBUG, logger="jobkit")
+    store = MemoryStore()
+    queue = jobkit.Queue(store, clock=trio.current_time)
+    policy = jobkit.RetryPolicy(2, jobkit.Backoff.constant(5))
+
+    @queue.task(retry=policy)
+    async def fine() -> None:
+        await trio.sleep(1)
+
+    @queue.task(retry=policy)
+    async def flaky() -> None:
+        if jobkit.current_job().attempts == 1:
+            raise ValueError("first try")
+
+    @queue.task(retry=policy)
+    async def doomed() -> None:
+        raise RuntimeError("never")
+
+    orphan = await fine.enqueue()
+    # A worker elsewhere claims the orphan and dies: its lease runs out.
+    [claimed] = await store.claim(queues=None, limit=1, now=0.0, lease=2.0)
+    assert claimed.id == orphan
+    await fine.enqueue()
+    await flaky.enqueue()
+    await doomed.enqueue()
+    token = jobkit.CancellationToken()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(jobkit.Worker(queue, shutdown=token, lease=3).run)
+        await trio.sleep(60)
+        token.cancel()
+
+    worker_kinds = {"started", "succeeded", "retried", "dead", "expired", "released"}
+    elsewhere = (orphan, "started", 1)  # the other worker's claim
+    expected = sorted(
+        (e.job_id, e.kind.value, e.attempt)
+        for _, e in await store.events()
+        if e.kind.value in worker_kinds
+        and (e.job_id, e.kind.value, e.attempt) != elsewhere
+    )
+    records = [r for r in caplog.records if hasattr(r, "event")]
+    logged = sorted((r.job_id, r.event, r.attempt) for r in records)  # type: ignore[attr-defined]
+    assert logged == expected
+    assert {kind for _, kind, _ in logged} == worker_kinds - {"released"}
+    for record in records:
+        for name in FIELDS:
+            assert hasattr(record, name), (name, record.getMessage())
+        failed = record.event in ("retried", "dead") and record.task != "fine"  # type: ignore[attr-defined]
+        assert (record.exc_info is not None) == failed, record.getMessage()
+        text = JSONFormatter().format(record)
+        assert text.count(TRACEBACK) == (1 if failed else 0)
