@@ -217,13 +217,17 @@ def throughput(
     centers = [left + width / 2 for left in lefts]
     rates = [g / (g + b) if g + b else math.nan for g, b in zip(ok, bad, strict=True)]
     right.plot(centers, rates, color="black", marker=".", label="success rate")
-    right.set_ylim(0, 1.05)
+    # Headroom above the data keeps the legend clear of bars and line alike.
+    right.set_ylim(0, 1.4)
+    right.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
     right.set_ylabel("success rate")
+    tallest = max((g + b) / width for g, b in zip(ok, bad, strict=True))
+    ax.set_ylim(0, (tallest or 1.0) * 1.4)
     ax.right_ax = right  # type: ignore[attr-defined]
     handles, labels = ax.get_legend_handles_labels()
     more, more_labels = right.get_legend_handles_labels()
     if finished:
-        ax.legend(handles + more, labels + more_labels, loc="upper left")
+        ax.legend(handles + more, labels + more_labels, loc="upper left", ncols=3)
     return ax
 
 
@@ -285,7 +289,7 @@ def durations(
     used = [i for i, n in enumerate(bottom) if n]
     if used:
         ax.set_xlim(edges[used[0]], edges[used[-1] + 1])
-        ax.legend(loc="upper right")
+        ax.legend(loc="best")
     return ax
 
 
@@ -436,7 +440,8 @@ def backoff_delays(
             )
     ax.set_xlabel("failed attempt")
     ax.set_ylabel("delay (s)")
-    ax.set_title(f"Backoff: {backoff!r}")
+    jitter = "no jitter" if backoff.jitter is None else f"{backoff.jitter} jitter"
+    ax.set_title(f"{backoff.kind.capitalize()} backoff, {jitter}")
     ax.set_xticks(xs)
     ax.set_ylim(bottom=0)
     ax.legend(loc="upper left")
