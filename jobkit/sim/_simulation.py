@@ -1,0 +1,987 @@
+"""The simulation: the real queue and worker, in virtual time, under a fault plan.
+
+:class:`Simulation` wires a :class:`jobkit.Queue`, one or more
+:func:`jobkit.run_worker` processes and a producer together on a
+``trio.testing.MockClock`` that jumps ahead whenever every task waits, so a
+day of traffic takes seconds. Nothing of the queue is re-implemented here:
+the simulation only registers one task whose handler runs the fault plan,
+and puts a thin layer between the worker and the store that injects store
+errors, plays dead for a crashed worker process, and takes notes for the
+trace.
+
+Determinism rests on three things. Every random draw comes from a stream
+keyed by what it decides (fault, job, attempt), never from a shared stream
+whose order would depend on the scheduler. trio's own scheduler, which
+shuffles the order of tasks that wake together, is seeded from the
+simulation's seed for the duration of the run. And the trace is read from
+the store's event log in the order the store recorded it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import builtins
+import contextlib
+import copy
+import functools
+import importlib
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
+from typing import Any, NoReturn, TextIO, TypeAlias
+
+import attrs
+import trio
+import trio.testing
+
+from .._job import Event, Failure, Job, JobState, NewJob, Outcome, Success
+from .._memory import MemoryStore
+from .._queue import PreparedJob, Queue
+from .._retry import RetryPolicy
+from .._store import QueueCounts, Store
+from .._worker import current_job, run_worker
+from ._faults import (
+    Attempt,
+    Dependency,
+    DependencyOverloaded,
+    Fault,
+    FaultPlan,
+    SimulatedStoreError,
+    StoreErrors,
+    StoreOperation,
+)
+from ._rng import KeyedRandom, derive, salt
+from ._trace import Call, Trace, TraceEvent
+from ._workload import Burst, Workload
+
+__all__ = ["Progress", "Simulation"]
+
+_TASK = "sim.job"
+_SALT_WORKLOAD = salt("workload")
+_SALT_WORKER = salt("worker")
+_SALT_BACKOFF = salt("backoff")
+_SALT_STORE = salt("store")
+_SALT_SCHEDULER = salt("scheduler")
+# A producer whose enqueue failed tries again after this long.
+_ENQUEUE_RETRY = 1.0
+
+
+# -- progress --------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Progress:
+    """A snapshot of a running simulation, passed to a progress callback.
+
+    Example::
+
+        >>> from jobkit.sim import Progress
+        >>> p = Progress(time=30.0, until=120.0, done=40, jobs=100, attempts=55,
+        ...              wall=0.4)
+        >>> p.fraction
+        0.4
+    """
+
+    time: float
+    """Virtual seconds since the start."""
+    until: float | None
+    """The horizon, or None when the run goes on until drained."""
+    done: int
+    """Jobs in a terminal state."""
+    jobs: int
+    """Jobs the workload will produce in all."""
+    attempts: int
+    """Attempts started so far."""
+    wall: float
+    """Wall-clock seconds so far."""
+
+    @property
+    def fraction(self) -> float:
+        """How far along the run is, from 0 to 1 (by jobs done, or by time if less)."""
+        by_jobs = self.done / self.jobs if self.jobs else 1.0
+        if self.until is None or not math.isfinite(self.until) or self.until <= 0:
+            return by_jobs
+        return min(1.0, max(by_jobs, self.time / self.until))
+
+
+ProgressOption: TypeAlias = bool | str | Callable[[Progress], object] | None
+
+
+class _TextBar:
+    """A one-line progress bar, redrawn in place; used when tqdm is not installed."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._shown = False
+
+    def __call__(self, p: Progress) -> None:
+        width = 24
+        filled = round(p.fraction * width)
+        bar = "#" * filled + "-" * (width - filled)
+        self._out.write(
+            f"\rsimulating [{bar}] {p.done}/{p.jobs} jobs, "
+            f"t={p.time:,.0f}s virtual, {p.wall:.1f}s wall "
+        )
+        self._out.flush()
+        self._shown = True
+
+    def close(self) -> None:
+        if self._shown:
+            self._out.write("\n")
+            self._out.flush()
+
+
+class _TqdmBar:
+    def __init__(self, jobs: int) -> None:
+        # Optional: the notebook-aware bar when tqdm is installed.
+        tqdm = importlib.import_module("tqdm.auto").tqdm
+        self._bar: Any = tqdm(total=jobs, unit="job", desc="simulating", leave=True)
+
+    def __call__(self, p: Progress) -> None:
+        self._bar.n = p.done
+        self._bar.set_postfix_str(f"t={p.time:,.0f}s", refresh=False)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+class _Reporter:
+    """Decides when to report progress, and to whom."""
+
+    def __init__(self, option: ProgressOption, jobs: int) -> None:
+        self._callback: Callable[[Progress], object] | None = None
+        self._bar: _TextBar | _TqdmBar | None = None
+        self._option = option
+        self._jobs = jobs
+        # "auto": stay silent unless the run turns out to be long.
+        self._delay = 1.0 if option in (None, "auto") else 0.0
+        if callable(option):
+            self._callback = option
+        elif option not in (None, "auto", True, False):
+            raise ValueError(
+                f"progress must be True, False, 'auto' or a callable, got {option!r}"
+            )
+        self.enabled = option is not False
+
+    def report(self, p: Progress) -> None:
+        if not self.enabled or p.wall < self._delay:
+            return
+        if self._callback is None:
+            try:
+                self._bar = _TqdmBar(self._jobs)
+            except ImportError:
+                self._bar = _TextBar(sys.stderr)
+            self._callback = self._bar
+        self._callback(p)
+
+    def close(self, p: Progress) -> None:
+        if self._callback is not None:
+            self._callback(p)
+        if self._bar is not None:
+            self._bar.close()
+
+
+# -- the worker processes --------------------------------------------------------------
+
+
+class _ProcessGone(Exception):
+    """A store call made by a worker process that has crashed or been stopped."""
+
+
+@attrs.define(eq=False)
+class _Process:
+    """One simulated worker process: a run_worker call in its own cancel scope."""
+
+    name: str
+    slot: int
+    incarnation: int
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    gone: bool = False
+    crashed: bool = False
+    ops: int = 0
+    inflight: dict[tuple[int, int], Attempt] = attrs.Factory(dict)
+
+
+_PRODUCER = _Process("producer", 0, 0)
+_current_process: ContextVar[_Process] = ContextVar(
+    "jobkit.sim.process", default=_PRODUCER
+)
+
+
+class _WorkerRandom(KeyedRandom):
+    """The worker's random source: inside a handler's context, one stream per attempt.
+
+    The worker draws its jitter after an attempt failed, while the attempt's
+    job is still its current job; keying the draw by that job and attempt
+    makes the delay independent of which other failures were handled
+    first. Outside a job (the worker's own store-retry backoff) it is a
+    plain per-process stream.
+    """
+
+    def __init__(self, seed: int, slot: int, incarnation: int) -> None:
+        super().__init__(seed, _SALT_WORKER, slot, incarnation)
+        self._seed = seed
+        self._key: tuple[int, int] | None = None
+        self._draws = 0
+
+    def random(self) -> float:
+        try:
+            job = current_job()
+        except RuntimeError:
+            return super().random()
+        key = (job.id, job.attempts)
+        if key != self._key:
+            self._key, self._draws = key, 0
+        self._draws += 1
+        return KeyedRandom(
+            self._seed, _SALT_BACKOFF, job.id, job.attempts, self._draws
+        ).random()
+
+
+# -- the dependency --------------------------------------------------------------------
+
+
+class _DependencyState:
+    def __init__(self, dependency: Dependency) -> None:
+        self.dependency = dependency
+        self.sent: list[float] = []  # request times, non-decreasing
+
+    def load(self, at: float) -> int:
+        """Requests sent in ``(at - window, at]``."""
+        sent = self.sent
+        hi = bisect.bisect_right(sent, at)
+        lo = bisect.bisect_right(sent, at - self.dependency.window, 0, hi)
+        return hi - lo
+
+
+# -- the store in between --------------------------------------------------------------
+
+
+class _LabStore:
+    """The store as the simulated processes see it.
+
+    It passes every call to the real store, and on the way: refuses calls
+    from a process that is gone, injects store errors, counts the jobs that
+    reach a terminal state (so the run knows when it has drained), and notes
+    who claimed what and which delay the worker chose.
+    """
+
+    def __init__(self, inner: Store, run: _Run) -> None:
+        self._inner = inner
+        self._run = run
+        self._faults: list[tuple[int, StoreErrors]] = list(run.plan.store_faults)
+        self._events_seen = 0
+        self._events_by_job: dict[int, list[tuple[int, Event]]] = {}
+
+    def __repr__(self) -> str:
+        return f"<simulated access to {self._inner!r}>"
+
+    def _before(self, op: StoreOperation | None) -> tuple[_Process, bool]:
+        """Check the caller is alive and draw its fate; return (process, fail after)."""
+        process = _current_process.get()
+        if process.gone:
+            raise _ProcessGone(f"{process.name} is not running")
+        if op is None or not self._faults:
+            return process, False
+        process.ops += 1
+        for index, fault in self._faults:
+            if op not in fault.operations or fault.probability <= 0:
+                continue
+            rng = KeyedRandom(
+                self._run.seed,
+                _SALT_STORE,
+                index,
+                process.slot,
+                process.incarnation,
+                process.ops,
+            )
+            if rng.random() < fault.probability:
+                after = op != "enqueue" and rng.random() < fault.after_commit
+                if not after:
+                    self._run.store_error(process, op, committed=False)
+                    raise SimulatedStoreError(f"store {op} failed (injected)")
+                return process, True
+        return process, False
+
+    def _after(self, process: _Process, op: str, fail: bool) -> None:
+        if process.gone:
+            # The process died while the call was in flight: the change
+            # happened, but nobody is left to hear about it.
+            raise _ProcessGone(f"{process.name} is not running")
+        if fail:
+            self._run.store_error(process, op, committed=True)
+            raise SimulatedStoreError(f"store {op} failed after committing (injected)")
+
+    async def enqueue(self, jobs: Sequence[NewJob], *, now: float) -> list[int]:
+        process, fail = self._before("enqueue")
+        ids = await self._inner.enqueue(jobs, now=now)
+        self._after(process, "enqueue", fail)
+        return ids
+
+    async def claim(
+        self, *, queues: Sequence[str] | None, limit: int, now: float, lease: float
+    ) -> list[Job]:
+        process, fail = self._before("claim")
+        jobs = await self._inner.claim(queues=queues, limit=limit, now=now, lease=lease)
+        self._run.claimed(process, jobs)
+        self._after(process, "claim", fail)
+        return jobs
+
+    async def settle(self, outcomes: Sequence[Outcome], *, now: float) -> list[bool]:
+        process, fail = self._before("settle")
+        applied = await self._inner.settle(outcomes, now=now)
+        self._run.settled(outcomes, applied, now)
+        self._after(process, "settle", fail)
+        return applied
+
+    async def renew(
+        self, leases: Sequence[tuple[int, int]], *, now: float, lease: float
+    ) -> list[bool]:
+        process, fail = self._before("renew")
+        renewed = await self._inner.renew(leases, now=now, lease=lease)
+        self._after(process, "renew", fail)
+        return renewed
+
+    async def reap(self, *, now: float) -> list[Job]:
+        process, fail = self._before("reap")
+        reaped = await self._inner.reap(now=now)
+        self._run.reaped(reaped)
+        self._after(process, "reap", fail)
+        return reaped
+
+    async def get(self, job_id: int) -> Job:
+        process, _ = self._before(None)
+        job = await self._inner.get(job_id)
+        self._after(process, "get", False)
+        return job
+
+    async def list(
+        self,
+        *,
+        state: JobState | None = None,
+        queue: str | None = None,
+        limit: int | None = 100,
+    ) -> builtins.list[Job]:
+        process, _ = self._before(None)
+        jobs = await self._inner.list(state=state, queue=queue, limit=limit)
+        self._after(process, "list", False)
+        return jobs
+
+    async def cancel(self, job_id: int, *, now: float) -> Job:
+        process, _ = self._before(None)
+        job = await self._inner.cancel(job_id, now=now)
+        self._after(process, "cancel", False)
+        return job
+
+    async def requeue(self, job_id: int, *, now: float) -> Job:
+        process, _ = self._before(None)
+        job = await self._inner.requeue(job_id, now=now)
+        self._after(process, "requeue", False)
+        return job
+
+    async def discard(self, job_id: int, *, now: float) -> Job:
+        process, _ = self._before(None)
+        job = await self._inner.discard(job_id, now=now)
+        self._after(process, "discard", False)
+        return job
+
+    async def counts(self) -> QueueCounts:
+        process, _ = self._before(None)
+        counts = await self._inner.counts()
+        self._after(process, "counts", False)
+        return counts
+
+    async def next_run_at(self, *, queues: Sequence[str] | None) -> float | None:
+        process, _ = self._before(None)
+        at = await self._inner.next_run_at(queues=queues)
+        self._after(process, "next_run_at", False)
+        return at
+
+    async def events(
+        self, *, job_id: int | None = None, after: int = 0, limit: int | None = None
+    ) -> builtins.list[tuple[int, Event]]:
+        process, _ = self._before(None)
+        if job_id is None:
+            found = await self._inner.events(after=after, limit=limit)
+        else:
+            # The worker reads one job's events to find its previous delay
+            # (decorrelated jitter). Serve that from an index kept up to date
+            # incrementally, so a long run does not rescan the whole log on
+            # every failure; the rows are the store's own.
+            fresh = await self._inner.events(after=self._events_seen)
+            for seq, event in fresh:
+                self._events_by_job.setdefault(event.job_id, []).append((seq, event))
+                self._events_seen = seq
+            found = [
+                row for row in self._events_by_job.get(job_id, ()) if row[0] > after
+            ]
+            if limit is not None:
+                found = found[:limit]
+        self._after(process, "events", False)
+        return found
+
+    async def aclose(self) -> None:
+        # The simulation owns the real store's lifetime, not the worker.
+        await trio.lowlevel.checkpoint()
+
+
+# -- one run ---------------------------------------------------------------------------
+
+
+class _Run:
+    """Everything one call of :meth:`Simulation.run` needs and notes down."""
+
+    def __init__(self, sim: Simulation, store: Store, clock: trio.testing.MockClock):
+        self.sim = sim
+        self.seed = sim.seed
+        self.plan = sim.faults
+        self.store = store
+        self.clock = clock
+        self.arrivals = sim.workload.arrivals(KeyedRandom(sim.seed, _SALT_WORKLOAD))
+        self.lab_store = _LabStore(store, self)
+        self.queue = Queue(self.lab_store, clock=trio.current_time)
+        self.queue.task(_TASK, retry=sim.retry, timeout=sim.timeout)(self._handler)
+        self.attempt_faults: tuple[tuple[int, Fault], ...] = self.plan.attempt_faults
+        self.dependencies = {
+            dep.name: _DependencyState(dep) for dep in self.plan.dependencies
+        }
+        # Notes for the trace, keyed by (job id, attempt).
+        self.workers: dict[tuple[int, int], str] = {}
+        self.failed_at: dict[tuple[int, int], float] = {}
+        self.delays: dict[tuple[int, int], float] = {}
+        self.dues: dict[tuple[int, int], float] = {}
+        self.causes: dict[tuple[int, int], str] = {}
+        self.errors: dict[tuple[int, int], BaseException] = {}
+        self.max_attempts: dict[int, int] = {}
+        self.calls: list[Call] = []
+        self.system_events: list[TraceEvent] = []
+        # Progress towards draining.
+        self.enqueued = 0
+        self.done = 0
+        self.started = 0
+        self.produced = False
+        self.processes: list[_Process] = []
+        self.stopping = False
+        self.wake = trio.Event()
+        self.drained = False
+        self.wall_start = time.monotonic()
+        self.last_report = self.wall_start
+        self.reporter = _Reporter(sim.progress, len(self.arrivals))
+        self._changes = 0
+        self.sim_until: float | None = None
+
+    # -- notes from the store layer ------------------------------------------------
+
+    def claimed(self, process: _Process, jobs: Sequence[Job]) -> None:
+        for job in jobs:
+            self.workers[(job.id, job.attempts)] = process.name
+            self.max_attempts[job.id] = job.max_attempts
+        self.started += len(jobs)
+
+    def settled(
+        self, outcomes: Sequence[Outcome], applied: Sequence[bool], now: float
+    ) -> None:
+        finished = 0
+        for outcome, ok in zip(outcomes, applied, strict=True):
+            if not ok:
+                continue
+            if isinstance(outcome, Success):
+                finished += 1
+            elif isinstance(outcome, Failure):
+                key = (outcome.job_id, outcome.attempt)
+                if outcome.retry_at is None or outcome.attempt >= self.max_attempts.get(
+                    outcome.job_id, math.inf
+                ):
+                    finished += 1
+                else:
+                    failed_at = self.failed_at.get(key, now)
+                    self.delays[key] = outcome.retry_at - failed_at
+                    self.dues[key] = outcome.retry_at
+        self._finished(finished)
+
+    def reaped(self, jobs: Sequence[Job]) -> None:
+        self._finished(sum(job.state is JobState.DEAD for job in jobs))
+
+    def store_error(self, process: _Process, op: str, *, committed: bool) -> None:
+        when = "after committing" if committed else "before committing"
+        self.system_events.append(
+            TraceEvent(
+                time=trio.current_time(),
+                kind="store_error",
+                job=None,
+                attempt=None,
+                worker=process.name,
+                error=f"SimulatedStoreError: {op} failed {when} (injected)",
+            )
+        )
+
+    def _finished(self, count: int) -> None:
+        self.done += count
+        self._changes += 1
+        if self.produced and self.done >= self.enqueued:
+            self.wake.set()
+        elif self._changes % 64 == 0 and self.reporter.enabled:
+            # Reported right here, never by waking a task: an extra wake-up
+            # would change the order trio runs tasks in, and with it the run,
+            # depending on how fast this machine is.
+            now = time.monotonic()
+            if now - self.last_report >= 0.2:
+                self.last_report = now
+                self.reporter.report(self.snapshot(trio.current_time()))
+
+    # -- what Attempt calls -----------------------------------------------------------
+
+    def note(self, attempt: Attempt, cause: str) -> None:
+        self.causes[(attempt.job.id, attempt.number)] = cause
+
+    async def crash(self, attempt: Attempt) -> NoReturn:
+        process = _current_process.get()
+        now = trio.current_time()
+        for key, running in sorted(process.inflight.items()):
+            self.causes[key] = "crash"
+            self.system_events.append(
+                TraceEvent(
+                    time=now,
+                    kind="crashed",
+                    job=key[0],
+                    attempt=key[1],
+                    worker=process.name,
+                    cause="crash" if running is attempt else "worker crashed",
+                )
+            )
+        process.gone = True
+        process.crashed = True
+        process.scope.cancel()
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def call(self, dependency: Dependency, attempt: Attempt) -> None:
+        state = self.dependencies[dependency.name]
+        sent = trio.current_time()
+        state.sent.append(sent)
+        await trio.sleep(dependency.latency)
+        # By now every request sent at the same instant has been counted.
+        load = state.load(sent)
+        p = dependency.failure_probability(load)
+        ok = not (p > 0 and attempt.rng().random() < p)
+        self.calls.append(
+            Call(sent, attempt.job.id, attempt.number, dependency.name, load, ok)
+        )
+        if not ok:
+            attempt.note("overloaded")
+            raise DependencyOverloaded(
+                f"{dependency.name} refused the request: {load} requests in "
+                f"{dependency.window:g}s, capacity {dependency.capacity:g}"
+            )
+
+    # -- the tasks -----------------------------------------------------------------
+
+    async def _handler(self) -> None:
+        job = current_job()
+        process = _current_process.get()
+        attempt = Attempt(self, job, worker=process.name, started=trio.current_time())
+        key = (job.id, job.attempts)
+        process.inflight[key] = attempt
+        try:
+            for index, fault in self.attempt_faults:
+                attempt._index = index
+                await fault.inject(attempt)
+        except trio.Cancelled:
+            self.failed_at[key] = trio.current_time()
+            if self.causes.get(key) == "hang":
+                self.errors[key] = trio.TooSlowError()
+            raise
+        except Exception as exc:
+            self.failed_at[key] = trio.current_time()
+            try:
+                self.errors[key] = copy.copy(exc)
+            except Exception:  # an exception type that cannot be copied
+                self.errors[key] = exc
+            raise
+        finally:
+            del process.inflight[key]
+
+    async def process_slot(self, slot: int) -> None:
+        incarnation = 0
+        while not self.stopping:
+            incarnation += 1
+            name = f"w{slot}" if incarnation == 1 else f"w{slot}.{incarnation}"
+            process = _Process(name, slot, incarnation)
+            self.processes.append(process)
+            if incarnation > 1:
+                self.system_events.append(
+                    TraceEvent(trio.current_time(), "restarted", None, None, name)
+                )
+            _current_process.set(process)
+            sim = self.sim
+            with process.scope:
+                try:
+                    await run_worker(
+                        self.queue,
+                        concurrency=sim.concurrency,
+                        lease=sim.lease,
+                        poll_interval=sim.poll_interval,
+                        rng=_WorkerRandom(self.seed, slot, incarnation),
+                    )
+                except BaseException:
+                    # A dead process's last gasps (its attempt to hand back
+                    # leases) are not errors of the simulation.
+                    if not process.gone:
+                        raise
+            if not process.crashed:
+                return
+            await trio.sleep(sim.restart_delay)
+
+    async def produce(self) -> None:
+        arrivals = self.arrivals
+        i, n = 0, len(arrivals)
+        while i < n:
+            at = arrivals[i]
+            j = i + 1
+            while j < n and arrivals[j] == at:
+                j += 1
+            await trio.sleep_until(at)
+            batch = [PreparedJob(_TASK) for _ in range(j - i)]
+            while True:
+                try:
+                    ids = await self.queue.enqueue_many(batch)
+                except SimulatedStoreError:
+                    await trio.sleep(_ENQUEUE_RETRY)
+                else:
+                    break
+            self.enqueued += len(ids)
+            i = j
+        self.produced = True
+        self._finished(0)
+
+    def snapshot(self, now: float) -> Progress:
+        return Progress(
+            time=now,
+            until=self.sim_until,
+            done=self.done,
+            jobs=len(self.arrivals),
+            attempts=self.started,
+            wall=time.monotonic() - self.wall_start,
+        )
+
+    async def main(self, until: float | None) -> None:
+        self.sim_until = until
+        deadline = math.inf if until is None else until
+        async with trio.open_nursery() as nursery:
+            try:
+                for slot in range(1, self.sim.workers + 1):
+                    nursery.start_soon(self.process_slot, slot, name=f"worker {slot}")
+                nursery.start_soon(self.produce, name="producer")
+                with trio.move_on_at(deadline):
+                    await self.wake.wait()
+                    self.drained = True
+            finally:
+                # Freeze the world: stopped processes make no more store
+                # calls, so the log ends here rather than with hand-backs.
+                self.stopping = True
+                for process in self.processes:
+                    process.gone = True
+                nursery.cancel_scope.cancel()
+
+    # -- the trace -----------------------------------------------------------------
+
+    async def collect(
+        self, *, until: float | None, interrupted: bool, wall: float
+    ) -> Trace:
+        rows = await self.store.events()
+        jobs = {job.id: job for job in await self.store.list(limit=None)}
+        events: list[tuple[float, int, int, TraceEvent]] = []
+        for seq, event in rows:
+            key = (event.job_id, event.attempt)
+            kind = event.kind.value
+            error = event.error.split("\n", 1)[0] if event.error else None
+            events.append(
+                (
+                    event.at,
+                    0,
+                    seq,
+                    TraceEvent(
+                        time=event.at,
+                        kind=kind,  # type: ignore[arg-type]
+                        job=event.job_id,
+                        attempt=event.attempt,
+                        worker=self.workers.get(key) if event.attempt else None,
+                        error=error,
+                        delay=self.delays.get(key) if kind == "retried" else None,
+                        due=self.dues.get(key) if kind == "retried" else None,
+                        cause=self.causes.get(key)
+                        if kind not in ("enqueued", "started")
+                        else None,
+                    ),
+                )
+            )
+        for i, extra in enumerate(self.system_events):
+            events.append((extra.time, 1, i, extra))
+        events.sort(key=lambda row: row[:3])
+        calls = sorted(self.calls, key=lambda c: (c.time, c.job, c.attempt))
+        for exc in self.errors.values():
+            exc.__traceback__ = None
+        end = self.clock.current_time()
+        if until is not None and not interrupted and not self.drained:
+            end = until
+        return Trace(
+            seed=self.seed,
+            label=self.sim.label,
+            events=[row[3] for row in events],
+            calls=calls,
+            jobs=jobs,
+            policy=self.sim.retry,
+            dependencies=self.plan.dependencies,
+            arrivals=len(self.arrivals),
+            errors=self.errors,
+            end=end,
+            until=until,
+            drained=self.drained,
+            interrupted=interrupted,
+            wall=wall,
+        )
+
+
+# -- determinism helpers ---------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _seeded_scheduler(seed: int) -> Iterator[None]:
+    # trio runs the tasks that wake together in an order it randomizes from
+    # a private generator. Under hypothesis, trio's plugin switches that to a
+    # deterministic order (sorted, then shuffled by a seeded generator); the
+    # simulation does the same for its own run, then puts everything back.
+    core: Any = getattr(trio, "_core", None)
+    run_module: Any = getattr(core, "_run", None)
+    rng = getattr(run_module, "_r", None)
+    flag = "_ALLOW_DETERMINISTIC_SCHEDULING"
+    if rng is None or not hasattr(run_module, flag):  # pragma: no cover
+        yield  # a trio without these knobs: rely on keyed draws alone
+        return
+    state = rng.getstate()
+    before = getattr(run_module, flag)
+    rng.seed(derive(seed, _SALT_SCHEDULER))
+    setattr(run_module, flag, True)
+    try:
+        yield
+    finally:
+        setattr(run_module, flag, before)
+        rng.setstate(state)
+
+
+@contextlib.contextmanager
+def _quiet(enabled: bool) -> Iterator[None]:
+    # A simulation fails thousands of attempts on purpose; the worker logs
+    # each one with its traceback. Silence the package logger for the run.
+    logger = logging.getLogger("jobkit")
+    before = logger.disabled
+    logger.disabled = enabled or before
+    try:
+        yield
+    finally:
+        logger.disabled = before
+
+
+def _is_interrupt(exc: BaseException) -> bool:
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        matched, rest = exc.split((KeyboardInterrupt, trio.Cancelled))
+        return (
+            matched is not None
+            and rest is None
+            and bool(matched.subgroup(KeyboardInterrupt))
+        )
+    return False
+
+
+# -- the public face -------------------------------------------------------------------
+
+
+StoreOption: TypeAlias = Store | Callable[[], Store] | None
+
+
+def _int_at_least(value: object, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _seconds(value: object, name: str, *, zero_ok: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        bound = ">= 0" if zero_ok else "> 0"
+        raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
+    return float(value)
+
+
+class Simulation:
+    """Run the real queue and workers in virtual time under a seeded fault plan.
+
+    ``workers`` worker processes, each :func:`jobkit.run_worker` with
+    ``concurrency`` slots, ``lease`` and ``poll_interval``, serve one task
+    whose retry policy is ``retry`` and whose attempts may last ``timeout``
+    seconds. The ``workload`` says when jobs arrive; the ``faults`` say what
+    each attempt goes through. A crashed process is started again after
+    ``restart_delay`` seconds, as a process supervisor would. The producer
+    and the workers share one :class:`jobkit.Queue`, as in one process, so
+    an enqueue wakes the idle workers at once.
+
+    ``store`` is a store factory (default :class:`jobkit.MemoryStore`) called
+    once per run, or a store instance, which can then run only once. Virtual
+    time starts at 0 and the queue's clock is trio's, so every time in the
+    trace is seconds since the start.
+
+    :meth:`run` returns a :class:`Trace`. The same seed and settings give
+    the same trace, event for event; another seed gives another run.
+
+    Example::
+
+        >>> from jobkit import Backoff, RetryPolicy
+        >>> from jobkit.sim import (Simulation, Poisson, FaultPlan, Latency,
+        ...                         TransientErrors)
+        >>> sim = Simulation(
+        ...     seed=7,
+        ...     workload=Poisson(rate=5, count=200),
+        ...     faults=FaultPlan(Latency.exponential(0.1), TransientErrors(0.2)),
+        ...     retry=RetryPolicy(4, Backoff.exponential(1, 30, jitter="full")),
+        ...     concurrency=4,
+        ... )
+        >>> trace = sim.run()
+        >>> trace.summary().jobs, trace.drained
+        (200, True)
+        >>> trace == sim.run()      # a replay is identical
+        True
+    """
+
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        store: StoreOption = None,
+        workers: int = 1,
+        concurrency: int = 10,
+        faults: FaultPlan | Fault | StoreErrors | None = None,
+        workload: Workload | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        lease: float = 30.0,
+        poll_interval: float = 1.0,
+        restart_delay: float = 5.0,
+        label: str | None = None,
+        progress: ProgressOption = "auto",
+        quiet: bool = True,
+    ) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {seed!r}")
+        self.seed = seed
+        self.workers = _int_at_least(workers, "workers", 1)
+        self.concurrency = _int_at_least(concurrency, "concurrency", 1)
+        if faults is None:
+            faults = FaultPlan()
+        elif isinstance(faults, Fault | StoreErrors):
+            faults = FaultPlan(faults)
+        if not isinstance(faults, FaultPlan):
+            raise TypeError(f"faults must be a FaultPlan, got {faults!r}")
+        self.faults: FaultPlan = faults
+        if workload is None:
+            workload = Burst(100)
+        if not isinstance(workload, Workload):
+            raise TypeError(f"workload must be a Workload, got {workload!r}")
+        self.workload: Workload = workload
+        if retry is None:
+            retry = RetryPolicy.default()
+        if not isinstance(retry, RetryPolicy):
+            raise TypeError(f"retry must be a RetryPolicy, got {retry!r}")
+        self.retry: RetryPolicy = retry
+        self.timeout = None if timeout is None else _seconds(timeout, "timeout")
+        if self.timeout is None and faults.hangs_forever:
+            raise ValueError(
+                "the fault plan has a Hang with no end, but timeout is None: "
+                "those jobs would never finish; set timeout= (seconds)"
+            )
+        self.lease = _seconds(lease, "lease")
+        self.poll_interval = _seconds(poll_interval, "poll_interval")
+        self.restart_delay = _seconds(restart_delay, "restart_delay", zero_ok=True)
+        self.label = f"seed {seed}" if label is None else str(label)
+        self.progress = progress
+        _Reporter(progress, 0)  # refuse a bad option now
+        self.quiet = quiet
+        if store is not None and not (isinstance(store, Store) or callable(store)):
+            raise TypeError(
+                f"store must be a Store or a function returning one, got {store!r}"
+            )
+        self._store = store
+        self._store_used = False
+
+    def __repr__(self) -> str:
+        return (
+            f"Simulation(seed={self.seed}, workers={self.workers}, "
+            f"concurrency={self.concurrency}, workload={self.workload!r}, "
+            f"faults={self.faults!r}, retry={self.retry!r})"
+        )
+
+    def _new_store(self) -> tuple[Store, bool]:
+        if self._store is None:
+            return MemoryStore(), True
+        if isinstance(self._store, Store):
+            if self._store_used:
+                raise RuntimeError(
+                    "this Simulation was given a store instance, which holds the "
+                    "previous run's jobs; pass a factory (store=MemoryStore) to "
+                    "run it again"
+                )
+            self._store_used = True
+            return self._store, False
+        store = self._store()
+        if not isinstance(store, Store):
+            raise TypeError(f"the store factory returned {store!r}, not a Store")
+        return store, True
+
+    def run(self, until: float | None = None) -> Trace:
+        """Run the simulation and return its :class:`Trace`.
+
+        With ``until=None`` it runs until every job the workload produces has
+        reached a terminal state; otherwise it stops at virtual time
+        ``until`` and the trace shows what was still queued or running. A
+        KeyboardInterrupt (the stop button in a notebook) ends the run
+        cleanly: the trace so far is returned, with ``interrupted`` set.
+
+        Example::
+
+            >>> from jobkit.sim import Simulation, Steady, FaultPlan, Latency
+            >>> sim = Simulation(1, workload=Steady(1.0, duration=3600),
+            ...                  faults=FaultPlan(Latency.constant(0.5)))
+            >>> trace = sim.run(until=60)
+            >>> trace.end, trace.summary().succeeded
+            (60.0, 60)
+        """
+        if until is not None:
+            until = _seconds(until, "until", zero_ok=True)
+        store, owned = self._new_store()
+        clock = trio.testing.MockClock(autojump_threshold=0)
+        run = _Run(self, store, clock)
+        interrupted = False
+        started = time.perf_counter()
+        with _quiet(self.quiet), _seeded_scheduler(self.seed):
+            try:
+                trio.run(functools.partial(run.main, until), clock=clock)
+            except BaseException as exc:
+                if not _is_interrupt(exc):
+                    raise
+                interrupted = True
+        wall = time.perf_counter() - started
+        run.reporter.close(run.snapshot(clock.current_time()))
+
+        async def collect() -> Trace:
+            trace = await run.collect(until=until, interrupted=interrupted, wall=wall)
+            if owned:
+                await store.aclose()
+            return trace
+
+        return trio.run(collect, clock=trio.testing.MockClock(autojump_threshold=0))
