@@ -714,15 +714,20 @@ class Metrics:
         self._labels[job.id] = (job.task, job.queue)
 
     async def _labels_for(
-        self, store: Store, job_ids: set[int]
+        self,
+        store: Store,
+        job_ids: set[int],
+        catalog: dict[int, tuple[str, str]],
     ) -> dict[int, tuple[str, str]]:
-        found: dict[int, tuple[str, str]] = {}
-        # One query for the whole table beats thousands of lookups when
+        # One listing of the whole table beats thousands of lookups when
         # catching up on a long log; a few lookups beat loading every job.
-        if len(job_ids) > 64:
+        # ``catalog`` keeps that listing for the rest of this update.
+        unknown = job_ids - catalog.keys()
+        if len(unknown) > 64:
+            catalog.clear()
             for job in await store.list(limit=None):
-                if job.id in job_ids:
-                    found[job.id] = (job.task, job.queue)
+                catalog[job.id] = (job.task, job.queue)
+        found = {i: catalog[i] for i in job_ids if i in catalog}
         for job_id in job_ids - found.keys():
             try:
                 job = await store.get(job_id)
@@ -747,6 +752,7 @@ class Metrics:
             (1, 0)
         """
         folded = 0
+        catalog: dict[int, tuple[str, str]] = {}
         while True:
             batch = await store.events(after=self.seq, limit=self._batch)
             if not batch:
@@ -756,7 +762,7 @@ class Metrics:
             labels = {e.job_id: self._labels.get(e.job_id) for _, e in batch}
             missing = {job_id for job_id, known in labels.items() if known is None}
             if missing:
-                labels.update(await self._labels_for(store, missing))
+                labels.update(await self._labels_for(store, missing, catalog))
             for seq, event in batch:
                 if seq <= self.seq:
                     continue  # another update() folded it while we waited
