@@ -288,7 +288,13 @@ def durations(
     ax.set_xscale("log")
     used = [i for i, n in enumerate(bottom) if n]
     if used:
-        ax.set_xlim(edges[used[0]], edges[used[-1] + 1])
+        low, high = edges[used[0]], edges[used[-1] + 1]
+        ax.set_xlim(low, high)
+        # Tick the bucket bounds themselves, in plain numbers: they are the
+        # only resolution a histogram has.
+        ticks = [b for b in data.duration_bounds if low <= b <= high]
+        ax.set_xticks(ticks, [f"{b:g}" for b in ticks])
+        ax.minorticks_off()
         ax.legend(loc="best")
     return ax
 
