@@ -45,7 +45,7 @@ from ._simulation import Progress as Progress
 from ._simulation import Simulation as Simulation
 from ._trace import AttemptSpan as AttemptSpan
 from ._trace import Call as Call
-from ._trace import DepthSample as DepthSample
+from ._trace import DepthPoint as DepthPoint
 from ._trace import Kind as Kind
 from ._trace import Summary as Summary
 from ._trace import Trace as Trace

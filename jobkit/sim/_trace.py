@@ -28,7 +28,7 @@ from ._faults import Dependency
 __all__ = [
     "AttemptSpan",
     "Call",
-    "DepthSample",
+    "DepthPoint",
     "Kind",
     "Summary",
     "Trace",
@@ -200,7 +200,7 @@ class Wait:
 
 
 @attrs.frozen
-class DepthSample:
+class DepthPoint:
     """How many jobs were in each phase from ``time`` until the next sample.
 
     ``ready`` jobs are due and wait for a worker; ``waiting`` jobs wait out a
@@ -208,8 +208,8 @@ class DepthSample:
 
     Example::
 
-        >>> from jobkit.sim import DepthSample
-        >>> DepthSample(time=5.0, ready=3, waiting=2, running=4).queued
+        >>> from jobkit.sim import DepthPoint
+        >>> DepthPoint(time=5.0, ready=3, waiting=2, running=4).queued
         5
     """
 
@@ -580,7 +580,7 @@ class Trace:
                 out[i] = attrs.evolve(out[i], started=event.time)
         return out
 
-    def queue_depth(self) -> list[DepthSample]:
+    def queue_depth(self) -> list[DepthPoint]:
         """Return the jobs ready, waiting out a backoff, and running, over time.
 
         One sample per change; each holds until the next.
@@ -595,10 +595,10 @@ class Trace:
         """
         ready = waiting = running = 0
         due: list[tuple[float, int]] = []  # (time a waiting job becomes due, job)
-        samples: list[DepthSample] = []
+        samples: list[DepthPoint] = []
 
         def sample(t: float) -> None:
-            point = DepthSample(t, ready, waiting, running)
+            point = DepthPoint(t, ready, waiting, running)
             if samples and samples[-1].time == t:
                 samples[-1] = point
             else:
