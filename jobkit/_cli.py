@@ -33,7 +33,7 @@ from ._metrics import collect_metrics
 from ._queue import Queue
 from ._retry import RetryPolicy
 from ._sqlite import SQLiteStore
-from ._store import JobNotFound, StoreError
+from ._store import JobNotFound, Store, StoreError
 
 __all__ = ["COMMANDS", "CLIError", "load_app", "open_store"]
 
@@ -344,10 +344,11 @@ def add_worker(commands: Subparsers) -> None:
         commands,
         "worker",
         "run the jobs of an application's queue",
-        "Run a worker for the tasks registered on APP's queue, storing jobs in\n"
-        "--db. SIGINT or SIGTERM shut it down gracefully: no new jobs are\n"
-        "claimed, running ones get --grace seconds to finish, the rest are\n"
-        "released for another worker. A second Ctrl-C stops at once.",
+        "Run a worker for the tasks registered on APP's queue, on the database\n"
+        "--db (or on the store APP's queue already has). SIGINT or SIGTERM\n"
+        "shut it down gracefully: no new jobs are claimed, running ones get\n"
+        "--grace seconds to finish, the rest are released for another worker.\n"
+        "A second Ctrl-C stops at once.",
         cmd_worker,
         epilog=(
             "example:\n  jobkit worker myapp.jobs:queue --db jobs.db --concurrency 8"
@@ -423,8 +424,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     queue = load_app(args.app)
     if args.lease <= 0 or args.poll_interval <= 0:
         raise CLIError("--lease and --poll-interval must be > 0 seconds")
-    store = open_store(db_path(args), create=True)
-    queue.store = store
+    if not (args.db or os.environ.get(DB_ENV)) and queue.has_store:
+        store: Store = queue.store  # the application chose its own store
+    else:
+        store = queue.store = open_store(db_path(args), create=True)
     _configure_logging(args.log_format, args.log_level)
 
     from ._token import CancellationToken, cancel_on_signals

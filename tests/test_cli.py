@@ -22,7 +22,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobkit import JobState, NewJob, SQLiteStore
-from jobkit.__main__ import build_parser
+from jobkit.__main__ import build_parser, main
 from jobkit._job import Failure
 
 pytestmark = pytest.mark.slow
@@ -54,6 +54,18 @@ APP = textwrap.dedent(
 
 BROKEN_APP = "raise ImportError('the settings file is missing')\n"
 
+OWN_STORE_APP = textwrap.dedent(
+    """
+    import jobkit
+
+    queue = jobkit.Queue(jobkit.SQLiteStore("own.db"))
+
+    @queue.task()
+    async def add(a: int, b: int) -> int:
+        return a + b
+    """
+)
+
 WAIT = 30.0
 """Seconds a test waits for a process to reach a state before failing."""
 
@@ -62,6 +74,7 @@ WAIT = 30.0
 def workdir(tmp_path: Path) -> Path:
     (tmp_path / "app.py").write_text(APP)
     (tmp_path / "broken_app.py").write_text(BROKEN_APP)
+    (tmp_path / "own_store_app.py").write_text(OWN_STORE_APP)
     return tmp_path
 
 
@@ -395,6 +408,26 @@ def test_enqueue_without_an_app_stores_the_job_as_given(workdir: Path) -> None:
     assert job["run_at"] - job["created_at"] == pytest.approx(3600)
 
 
+def test_without_db_the_worker_uses_the_apps_own_store(
+    workdir: Path, workers: Callable[..., Worker]
+) -> None:
+    """An APP whose queue already has a store needs no --db."""
+    enqueued = jobkit(
+        "enqueue",
+        "add",
+        '{"a": 1, "b": 2}',
+        "--db",
+        str(workdir / "own.db"),
+        cwd=workdir,
+    )
+    assert enqueued.returncode == 0, enqueued.stderr
+    worker = workers("own_store_app:queue", cwd=workdir)
+    worker.wait_for("worker started")
+    wait_until(lambda: states(workdir / "own.db") == {1: "succeeded"}, "the job")
+    worker.signal(signal.SIGTERM)
+    assert worker.finish() == 0
+
+
 def test_second_signal_stops_at_once(
     workdir: Path, workers: Callable[..., Worker]
 ) -> None:
@@ -462,7 +495,8 @@ READ_COMMANDS = [
 def test_a_missing_database_is_an_error_and_is_not_created(workdir: Path) -> None:
     """Every read or operator command refuses a missing file and creates none."""
     db = workdir / "missing.db"
-    results = jobkit_all([[*cmd, "--db", str(db)] for cmd in READ_COMMANDS], workdir)
+    commands = [["jobs"], ["show", "1"], ["requeue", "1"], ["metrics"]]
+    results = jobkit_all([[*cmd, "--db", str(db)] for cmd in commands], workdir)
     for result in results:
         assert "no database at" in one_line_error(result)
     assert not any(p.name.startswith("missing") for p in workdir.iterdir())
@@ -484,7 +518,7 @@ def test_a_corrupt_or_foreign_database_is_refused_unchanged(workdir: Path) -> No
     commands += [
         [*cmd, "--db", str(path)]
         for path in (foreign, empty)
-        for cmd in (["jobs"], ["requeue", "--all-dead"], ["metrics"])
+        for cmd in (["jobs"], ["requeue", "--all-dead"])
     ]
     commands += [
         ["enqueue", "add", "--db", str(corrupt)],
@@ -541,27 +575,30 @@ def test_unknown_job_ids_are_errors_and_change_nothing(workdir: Path) -> None:
     assert states(db) == {1: "dead", 2: "dead", 3: "queued"}
 
 
-def test_bad_arguments_exit_with_status_2(workdir: Path) -> None:
+def test_bad_arguments_exit_with_status_2(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Malformed arguments are usage errors: status 2 and a message naming them."""
-    results = jobkit_all(
-        [
-            ["jobs", "--state", "sleeping", "--db", "x.db"],
-            ["show", "abc", "--db", "x.db"],
-            ["worker", "app:queue", "--concurrency", "0", "--db", "x.db"],
-            ["frobnicate"],
-        ],
-        workdir,
+    cases = {
+        ("jobs", "--state", "sleeping", "--db", "x.db"): "unknown state 'sleeping'",
+        ("show", "abc", "--db", "x.db"): "a job id is a number, got 'abc'",
+        ("worker", "app:queue", "--concurrency", "0"): "must be at least 1, got 0",
+        ("frobnicate",): "invalid choice: 'frobnicate'",
+    }
+    for argv, text in cases.items():
+        with pytest.raises(SystemExit) as exit_info:
+            main(list(argv))
+        assert exit_info.value.code == 2
+        assert text in capsys.readouterr().err.splitlines()[-1]
+    assert main(["requeue", "--db", "x.db"]) == 1
+    assert capsys.readouterr().err == (
+        "jobkit: error: nothing to requeue: give job ids or --all-dead\n"
     )
-    expected = [
-        "unknown state 'sleeping'",
-        "a job id is a number, got 'abc'",
-        "must be at least 1, got 0",
-        "invalid choice: 'frobnicate'",
-    ]
-    for result, text in zip(results, expected, strict=True):
-        assert result.returncode == 2
-        assert text in result.stderr.splitlines()[-1]
     assert not (workdir / "x.db").exists()
+    # The usage error of a real process looks the same.
+    result = jobkit("frobnicate", cwd=workdir)
+    assert result.returncode == 2
+    assert "invalid choice: 'frobnicate'" in result.stderr
 
 
 def test_a_bad_payload_is_refused_before_storing(workdir: Path) -> None:
@@ -572,7 +609,6 @@ def test_a_bad_payload_is_refused_before_storing(workdir: Path) -> None:
             ["enqueue", "add", "{not json", "--db", db],
             ["enqueue", "add", "[1, 2]", "--db", db],
             ["enqueue", "add", "--arg", "novalue", "--db", db],
-            ["requeue", "--db", db],
         ],
         workdir,
     )
@@ -580,7 +616,6 @@ def test_a_bad_payload_is_refused_before_storing(workdir: Path) -> None:
     assert "PAYLOAD is not valid JSON" in messages[0]
     assert "must be a JSON object of keyword arguments, got list" in messages[1]
     assert "--arg takes KEY=VALUE, got 'novalue'" in messages[2]
-    assert "nothing to requeue" in messages[3]
     assert not Path(db).exists()
 
 
