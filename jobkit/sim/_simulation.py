@@ -475,7 +475,7 @@ class _Run:
         self.wall_start = time.monotonic()
         self.last_report = self.wall_start
         self.reporter = _Reporter(sim.progress, len(self.arrivals))
-        self._changes = 0
+        self._reported = 0
         self.sim_until: float | None = None
 
     # -- notes from the store layer ------------------------------------------------
@@ -525,13 +525,13 @@ class _Run:
 
     def _finished(self, count: int) -> None:
         self.done += count
-        self._changes += 1
         if self.produced and self.done >= self.enqueued:
             self.wake.set()
-        elif self._changes % 64 == 0 and self.reporter.enabled:
+        elif self.done // 64 != self._reported and self.reporter.enabled:
             # Reported right here, never by waking a task: an extra wake-up
             # would change the order trio runs tasks in, and with it the run,
             # depending on how fast this machine is.
+            self._reported = self.done // 64
             now = time.monotonic()
             if now - self.last_report >= self.reporter.interval:
                 self.last_report = now
@@ -740,7 +740,7 @@ class _Run:
             jobs=jobs,
             policy=self.sim.retry,
             dependencies=self.plan.dependencies,
-            arrivals=len(self.arrivals),
+            arrivals=len(self.arrivals) if self.drained else self.enqueued,
             errors=self.errors,
             end=end,
             until=until,
@@ -933,7 +933,8 @@ class Simulation:
     def _new_store(self) -> tuple[Store, bool]:
         if self._store is None:
             return MemoryStore(), True
-        if isinstance(self._store, Store):
+        # A store class satisfies the Store protocol too; it is a factory.
+        if isinstance(self._store, Store) and not isinstance(self._store, type):
             if self._store_used:
                 raise RuntimeError(
                     "this Simulation was given a store instance, which holds the "
@@ -979,13 +980,15 @@ class Simulation:
                 if not _is_interrupt(exc):
                     raise
                 interrupted = True
-        wall = time.perf_counter() - started
-        run.reporter.close(run.snapshot(clock.current_time()))
+            wall = time.perf_counter() - started
+            run.reporter.close(run.snapshot(clock.current_time()))
 
-        async def collect() -> Trace:
-            trace = await run.collect(until=until, interrupted=interrupted, wall=wall)
-            if owned:
-                await store.aclose()
-            return trace
+            async def collect() -> Trace:
+                trace = await run.collect(
+                    until=until, interrupted=interrupted, wall=wall
+                )
+                if owned:
+                    await store.aclose()
+                return trace
 
-        return trio.run(collect, clock=trio.testing.MockClock(autojump_threshold=0))
+            return trio.run(collect, clock=trio.testing.MockClock(autojump_threshold=0))

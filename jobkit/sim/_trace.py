@@ -351,7 +351,8 @@ class Trace:
         self.dependencies: tuple[Dependency, ...] = tuple(dependencies)
         """The dependencies the fault plan called."""
         self.arrivals = arrivals
-        """How many jobs the workload produced (and the producer enqueued)."""
+        """How many jobs the producer enqueued: all the workload's jobs once the
+        run drained, those whose arrival came before the end otherwise."""
         self._errors = dict(errors)
         self.end = end
         """The virtual time the run stopped."""
@@ -758,7 +759,7 @@ class Trace:
         problems: list[str] = []
         enqueued = [e.job for e in self.events if e.kind == "enqueued"]
         ids = {job for job in enqueued if job is not None}
-        if len(enqueued) != self.arrivals and not self.interrupted:
+        if len(enqueued) != self.arrivals:
             problems.append(
                 f"{self.arrivals} jobs arrived but {len(enqueued)} were enqueued"
             )
