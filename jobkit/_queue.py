@@ -21,6 +21,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 import attrs
 
 from ._job import JSON, Event, Job, JobState, NewJob, check_json
+from ._metrics import MetricsSnapshot, collect_metrics
 from ._retry import RetryPolicy
 from ._store import QueueCounts, Store
 
@@ -906,6 +907,26 @@ class Queue:
             1
         """
         return await self.store.counts()
+
+    async def metrics(self) -> MetricsSnapshot:
+        """Return this queue's counters, durations and depth, read from its event log.
+
+        Repeated calls read only the events recorded since the last one. See
+        :class:`MetricsSnapshot` for what it holds.
+
+        Example::
+
+            >>> import trio, jobkit
+            >>> queue = jobkit.Queue(jobkit.MemoryStore())
+            >>> @queue.task()
+            ... async def noop() -> None: ...
+            >>> async def main():
+            ...     await noop.enqueue()
+            ...     return (await queue.metrics()).total("enqueued", task="noop")
+            >>> trio.run(main)
+            1
+        """
+        return await collect_metrics(self)
 
     async def events(
         self, *, job_id: int | None = None, after: int = 0, limit: int | None = None
