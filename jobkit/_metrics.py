@@ -327,7 +327,7 @@ class MetricsSnapshot:
         ...         nursery.start_soon(jobkit.Worker(queue, shutdown=token).run)
         ...         await trio.sleep(5)
         ...         token.cancel()
-        ...     return await jobkit.collect_metrics(queue)
+        ...     return await queue.metrics()
         >>> snap = jobkit.testing.run_virtual(main)
         >>> snap.total("enqueued"), snap.total("succeeded")
         (2, 1)

@@ -213,6 +213,21 @@ async def test_collect_metrics_reads_a_queue_store() -> None:
         await collect_metrics(42)
 
 
+async def test_queue_metrics_follow_the_log(autojump_clock: Any) -> None:
+    """queue.metrics() snapshots grow with the log and read it incrementally."""
+    queue = jobkit.Queue(MemoryStore(), clock=trio.current_time)
+
+    @queue.task()
+    async def noop() -> None: ...
+
+    await noop.enqueue()
+    first = await queue.metrics()
+    await noop.enqueue()
+    second = await queue.metrics()
+    assert (first.total("enqueued"), second.total("enqueued")) == (1, 2)
+    assert (first.seq, second.seq) == (1, 2)
+
+
 async def test_a_worker_run_is_measured_end_to_end(autojump_clock: Any) -> None:
     """Counters and durations reflect what a real worker did, in virtual time."""
     queue = jobkit.Queue(MemoryStore(), clock=trio.current_time)
