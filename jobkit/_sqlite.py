@@ -24,6 +24,7 @@ import os
 import random
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Final, Literal, TypeVar
@@ -62,18 +63,44 @@ _THREAD_ROWS: Final = 1000
 _BUSY_FIRST: Final = 0.001
 _BUSY_CAP: Final = 0.05
 
+# Checkpoints copy the write-ahead log back into the database file and sync
+# it, which takes milliseconds. SQLite would run one inside whichever commit
+# crosses its threshold, stalling the event loop; instead a worker thread runs
+# one on a connection of its own every so many commits, while writers carry
+# on. SQLite's own threshold stays as a backstop, set high.
+_CHECKPOINT_EVERY: Final = 200
+_AUTOCHECKPOINT_PAGES: Final = 10_000
+
 _SQLITE_BUSY: Final = 5
 _SQLITE_LOCKED: Final = 6
 
+# Every row and index page a transaction touches is one more page written to
+# the write-ahead log, and that, more than anything else, sets the cost of a
+# transaction. So the schema keeps exactly one index per query that must not
+# scan (claim, lease reaping, dead letters, unique keys) and no more:
+#
+# - A job's events form a chain (``jobs.last_seq`` -> ``events.prev``) instead
+#   of an index on ``events.job_id``: reading one job's history follows the
+#   chain by primary key, and writing an event touches no index.
+# - The next due time is found by skipping through ``jobs_claim`` one priority
+#   at a time, instead of from an index of its own.
+# - Rows are never deleted, so ``INTEGER PRIMARY KEY`` alone never reuses an
+#   id or a sequence number (AUTOINCREMENT would write one more page per
+#   transaction). Whatever deletes rows one day must keep the newest of each
+#   table, or move to AUTOINCREMENT in a new schema version.
+# Expressions evaluated for every row written (the CHECK, partial index
+# conditions, trigger bodies) avoid ``x IN (...)`` lists: SQLite builds a
+# temporary table for each evaluation, several microseconds per row.
 _SCHEMA: Final = (
     """
     CREATE TABLE jobs (
-        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        id           INTEGER PRIMARY KEY,
         task         TEXT    NOT NULL,
         queue        TEXT    NOT NULL,
         payload      TEXT    NOT NULL,
-        state        TEXT    NOT NULL CHECK (state IN
-                         ('queued', 'running', 'succeeded', 'dead', 'cancelled')),
+        state        TEXT    NOT NULL CHECK (
+                         state = 'queued' OR state = 'running' OR state = 'succeeded'
+                         OR state = 'dead' OR state = 'cancelled'),
         attempts     INTEGER NOT NULL,
         max_attempts INTEGER NOT NULL,
         priority     INTEGER NOT NULL,
@@ -84,19 +111,22 @@ _SCHEMA: Final = (
         unique_key   TEXT,
         last_error   TEXT,
         result       TEXT,
-        event        TEXT    NOT NULL
+        event        TEXT    NOT NULL,
+        last_seq     INTEGER
     )
     """,
-    # ``event`` names the transition that produced the row's current version;
-    # writing it is what makes the trigger below record the event.
+    # ``jobs.event`` names the transition that made the row's current version;
+    # writing it is what makes the trigger below record the event, so a
+    # transition and its event share one statement and one transaction.
     """
     CREATE TABLE events (
-        seq     INTEGER PRIMARY KEY AUTOINCREMENT,
-        job_id  INTEGER NOT NULL REFERENCES jobs (id),
+        seq     INTEGER PRIMARY KEY,
+        job_id  INTEGER NOT NULL,
         kind    TEXT    NOT NULL,
         at      REAL    NOT NULL,
         attempt INTEGER NOT NULL,
-        error   TEXT
+        error   TEXT,
+        prev    INTEGER
     )
     """,
     """
@@ -112,39 +142,38 @@ _SCHEMA: Final = (
     CREATE INDEX jobs_claim ON jobs (queue, priority DESC, run_at)
         WHERE state = 'queued'
     """,
-    "CREATE INDEX jobs_due ON jobs (queue, run_at) WHERE state = 'queued'",
     "CREATE INDEX jobs_lease ON jobs (lease_until) WHERE state = 'running'",
     "CREATE INDEX jobs_dead ON jobs (queue) WHERE state = 'dead'",
     """
     CREATE UNIQUE INDEX jobs_unique ON jobs (unique_key)
-        WHERE unique_key IS NOT NULL AND state IN ('queued', 'running')
+        WHERE unique_key IS NOT NULL AND (state = 'queued' OR state = 'running')
     """,
-    "CREATE INDEX events_job ON events (job_id)",
+    # Inside a trigger, last_insert_rowid() is the event just inserted.
     """
     CREATE TRIGGER jobs_enqueued AFTER INSERT ON jobs BEGIN
         INSERT INTO events (job_id, kind, at, attempt)
             VALUES (NEW.id, NEW.event, NEW.created_at, NEW.attempts);
+        UPDATE jobs SET last_seq = last_insert_rowid() WHERE id = NEW.id;
         INSERT INTO counts (queue, state, n) VALUES (NEW.queue, NEW.state, 1)
             ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
     END
     """,
-    # A released attempt gives its number back, but its event names it.
+    # Every transition changes the state, so the same trigger moves one job
+    # between two counts. A released attempt gives its number back, but its
+    # event names it.
     """
     CREATE TRIGGER jobs_transition AFTER UPDATE OF event ON jobs BEGIN
-        INSERT INTO events (job_id, kind, at, attempt, error) VALUES (
+        INSERT INTO events (job_id, kind, at, attempt, error, prev) VALUES (
             NEW.id, NEW.event, NEW.updated_at,
             CASE NEW.event WHEN 'released' THEN OLD.attempts ELSE NEW.attempts END,
-            CASE WHEN NEW.event IN ('retried', 'expired', 'dead')
-                 THEN NEW.last_error END
+            CASE NEW.event WHEN 'retried' THEN NEW.last_error
+                WHEN 'expired' THEN NEW.last_error WHEN 'dead' THEN NEW.last_error END,
+            OLD.last_seq
         );
-    END
-    """,
-    """
-    CREATE TRIGGER jobs_counts AFTER UPDATE OF state ON jobs
-    WHEN OLD.state IS NOT NEW.state BEGIN
-        UPDATE counts SET n = n - 1 WHERE queue = OLD.queue AND state = OLD.state;
-        INSERT INTO counts (queue, state, n) VALUES (NEW.queue, NEW.state, 1)
-            ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
+        UPDATE jobs SET last_seq = last_insert_rowid() WHERE id = NEW.id;
+        INSERT INTO counts (queue, state, n)
+            VALUES (OLD.queue, OLD.state, -1), (NEW.queue, NEW.state, 1)
+            ON CONFLICT (queue, state) DO UPDATE SET n = n + excluded.n;
     END
     """,
     f"PRAGMA application_id = {APPLICATION_ID}",
@@ -163,7 +192,8 @@ _INSERT: Final = (
 )
 
 _HOLDER: Final = (
-    "SELECT id FROM jobs WHERE unique_key = ? AND state IN ('queued', 'running')"
+    "SELECT id FROM jobs INDEXED BY jobs_unique "
+    "WHERE unique_key = ? AND (state = 'queued' OR state = 'running')"
 )
 
 _START: Final = (
@@ -171,11 +201,42 @@ _START: Final = (
     "attempts = attempts + 1, lease_until = ?, updated_at = ? WHERE id "
 )
 
-# One subquery per queue, each served in order by ``jobs_claim``.
+# Due jobs of one queue in claim order, read straight off ``jobs_claim``: no
+# sort, and finished jobs are not in the index at all.
 _DUE: Final = (
-    "FROM jobs WHERE state = 'queued' AND queue = ? "
+    "FROM jobs INDEXED BY jobs_claim WHERE state = 'queued' AND queue = ? "
     "AND run_at <= ? ORDER BY priority DESC, run_at, id LIMIT ?"
 )
+
+# The earliest run_at in one queue: a seek per distinct priority in
+# ``jobs_claim`` (highest first), then the first run_at under each.
+_NEXT_RUN_AT: Final = """
+    WITH RECURSIVE levels (priority) AS (
+        SELECT max(priority) FROM jobs WHERE state = 'queued' AND queue = ?1
+        UNION ALL
+        SELECT (
+            SELECT max(priority) FROM jobs
+            WHERE state = 'queued' AND queue = ?1 AND priority < levels.priority
+        ) FROM levels WHERE levels.priority IS NOT NULL
+    )
+    SELECT min((
+        SELECT min(run_at) FROM jobs
+        WHERE state = 'queued' AND queue = ?1 AND priority = levels.priority
+    )) FROM levels WHERE levels.priority IS NOT NULL
+"""
+
+# One job's events, newest first along the chain, down to ``after``.
+_JOB_EVENTS: Final = """
+    WITH RECURSIVE chain (seq) AS (
+        SELECT last_seq FROM jobs WHERE id = ?1
+        UNION ALL
+        SELECT events.prev FROM events JOIN chain ON events.seq = chain.seq
+        WHERE events.prev > ?2
+    )
+    SELECT events.seq, job_id, kind, at, attempt, error
+    FROM chain JOIN events ON events.seq = chain.seq
+    WHERE events.seq > ?2 ORDER BY events.seq LIMIT ?3
+"""
 
 _SUCCEED: Final = (
     "UPDATE jobs SET state = 'succeeded', event = 'succeeded', result = ?, "
@@ -221,6 +282,11 @@ _REWRITE: Final = (
     "UPDATE jobs SET state = ?, event = ?, attempts = ?, run_at = ?, "
     "lease_until = ?, last_error = ?, updated_at = ? WHERE id = ?"
 )
+
+# Compact, and made once: json.dumps builds an encoder per call otherwise.
+_encode: Final = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":")
+).encode
 
 _STATES: Final = {state.value: state for state in JobState}
 _KINDS: Final = {kind.value: kind for kind in EventKind}
@@ -337,6 +403,9 @@ class SQLiteStore:
         # Held only while a big batch runs in a worker thread.
         self._thread_lock = trio.Lock()
         self._closed = False
+        self._wal = False
+        self._commits = 0
+        self._checkpointing = False
         self._conn = self._open(synchronous)
 
     # -- opening -----------------------------------------------------------------
@@ -410,9 +479,10 @@ class SQLiteStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-        conn.execute("PRAGMA journal_mode = WAL")
+        (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        self._wal = mode == "wal"  # not for ":memory:"
         conn.execute(f"PRAGMA synchronous = {synchronous}")
-        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {_AUTOCHECKPOINT_PAGES}")
         # From here on a busy database is retried by trio.sleep, not by
         # SQLite sleeping on the event loop's thread.
         conn.execute("PRAGMA busy_timeout = 0")
@@ -449,38 +519,77 @@ class SQLiteStore:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        self._committed()
         return result
+
+    def _committed(self) -> None:
+        self._commits += 1
+        if self._commits >= _CHECKPOINT_EVERY and self._wal and not self._checkpointing:
+            self._commits = 0
+            self._checkpointing = True
+            trio.lowlevel.start_thread_soon(self._checkpoint, self._checkpointed)
+
+    def _checkpoint(self) -> None:
+        # mode=rw: never create a file, should the database be gone by now.
+        uri = f"file:{urllib.parse.quote(self._path)}?mode=rw"
+        conn = sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            conn.close()
+
+    def _checkpointed(self, result: object) -> None:
+        # A failed checkpoint (busy, or the file removed) is simply tried
+        # again after the next commits; SQLite's backstop bounds the log.
+        self._checkpointing = False
 
     async def _run(self, attempt: Callable[[], T], *, rows: int = 1) -> T:
         """Run ``attempt`` (a whole transaction, or one statement) until not busy."""
         await trio.lowlevel.checkpoint()
-        if self._closed:
-            raise trio.ClosedResourceError(f"{self!r} is closed")
-        deadline: float | None = None
-        delay = _BUSY_FIRST
-        while True:
+        self._check_open()
+        if rows <= _THREAD_ROWS and not self._thread_lock.locked():
             try:
-                if rows > _THREAD_ROWS:
-                    async with self._thread_lock:
-                        return await trio.to_thread.run_sync(attempt)
-                while self._thread_lock.locked():
-                    async with self._thread_lock:
-                        pass
                 return attempt()
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
                     raise
-            # The clock that matters is the other process's: real time.
-            now = time.monotonic()
-            if deadline is None:
-                deadline = now + self._busy_timeout
-            elif now >= deadline:
-                raise StoreBusy(
-                    f"{self._path!r} stayed locked by other connections for "
-                    f"{self._busy_timeout:g} s; gave up without changing anything"
-                ) from None
-            await trio.sleep(delay * (0.5 + self._rng.random() / 2))
-            delay = min(delay * 2, _BUSY_CAP)
+            return await self._run_slowly(attempt, rows, busy=True)
+        return await self._run_slowly(attempt, rows, busy=False)
+
+    async def _run_slowly(
+        self, attempt: Callable[[], T], rows: int, *, busy: bool
+    ) -> T:
+        # The clock that matters is the other processes': real time.
+        deadline = time.monotonic() + self._busy_timeout
+        delay = _BUSY_FIRST
+        while True:
+            if busy:
+                if time.monotonic() >= deadline:
+                    raise StoreBusy(
+                        f"{self._path!r} stayed locked by other connections for "
+                        f"{self._busy_timeout:g} s; gave up without changing "
+                        "anything"
+                    ) from None
+                await trio.sleep(delay * (0.5 + self._rng.random() / 2))
+                delay = min(delay * 2, _BUSY_CAP)
+            try:
+                if rows > _THREAD_ROWS:
+                    async with self._thread_lock:
+                        self._check_open()
+                        return await trio.to_thread.run_sync(attempt)
+                while self._thread_lock.locked():
+                    async with self._thread_lock:
+                        pass
+                self._check_open()
+                return attempt()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+                busy = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError(f"{self!r} is closed")
 
     def _queue_names(self, conn: sqlite3.Connection) -> list[str]:
         return [
@@ -517,7 +626,7 @@ class SQLiteStore:
             (
                 spec.task,
                 spec.queue,
-                _job.dump_json(spec.payload),
+                _encode(spec.payload),  # check_new_jobs vetted it
                 spec.max_attempts,
                 spec.priority,
                 now if spec.run_at is None else spec.run_at,
@@ -541,6 +650,8 @@ class SQLiteStore:
     def _insert_one(self, row: _Row) -> int:
         job_id = self._conn.execute(_INSERT, row).lastrowid
         assert job_id is not None
+        if not self._conn.in_transaction:
+            self._committed()
         return job_id
 
     def _insert(self, conn: sqlite3.Connection, rows: list[_Row]) -> list[int]:
@@ -685,6 +796,8 @@ class SQLiteStore:
             if not changed and self._missing(conn, job_id):
                 raise JobNotFound(job_id)
             applied.append(changed)
+        if not conn.in_transaction:
+            self._committed()
         return applied
 
     def _missing(self, conn: sqlite3.Connection, job_id: int) -> bool:
@@ -973,15 +1086,14 @@ class SQLiteStore:
             40.0
         """
         names = _check_queues(queues)
-        sql = "SELECT min(run_at) FROM jobs WHERE state = 'queued' AND queue = ?"
 
         def attempt() -> float | None:
             conn = self._conn
             earliest: float | None = None
             for name in self._queue_names(conn) if names is None else names:
-                (run_at,) = conn.execute(sql, (name,)).fetchone()
+                (run_at,) = conn.execute(_NEXT_RUN_AT, (name,)).fetchone()
                 if run_at is not None and (earliest is None or run_at < earliest):
-                    earliest = run_at
+                    earliest = float(run_at)
             return earliest
 
         return await self._run(attempt)
@@ -1004,13 +1116,15 @@ class SQLiteStore:
             [(1, 'enqueued'), (2, 'started')]
         """
         check_limit(limit)
-        sql = "SELECT seq, job_id, kind, at, attempt, error FROM events WHERE seq > ?"
-        params: builtins.list[Any] = [after]
-        if job_id is not None:
-            sql += " AND job_id = ?"
-            params.append(job_id)
-        sql += " ORDER BY seq LIMIT ?"
-        params.append(-1 if limit is None else limit)
+        most = -1 if limit is None else limit
+        if job_id is None:
+            sql = (
+                "SELECT seq, job_id, kind, at, attempt, error FROM events "
+                "WHERE seq > ? ORDER BY seq LIMIT ?"
+            )
+            params: tuple[Any, ...] = (after, most)
+        else:
+            sql, params = _JOB_EVENTS, (job_id, after, most)
         rows = await self._run(lambda: self._conn.execute(sql, params).fetchall())
         return [
             (seq, Event(job, _KINDS[kind], float(at), attempt, error))
