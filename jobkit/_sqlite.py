@@ -38,6 +38,7 @@ from ._store import (
     JobNotFound,
     QueueCounts,
     StoreBusy,
+    StoreError,
     check_limit,
     check_new_jobs,
     check_outcomes,
@@ -73,6 +74,7 @@ _AUTOCHECKPOINT_PAGES: Final = 10_000
 
 _SQLITE_BUSY: Final = 5
 _SQLITE_LOCKED: Final = 6
+_SQLITE_NOTADB: Final = 26
 
 # Every row and index page a transaction touches is one more page written to
 # the write-ahead log, and that, more than anything else, sets the cost of a
@@ -289,6 +291,12 @@ _encode: Final = json.JSONEncoder(
 ).encode
 
 _STATES: Final = {state.value: state for state in JobState}
+# The partial index that holds every job in a state, where there is one.
+_STATE_INDEX: Final = {
+    JobState.QUEUED: "jobs_claim",
+    JobState.RUNNING: "jobs_lease",
+    JobState.DEAD: "jobs_dead",
+}
 _KINDS: Final = {kind.value: kind for kind in EventKind}
 
 _Row = tuple[Any, ...]
@@ -411,6 +419,8 @@ class SQLiteStore:
     # -- opening -----------------------------------------------------------------
 
     def _open(self, synchronous: str) -> sqlite3.Connection:
+        # SQLite itself waits for a busy database while opening: this runs
+        # before any event loop work, and may create the schema.
         try:
             conn = sqlite3.connect(
                 self._path,
@@ -419,9 +429,23 @@ class SQLiteStore:
                 check_same_thread=False,
             )
         except sqlite3.Error as exc:
-            raise IncompatibleStore(f"cannot open {self._path!r}: {exc}") from None
+            raise StoreError(f"cannot open {self._path!r}: {exc}") from None
         try:
             self._prepare(conn, synchronous)
+        except sqlite3.Error as exc:
+            conn.close()
+            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+            if _is_busy(exc):
+                raise StoreBusy(
+                    f"{self._path!r} stayed locked by other connections for "
+                    f"{self._busy_timeout:g} s while opening it"
+                ) from None
+            if code == _SQLITE_NOTADB:
+                raise IncompatibleStore(
+                    f"{self._path!r} is not an SQLite database ({exc}); "
+                    "refusing to use it (the file was left unchanged)"
+                ) from None
+            raise StoreError(f"cannot open {self._path!r}: {exc}") from None
         except BaseException:
             conn.close()
             raise
@@ -429,22 +453,12 @@ class SQLiteStore:
 
     def _inspect(self, conn: sqlite3.Connection) -> bool:
         """Return whether the database is empty; refuse it if it is not ours."""
-        try:
-            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = [
-                name
-                for (name,) in conn.execute(
-                    "SELECT name FROM sqlite_master ORDER BY name"
-                )
-            ]
-        except sqlite3.DatabaseError as exc:
-            if _is_busy(exc):
-                raise
-            raise IncompatibleStore(
-                f"{self._path!r} is not an SQLite database ({exc}); "
-                "refusing to use it (the file was left unchanged)"
-            ) from None
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = [
+            name
+            for (name,) in conn.execute("SELECT name FROM sqlite_master ORDER BY name")
+        ]
         if app_id == 0 and version == 0 and not tables:
             return True
         if app_id != APPLICATION_ID:
@@ -931,14 +945,18 @@ class SQLiteStore:
         check_limit(limit)
         where = []
         params: builtins.list[Any] = []
+        sql = f"SELECT {_COLUMNS} FROM jobs"
         if state is not None:
-            # A literal, not a parameter, so that SQLite can use the
-            # partial index of that state.
-            where.append(f"state = '{JobState(state).value}'")
+            state = JobState(state)
+            # A literal, not a parameter, so that the partial index of the
+            # state applies; without statistics SQLite would rather walk the
+            # whole table in id order, finished jobs and all.
+            where.append(f"state = '{state.value}'")
+            if state in _STATE_INDEX:
+                sql += f" INDEXED BY {_STATE_INDEX[state]}"
         if queue is not None:
             where.append("queue = ?")
             params.append(queue)
-        sql = f"SELECT {_COLUMNS} FROM jobs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id LIMIT ?"
