@@ -210,10 +210,18 @@ class _Process:
     inflight: dict[tuple[int, int], Attempt] = attrs.Factory(dict)
 
 
-_PRODUCER = _Process("producer", 0, 0)
-_current_process: ContextVar[_Process] = ContextVar(
-    "jobkit.sim.process", default=_PRODUCER
+# The worker process a task belongs to; None outside the workers (the
+# producer), whose store calls are made as the run's producer.
+_current_process: ContextVar[_Process | None] = ContextVar(
+    "jobkit.sim.process", default=None
 )
+
+
+def _worker_process() -> _Process:
+    process = _current_process.get()
+    if process is None:
+        raise RuntimeError("the simulated task ran outside a simulated worker")
+    return process
 
 
 class _WorkerRandom(KeyedRandom):
@@ -286,7 +294,7 @@ class _LabStore:
 
     def _before(self, op: StoreOperation | None) -> tuple[_Process, bool]:
         """Check the caller is alive and draw its fate; return (process, fail after)."""
-        process = _current_process.get()
+        process = _current_process.get() or self._run.producer
         if process.gone:
             raise _ProcessGone(f"{process.name} is not running")
         if op is None or not self._faults:
@@ -469,6 +477,7 @@ class _Run:
         self.started = 0
         self.produced = False
         self.processes: list[_Process] = []
+        self.producer = _Process("producer", 0, 0)
         self.stopping = False
         self.wake = trio.Event()
         self.drained = False
@@ -543,7 +552,7 @@ class _Run:
         self.causes[(attempt.job.id, attempt.number)] = cause
 
     async def crash(self, attempt: Attempt) -> NoReturn:
-        process = _current_process.get()
+        process = _worker_process()
         now = trio.current_time()
         for key, running in sorted(process.inflight.items()):
             self.causes[key] = "crash"
@@ -586,7 +595,7 @@ class _Run:
 
     async def _handler(self) -> None:
         job = current_job()
-        process = _current_process.get()
+        process = _worker_process()
         attempt = Attempt(self, job, worker=process.name, started=trio.current_time())
         key = (job.id, job.attempts)
         process.inflight[key] = attempt
@@ -927,7 +936,10 @@ class Simulation:
         return (
             f"Simulation(seed={self.seed}, workers={self.workers}, "
             f"concurrency={self.concurrency}, workload={self.workload!r}, "
-            f"faults={self.faults!r}, retry={self.retry!r})"
+            f"faults={self.faults!r}, retry={self.retry!r}, "
+            f"timeout={self.timeout!r}, lease={self.lease!r}, "
+            f"poll_interval={self.poll_interval!r}, "
+            f"restart_delay={self.restart_delay!r})"
         )
 
     def _new_store(self) -> tuple[Store, bool]:
