@@ -48,6 +48,13 @@ from ._worker import WorkerStatistics as WorkerStatistics
 from ._worker import current_job as current_job
 from ._worker import run_worker as run_worker
 
+# Schedules: periodic and cron jobs, stored, fired once per slot.
+from ._schedule import Due as Due
+from ._schedule import FireResult as FireResult
+from ._schedule import Firing as Firing
+from ._schedule import Schedule as Schedule
+from ._store import ScheduleStore as ScheduleStore
+
 # Observability: metrics, depth sampling and structured logs.
 from ._logging import JSONFormatter as JSONFormatter
 from ._metrics import AttemptSpan as AttemptSpan

@@ -12,8 +12,9 @@ from typing import Protocol
 import attrs
 import trio
 
-from . import _job
+from . import _job, _schedule
 from ._job import Event, Job, JobState, NewJob, Outcome
+from ._schedule import FireResult, Firing, Schedule, check_schedule
 from ._store import (
     JobNotFound,
     QueueCounts,
@@ -73,6 +74,7 @@ class MemoryStore:
         self._leases: list[tuple[float, int, int]] = []
         self._counts: Counter[tuple[str, JobState]] = Counter()
         self._next_id = 1
+        self._schedules: dict[str, Schedule] = {}
 
     def __repr__(self) -> str:
         return f"<MemoryStore with {len(self._jobs)} jobs>"
@@ -334,3 +336,50 @@ class MemoryStore:
     async def aclose(self) -> None:
         """Nothing to release; provided for the contract."""
         await trio.lowlevel.checkpoint()
+
+    # -- schedules (the ScheduleStore part) --------------------------------------
+
+    async def put_schedule(self, schedule: Schedule) -> Schedule:
+        """Store a schedule; one with the same name and definition is kept as is."""
+        await trio.lowlevel.checkpoint()
+        check_schedule(schedule)
+        old = self._schedules.get(schedule.name)
+        if old is not None and old.definition == schedule.definition:
+            return old
+        stored = attrs.evolve(schedule, payload=_copy(schedule.payload))
+        self._schedules[stored.name] = stored
+        return stored
+
+    async def schedules(self) -> builtins.list[Schedule]:
+        """Return every schedule, by name."""
+        await trio.lowlevel.checkpoint()
+        return [self._schedules[name] for name in sorted(self._schedules)]
+
+    async def remove_schedule(self, name: str) -> bool:
+        """Delete a schedule; return whether it existed."""
+        await trio.lowlevel.checkpoint()
+        return self._schedules.pop(name, None) is not None
+
+    async def fire_schedules(self, *, now: float) -> FireResult:
+        """Enqueue the due slots of every schedule and advance the schedules."""
+        await trio.lowlevel.checkpoint()
+        plans = _schedule.fire_all(list(self._schedules.values()), now)
+        jobs = [job for _, due in plans for job in due.jobs()]
+        check_new_jobs(jobs)
+        # Advanced before the first checkpoint since reading them, so a
+        # concurrent call finds these slots taken; the shield keeps a
+        # cancellation from leaving a slot advanced but not enqueued.
+        for _, due in plans:
+            self._schedules[due.schedule.name] = due.schedule
+        with trio.CancelScope(shield=True):
+            ids = await self.enqueue(jobs, now=now)
+        firings = []
+        pairs = iter(ids)
+        for old, due in plans:
+            _schedule.warn_dropped(old, due.dropped)
+            for slot, run_at in due.slots:
+                firings.append(
+                    Firing(old.name, old.task, old.queue, slot, run_at, next(pairs))
+                )
+        slots = [s.next_slot for s in self._schedules.values()]
+        return FireResult(firings, min(slots) if slots else None)

@@ -14,16 +14,18 @@ import inspect
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from types import MappingProxyType
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import attrs
 
+from ._interval import MissedTickBehavior
 from ._job import JSON, Event, Job, JobState, NewJob, check_json
 from ._metrics import MetricsSnapshot, collect_metrics
 from ._retry import RetryPolicy
-from ._store import QueueCounts, Store
+from ._schedule import DEFAULT_MAX_BURST, Schedule
+from ._store import QueueCounts, ScheduleStore, Store
 
 __all__ = ["PreparedJob", "Queue", "Task", "TaskOptions"]
 
@@ -546,6 +548,7 @@ class Queue:
         """The retry policy of tasks that have none of their own."""
         self._tasks: dict[str, Task[Any, Any]] = {}
         self._listeners = _Listeners()
+        self._schedule_listeners = _Listeners()
 
     def __repr__(self) -> str:
         return f"<jobkit.Queue with {len(self._tasks)} tasks on {self._store!r}>"
@@ -948,6 +951,133 @@ class Queue:
             ['enqueued']
         """
         return await self.store.events(job_id=job_id, after=after, limit=limit)
+
+    # -- schedules ------------------------------------------------------------------
+
+    def _schedule_store(self) -> ScheduleStore:
+        store = self.store
+        if not isinstance(store, ScheduleStore):
+            raise TypeError(
+                f"{store!r} does not keep schedules (it lacks the "
+                "jobkit.ScheduleStore methods); MemoryStore and SQLiteStore do"
+            )
+        return store
+
+    async def schedule(
+        self,
+        task: Task[Any, Any] | str,
+        payload: Mapping[str, JSON] | None = None,
+        *,
+        every: float | timedelta | None = None,
+        cron: str | None = None,
+        tz: str | tzinfo | None = None,
+        name: str | None = None,
+        misfire: MissedTickBehavior = MissedTickBehavior.SKIP,
+        start: float | datetime | None = None,
+        max_burst: int = DEFAULT_MAX_BURST,
+        priority: int | None = None,
+        queue: str | None = None,
+        max_attempts: int | None = None,
+    ) -> Schedule:
+        """Store a schedule that enqueues ``task`` once per slot; return it.
+
+        Give ``every`` (seconds or a timedelta) or ``cron`` (an expression
+        such as ``"*/5 * * * *"``, read in ``tz``, UTC by default; needs
+        ``jobkit[cron]``). The first slot is ``start`` (default: now) for
+        ``every``, the first cron time from then on for ``cron``. Running
+        workers (:func:`run_worker`) enqueue each slot exactly once, as a
+        job with ``payload`` (checked against the handler now) and the unique
+        key ``schedule:<name>:<slot>``; ``priority``, ``queue`` and
+        ``max_attempts`` default to the task's.
+
+        ``misfire`` decides what happens to slots missed while no worker
+        ran: SKIP (the default) runs once for the latest, BURST runs each
+        (at most ``max_burst``, the latest), DELAY runs once now and
+        re-bases (see :meth:`jobkit.Schedule.due`).
+
+        Schedules live in the store, so they survive restarts: declaring
+        one again with the same ``name`` (default: the task's name) and the
+        same definition keeps its next slot; a changed definition replaces
+        it, starting afresh.
+
+        Example::
+
+            >>> import trio, jobkit
+            >>> queue = jobkit.Queue(jobkit.MemoryStore(), clock=lambda: 0.0)
+            >>> @queue.task()
+            ... async def purge(days: int) -> None: ...
+            >>> async def main():
+            ...     s = await queue.schedule(purge, {"days": 30}, every=3600)
+            ...     return s.name, s.spec, s.next_slot, s.misfire.value
+            >>> trio.run(main)
+            ('purge', 'every 3600s', 0.0, 'skip')
+        """
+        store = self._schedule_store()
+        target = self._task_named(task)
+        now = self.clock()
+        # Resolved as an enqueue would be: the payload checked against the
+        # handler, the task's defaults filled in.
+        spec = self._resolve(
+            PreparedJob(
+                target.name,
+                payload,
+                priority=priority,
+                queue=queue,
+                max_attempts=max_attempts,
+            ),
+            now,
+        )
+        schedule = Schedule.create(
+            target.name if name is None else name,
+            target.name,
+            every=every,
+            cron=cron,
+            tz=tz,
+            payload=spec.payload,
+            queue=spec.queue,
+            priority=spec.priority,
+            max_attempts=spec.max_attempts,
+            misfire=misfire,
+            max_burst=max_burst,
+            start=None if start is None else _instant(start, "start"),
+            now=now,
+        )
+        stored = await store.put_schedule(schedule)
+        self._schedule_listeners.notify(stored.name)
+        return stored
+
+    async def schedules(self) -> builtins.list[Schedule]:
+        """Return the stored schedules, by name, with their next and last slots.
+
+        Example::
+
+            >>> import trio, jobkit
+            >>> queue = jobkit.Queue(jobkit.MemoryStore(), clock=lambda: 0.0)
+            >>> @queue.task()
+            ... async def ping() -> None: ...
+            >>> async def main():
+            ...     await queue.schedule(ping, every=60, name="ping-each-minute")
+            ...     return [s.name for s in await queue.schedules()]
+            >>> trio.run(main)
+            ['ping-each-minute']
+        """
+        return await self._schedule_store().schedules()
+
+    async def unschedule(self, name: str) -> bool:
+        """Delete the schedule ``name``; return whether it existed.
+
+        Jobs it enqueued already stay queued.
+
+        Example::
+
+            >>> import trio, jobkit
+            >>> queue = jobkit.Queue(jobkit.MemoryStore())
+            >>> trio.run(queue.unschedule, "nightly")
+            False
+        """
+        removed = await self._schedule_store().remove_schedule(name)
+        self._schedule_listeners.notify(name)
+        return removed
 
 
 def _state(state: JobState | str | None) -> JobState | None:

@@ -31,8 +31,9 @@ from typing import Any, Final, Literal, TypeVar
 
 import trio
 
-from . import _job
+from . import _job, _sqlite_schedules
 from ._job import Event, EventKind, Job, JobState, NewJob, Outcome
+from ._schedule import FireResult, Schedule, check_schedule, warn_dropped
 from ._store import (
     IncompatibleStore,
     JobNotFound,
@@ -48,8 +49,12 @@ T = TypeVar("T")
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
-SCHEMA_VERSION: Final = 1
-"""The layout this jobkit writes, kept in ``PRAGMA user_version``."""
+SCHEMA_VERSION: Final = 2
+"""The layout this jobkit writes, kept in ``PRAGMA user_version``.
+
+Version 2 added the ``schedules`` table. Opening a version 1 file upgrades it
+in place (see ``_MIGRATIONS``); nothing is dropped or rewritten.
+"""
 
 APPLICATION_ID: Final = 0x4A4F424B
 """``PRAGMA application_id`` of a jobkit database: the ASCII bytes ``JOBK``."""
@@ -178,9 +183,14 @@ _SCHEMA: Final = (
             ON CONFLICT (queue, state) DO UPDATE SET n = n + excluded.n;
     END
     """,
+    *_sqlite_schedules.TABLES,
     f"PRAGMA application_id = {APPLICATION_ID}",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
+
+# The statements that take a file from version N to N + 1, keyed by N. Each
+# step only adds: an older jobkit's data stays exactly as it was.
+_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {1: _sqlite_schedules.TABLES}
 
 _COLUMNS: Final = (
     "id, task, queue, payload, state, attempts, max_attempts, priority, run_at, "
@@ -470,7 +480,7 @@ class SQLiteStore:
                 f"{APPLICATION_ID:#x}; refusing to use it "
                 "(the file was left unchanged)"
             )
-        if version != SCHEMA_VERSION:
+        if version != SCHEMA_VERSION and version not in _MIGRATIONS:
             newer = "newer than" if version > SCHEMA_VERSION else "different from"
             raise IncompatibleStore(
                 f"{self._path!r} holds jobkit schema version {version}, {newer} "
@@ -493,6 +503,8 @@ class SQLiteStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+        if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            self._migrate(conn)
         (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
         self._wal = mode == "wal"  # not for ":memory:"
         conn.execute(f"PRAGMA synchronous = {synchronous}")
@@ -1169,3 +1181,133 @@ class SQLiteStore:
         async with self._thread_lock:
             self._closed = True
             self._conn.close()
+
+    # -- schema upgrades -----------------------------------------------------------
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        # One transaction for all the steps: a crash leaves the old version
+        # whole, and a second process opening the file meanwhile waits, then
+        # finds nothing left to do.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            while version < SCHEMA_VERSION:
+                for statement in _MIGRATIONS[version]:
+                    conn.execute(statement)
+                version += 1
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    # -- schedules (the ScheduleStore part) --------------------------------------
+
+    async def put_schedule(self, schedule: Schedule) -> Schedule:
+        """Store a schedule; one with the same name and definition is kept as is.
+
+        Example::
+
+            >>> import trio
+            >>> from jobkit import Schedule, SQLiteStore
+            >>> async def main():
+            ...     async with SQLiteStore(":memory:") as store:
+            ...         first = Schedule.create("tick", "t", every=60, now=0.0)
+            ...         await store.put_schedule(first)
+            ...         again = Schedule.create("tick", "t", every=60, now=500.0)
+            ...         return (await store.put_schedule(again)).next_slot
+            >>> trio.run(main)
+            0.0
+        """
+        check_schedule(schedule)
+        _job.dump_json(schedule.payload)
+        return await self._run(
+            lambda: self._transaction(
+                lambda conn: _sqlite_schedules.put(conn, schedule)
+            )
+        )
+
+    async def schedules(self) -> builtins.list[Schedule]:
+        """Return every schedule, by name.
+
+        Example::
+
+            >>> import trio
+            >>> from jobkit import SQLiteStore
+            >>> async def main():
+            ...     async with SQLiteStore(":memory:") as store:
+            ...         return await store.schedules()
+            >>> trio.run(main)
+            []
+        """
+        return await self._run(lambda: _sqlite_schedules.get_all(self._conn))
+
+    async def remove_schedule(self, name: str) -> bool:
+        """Delete a schedule (its jobs stay); return whether it existed.
+
+        Example::
+
+            >>> import trio
+            >>> from jobkit import SQLiteStore
+            >>> async def main():
+            ...     async with SQLiteStore(":memory:") as store:
+            ...         return await store.remove_schedule("nightly")
+            >>> trio.run(main)
+            False
+        """
+        return await self._run(
+            lambda: self._transaction(lambda conn: _sqlite_schedules.remove(conn, name))
+        )
+
+    async def fire_schedules(self, *, now: float) -> FireResult:
+        """Enqueue due slots and advance their schedules in one ``BEGIN IMMEDIATE``.
+
+        When nothing is due, one read answers without taking the write lock.
+
+        Example::
+
+            >>> import trio
+            >>> from jobkit import Schedule, SQLiteStore
+            >>> async def main():
+            ...     async with SQLiteStore(":memory:") as store:
+            ...         await store.put_schedule(
+            ...             Schedule.create("tick", "t", every=60, start=0.0, now=0.0))
+            ...         fired = await store.fire_schedules(now=60.0)
+            ...         job = await store.get(fired.firings[0].job_id)
+            ...         return [f.slot for f in fired.firings], job.unique_key
+            >>> trio.run(main)
+            ([60.0], 'schedule:tick:60.0')
+        """
+
+        def insert(conn: sqlite3.Connection, jobs: list[NewJob]) -> list[int]:
+            check_new_jobs(jobs)
+            rows = [
+                (
+                    spec.task,
+                    spec.queue,
+                    _job.dump_json(spec.payload),
+                    spec.max_attempts,
+                    spec.priority,
+                    now if spec.run_at is None else spec.run_at,
+                    now,
+                    spec.unique_key,
+                )
+                for spec in jobs
+            ]
+            return self._insert(conn, rows)
+
+        def attempt() -> tuple[FireResult, builtins.list[Any]]:
+            earliest = _sqlite_schedules.next_slot(self._conn)
+            if earliest is None or earliest > now:
+                return FireResult([], earliest), []
+            return self._transaction(
+                lambda conn: _sqlite_schedules.fire(
+                    conn, now, lambda jobs: insert(conn, jobs)
+                )
+            )
+
+        result, plans = await self._run(attempt)
+        for old, due in plans:
+            warn_dropped(old, due.dropped)
+        return result

@@ -21,6 +21,7 @@ from typing import Protocol, runtime_checkable
 import attrs
 
 from ._job import Event, Job, JobState, NewJob, Outcome, check_json
+from ._schedule import FireResult, Schedule
 
 
 class JobNotFound(LookupError):
@@ -266,3 +267,67 @@ def check_new_jobs(jobs: Sequence[NewJob]) -> None:
         check_json(spec.payload)
         if spec.run_at is not None and not math.isfinite(spec.run_at):
             raise ValueError(f"run_at must be a finite time, got {spec.run_at!r}")
+
+
+# -- the schedule part of the contract ---------------------------------------------
+
+
+@runtime_checkable
+class ScheduleStore(Protocol):
+    """The schedule primitives a store adds to :class:`Store` to keep schedules.
+
+    A separate protocol, so that a store (or a wrapper around one) that
+    implements only the job primitives stays a :class:`Store`; a worker fires
+    schedules when its store is also a ``ScheduleStore``. :class:`MemoryStore`
+    and :class:`SQLiteStore` implement both.
+
+    Exactly-once per slot rests on :meth:`fire_schedules`: it enqueues the
+    jobs of the due slots and saves the advanced schedules in one atomic
+    step, so two workers (or processes) firing at once cannot both enqueue a
+    slot. Each job also carries the unique key ``schedule:<name>:<slot>``.
+
+    Example::
+
+        >>> import trio
+        >>> from jobkit import MemoryStore, Schedule
+        >>> async def main():
+        ...     store = MemoryStore()
+        ...     await store.put_schedule(
+        ...         Schedule.create("tick", "t", every=10, start=0.0, now=0.0))
+        ...     fired = await store.fire_schedules(now=25.0)
+        ...     return [f.slot for f in fired.firings], fired.next_slot
+        >>> trio.run(main)
+        ([20.0], 30.0)
+    """
+
+    async def put_schedule(self, schedule: Schedule) -> Schedule:
+        """Store ``schedule`` under its name and return the stored version.
+
+        If a schedule of that name exists with the same
+        :attr:`~Schedule.definition`, it is kept as it is (its next slot
+        included) and returned; otherwise ``schedule`` replaces it.
+        """
+        ...
+
+    async def schedules(self) -> builtins.list[Schedule]:
+        """Return every stored schedule, by name."""
+        ...
+
+    async def remove_schedule(self, name: str) -> bool:
+        """Delete the schedule ``name``; return whether there was one.
+
+        Jobs it already enqueued stay.
+        """
+        ...
+
+    async def fire_schedules(self, *, now: float) -> FireResult:
+        """Enqueue the due slots of every schedule and advance them, atomically.
+
+        Each schedule whose ``next_slot <= now`` goes through
+        :meth:`Schedule.due` (its misfire policy included); the jobs
+        and the advanced schedules are written together, or not at all.
+        """
+        ...
+
+
+__all__ += ["ScheduleStore"]

@@ -48,6 +48,7 @@ from ._job import (
 from ._logging import log_job_event
 from ._queue import Queue, Task
 from ._retry import Backoff, Permanent, RetryLater
+from ._store import ScheduleStore
 from ._token import CancellationToken
 
 __all__ = ["Worker", "WorkerStatistics", "current_job", "run_worker"]
@@ -448,6 +449,7 @@ class Worker:
             async with trio.open_nursery() as service:
                 service.start_soon(self._settler.run, name="jobkit settler")
                 service.start_soon(self._maintain, name="jobkit lease maintainer")
+                service.start_soon(self._fire_schedules, name="jobkit scheduler")
                 if self._shutdown is not None:
                     service.start_soon(self._watch, self._shutdown)
                 async with trio.open_nursery() as attempts:
@@ -783,6 +785,52 @@ class Worker:
             extra={"job_ids": [o.job_id for o in outcomes]},
         )
 
+    # -- schedules ---------------------------------------------------------------------
+
+    async def _fire_schedules(self) -> None:
+        # Every worker fires every schedule: the store enqueues each slot once,
+        # whoever asks first. It looks at each next slot, when this process
+        # changes a schedule, and every poll interval (for other processes').
+        store = self._queue.store
+        if not isinstance(store, ScheduleStore):
+            return
+        clock = self._queue.clock
+        changed = trio.Event()
+
+        def on_change(name: str) -> None:
+            changed.set()
+
+        self._queue._schedule_listeners.add(on_change)
+        try:
+            while not self._stopping:
+                changed = trio.Event()
+                fired = await self._caller.call(
+                    "fire_schedules",
+                    lambda: store.fire_schedules(now=clock()),
+                    shield=True,
+                )
+                for firing in fired.firings:
+                    logger.info(
+                        "schedule %r enqueued job %d for its slot %r",
+                        firing.schedule,
+                        firing.job_id,
+                        firing.slot,
+                        extra=attrs.asdict(firing),
+                    )
+                for name in sorted({firing.queue for firing in fired.firings}):
+                    self._queue._listeners.notify(name)
+                deadline = trio.current_time() + self._poll_interval
+                if fired.next_slot is not None:
+                    if clock is trio.current_time:
+                        deadline = min(deadline, fired.next_slot)
+                    else:
+                        wait = fired.next_slot - clock()
+                        deadline = min(deadline, trio.current_time() + wait)
+                with trio.move_on_at(deadline):
+                    await changed.wait()
+        finally:
+            self._queue._schedule_listeners.discard(on_change)
+
 
 async def run_worker(
     queue: Queue,
@@ -819,7 +867,10 @@ async def run_worker(
       that ran out elsewhere (a crashed attempt counts as an attempt);
     - sleeps until the next job is due, at most ``poll_interval``, and wakes
       at once when this process enqueues a job;
-    - logs store errors and retries them with backoff; they never stop it.
+    - logs store errors and retries them with backoff; they never stop it;
+    - enqueues the due slots of the store's schedules
+      (:meth:`Queue.schedule`) at each next slot and at least every
+      ``poll_interval``; with several workers, each slot still once.
 
     When ``shutdown`` (a :class:`CancellationToken`) is cancelled it stops
     claiming at once, lets running jobs finish for up to ``grace`` seconds,
