@@ -1,0 +1,513 @@
+"""What only SQLiteStore promises: file format, query plans, locking, processes.
+
+The behaviour every store shares is in ``test_store_contract.py``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from jobkit import (
+    EventKind,
+    IncompatibleStore,
+    JobState,
+    NewJob,
+    SQLiteStore,
+    StoreBusy,
+    StoreError,
+)
+from jobkit import _sqlite as sql
+from jobkit._job import Failure, Success
+
+
+def file_state(path: Path) -> dict[str, bytes]:
+    """The bytes of the database file and of any side files next to it."""
+    found = {}
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        side = Path(f"{path}{suffix}")
+        if side.exists():
+            found[suffix] = side.read_bytes()
+    return found
+
+
+def raw(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(path, isolation_level=None)
+
+
+# -- the file ------------------------------------------------------------------
+
+
+async def test_a_new_file_gets_the_schema_in_wal_mode(tmp_path: Path) -> None:
+    """A fresh file is created with jobkit's schema version, id and WAL."""
+    path = tmp_path / "jobs.db"
+    async with SQLiteStore(path) as store:
+        await store.enqueue([NewJob(task="t")], now=0.0)
+    db = raw(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == sql.SCHEMA_VERSION
+    assert db.execute("PRAGMA application_id").fetchone()[0] == sql.APPLICATION_ID
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    assert {"jobs", "events", "counts", "jobs_claim", "jobs_unique"} <= tables
+    db.close()
+
+
+async def test_an_empty_file_is_a_new_database(tmp_path: Path) -> None:
+    """A zero-byte file (e.g. from mkstemp) gets the schema like a missing one."""
+    path = tmp_path / "jobs.db"
+    path.touch()
+    async with SQLiteStore(path) as store:
+        assert await store.enqueue([NewJob(task="t")], now=0.0) == [1]
+
+
+async def test_jobs_and_events_survive_reopening(tmp_path: Path) -> None:
+    """Closing and opening the file again finds every job and event as they were."""
+    path = tmp_path / "jobs.db"
+    async with SQLiteStore(path) as store:
+        [job_id] = await store.enqueue(
+            [NewJob(task="t", payload={"k": [1, "ü"]}, max_attempts=2)], now=1.0
+        )
+        await store.claim(queues=None, limit=1, now=2.0, lease=5.0)
+        await store.settle([Failure(job_id, 1, "boom", retry_at=9.0)], now=3.0)
+        before = await store.get(job_id)
+        events = await store.events(job_id=job_id)
+    async with SQLiteStore(path) as store:
+        assert await store.get(job_id) == before
+        assert await store.events(job_id=job_id) == events
+        [job] = await store.claim(queues=None, limit=1, now=9.0, lease=5.0)
+        assert job.attempts == 2
+        assert [e.kind for _, e in await store.events(job_id=job_id)][-1] is (
+            EventKind.STARTED
+        )
+
+
+async def test_payloads_and_results_are_stored_as_json_text(tmp_path: Path) -> None:
+    """The file holds JSON text, never pickles: any tool can read it."""
+    path = tmp_path / "jobs.db"
+    async with SQLiteStore(path) as store:
+        [job_id] = await store.enqueue([NewJob(task="t", payload={"n": 1})], now=0.0)
+        await store.claim(queues=None, limit=1, now=0.0, lease=5.0)
+        await store.settle([Success(job_id, 1, ["ok", 2.5])], now=0.0)
+    db = raw(path)
+    payload, result = db.execute("SELECT payload, result FROM jobs").fetchone()
+    db.close()
+    assert (json.loads(payload), json.loads(result)) == ({"n": 1}, ["ok", 2.5])
+
+
+async def test_event_sequences_are_the_rowids_of_the_events_table(
+    tmp_path: Path,
+) -> None:
+    """events() numbers events by the events table's rowid, in insertion order."""
+    path = tmp_path / "jobs.db"
+    async with SQLiteStore(path) as store:
+        await store.enqueue([NewJob(task="t")] * 3, now=0.0)
+        await store.claim(queues=None, limit=2, now=0.0, lease=5.0)
+        events = await store.events()
+    db = raw(path)
+    rows = db.execute("SELECT seq, job_id, kind FROM events ORDER BY seq").fetchall()
+    db.close()
+    assert [(seq, e.job_id, e.kind.value) for seq, e in events] == rows
+    assert [seq for seq, _ in events] == [1, 2, 3, 4, 5]
+
+
+# -- refusing files that are not ours ------------------------------------------
+
+
+def make_jobkit_file(path: Path, version: int) -> None:
+    """Create a jobkit file, then stamp it with another schema version."""
+    store = SQLiteStore(path)
+    trio.run(store.aclose)
+    db = raw(path)
+    db.execute(f"PRAGMA user_version = {version}")
+    db.close()
+
+
+def test_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
+    """A file from a newer jobkit is refused, naming the path and both versions."""
+    path = tmp_path / "jobs.db"
+    newer = sql.SCHEMA_VERSION + 1
+    make_jobkit_file(path, newer)
+    before = file_state(path)
+    with pytest.raises(IncompatibleStore) as info:
+        SQLiteStore(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert f"schema version {newer}, newer than version {sql.SCHEMA_VERSION}" in (
+        message
+    )
+    assert "left unchanged" in message
+    assert file_state(path) == before
+
+
+def test_a_foreign_database_is_refused_and_left_alone(tmp_path: Path) -> None:
+    """Another application's SQLite file is refused and keeps every byte."""
+    path = tmp_path / "app.db"
+    db = raw(path)
+    db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    db.execute("INSERT INTO users (name) VALUES ('ada')")
+    db.close()
+    before = file_state(path)
+    with pytest.raises(IncompatibleStore) as info:
+        SQLiteStore(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "not a jobkit database" in message
+    assert "user_version 0" in message and "tables: users" in message
+    assert f"schema version {sql.SCHEMA_VERSION}" in message
+    assert file_state(path) == before
+
+
+def test_a_foreign_database_with_a_version_is_refused(tmp_path: Path) -> None:
+    """A database with someone else's user_version and application_id is refused."""
+    path = tmp_path / "other.db"
+    db = raw(path)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY)")  # even a "jobs" table
+    db.execute("PRAGMA user_version = 1")
+    db.execute("PRAGMA application_id = 1234")
+    db.close()
+    before = file_state(path)
+    with pytest.raises(IncompatibleStore, match="application_id 0x4d2, user_version 1"):
+        SQLiteStore(path)
+    assert file_state(path) == before
+
+
+def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
+    """A text file is refused as not an SQLite database, byte for byte unchanged."""
+    path = tmp_path / "notes.txt"
+    path.write_text("these are my notes, not a database\n" * 50)
+    before = file_state(path)
+    with pytest.raises(IncompatibleStore, match="is not an SQLite database"):
+        SQLiteStore(path)
+    assert file_state(path) == before
+
+
+def test_an_unopenable_path_raises_a_store_error(tmp_path: Path) -> None:
+    """A path in a missing directory raises StoreError naming the path."""
+    path = tmp_path / "missing" / "jobs.db"
+    with pytest.raises(StoreError, match="cannot open") as info:
+        SQLiteStore(path)
+    assert not isinstance(info.value, IncompatibleStore)
+    assert not path.parent.exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"busy_timeout": -1}, "busy_timeout must be >= 0"),
+        ({"synchronous": "OFF"}, "synchronous must be 'NORMAL' or 'FULL'"),
+    ],
+)
+def test_bad_options_are_refused(
+    tmp_path: Path, kwargs: dict[str, object], match: str
+) -> None:
+    """Options outside their range raise ValueError before the file is touched."""
+    with pytest.raises(ValueError, match=match):
+        SQLiteStore(tmp_path / "jobs.db", **kwargs)  # type: ignore[arg-type]
+    assert not (tmp_path / "jobs.db").exists()
+
+
+def test_several_openers_of_a_new_file_create_the_schema_once(tmp_path: Path) -> None:
+    """Stores opened at once from several threads agree on one schema."""
+    path = tmp_path / "jobs.db"
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        stores = list(pool.map(lambda _: SQLiteStore(path), range(4)))
+
+    async def use() -> list[int]:
+        ids = [(await s.enqueue([NewJob(task="t")], now=0.0))[0] for s in stores]
+        for s in stores:
+            await s.aclose()
+        return ids
+
+    assert trio.run(use) == [1, 2, 3, 4]
+
+
+# -- query plans -----------------------------------------------------------------
+
+
+def plan(db: sqlite3.Connection, statement: str, params: tuple[object, ...]) -> str:
+    rows = db.execute(f"EXPLAIN QUERY PLAN {statement}", params).fetchall()
+    return "\n".join(row[3] for row in rows)
+
+
+def full_scans(shown: str) -> list[str]:
+    """Plan lines that read a whole table (scanning a partial index is fine)."""
+    return [line for line in shown.splitlines() if line in ("SCAN jobs", "SCAN events")]
+
+
+@pytest.fixture
+def busy_file(tmp_path: Path) -> Path:
+    """A store file with many finished jobs, a few queued, and planner statistics."""
+    path = tmp_path / "jobs.db"
+    trio.run(SQLiteStore(path).aclose)
+    db = raw(path)
+    db.execute("BEGIN")
+    db.execute(
+        """
+        WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
+        INSERT INTO jobs (task, queue, payload, state, attempts, max_attempts,
+                          priority, run_at, created_at, updated_at, event)
+        SELECT 't', 'q' || (i % 3), '{}', CASE WHEN i % 50 = 0 THEN 'queued'
+               ELSE 'succeeded' END, 1, 1, i % 4, i, 0, 0, 'enqueued' FROM n
+        """
+    )
+    db.execute("COMMIT")
+    db.execute("ANALYZE")
+    db.close()
+    return path
+
+
+async def plans_of(path: Path, call: str) -> list[str]:
+    """The query plans of the statements a store call really runs."""
+    seen: list[str] = []
+    async with SQLiteStore(path) as store:
+        store._conn.set_trace_callback(seen.append)
+        await eval(call, {"store": store, "JobState": JobState, "NewJob": NewJob})
+        store._conn.set_trace_callback(None)
+        db = store._conn
+        # SQLite reports a statement again for each trigger step it runs.
+        return [
+            plan(db, statement, ())
+            for statement in dict.fromkeys(seen)
+            if statement.split()[0] in ("SELECT", "UPDATE", "WITH")
+        ]
+
+
+async def test_claim_reads_due_jobs_off_the_claim_index(busy_file: Path) -> None:
+    """The claim seeks into jobs_claim in claim order: no table scan, no sort."""
+    call = "store.claim(queues=['q1'], limit=5, now=1e9, lease=1.0)"
+    [shown] = await plans_of(busy_file, call)
+    assert "SEARCH jobs USING INDEX jobs_claim (queue=?)" in shown
+    assert not full_scans(shown)
+    assert "TEMP B-TREE" not in shown
+
+
+async def test_claim_over_several_queues_seeks_each_queue(busy_file: Path) -> None:
+    """Several queues: one index seek each; only their few candidates are sorted."""
+    call = "store.claim(queues=None, limit=5, now=1e9, lease=1.0)"
+    shown = (await plans_of(busy_file, call))[-1]
+    assert shown.count("SEARCH jobs USING INDEX jobs_claim (queue=?)") == 3
+    assert not full_scans(shown)
+
+
+@pytest.mark.parametrize(
+    ("call", "index"),
+    [
+        ("store.reap(now=1e9)", "USING INDEX jobs_lease (lease_until<?)"),
+        ("store.next_run_at(queues=['q1'])", "USING INDEX jobs_claim (queue=?"),
+        ("store.enqueue([NewJob(task='t', unique_key='k')], now=0.0)", "jobs_unique"),
+        ("store.events(job_id=7)", "SEARCH events USING INTEGER PRIMARY KEY"),
+        ("store.list(state=JobState.DEAD)", "USING INDEX jobs_dead"),
+        ("store.list(state=JobState.QUEUED, queue='q2')", "jobs_claim (queue=?)"),
+    ],
+    ids=["reap", "next_run_at", "unique_key", "job_events", "dead", "queued"],
+)
+async def test_other_lookups_use_their_index(
+    busy_file: Path, call: str, index: str
+) -> None:
+    """Reaping, due times, unique keys, job events, lists by state: no table scan."""
+    shown = "\n".join(await plans_of(busy_file, call))
+    assert index in shown
+    assert not full_scans(shown)
+
+
+# -- locking -----------------------------------------------------------------------
+
+
+async def test_a_busy_database_is_waited_for_not_reported(tmp_path: Path) -> None:
+    """While another connection holds the write lock, a call retries, then succeeds."""
+    path = tmp_path / "jobs.db"
+    async with SQLiteStore(path) as store:
+        other = raw(path)
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("UPDATE counts SET n = n")
+        ids: list[int] = []
+
+        async def enqueue() -> None:
+            ids.extend(await store.enqueue([NewJob(task="t")], now=0.0))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(enqueue)
+            await trio.testing.wait_all_tasks_blocked()
+            assert ids == []  # backing off in trio.sleep, the loop free
+            other.execute("COMMIT")
+        other.close()
+        assert ids == [1]
+
+
+async def test_a_lock_held_past_the_deadline_raises_store_busy(tmp_path: Path) -> None:
+    """Past busy_timeout the call raises StoreBusy, without SQLite's own message."""
+    path = tmp_path / "jobs.db"
+    async with SQLiteStore(path, busy_timeout=0) as store:
+        other = raw(path)
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreBusy) as info:
+            await store.claim(queues=None, limit=1, now=0.0, lease=1.0)
+        other.execute("ROLLBACK")
+        other.close()
+        assert str(path) in str(info.value)
+        assert "database is locked" not in str(info.value)
+        assert info.value.__cause__ is None and info.value.__suppress_context__
+        assert await store.enqueue([NewJob(task="t")], now=0.0) == [1]
+
+
+async def test_two_store_objects_share_one_file(tmp_path: Path) -> None:
+    """Two stores on one file see each other's jobs, keys, events and counts."""
+    path = tmp_path / "jobs.db"
+    async with SQLiteStore(path) as a, SQLiteStore(path) as b:
+        [first] = await a.enqueue([NewJob(task="t", unique_key="k")], now=0.0)
+        assert await b.enqueue([NewJob(task="t", unique_key="k")], now=0.0) == [first]
+        [job] = await b.claim(queues=None, limit=5, now=0.0, lease=5.0)
+        assert job.id == first
+        assert await a.claim(queues=None, limit=5, now=0.0, lease=5.0) == []
+        assert await a.settle([Success(first, 1)], now=1.0) == [True]
+        assert (await b.get(first)).state is JobState.SUCCEEDED
+        assert (await b.counts()).counts == {("default", JobState.SUCCEEDED): 1}
+        assert len(await b.events()) == 3
+
+
+async def test_a_big_batch_runs_beside_other_calls(tmp_path: Path) -> None:
+    """A batch large enough to go to a worker thread is atomic beside other calls."""
+    path = tmp_path / "jobs.db"
+    size = sql._THREAD_ROWS + 500
+    async with SQLiteStore(path) as store:
+        await store.enqueue([NewJob(task="first")], now=0.0)
+        claimed = []
+
+        async def claim_meanwhile() -> None:
+            await trio.testing.wait_all_tasks_blocked()
+            claimed.extend(await store.claim(queues=None, limit=1, now=0.0, lease=1))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(claim_meanwhile)
+            ids = await store.enqueue([NewJob(task="t")] * size, now=0.0)
+        assert ids == list(range(2, size + 2))
+        assert [j.task for j in claimed] == ["first"]
+        assert (await store.counts()).get("default", JobState.QUEUED) == size
+
+
+async def test_a_closed_store_refuses_calls(tmp_path: Path) -> None:
+    """After aclose() every call raises ClosedResourceError; closing again is fine."""
+    store = SQLiteStore(tmp_path / "jobs.db")
+    await store.aclose()
+    await store.aclose()
+    assert "closed" in repr(store)
+    with pytest.raises(trio.ClosedResourceError):
+        await store.get(1)
+
+
+def test_background_checkpoint_never_creates_a_file(tmp_path: Path) -> None:
+    """The checkpointing thread opens the file read-write only, never creating it."""
+    path = tmp_path / "jobs.db"
+    store = SQLiteStore(path)
+    trio.run(store.aclose)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    with pytest.raises(sqlite3.OperationalError):
+        store._checkpoint()
+    assert not path.exists()
+
+
+# -- several processes -----------------------------------------------------------
+
+WORKER = textwrap.dedent(
+    """
+    import json, os, sys, time
+    import trio
+    from jobkit import JobState, SQLiteStore
+    from jobkit._job import Success
+
+    path, ready_dir, me, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+    async def main():
+        claimed = []
+        async with SQLiteStore(path) as store:
+            open(os.path.join(ready_dir, me), "w").close()
+            while len(os.listdir(ready_dir)) < count:  # start together
+                time.sleep(0.001)
+            batch = 0
+            while True:
+                batch = batch % 3 + 1
+                jobs = await store.claim(
+                    queues=None, limit=batch, now=time.time(), lease=600.0
+                )
+                if not jobs:
+                    counts = await store.counts()
+                    if counts.total(JobState.QUEUED) == 0:
+                        break
+                    continue
+                claimed.extend(job.id for job in jobs)
+                outcomes = [Success(job.id, job.attempts, me) for job in jobs]
+                applied = await store.settle(outcomes, now=time.time())
+                assert applied == [True] * len(jobs)
+        print(json.dumps(claimed))
+
+    trio.run(main)
+    """
+)
+
+
+@pytest.mark.slow
+def test_processes_claiming_from_one_file_share_the_jobs_exactly(
+    tmp_path: Path,
+) -> None:
+    """Three processes claim and settle at once: each job runs once, none is lost."""
+    path = tmp_path / "jobs.db"
+    total, processes = 900, 3
+
+    async def fill() -> list[int]:
+        async with SQLiteStore(path) as store:
+            return await store.enqueue([NewJob(task="t")] * total, now=0.0)
+
+    ids = trio.run(fill)
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(script),
+                str(path),
+                str(ready),
+                f"p{n}",
+                str(processes),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(processes)
+    ]
+    claimed: dict[str, list[int]] = {}
+    for n, child in enumerate(children):
+        out, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err
+        assert "locked" not in err
+        claimed[f"p{n}"] = json.loads(out)
+    every = [job_id for got in claimed.values() for job_id in got]
+    assert sorted(every) == ids  # each job claimed once, none lost
+    assert all(claimed.values()), {k: len(v) for k, v in claimed.items()}
+
+    async def check() -> None:
+        async with SQLiteStore(path) as store:
+            assert (await store.counts()).counts == {
+                ("default", JobState.SUCCEEDED): total
+            }
+            for name, got in claimed.items():
+                for job_id in got[:20]:
+                    assert (await store.get(job_id)).result == name
+            starts = [e for _, e in await store.events() if e.kind is EventKind.STARTED]
+            assert sorted(e.job_id for e in starts) == ids
+
+    trio.run(check)
