@@ -201,7 +201,7 @@ def log_job_event(
         INFO job 3 (email on mail) succeeded on attempt 1/5 after 1.500s
     """
     target = logger if log is None else log
-    level = _LEVELS[event.kind]
+    level = _LEVELS.get(event.kind, logging.INFO)
     if not target.isEnabledFor(level):
         return
     exc_info: _ExcInfo | None = None

@@ -682,7 +682,7 @@ class Metrics:
         lost = kind is EventKind.EXPIRED or (
             kind is EventKind.DEAD and event.error == EXPIRED_ERROR
         )
-        for name in _COUNTS[kind]:
+        for name in _COUNTS.get(kind, ()):
             self._counters[(name, task, queue)] += 1
         if lost and kind is EventKind.DEAD:
             self._counters[("expired", task, queue)] += 1
