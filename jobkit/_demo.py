@@ -95,9 +95,8 @@ async def _durable_queue(folder: Path) -> None:
     charge = await worker_side.get(ids[-2])
     print(f"'charge' needed {charge.attempts} attempts and returned {charge.result!r}")
     [dead] = await worker_side.dead()
-    print(
-        f"dead letter: job {dead.id} ({dead.task}): {dead.last_error.splitlines()[0]}"
-    )
+    reason = (dead.last_error or "").splitlines()[0]
+    print(f"dead letter: job {dead.id} ({dead.task}): {reason}")
     await worker_side.discard(dead.id)
     print(f"discarded job {dead.id}; the file keeps its history of events:")
     for _, event in await worker_side.events(job_id=charge.id):
