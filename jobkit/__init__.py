@@ -8,6 +8,15 @@ and a durable job queue with retries, backoff and dead letters.
 from __future__ import annotations
 
 # Runtime: tasks, supervisors and join sets.
+from ._joinset import JoinSet as JoinSet
+from ._joinset import open_join_set as open_join_set
+from ._supervisor import Restart as Restart
+from ._supervisor import Supervisor as Supervisor
+from ._supervisor import SupervisorStatistics as SupervisorStatistics
+from ._supervisor import open_supervisor as open_supervisor
+from ._tasks import TaskCancelled as TaskCancelled
+from ._tasks import TaskHandle as TaskHandle
+from ._tasks import TaskResult as TaskResult
 
 # Runtime: intervals and cancellation tokens.
 from ._interval import Interval as Interval
