@@ -26,7 +26,7 @@ import trio
 
 import jobkit
 from jobkit.examples import webapp
-from jobkit.examples.timeline import Step, read_steps, since_shutdown
+from jobkit.examples.timeline import Step, load_timeline, read_steps, since_shutdown
 from jobkit.examples.webapp import Settings, WebApp
 
 # -- in-process helpers --------------------------------------------------------------
@@ -204,6 +204,39 @@ async def test_a_crashed_worker_is_restarted_while_health_keeps_answering(
         await wait_for_state(client, job_id, "succeeded")
         health = (await client.get("/health")).json()
         assert health["worker"]["starts"] == 2
+        assert health["supervisor"] == {"restarts": 1, "gave_up": []}
+
+
+async def test_a_worker_that_keeps_crashing_is_given_up_on_but_the_server_is_not(
+    tmp_path: Path,
+) -> None:
+    """Past max_restarts the worker stays down, says so in /health, and HTTP works."""
+    async with serving(settings(tmp_path, debug=True, max_restarts=1)) as (_, c):
+
+        async def restarted() -> bool:
+            response = await c.get("/health")
+            assert response.status_code == 200
+            worker = response.json()["worker"]
+            return bool(worker["crashes"] == 1 and worker["running"])
+
+        assert (await c.post("/debug/crash-worker")).status_code == 202
+        await wait_for(restarted, "the first restart")
+        assert (await c.post("/debug/crash-worker")).status_code == 202
+
+        async def given_up() -> bool:
+            response = await c.get("/health")
+            assert response.status_code == 200
+            return bool(response.json()["supervisor"]["gave_up"] == ["worker"])
+
+        await wait_for(given_up, "the supervisor to give up on the worker")
+        health = (await c.get("/health")).json()
+        assert health["worker"]["running"] is False
+        assert health["worker"]["crashes"] == 2
+        # Requests still work; the job waits, QUEUED, for a worker.
+        job_id = await register(c, "ada@example.com")
+        assert (await job_state(c, job_id))["state"] == "queued"
+        # With no worker there is nothing to crash.
+        assert (await c.post("/debug/crash-worker")).status_code == 409
 
 
 async def test_a_job_in_hand_when_the_worker_crashes_is_handed_back_and_finished(
@@ -286,8 +319,8 @@ class AppProcess:
     def log(self) -> str:
         return self.stderr.read_text()
 
-    def steps(self) -> list[Step]:
-        return read_steps(self.log().splitlines())
+    def steps(self, db: Path) -> list[Step]:
+        return load_timeline(self.stderr, db)
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -316,6 +349,13 @@ def sync_wait_for_state(client: httpx.Client, job_id: int, state: str) -> None:
             return
         time.sleep(0.02)
     raise AssertionError(f"job {job_id} did not become {state}")
+
+
+def register_sync(client: httpx.Client) -> int:
+    response = client.post("/users", json={"email": "ada@example.com", "name": "A"})
+    assert response.status_code == 201, response.text
+    job_id: int = response.json()["job_id"]
+    return job_id
 
 
 def stored_job(db: Path, job_id: int) -> tuple[str, int, float | None]:
@@ -347,9 +387,7 @@ def sigterm_while_a_job_runs(
         "--email-delay", str(delay), "--poll-interval", "0.05",
     )  # fmt: skip
     with httpx.Client(base_url=app.wait_for_url(), timeout=5) as client:
-        response = client.post("/users", json={"email": "ada@example.com", "name": "A"})
-        assert response.status_code == 201
-        job_id: int = response.json()["job_id"]
+        job_id = register_sync(client)
         sync_wait_for_state(client, job_id, "running")
     app.proc.send_signal(signal.SIGTERM)
     assert app.proc.wait(timeout=grace + 15) == 0, app.log()
@@ -365,7 +403,7 @@ def test_sigterm_lets_the_job_in_hand_finish_within_the_grace_period(
     app, job_id = sigterm_while_a_job_runs(launch, db, delay=0.5, grace=10.0)
 
     assert stored_job(db, job_id) == ("succeeded", 1, None)
-    at = times(app.steps())
+    at = times(app.steps(db))
     # The server stopped taking requests at once, not after the job.
     assert at["server_closing"] <= at["server_stopped"] < at["job_succeeded"]
     assert at["cleanup_stopped"] < at["job_succeeded"]
@@ -384,7 +422,7 @@ def test_sigterm_hands_back_a_job_that_outlasts_the_grace_period(
 
     # Queued again with its attempt given back: not running, not lost.
     assert stored_job(db, job_id) == ("queued", 0, None)
-    at = times(app.steps())
+    at = times(app.steps(db))
     assert at["job_released"] >= grace  # the worker waited the whole grace
     assert at["job_released"] <= at["worker_stopped"] <= at["exit"]
     assert "email_sent" not in at
@@ -395,6 +433,31 @@ def test_sigterm_hands_back_a_job_that_outlasts_the_grace_period(
     again.proc.send_signal(signal.SIGTERM)
     assert again.proc.wait(timeout=15) == 0, again.log()
     assert stored_job(db, job_id) == ("succeeded", 1, None)
+
+
+@pytest.mark.slow
+def test_a_second_sigint_stops_at_once_and_still_hands_the_job_back(
+    launch: Callable[..., AppProcess], tmp_path: Path
+) -> None:
+    """Ctrl-C twice cuts the grace short: exit 130, the job QUEUED and unleased."""
+    db = tmp_path / "jobs.db"
+    app = launch(
+        "app",
+        "--db", str(db), "--port", "0", "--grace", "60",
+        "--email-delay", "60", "--poll-interval", "0.05",
+    )  # fmt: skip
+    with httpx.Client(base_url=app.wait_for_url(), timeout=5) as client:
+        job_id = register_sync(client)
+        sync_wait_for_state(client, job_id, "running")
+    app.proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 20
+    while not any(s.name == "shutdown" for s in read_steps(app.log().splitlines())):
+        assert time.monotonic() < deadline, app.log()
+        time.sleep(0.02)
+    app.proc.send_signal(signal.SIGINT)
+
+    assert app.proc.wait(timeout=20) == 130, app.log()
+    assert stored_job(db, job_id) == ("queued", 0, None)
 
 
 @pytest.mark.slow

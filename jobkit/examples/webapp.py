@@ -292,6 +292,15 @@ class WorkerCrash(RuntimeError):
     """
 
 
+#: How long after the grace period the supervisor cancels a part that hangs.
+_BACKSTOP = 5.0
+
+
+def _restart_delay(restart: int) -> float:
+    """Seconds before restart number ``restart``: 0.1, 0.2, 0.4, ... up to 5."""
+    return float(min(5.0, 0.1 * 2 ** (restart - 1)))
+
+
 def _json_body(text: bytes) -> dict[str, Any]:
     try:
         body = json.loads(text)
@@ -379,6 +388,8 @@ class WebApp:
         self._worker_crashes = 0
         self._request_errors = 0
         self._crash_requested: trio.Event | None = None
+        self._supervisor: jobkit.Supervisor | None = None
+        self._given_up: list[str] = []
 
     def __repr__(self) -> str:
         return f"<WebApp {self.url or 'not listening'} on {self.settings.db!r}>"
@@ -481,6 +492,14 @@ class WebApp:
                         None if worker is None else attrs.asdict(worker.statistics())
                     ),
                 },
+                "supervisor": {
+                    "restarts": (
+                        0
+                        if self._supervisor is None
+                        else self._supervisor.statistics().restarted
+                    ),
+                    "gave_up": self._given_up,
+                },
                 "request_errors": self._request_errors,
                 "jobs": {state.value: counts.total(state) for state in jobkit.JobState},
             }
@@ -565,6 +584,7 @@ class WebApp:
             self._crash_requested = None
         if crashed:
             self._worker_crashes += 1
+            step("worker_crashed", "worker crashed", start=self._worker_starts)
             raise WorkerCrash("the worker crashed (debug fault switch)")
         stats = worker.statistics()
         step(
@@ -599,19 +619,36 @@ class WebApp:
         step("cleanup_stopped", "clean-up stopped between ticks")
 
     async def _supervise(self, token: jobkit.CancellationToken) -> None:
-        # PLACEHOLDER until jobkit.open_supervisor lands.
-        async def restarting(fn: Any, name: str) -> None:
-            for _ in range(self.settings.max_restarts + 1):
-                try:
-                    await fn(token)
-                    return
-                except Exception as exc:
-                    log.error("%s crashed", name, exc_info=exc)
-                    await trio.sleep(0.1)
+        """Run the worker and the clean-up under a supervisor that restarts them."""
+        restart = jobkit.Restart(
+            max_restarts=self.settings.max_restarts,
+            backoff=_restart_delay,
+            # Crashes a minute apart are separate incidents, not a crash loop.
+            within=60.0,
+        )
+        async with jobkit.open_supervisor(
+            name="webapp",
+            on_error=self._gave_up,
+            # The worker drains by itself within ``grace``; the supervisor
+            # only steps in if that hangs, and restarts nothing after the
+            # shutdown request.
+            token=token,
+            grace=self.settings.grace + _BACKSTOP,
+        ) as supervisor:
+            self._supervisor = supervisor
+            supervisor.spawn(self._work, token, name="worker", restart=restart)
+            supervisor.spawn(self._clean_up, token, name="clean-up", restart=restart)
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(restarting, self._work, "worker")
-            nursery.start_soon(restarting, self._clean_up, "cleanup")
+    def _gave_up(self, handle: jobkit.TaskHandle[Any], error: Exception) -> None:
+        # The supervisor has logged the traceback; the health check says it too.
+        self._given_up.append(handle.name)
+        step(
+            "gave_up",
+            "%s stays down after %d restarts",
+            handle.name,
+            self.settings.max_restarts,
+            part=handle.name,
+        )
 
     async def _relay_shutdown(
         self, token: jobkit.CancellationToken, parts: jobkit.CancellationToken
@@ -668,8 +705,19 @@ class WebApp:
 # -- the command line ------------------------------------------------------------
 
 
+def _exact_time(record: logging.LogRecord) -> bool:
+    # The formatter's ``time`` has milliseconds; a timeline of a shutdown
+    # that takes a few of them needs the record's own float.
+    if not hasattr(record, "at"):
+        record.at = record.created
+    return True
+
+
 def configure_logging(level: int | str = logging.INFO) -> None:
     """Send every log record to stderr as one line of JSON.
+
+    Each line carries ``at``, the record's time in epoch seconds at full
+    precision, besides the formatter's ISO ``time``.
 
     Example::
 
@@ -681,6 +729,7 @@ def configure_logging(level: int | str = logging.INFO) -> None:
     """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(jobkit.JSONFormatter(static={"pid": os.getpid()}))
+    handler.addFilter(_exact_time)
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
@@ -700,7 +749,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--app-db", help="the app's own database file (default: DB with .app.db)"
     )
-    parser.add_argument("--host", default=defaults.host.default)
+    parser.add_argument(
+        "--host", default=defaults.host.default, help="address to listen on"
+    )
     parser.add_argument(
         "--port",
         type=int,
@@ -724,14 +775,24 @@ def _parser() -> argparse.ArgumentParser:
     seconds("outbox-retention", "how long sent e-mails are kept")
     seconds("poll-interval", "how often the worker looks for jobs at most")
     seconds("lease", "how long a claimed job stays leased without renewal")
-    parser.add_argument("--concurrency", type=int, default=defaults.concurrency.default)
     parser.add_argument(
-        "--max-restarts", type=int, default=defaults.max_restarts.default
+        "--concurrency",
+        type=int,
+        default=defaults.concurrency.default,
+        help="jobs the worker runs at once (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-restarts",
+        type=int,
+        default=defaults.max_restarts.default,
+        help="restarts of a crashed worker within a minute (default: %(default)s)",
     )
     parser.add_argument(
         "--debug", action="store_true", help="enable the /debug/ fault switches"
     )
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR"
+    )
     return parser
 
 
@@ -779,6 +840,10 @@ def _leaves(group: BaseExceptionGroup[OSError]) -> list[OSError]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the example web app from the command line; return the exit status.
 
+    The status is 0 after a graceful shutdown (SIGINT or SIGTERM), 1 if the
+    app cannot start (e.g. the port is taken), 2 for bad options, and 130
+    when a second SIGINT cut the shutdown short.
+
     Example::
 
         >>> from jobkit.examples.webapp import main
@@ -791,18 +856,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     try:
         settings, level = settings_from_args(sys.argv[1:] if argv is None else argv)
+        configure_logging(level.upper())
     except (TypeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(level)
     failed = False
     try:
-        trio.run(_serve, settings)
-    except* OSError as group:
-        # Most likely the port is taken: say so, without a traceback.
-        failed = True
-        for error in _leaves(group):
-            log.error("cannot start: %s", error)
+        try:
+            trio.run(_serve, settings)
+        except* OSError as group:
+            # Most likely the port is taken: say so, without a traceback.
+            failed = True
+            for error in _leaves(group):
+                log.error("cannot start: %s", error)
+    except KeyboardInterrupt:
+        step("exit", "stopped at once by a second SIGINT; exiting with status 130")
+        return 130
     if failed:
         return 1
     step("exit", "exiting with status 0")
