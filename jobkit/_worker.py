@@ -63,6 +63,10 @@ RELEASE_TIMEOUT = 5.0
 #: Tracebacks stored on a job are cut to this many characters (the end is kept).
 MAX_TRACEBACK = 8000
 
+#: How many retry delays a worker remembers for decorrelated jitter; beyond
+#: that it reads the previous delay back from the job's events.
+_REMEMBERED_DELAYS = 10_000
+
 _current_job: ContextVar[Job] = ContextVar("jobkit.current_job")
 
 
@@ -374,6 +378,8 @@ class Worker:
         self._settler = _Settler(queue, self._caller)
         self._limiter: trio.CapacityLimiter | None = None
         self._running: dict[int, _Attempt] = {}
+        # job id -> (attempt, delay chosen after it), for decorrelated jitter.
+        self._delays: dict[int, tuple[int, float]] = {}
         self._counters = _Counters()
         self._poked: trio.Event | None = None
         self._stopping = False
@@ -605,17 +611,30 @@ class Worker:
         delay = policy.decide(
             error, job.attempts, previous_delay=previous, rng=self._rng
         )
+        if delay is not None and policy.backoff.jitter == "decorrelated":
+            self._remember_delay(job, delay)
         now = self._queue.clock()
         text = describe_error(error)
         return Failure(
             job.id, job.attempts, text, None if delay is None else now + delay
         )
 
+    def _remember_delay(self, job: Job, delay: float) -> None:
+        delays = self._delays
+        delays.pop(job.id, None)
+        delays[job.id] = (job.attempts, delay)
+        if len(delays) > _REMEMBERED_DELAYS:
+            del delays[next(iter(delays))]  # the oldest entry
+
     async def _previous_delay(self, job: Job) -> float | None:
-        # The wait before this attempt: from the RETRIED event that scheduled
-        # it to the run_at it set (claiming leaves run_at alone).
+        # The wait chosen after the previous attempt. Usually this worker
+        # chose it; otherwise it is the span from the RETRIED event that
+        # scheduled this attempt to the run_at it set (claims keep run_at).
         if job.attempts < 2:
             return None
+        remembered = self._delays.pop(job.id, None)
+        if remembered is not None and remembered[0] == job.attempts - 1:
+            return remembered[1]
         try:
             events = await self._queue.store.events(job_id=job.id)
         except Exception:

@@ -171,6 +171,33 @@ async def test_decorrelated_jitter_feeds_the_previous_delay(
     assert starts == pytest.approx(expected, rel=1e-12)
 
 
+async def test_decorrelated_jitter_reads_the_previous_delay_back(
+    autojump_clock: Any,
+) -> None:
+    """A worker that did not choose the previous wait reads it from the job's events."""
+    queue, store = make_queue()
+    policy = RetryPolicy(3, Backoff.exponential(1, 100, jitter="decorrelated"))
+
+    @queue.task(retry=policy)
+    async def flaky() -> None:
+        raise ConnectionError("reset")
+
+    async with worker_running(queue, rng=random.Random(7)) as _:
+        job_id = await flaky.enqueue()
+        await store.wait_until(
+            job_id, lambda job: job.state is JobState.QUEUED and job.attempts == 1
+        )
+    async with worker_running(queue, rng=random.Random(8)) as _:
+        await store.wait_for(job_id, *DONE)
+    error = ConnectionError()
+    first = policy.decide(error, 1, rng=random.Random(7))
+    assert first is not None
+    second = policy.decide(error, 2, previous_delay=first, rng=random.Random(8))
+    assert second is not None
+    starts = [at for kind, at, _ in await timeline(queue, job_id) if kind == "started"]
+    assert starts == pytest.approx([0.0, first, first + second], rel=1e-12)
+
+
 async def test_retry_later_waits_the_requested_delay(
     autojump_clock: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

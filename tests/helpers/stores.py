@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import trio
 
@@ -45,10 +45,14 @@ class WatchedStore:
 
     async def wait_for(self, job_id: int, *states: JobState) -> Job:
         """Return the job as soon as it is in one of ``states``."""
+        return await self.wait_until(job_id, lambda job: job.state in states)
+
+    async def wait_until(self, job_id: int, condition: Callable[[Job], bool]) -> Job:
+        """Return the job as soon as ``condition(job)`` holds."""
         while True:
             changed = self._changed
             job = await self.inner.get(job_id)
-            if job.state in states:
+            if condition(job):
                 return job
             await changed.wait()
 
