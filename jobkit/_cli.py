@@ -32,6 +32,7 @@ from ._logging import JSONFormatter, first_line
 from ._metrics import collect_metrics
 from ._queue import Queue
 from ._retry import RetryPolicy
+from ._schedule import Schedule
 from ._sqlite import SQLiteStore
 from ._store import JobNotFound, Store, StoreError
 
@@ -914,6 +915,50 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- schedules ------------------------------------------------------------------------
+
+
+def add_schedules(commands: Subparsers) -> None:
+    _add(
+        commands,
+        "schedules",
+        "list the periodic and cron schedules",
+        "List the schedules stored in the database: the task each enqueues,\n"
+        "its grid (every N seconds, or a cron expression and time zone), its\n"
+        "misfire policy, the next slot to enqueue and the last one enqueued.\n"
+        "Schedules are declared by the application (Queue.schedule); any\n"
+        "running worker enqueues their slots.",
+        cmd_schedules,
+        epilog="example:\n  jobkit schedules --db jobs.db --json",
+    )
+
+
+def cmd_schedules(args: argparse.Namespace) -> int:
+    async def body(store: SQLiteStore) -> list[Schedule]:
+        return await store.schedules()
+
+    schedules = run_with_store(args, body)
+    if args.json:
+        print_json([schedule.to_dict() for schedule in schedules])
+    elif schedules:
+        rows = [
+            [
+                s.name,
+                s.task,
+                s.spec,
+                s.misfire.value,
+                when(s.next_slot),
+                when(s.last_slot),
+            ]
+            for s in schedules
+        ]
+        headers = ["name", "task", "every/cron", "misfire", "next slot", "last slot"]
+        print(render_table(headers, rows))
+    else:
+        print("no schedules")
+    return 0
+
+
 COMMANDS: list[Callable[[Subparsers], None]] = [
     add_worker,
     add_enqueue,
@@ -924,6 +969,7 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
     add_discard,
     add_stats,
     add_metrics,
+    add_schedules,
 ]
 """The commands in ``jobkit --help`` order; another area adds its own
 ``add_*`` function here (``jobkit schedules`` goes after ``metrics``)."""
