@@ -54,6 +54,7 @@ class EmailTaken(ValueError):
         ... except EmailTaken as exc:
         ...     print(exc)
         a user with e-mail 'ada@example.com' already exists
+        >>> accounts.close()
     """
 
 
@@ -152,6 +153,7 @@ class Accounts:
         False
         >>> [entry.sent_at for entry in accounts.outbox()]
         [11.0]
+        >>> accounts.close()
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -180,8 +182,10 @@ class Accounts:
         Example::
 
             >>> from jobkit.examples.accounts import Accounts
-            >>> Accounts(":memory:").add_user("bob@example.com", "Bob", now=0.0).id
+            >>> accounts = Accounts(":memory:")
+            >>> accounts.add_user("bob@example.com", "Bob", now=0.0).id
             1
+            >>> accounts.close()
         """
         checked_email = check_email(email)
         checked_name = _text(name, "name")
@@ -204,8 +208,10 @@ class Accounts:
         Example::
 
             >>> from jobkit.examples.accounts import Accounts
-            >>> Accounts(":memory:").get_user(42) is None
+            >>> accounts = Accounts(":memory:")
+            >>> accounts.get_user(42) is None
             True
+            >>> accounts.close()
         """
         row = self._conn.execute(
             "SELECT id, email, name, created_at FROM users WHERE id = ?", (user_id,)
@@ -222,6 +228,7 @@ class Accounts:
             >>> user = accounts.add_user("c@example.com", "C", now=0.0)
             >>> accounts.delete_user(user.id), accounts.delete_user(user.id)
             (True, False)
+            >>> accounts.close()
         """
         cursor = self._conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
         return cursor.rowcount > 0
@@ -237,9 +244,11 @@ class Accounts:
         Example::
 
             >>> from jobkit.examples.accounts import Accounts
-            >>> Accounts(":memory:").record_email(
+            >>> accounts = Accounts(":memory:")
+            >>> accounts.record_email(
             ...     job_id=1, user_id=1, to="a@example.com", subject="Hi", now=0.0)
             True
+            >>> accounts.close()
         """
         cursor = self._conn.execute(
             "INSERT OR IGNORE INTO outbox (job_id, user_id, to_addr, subject, "
@@ -260,6 +269,7 @@ class Accounts:
             ...                               to="a@example.com", subject="Hi", now=at)
             >>> accounts.prune_outbox(before=25.0), len(accounts.outbox())
             (2, 1)
+            >>> accounts.close()
         """
         cursor = self._conn.execute("DELETE FROM outbox WHERE sent_at < ?", (before,))
         return cursor.rowcount
@@ -270,8 +280,10 @@ class Accounts:
         Example::
 
             >>> from jobkit.examples.accounts import Accounts
-            >>> Accounts(":memory:").outbox()
+            >>> accounts = Accounts(":memory:")
+            >>> accounts.outbox()
             []
+            >>> accounts.close()
         """
         rows = self._conn.execute(
             "SELECT job_id, user_id, to_addr, subject, sent_at FROM outbox "
