@@ -55,6 +55,10 @@ _Start = tuple[_Task, Callable[..., Awaitable[Any]], tuple[Any, ...]]
 # Marks "fn(*args) raised before returning anything" in JoinSet._run.
 _NOTHING: Any = object()
 
+# The name trio shows for a join set's tasks. Given as a string, it spares
+# trio from building one per task out of the wrapper's qualified name.
+_TRIO_NAME = "jobkit.JoinSet task"
+
 
 class _Generation:
     """One nursery the set's tasks run in; ``abort_all`` cancels it as a whole."""
@@ -199,7 +203,7 @@ class JoinSet(Generic[T]):
             self._active += 1
             gen = self._gen
             if gen is not None and gen.nursery is not None:
-                gen.nursery.start_soon(self._run, task, fn, args, gen)
+                gen.nursery.start_soon(self._run, task, fn, args, gen, name=_TRIO_NAME)
             else:
                 self._launch(task, fn, args)
         else:
@@ -214,7 +218,7 @@ class JoinSet(Generic[T]):
             gen = self._gen = _Generation()
             self._outer.start_soon(self._host, gen)
         if gen.nursery is not None:
-            gen.nursery.start_soon(self._run, task, fn, args, gen)
+            gen.nursery.start_soon(self._run, task, fn, args, gen, name=_TRIO_NAME)
         else:
             gen.backlog.append((task, fn, args))
 
@@ -231,7 +235,7 @@ class JoinSet(Generic[T]):
             gen.nursery = nursery
             backlog, gen.backlog = gen.backlog, []
             for task, fn, args in backlog:
-                nursery.start_soon(self._run, task, fn, args, gen)
+                nursery.start_soon(self._run, task, fn, args, gen, name=_TRIO_NAME)
             task_status.started()
             await trio.sleep_forever()
 
