@@ -172,6 +172,7 @@ def describe_error(error: BaseException) -> str:
 
     Example::
 
+        >>> from jobkit._worker import describe_error
         >>> try:
         ...     raise ValueError("no such user")
         ... except ValueError as e:
