@@ -191,7 +191,7 @@ def queue_depth(trace: Trace, *, ax: Axes | None = None) -> Axes:
     ax.set_xlabel("time (s)")
     ax.set_ylabel("jobs")
     ax.set_title("Queue depth")
-    ax.set_xlim(times[0], times[-1])
+    ax.set_xlim(min(0.0, times[0]), times[-1])
     ax.set_ylim(bottom=0)
     ax.legend(loc="upper right", fontsize="small")
     return ax
@@ -415,5 +415,5 @@ def compare_work(
     ax.set_title("Total work")
     top = max((a + b for a, b in zip(ok, failed, strict=True)), default=1)
     ax.set_ylim(0, top * 1.15)
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="upper right", fontsize="small")
     return ax
