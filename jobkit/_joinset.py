@@ -21,7 +21,6 @@ How the set runs its tasks, and why:
 
 from __future__ import annotations
 
-import inspect
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -32,6 +31,7 @@ import trio
 from ._tasks import (
     CANCELLED,
     FAILED,
+    NOTHING,
     RUNNING,
     SUCCEEDED,
     TaskCancelled,
@@ -40,9 +40,9 @@ from ._tasks import (
     _Task,
     check_name,
     check_spawnable,
+    explain_type_error,
     is_cancellation,
     log_unhandled,
-    not_awaitable,
 )
 
 __all__ = ["JoinSet", "open_join_set"]
@@ -51,9 +51,6 @@ T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
 _Start = tuple[_Task, Callable[..., Awaitable[Any]], tuple[Any, ...]]
-
-# Marks "fn(*args) raised before returning anything" in JoinSet._run.
-_NOTHING: Any = object()
 
 # The name trio shows for a join set's tasks. Given as a string, it spares
 # trio from building one per task out of the wrapper's qualified name.
@@ -255,7 +252,7 @@ class JoinSet(Generic[T]):
             task.finish(CANCELLED, None, None)
             self._completed(task)
             return
-        returned: Any = _NOTHING
+        returned: Any = NOTHING
         try:
             if task.handle_alive:
                 # Someone may still abort this task alone: give it a scope.
@@ -274,13 +271,7 @@ class JoinSet(Generic[T]):
                 task.value = await returned
                 task.state = SUCCEEDED
         except Exception as exc:
-            if (
-                isinstance(exc, TypeError)
-                and returned is not _NOTHING
-                and not inspect.isawaitable(returned)
-            ):
-                exc = not_awaitable(fn, returned)
-            task.finish(FAILED, None, exc)
+            task.finish(FAILED, None, explain_type_error(exc, fn, returned))
         except BaseException as exc:
             # Cancelled from outside (abort_all, or the block ending), or
             # KeyboardInterrupt and the like, which must go on propagating.

@@ -28,14 +28,15 @@ from ._logging import error_summary
 from ._tasks import (
     CANCELLED,
     FAILED,
+    NOTHING,
     RUNNING,
     SUCCEEDED,
     TaskHandle,
     _Task,
-    call,
     check_name,
     check_spawnable,
     describe,
+    explain_type_error,
     is_cancellation,
     log_unhandled,
     seconds,
@@ -355,9 +356,12 @@ class Supervisor:
         try:
             with scope:
                 while True:
+                    returned: Any = NOTHING
                     try:
-                        value = await call(fn, args)
+                        returned = fn(*args)
+                        value = await returned
                     except Exception as exc:
+                        exc = explain_type_error(exc, fn, returned)
                         try:
                             delay = self._restart_delay(task, restart, history, exc)
                         except Exception as bad:  # a broken backoff function

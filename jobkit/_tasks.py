@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Generic, Protocol, TypeVar, cast
 
@@ -362,12 +362,18 @@ def log_unhandled(task: _Task, message: str, **fields: object) -> None:
     )
 
 
-async def call(fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> Any:
-    """Await ``fn(*args)``, turning "fn is not async" into a clear TypeError."""
-    returned: object = fn(*args)
-    try:
-        return await cast("Awaitable[Any]", returned)
-    except TypeError:
-        if not inspect.isawaitable(returned):
-            raise not_awaitable(fn, returned) from None
-        raise
+def explain_type_error(
+    exc: Exception, fn: Callable[..., Any], returned: object
+) -> Exception:
+    """Return a clear error if ``exc`` came from awaiting what a sync fn returned."""
+    if (
+        isinstance(exc, TypeError)
+        and returned is not NOTHING
+        and not inspect.isawaitable(returned)
+    ):
+        return not_awaitable(fn, returned)
+    return exc
+
+
+# Marks "fn(*args) raised before returning anything" where tasks are run.
+NOTHING: Any = object()
