@@ -105,6 +105,7 @@ def check_cron(expression: object) -> str:
 
     Example::
 
+        >>> from jobkit._schedule import check_cron
         >>> check_cron("*/5 * * * *")
         '*/5 * * * *'
         >>> check_cron("*/5 * * *")
@@ -131,6 +132,7 @@ def check_tz(tz: object) -> str:
 
     Example::
 
+        >>> from jobkit._schedule import check_tz
         >>> check_tz("Europe/Paris")
         'Europe/Paris'
         >>> from datetime import UTC
@@ -213,6 +215,7 @@ class Schedule:
 
     Example::
 
+        >>> from jobkit import Schedule
         >>> s = Schedule.create("cleanup", "purge", every=60, start=0.0, now=0.0)
         >>> s.next_slot, s.last_slot, s.misfire.value
         (0.0, None, 'skip')
@@ -274,6 +277,7 @@ class Schedule:
 
         Example::
 
+            >>> from jobkit import Schedule
             >>> s = Schedule.create("hourly", "report", cron="0 * * * *",
             ...                     now=1_700_000_000.0)
             >>> s.next_slot
@@ -358,6 +362,7 @@ class Schedule:
 
         Example::
 
+            >>> from jobkit import Schedule
             >>> a = Schedule.create("s", "t", every=5, now=0.0)
             >>> b = Schedule.create("s", "t", every=5, now=99.0)
             >>> a.definition == b.definition, a.next_slot == b.next_slot
@@ -384,6 +389,7 @@ class Schedule:
 
         Example::
 
+            >>> from jobkit import Schedule
             >>> Schedule.create("s", "t", every=300, now=0.0).spec
             'every 300s'
         """
@@ -413,6 +419,7 @@ class Schedule:
 
         Example::
 
+            >>> from jobkit import Schedule
             >>> Schedule.create("s", "t", every=10, start=5.0, now=0.0).slot_after(25.0)
             35.0
         """
@@ -426,6 +433,7 @@ class Schedule:
 
         Example::
 
+            >>> from jobkit import Schedule
             >>> s = Schedule.create("s", "t", every=10, start=5.0, now=0.0)
             >>> s.slot_at_or_before(25.0), s.slot_at_or_before(24.9)
             (25.0, 15.0)
@@ -443,6 +451,7 @@ class Schedule:
 
         Example::
 
+            >>> from jobkit import Schedule
             >>> s = Schedule.create("s", "t", every=10, start=5.0, now=0.0)
             >>> s.slot_at_or_after(25.0), s.slot_at_or_after(25.1)
             (25.0, 35.0)
@@ -462,6 +471,7 @@ class Schedule:
 
         Example::
 
+            >>> from jobkit import Schedule
             >>> s = Schedule.create("s", "t", every=10, start=0.0, now=0.0)
             >>> s.due(35.0).slots                     # SKIP: only the latest
             [(30.0, 30.0)]
@@ -473,6 +483,7 @@ class Schedule:
 
         Example::
 
+            >>> from jobkit import Schedule
             >>> Schedule.create("s", "t", every=5, now=0.0).to_dict()["misfire"]
             'skip'
         """
@@ -487,6 +498,8 @@ def check_schedule(schedule: object) -> Schedule:
 
     Example::
 
+        >>> from jobkit import Schedule
+        >>> from jobkit._schedule import check_schedule
         >>> check_schedule("every minute")
         Traceback (most recent call last):
         ...
@@ -514,6 +527,7 @@ def slot_key(name: str, slot: float) -> str:
 
     Example::
 
+        >>> from jobkit._schedule import slot_key
         >>> slot_key("cleanup", 60.0)
         'schedule:cleanup:60.0'
     """
@@ -535,6 +549,8 @@ class Due:
 
     Example::
 
+        >>> from jobkit import Schedule
+        >>> from jobkit._schedule import due
         >>> s = Schedule.create("s", "t", every=10, start=0.0, now=0.0)
         >>> d = due(s, 0.0)
         >>> d.slots, d.schedule.next_slot, d.dropped
@@ -550,6 +566,8 @@ class Due:
 
         Example::
 
+            >>> from jobkit import Schedule
+            >>> from jobkit._schedule import due
             >>> s = Schedule.create("s", "t", every=10, start=0.0, now=0.0)
             >>> [job.unique_key for job in due(s, 0.0).jobs()]
             ['schedule:s:0.0']
@@ -581,6 +599,9 @@ def due(schedule: Schedule, now: float) -> Due:
 
     Example: a schedule every 10 s from 0, and no worker between 15 and 47::
 
+        >>> import attrs
+        >>> from jobkit import Schedule
+        >>> from jobkit._schedule import due
         >>> from jobkit import MissedTickBehavior as M
         >>> s = Schedule.create("s", "t", every=10, start=0.0, now=0.0)
         >>> s = due(due(s, 0.0).schedule, 10.0).schedule    # on time: 0, then 10
@@ -651,6 +672,8 @@ def warn_dropped(schedule: Schedule, dropped: tuple[float, float] | None) -> Non
 
     Example::
 
+        >>> from jobkit import Schedule
+        >>> from jobkit._schedule import warn_dropped
         >>> warn_dropped(Schedule.create("s", "t", every=1, now=0.0), None)
     """
     if dropped is None:
@@ -679,6 +702,7 @@ class Firing:
 
     Example::
 
+        >>> from jobkit import Firing
         >>> f = Firing("cleanup", "purge", "default", slot=60.0, run_at=60.0, job_id=3)
         >>> f.task, f.job_id
         ('purge', 3)
@@ -702,6 +726,7 @@ class FireResult:
 
     Example::
 
+        >>> from jobkit import FireResult
         >>> FireResult([], next_slot=None).firings
         []
     """
@@ -718,6 +743,8 @@ def fire_all(schedules: Sequence[Schedule], now: float) -> list[tuple[Schedule, 
 
     Example::
 
+        >>> from jobkit import Schedule
+        >>> from jobkit._schedule import fire_all
         >>> s = Schedule.create("s", "t", every=10, start=0.0, now=0.0)
         >>> [(old.name, d.slots) for old, d in fire_all([s], 25.0)]
         [('s', [(20.0, 20.0)])]
