@@ -212,9 +212,12 @@ class _StoreCaller:
         failures = 0
         while True:
             try:
-                # A claim cancelled after its transaction committed would leave
-                # jobs leased to nobody; shielded calls finish what they start.
-                with trio.CancelScope(shield=shield):
+                if shield:
+                    # A claim cancelled after its transaction committed would
+                    # leave jobs leased to nobody: finish what was started.
+                    with trio.CancelScope(shield=True):
+                        result = await fn()
+                else:
                     result = await fn()
             except Exception as exc:
                 failures += 1
@@ -587,17 +590,22 @@ class Worker:
         return Success(job.id, job.attempts, result)
 
     async def _invoke(self, task: Task[Any, Any], job: Job) -> Any:
-        call = functools.partial(task.fn, **job.payload)
         timeout = task.timeout
-        with trio.move_on_after(math.inf if timeout is None else timeout):
-            if task.is_async:
-                return await call()
-            # A thread cannot be interrupted: on timeout or shutdown it is
-            # abandoned, finishes in the background, and its result is dropped.
-            return await trio.to_thread.run_sync(
-                call, abandon_on_cancel=True, limiter=self._limiter
-            )
+        if timeout is None:
+            return await self._call(task, job)
+        with trio.move_on_after(timeout):
+            return await self._call(task, job)
         raise trio.TooSlowError(f"attempt timed out after {timeout:g}s")
+
+    async def _call(self, task: Task[Any, Any], job: Job) -> Any:
+        call = functools.partial(task.fn, **job.payload)
+        if task.is_async:
+            return await call()
+        # A thread cannot be interrupted: on timeout or shutdown it is
+        # abandoned, finishes in the background, and its result is dropped.
+        return await trio.to_thread.run_sync(
+            call, abandon_on_cancel=True, limiter=self._limiter
+        )
 
     async def _failure(
         self, job: Job, task: Task[Any, Any] | None, error: Exception
