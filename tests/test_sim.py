@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import signal
 import subprocess
 import sys
 import types
@@ -605,6 +606,27 @@ def test_an_interrupt_returns_the_trace_so_far() -> None:
     assert trace.violations() == []
     # Nothing was handed back or recorded after the interrupt.
     assert not any(e.kind == "released" for e in trace)
+
+
+def test_a_real_sigint_also_returns_the_trace_so_far() -> None:
+    """Ctrl-C (SIGINT, the notebook's stop button) ends the run the same way."""
+    sent = False
+
+    def interrupt_once(progress: Progress) -> None:
+        nonlocal sent
+        if not sent and progress.done >= 128:
+            sent = True
+            signal.raise_signal(signal.SIGINT)
+
+    trace = Simulation(
+        0,
+        workload=Steady(1, duration=1000),
+        faults=FaultPlan(Latency.constant(0.5)),
+        progress=interrupt_once,
+    ).run()
+    assert sent and trace.interrupted
+    assert 128 <= trace.summary().succeeded < 1000
+    assert trace.violations() == []
 
 
 def test_bad_simulation_settings_are_refused() -> None:
