@@ -616,7 +616,7 @@ class Worker:
             policy = attrs.evolve(policy, max_attempts=job.max_attempts)
         previous = None
         if policy.backoff.jitter == "decorrelated":
-            previous = await self._previous_delay(job)
+            previous = await self._previous_delay(job, policy.backoff)
         delay = policy.decide(
             error, job.attempts, previous_delay=previous, rng=self._rng
         )
@@ -635,7 +635,7 @@ class Worker:
         if len(delays) > _REMEMBERED_DELAYS:
             del delays[next(iter(delays))]  # the oldest entry
 
-    async def _previous_delay(self, job: Job) -> float | None:
+    async def _previous_delay(self, job: Job, backoff: Backoff) -> float | None:
         # The wait chosen after the previous attempt. Usually this worker
         # chose it; otherwise it is the span from the RETRIED event that
         # scheduled this attempt to the run_at it set (claims keep run_at).
@@ -655,7 +655,10 @@ class Worker:
         before = events[starts[-1] - 1][1]
         if before.kind is not EventKind.RETRIED:
             return None
-        return max(0.0, job.run_at - before.at)
+        # The event is stamped when the report landed, a little after the
+        # failure, so the span may come out short; no decorrelated wait is
+        # shorter than the base, nor longer than the cap.
+        return min(backoff.cap, max(backoff.base, job.run_at - before.at))
 
     def _report(self, attempt: _Attempt, applied: bool, now: float) -> None:
         """Count the attempt's outcome and log it once, as the store recorded it."""
