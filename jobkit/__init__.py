@@ -5,8 +5,6 @@ periodic work (:func:`interval`), cancellation (:class:`CancellationToken`),
 and a durable job queue with retries, backoff and dead letters.
 """
 
-from __future__ import annotations
-
 # Runtime: tasks, supervisors and join sets.
 from ._joinset import JoinSet as JoinSet
 from ._joinset import open_join_set as open_join_set
