@@ -23,7 +23,7 @@ def notebook_paths() -> list[Path]:
 
 
 def execute(path: Path, *, timeout: int = 300) -> Any:
-    """Execute the notebook at ``path`` in a fresh kernel and return it, with outputs."""
+    """Run the notebook at ``path`` in a fresh kernel and return it with outputs."""
     import nbformat
     from nbclient import NotebookClient
     from traitlets.config import Config

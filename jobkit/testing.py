@@ -16,7 +16,7 @@ __all__ = ["run_virtual"]
 
 def run_virtual(
     async_fn: Callable[[Unpack[Ts]], Awaitable[T]],
-    *args: Unpack[Ts],
+    *args: *Ts,
     clock: trio.testing.MockClock | None = None,
 ) -> T:
     """Run ``async_fn(*args)`` under trio on a virtual clock and return its value.

@@ -1,4 +1,4 @@
-"""Every chapter notebook runs top to bottom in a fresh kernel, and the book's index resolves."""
+"""Every chapter notebook runs in a fresh kernel, and the book index resolves."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def test_notebook_executes(path: Path) -> None:
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_is_stored_without_outputs(path: Path) -> None:
-    """Source notebooks are kept without outputs; chapters/ holds the executed copies."""
+    """Notebooks are stored without outputs; chapters/ holds executed copies."""
     nb = json.loads(path.read_text(encoding="utf-8"))
     for cell in nb["cells"]:
         if cell["cell_type"] == "code":
