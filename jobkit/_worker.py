@@ -784,13 +784,15 @@ class Worker:
         self._running.clear()
         if not leftover:
             return
-        outcomes: list[Outcome] = [
-            a.outcome or Release(a.job.id, a.job.attempts) for a in leftover
-        ]
+        for attempt in leftover:
+            if attempt.outcome is None:
+                attempt.outcome = Release(attempt.job.id, attempt.job.attempts)
+        outcomes = [a.outcome for a in leftover if a.outcome is not None]
+        now = self._queue.clock()
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + RELEASE_TIMEOUT
             try:
-                await self._queue.store.settle(outcomes, now=self._queue.clock())
+                applied = await self._queue.store.settle(outcomes, now=now)
             except Exception as exc:
                 logger.error(
                     "could not release %d leases on exit; those jobs run again "
@@ -807,14 +809,12 @@ class Worker:
                 RELEASE_TIMEOUT,
             )
             return
-        self._counters.released += sum(isinstance(o, Release) for o in outcomes)
+        # Each job's transition is logged once, as for any other outcome.
+        for attempt, done in zip(leftover, applied, strict=True):
+            self._report(attempt, done, now)
         for name in sorted({a.job.queue for a in leftover}):
             self._queue._listeners.notify(name)
-        logger.info(
-            "worker cancelled: released %d leases",
-            len(outcomes),
-            extra={"job_ids": [o.job_id for o in outcomes]},
-        )
+        logger.info("worker cancelled: handed back %d jobs", len(outcomes))
 
     # -- schedules ---------------------------------------------------------------------
 

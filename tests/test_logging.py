@@ -265,3 +265,29 @@ async def test_the_worker_logs_each_event_it_causes_exactly_once(
         assert (record.exc_info is not None) == failed, record.getMessage()
         text = JSONFormatter().format(record)
         assert text.count(TRACEBACK) == (1 if failed else 0)
+
+
+async def test_a_worker_cancelled_from_outside_logs_each_handed_back_job(
+    caplog: pytest.LogCaptureFixture, autojump_clock: Any
+) -> None:
+    """Jobs released by a cancelled worker get one 'released' record each."""
+    caplog.set_level(logging.INFO, logger="jobkit")
+    queue = jobkit.Queue(MemoryStore(), clock=trio.current_time)
+
+    @queue.task()
+    async def slow() -> None:
+        await trio.sleep(100)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(jobkit.run_worker, queue)
+        ids = [await slow.enqueue() for _ in range(3)]
+        await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    released = [
+        r.job_id  # type: ignore[attr-defined]
+        for r in caplog.records
+        if getattr(r, "event", None) == "released"
+    ]
+    assert sorted(released) == ids
+    for job_id in ids:
+        assert (await queue.get(job_id)).state is JobState.QUEUED
