@@ -311,12 +311,11 @@ async def cancel_on_signals(
     taking work, finish the current job, release its lease. When the block
     is left the previous signal handlers come back.
 
-    A SIGINT that arrives when the token is already cancelled means "stop
+    A signal that arrives when the token is already cancelled means "stop
     now": the block is cancelled at its next checkpoint and
     ``KeyboardInterrupt`` is raised from the ``async with``, so a second
-    Ctrl-C always ends a shutdown that takes too long. Other signals
-    arriving after the first are ignored (a supervisor that insists follows
-    SIGTERM with SIGKILL). Signals that arrive together may be coalesced.
+    Ctrl-C (or a second ``kill``) always ends a shutdown that takes too long.
+    Signals that arrive together may be coalesced.
 
     An async context manager rather than a task to start in a nursery: the
     handlers are installed exactly as long as the block, and leaving it needs
@@ -348,13 +347,10 @@ async def cancel_on_signals(
                 async for signum in receiver:
                     name = signal.Signals(signum).name
                     if token.cancelled:
-                        if signum == signal.SIGINT:
-                            logger.warning("%s during shutdown: stopping now", name)
-                            forced = True
-                            nursery.cancel_scope.cancel()
-                            return
-                        logger.info("%s ignored: already shutting down", name)
-                        continue
+                        logger.warning("%s during shutdown: stopping now", name)
+                        forced = True
+                        nursery.cancel_scope.cancel()
+                        return
                     logger.info("%s received: shutting down", name)
                     token.cancel()
 

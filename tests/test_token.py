@@ -441,20 +441,23 @@ async def test_second_sigint_raises_keyboard_interrupt(safety_net: list[int]) ->
     assert safety_net == []
 
 
-async def test_sigterm_during_shutdown_is_ignored(
+async def test_sigterm_during_shutdown_stops_at_once(
     safety_net: list[int], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A SIGTERM while already cancelled does not interrupt the graceful shutdown."""
+    """A SIGTERM while already cancelled stops the block at once."""
     caplog.set_level(logging.INFO, logger="jobkit")
     token = jobkit.CancellationToken()
     token.cancel()
-    finished = False
-    async with jobkit.cancel_on_signals(token):
-        os.kill(os.getpid(), signal.SIGTERM)
-        await trio.testing.wait_all_tasks_blocked()
-        finished = True
-    assert finished
-    assert "SIGTERM ignored" in caplog.text
+    reached_cleanup = []
+    with trio.fail_after(30), pytest.raises(KeyboardInterrupt):
+        async with jobkit.cancel_on_signals(token):
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                await trio.sleep_forever()
+            finally:
+                reached_cleanup.append(True)
+    assert reached_cleanup == [True]
+    assert "SIGTERM during shutdown: stopping now" in caplog.text
     assert safety_net == []
 
 
