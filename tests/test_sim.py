@@ -512,12 +512,6 @@ def test_faults_hit_the_same_attempts_whatever_the_retry_policy() -> None:
     assert firsts[0] == firsts[1] and 5 < len(firsts[0]) < 30
 
 
-@pytest.mark.xfail(
-    reason="the worker measures the previous delay from the RETRIED event's time "
-    "(when the settle landed), not from the failure; a settle held up by store "
-    "errors shortens it, and decorrelated jitter then draws below its floor",
-    strict=True,
-)
 def test_decorrelated_jitter_after_a_delayed_settle() -> None:
     """A settle held up by store errors must not shrink the next decorrelated wait."""
     # With base == cap every decorrelated delay is exactly 0.25 s.

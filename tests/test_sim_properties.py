@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobkit import Backoff, RetryPolicy
@@ -143,22 +143,10 @@ def policies(draw: st.DrawFn) -> RetryPolicy:
     return RetryPolicy(draw(st.integers(1, 5)), backoff)
 
 
-def _delays_settles(plan: FaultPlan) -> bool:
-    return any(
-        isinstance(f, StoreErrors) and "settle" in f.operations and f.probability > 0
-        for f in plan
-    )
-
-
 @st.composite
 def simulations(draw: st.DrawFn) -> Simulation:
     plan = draw(plans())
     retry = draw(policies())
-    # Known worker issue, pinned by test_sim.py's
-    # test_decorrelated_jitter_after_a_delayed_settle: the worker measures the
-    # previous delay from when the failure was recorded, not from when it
-    # happened, so a settle held up by store errors skews the next delay.
-    assume(not (retry.backoff.jitter == "decorrelated" and _delays_settles(plan)))
     timeout = draw(st.none() | st.floats(0.5, 10.0))
     if plan.hangs_forever and timeout is None:
         timeout = 5.0

@@ -158,7 +158,7 @@ class _Reporter:
         self._option = option
         self._jobs = jobs
         # "auto": stay silent unless the run turns out to be long.
-        self._delay = 1.0 if option in (None, "auto") else 0.0
+        self._delay = 3.0 if option in (None, "auto") else 0.0
         # A display is redrawn a few times a second; a callback hears about
         # every 64th finished job, which does not depend on the machine.
         self.interval = 0.2
@@ -852,6 +852,15 @@ class Simulation:
 
     :meth:`run` returns a :class:`Trace`. The same seed and settings give
     the same trace, event for event; another seed gives another run.
+
+    ``progress`` shows how a long run is going: ``"auto"`` (the default)
+    draws a bar once a run has taken 3 seconds of wall time, ``True`` at
+    once, ``False`` never; the bar is tqdm's notebook-aware one when tqdm is
+    installed, a plain line on stderr otherwise. A callable instead receives
+    a :class:`Progress` snapshot every 64 finished jobs and at the end.
+    ``quiet`` mutes the ``jobkit`` logger for the run, since a simulation
+    fails thousands of attempts on purpose. ``label`` names the run in
+    charts and comparisons.
 
     Example::
 
