@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import inspect
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -20,8 +21,10 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import attrs
 
+from . import _job
 from ._interval import MissedTickBehavior
-from ._job import JSON, Event, Job, JobState, NewJob, check_json
+from ._job import JSON, Event, EventKind, Job, JobState, NewJob, check_json
+from ._logging import log_job_event, logger
 from ._metrics import MetricsSnapshot, collect_metrics
 from ._retry import RetryPolicy
 from ._schedule import DEFAULT_MAX_BURST, Schedule
@@ -762,7 +765,31 @@ class Queue:
         ids = await store.enqueue(specs, now=now)
         for name in sorted({spec.queue for spec in specs}):
             self._listeners.notify(name)
+        if logger.isEnabledFor(logging.INFO):
+            await self._log_enqueued(specs, ids, now)
         return ids
+
+    async def _log_enqueued(
+        self, specs: builtins.list[NewJob], ids: builtins.list[int], now: float
+    ) -> None:
+        seen: set[int] = set()
+        for spec, job_id in zip(specs, ids, strict=True):
+            if job_id in seen:
+                continue
+            seen.add(job_id)
+            # A held unique key returns the holder's id; only a job created by
+            # this call has this call's creation time (a clock that stands
+            # still, as in some virtual-time tests, cannot tell them apart).
+            if spec.unique_key is not None:
+                holder = await self.store.get(job_id)
+                if (
+                    holder.created_at != now
+                    or holder.attempts
+                    or holder.payload != (spec.payload)
+                ):
+                    continue
+            job, event = _job.create(spec, job_id=job_id, now=now)
+            log_job_event(event, job)
 
     def _resolve(self, item: PreparedJob, now: float) -> NewJob:
         task = self._task_named(item.task)
@@ -821,7 +848,10 @@ class Queue:
             >>> trio.run(main)
             'cancelled'
         """
-        return await self.store.cancel(job_id, now=self.clock())
+        now = self.clock()
+        job = await self.store.cancel(job_id, now=now)
+        log_job_event(Event(job.id, EventKind.CANCELLED, now, job.attempts), job)
+        return job
 
     async def list(
         self,
@@ -876,8 +906,10 @@ class Queue:
             ...         await queue.requeue(job.id)
             >>> trio.run(main)
         """
-        job = await self.store.requeue(job_id, now=self.clock())
+        now = self.clock()
+        job = await self.store.requeue(job_id, now=now)
         self._listeners.notify(job.queue)
+        log_job_event(Event(job.id, EventKind.REQUEUED, now, job.attempts), job)
         return job
 
     async def discard(self, job_id: int) -> Job:
@@ -892,7 +924,10 @@ class Queue:
             ...         await queue.discard(job.id)
             >>> trio.run(main)
         """
-        return await self.store.discard(job_id, now=self.clock())
+        now = self.clock()
+        job = await self.store.discard(job_id, now=now)
+        log_job_event(Event(job.id, EventKind.DISCARDED, now, job.attempts), job)
+        return job
 
     async def stats(self) -> QueueCounts:
         """Return how many jobs each queue holds in each state.

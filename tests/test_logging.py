@@ -13,6 +13,7 @@ import trio
 
 import jobkit
 from jobkit import Event, EventKind, Job, JobState, JSONFormatter, MemoryStore
+from jobkit._job import Failure
 from jobkit._logging import FIELDS, error_summary, first_line, job_fields, log_job_event
 
 TRACEBACK = "Traceback (most recent call last)"
@@ -291,3 +292,39 @@ async def test_a_worker_cancelled_from_outside_logs_each_handed_back_job(
     assert sorted(released) == ids
     for job_id in ids:
         assert (await queue.get(job_id)).state is JobState.QUEUED
+
+
+async def test_the_queue_logs_each_operation_it_performs_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Enqueue, cancel, requeue and discard each log one record; a duplicate none."""
+    caplog.set_level(logging.INFO, logger="jobkit")
+    store = MemoryStore()
+    ticks = iter(range(100))
+    queue = jobkit.Queue(store, clock=lambda: float(next(ticks)))
+
+    @queue.task()
+    async def work(n: int) -> None: ...
+
+    first = await work.options(unique_key="k").enqueue(n=1)
+    assert await work.options(unique_key="k").enqueue(n=1) == first
+    second = await work.enqueue(n=2)
+    await queue.cancel(second)
+    [job] = await store.claim(queues=None, limit=1, now=50.0, lease=1.0)
+    await store.settle([Failure(job.id, 1, "boom", retry_at=None)], now=50.0)
+    await queue.requeue(first)
+    [job] = await store.claim(queues=None, limit=1, now=60.0, lease=1.0)
+    await store.settle([Failure(job.id, 1, "boom", retry_at=None)], now=60.0)
+    await queue.discard(first)
+    logged = [
+        (r.job_id, r.event)  # type: ignore[attr-defined]
+        for r in caplog.records
+        if hasattr(r, "event")
+    ]
+    assert logged == [
+        (first, "enqueued"),
+        (second, "enqueued"),
+        (second, "cancelled"),
+        (first, "requeued"),
+        (first, "discarded"),
+    ]
