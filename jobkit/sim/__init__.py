@@ -40,8 +40,8 @@ from ._faults import SimulatedStoreError as SimulatedStoreError
 from ._faults import StoreErrors as StoreErrors
 from ._faults import StoreOperation as StoreOperation
 from ._faults import TransientErrors as TransientErrors
+from ._progress import Progress as Progress
 from ._rng import KeyedRandom as KeyedRandom
-from ._simulation import Progress as Progress
 from ._simulation import Simulation as Simulation
 from ._trace import AttemptSpan as AttemptSpan
 from ._trace import Call as Call

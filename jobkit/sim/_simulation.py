@@ -20,28 +20,23 @@ the store's event log in the order the store recorded it.
 from __future__ import annotations
 
 import bisect
-import builtins
 import contextlib
 import copy
 import functools
-import importlib
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextvars import ContextVar
-from typing import Any, NoReturn, TextIO, TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
-import attrs
 import trio
 import trio.testing
 
-from .._job import Event, Failure, Job, JobState, NewJob, Outcome, Success
+from .._job import Failure, Job, JobState, Outcome, Success
 from .._memory import MemoryStore
 from .._queue import PreparedJob, Queue
 from .._retry import RetryPolicy
-from .._store import QueueCounts, Store
+from .._store import Store
 from .._worker import current_job, run_worker
 from ._faults import (
     Attempt,
@@ -51,177 +46,22 @@ from ._faults import (
     FaultPlan,
     SimulatedStoreError,
     StoreErrors,
-    StoreOperation,
 )
+from ._processes import LabStore, Process, current_process, worker_process
+from ._progress import Progress, ProgressOption, Reporter
 from ._rng import KeyedRandom, derive, salt
 from ._trace import Call, Trace, TraceEvent
 from ._workload import Burst, Workload
 
-__all__ = ["Progress", "Simulation"]
+__all__ = ["Simulation"]
 
 _TASK = "sim.job"
 _SALT_WORKLOAD = salt("workload")
 _SALT_WORKER = salt("worker")
 _SALT_BACKOFF = salt("backoff")
-_SALT_STORE = salt("store")
 _SALT_SCHEDULER = salt("scheduler")
 # A producer whose enqueue failed tries again after this long.
 _ENQUEUE_RETRY = 1.0
-
-
-# -- progress --------------------------------------------------------------------------
-
-
-@attrs.frozen
-class Progress:
-    """A snapshot of a running simulation, passed to a progress callback.
-
-    Example::
-
-        >>> from jobkit.sim import Progress
-        >>> p = Progress(time=30.0, until=120.0, done=40, jobs=100, attempts=55,
-        ...              wall=0.4)
-        >>> p.fraction
-        0.4
-    """
-
-    time: float
-    """Virtual seconds since the start."""
-    until: float | None
-    """The horizon, or None when the run goes on until drained."""
-    done: int
-    """Jobs in a terminal state."""
-    jobs: int
-    """Jobs the workload will produce in all."""
-    attempts: int
-    """Attempts started so far."""
-    wall: float
-    """Wall-clock seconds so far."""
-
-    @property
-    def fraction(self) -> float:
-        """How far along the run is, from 0 to 1 (by jobs done, or by time if less)."""
-        by_jobs = self.done / self.jobs if self.jobs else 1.0
-        if self.until is None or not math.isfinite(self.until) or self.until <= 0:
-            return by_jobs
-        return min(1.0, max(by_jobs, self.time / self.until))
-
-
-ProgressOption: TypeAlias = bool | str | Callable[[Progress], object] | None
-
-
-class _TextBar:
-    """A one-line progress bar, redrawn in place; used when tqdm is not installed."""
-
-    def __init__(self, out: TextIO) -> None:
-        self._out = out
-        self._shown = False
-
-    def __call__(self, p: Progress) -> None:
-        width = 24
-        filled = round(p.fraction * width)
-        bar = "#" * filled + "-" * (width - filled)
-        self._out.write(
-            f"\rsimulating [{bar}] {p.done}/{p.jobs} jobs, "
-            f"t={p.time:,.0f}s virtual, {p.wall:.1f}s wall "
-        )
-        self._out.flush()
-        self._shown = True
-
-    def close(self) -> None:
-        if self._shown:
-            self._out.write("\n")
-            self._out.flush()
-
-
-class _TqdmBar:
-    def __init__(self, jobs: int) -> None:
-        # Optional: the notebook-aware bar when tqdm is installed.
-        tqdm = importlib.import_module("tqdm.auto").tqdm
-        self._bar: Any = tqdm(total=jobs, unit="job", desc="simulating", leave=True)
-
-    def __call__(self, p: Progress) -> None:
-        self._bar.n = p.done
-        self._bar.set_postfix_str(f"t={p.time:,.0f}s", refresh=False)
-        self._bar.refresh()
-
-    def close(self) -> None:
-        self._bar.close()
-
-
-class _Reporter:
-    """Decides when to report progress, and to whom."""
-
-    def __init__(self, option: ProgressOption, jobs: int) -> None:
-        self._callback: Callable[[Progress], object] | None = None
-        self._bar: _TextBar | _TqdmBar | None = None
-        self._option = option
-        self._jobs = jobs
-        # "auto": stay silent unless the run turns out to be long.
-        self._delay = 3.0 if option in (None, "auto") else 0.0
-        # A display is redrawn a few times a second; a callback hears about
-        # every 64th finished job, which does not depend on the machine.
-        self.interval = 0.2
-        if callable(option):
-            self._callback = option
-            self.interval = 0.0
-        elif option not in (None, "auto", True, False):
-            raise ValueError(
-                f"progress must be True, False, 'auto' or a callable, got {option!r}"
-            )
-        self.enabled = option is not False
-
-    def report(self, p: Progress) -> None:
-        if not self.enabled or p.wall < self._delay:
-            return
-        if self._callback is None:
-            try:
-                self._bar = _TqdmBar(self._jobs)
-            except ImportError:
-                self._bar = _TextBar(sys.stderr)
-            self._callback = self._bar
-        self._callback(p)
-
-    def close(self, p: Progress) -> None:
-        if self._callback is not None:
-            self._callback(p)
-        if self._bar is not None:
-            self._bar.close()
-
-
-# -- the worker processes --------------------------------------------------------------
-
-
-class _ProcessGone(Exception):
-    """A store call made by a worker process that has crashed or been stopped."""
-
-
-@attrs.define(eq=False)
-class _Process:
-    """One simulated worker process: a run_worker call in its own cancel scope."""
-
-    name: str
-    slot: int
-    incarnation: int
-    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
-    gone: bool = False
-    crashed: bool = False
-    ops: int = 0
-    inflight: dict[tuple[int, int], Attempt] = attrs.Factory(dict)
-
-
-# The worker process a task belongs to; None outside the workers (the
-# producer), whose store calls are made as the run's producer.
-_current_process: ContextVar[_Process | None] = ContextVar(
-    "jobkit.sim.process", default=None
-)
-
-
-def _worker_process() -> _Process:
-    process = _current_process.get()
-    if process is None:
-        raise RuntimeError("the simulated task ran outside a simulated worker")
-    return process
 
 
 class _WorkerRandom(KeyedRandom):
@@ -270,177 +110,6 @@ class _DependencyState:
         return hi - lo
 
 
-# -- the store in between --------------------------------------------------------------
-
-
-class _LabStore:
-    """The store as the simulated processes see it.
-
-    It passes every call to the real store, and on the way: refuses calls
-    from a process that is gone, injects store errors, counts the jobs that
-    reach a terminal state (so the run knows when it has drained), and notes
-    who claimed what and which delay the worker chose.
-    """
-
-    def __init__(self, inner: Store, run: _Run) -> None:
-        self._inner = inner
-        self._run = run
-        self._faults: list[tuple[int, StoreErrors]] = list(run.plan.store_faults)
-        self._events_seen = 0
-        self._events_by_job: dict[int, list[tuple[int, Event]]] = {}
-
-    def __repr__(self) -> str:
-        return f"<simulated access to {self._inner!r}>"
-
-    def _before(self, op: StoreOperation | None) -> tuple[_Process, bool]:
-        """Check the caller is alive and draw its fate; return (process, fail after)."""
-        process = _current_process.get() or self._run.producer
-        if process.gone:
-            raise _ProcessGone(f"{process.name} is not running")
-        if op is None or not self._faults:
-            return process, False
-        process.ops += 1
-        for index, fault in self._faults:
-            if op not in fault.operations or fault.probability <= 0:
-                continue
-            rng = KeyedRandom(
-                self._run.seed,
-                _SALT_STORE,
-                index,
-                process.slot,
-                process.incarnation,
-                process.ops,
-            )
-            if rng.random() < fault.probability:
-                after = op != "enqueue" and rng.random() < fault.after_commit
-                if not after:
-                    self._run.store_error(process, op, committed=False)
-                    raise SimulatedStoreError(f"store {op} failed (injected)")
-                return process, True
-        return process, False
-
-    def _after(self, process: _Process, op: str, fail: bool) -> None:
-        if process.gone:
-            # The process died while the call was in flight: the change
-            # happened, but nobody is left to hear about it.
-            raise _ProcessGone(f"{process.name} is not running")
-        if fail:
-            self._run.store_error(process, op, committed=True)
-            raise SimulatedStoreError(f"store {op} failed after committing (injected)")
-
-    async def enqueue(self, jobs: Sequence[NewJob], *, now: float) -> list[int]:
-        process, fail = self._before("enqueue")
-        ids = await self._inner.enqueue(jobs, now=now)
-        self._after(process, "enqueue", fail)
-        return ids
-
-    async def claim(
-        self, *, queues: Sequence[str] | None, limit: int, now: float, lease: float
-    ) -> list[Job]:
-        process, fail = self._before("claim")
-        jobs = await self._inner.claim(queues=queues, limit=limit, now=now, lease=lease)
-        self._run.claimed(process, jobs)
-        self._after(process, "claim", fail)
-        return jobs
-
-    async def settle(self, outcomes: Sequence[Outcome], *, now: float) -> list[bool]:
-        process, fail = self._before("settle")
-        applied = await self._inner.settle(outcomes, now=now)
-        self._run.settled(outcomes, applied, now)
-        self._after(process, "settle", fail)
-        return applied
-
-    async def renew(
-        self, leases: Sequence[tuple[int, int]], *, now: float, lease: float
-    ) -> list[bool]:
-        process, fail = self._before("renew")
-        renewed = await self._inner.renew(leases, now=now, lease=lease)
-        self._after(process, "renew", fail)
-        return renewed
-
-    async def reap(self, *, now: float) -> list[Job]:
-        process, fail = self._before("reap")
-        reaped = await self._inner.reap(now=now)
-        self._run.reaped(reaped)
-        self._after(process, "reap", fail)
-        return reaped
-
-    async def get(self, job_id: int) -> Job:
-        process, _ = self._before(None)
-        job = await self._inner.get(job_id)
-        self._after(process, "get", False)
-        return job
-
-    async def list(
-        self,
-        *,
-        state: JobState | None = None,
-        queue: str | None = None,
-        limit: int | None = 100,
-    ) -> builtins.list[Job]:
-        process, _ = self._before(None)
-        jobs = await self._inner.list(state=state, queue=queue, limit=limit)
-        self._after(process, "list", False)
-        return jobs
-
-    async def cancel(self, job_id: int, *, now: float) -> Job:
-        process, _ = self._before(None)
-        job = await self._inner.cancel(job_id, now=now)
-        self._after(process, "cancel", False)
-        return job
-
-    async def requeue(self, job_id: int, *, now: float) -> Job:
-        process, _ = self._before(None)
-        job = await self._inner.requeue(job_id, now=now)
-        self._after(process, "requeue", False)
-        return job
-
-    async def discard(self, job_id: int, *, now: float) -> Job:
-        process, _ = self._before(None)
-        job = await self._inner.discard(job_id, now=now)
-        self._after(process, "discard", False)
-        return job
-
-    async def counts(self) -> QueueCounts:
-        process, _ = self._before(None)
-        counts = await self._inner.counts()
-        self._after(process, "counts", False)
-        return counts
-
-    async def next_run_at(self, *, queues: Sequence[str] | None) -> float | None:
-        process, _ = self._before(None)
-        at = await self._inner.next_run_at(queues=queues)
-        self._after(process, "next_run_at", False)
-        return at
-
-    async def events(
-        self, *, job_id: int | None = None, after: int = 0, limit: int | None = None
-    ) -> builtins.list[tuple[int, Event]]:
-        process, _ = self._before(None)
-        if job_id is None:
-            found = await self._inner.events(after=after, limit=limit)
-        else:
-            # The worker reads one job's events to find its previous delay
-            # (decorrelated jitter). Serve that from an index kept up to date
-            # incrementally, so a long run does not rescan the whole log on
-            # every failure; the rows are the store's own.
-            fresh = await self._inner.events(after=self._events_seen)
-            for seq, event in fresh:
-                self._events_by_job.setdefault(event.job_id, []).append((seq, event))
-                self._events_seen = seq
-            found = [
-                row for row in self._events_by_job.get(job_id, ()) if row[0] > after
-            ]
-            if limit is not None:
-                found = found[:limit]
-        self._after(process, "events", False)
-        return found
-
-    async def aclose(self) -> None:
-        # The simulation owns the real store's lifetime, not the worker.
-        await trio.lowlevel.checkpoint()
-
-
 # -- one run ---------------------------------------------------------------------------
 
 
@@ -454,7 +123,7 @@ class _Run:
         self.store = store
         self.clock = clock
         self.arrivals = sim.workload.arrivals(KeyedRandom(sim.seed, _SALT_WORKLOAD))
-        self.lab_store = _LabStore(store, self)
+        self.lab_store = LabStore(store, self)
         self.queue = Queue(self.lab_store, clock=trio.current_time)
         self.queue.task(_TASK, retry=sim.retry, timeout=sim.timeout)(self._handler)
         self.attempt_faults: tuple[tuple[int, Fault], ...] = self.plan.attempt_faults
@@ -476,20 +145,20 @@ class _Run:
         self.done = 0
         self.started = 0
         self.produced = False
-        self.processes: list[_Process] = []
-        self.producer = _Process("producer", 0, 0)
+        self.processes: list[Process] = []
+        self.producer = Process("producer", 0, 0)
         self.stopping = False
         self.wake = trio.Event()
         self.drained = False
         self.wall_start = time.monotonic()
         self.last_report = self.wall_start
-        self.reporter = _Reporter(sim.progress, len(self.arrivals))
+        self.reporter = Reporter(sim.progress, len(self.arrivals))
         self._reported = 0
         self.sim_until: float | None = None
 
     # -- notes from the store layer ------------------------------------------------
 
-    def claimed(self, process: _Process, jobs: Sequence[Job]) -> None:
+    def claimed(self, process: Process, jobs: Sequence[Job]) -> None:
         for job in jobs:
             self.workers[(job.id, job.attempts)] = process.name
             self.max_attempts[job.id] = job.max_attempts
@@ -519,7 +188,7 @@ class _Run:
     def reaped(self, jobs: Sequence[Job]) -> None:
         self._finished(sum(job.state is JobState.DEAD for job in jobs))
 
-    def store_error(self, process: _Process, op: str, *, committed: bool) -> None:
+    def store_error(self, process: Process, op: str, *, committed: bool) -> None:
         when = "after committing" if committed else "before committing"
         self.system_events.append(
             TraceEvent(
@@ -552,7 +221,7 @@ class _Run:
         self.causes[(attempt.job.id, attempt.number)] = cause
 
     async def crash(self, attempt: Attempt) -> NoReturn:
-        process = _worker_process()
+        process = worker_process()
         now = trio.current_time()
         for key, running in sorted(process.inflight.items()):
             self.causes[key] = "crash"
@@ -595,7 +264,7 @@ class _Run:
 
     async def _handler(self) -> None:
         job = current_job()
-        process = _worker_process()
+        process = worker_process()
         attempt = Attempt(self, job, worker=process.name, started=trio.current_time())
         key = (job.id, job.attempts)
         process.inflight[key] = attempt
@@ -623,13 +292,13 @@ class _Run:
         while not self.stopping:
             incarnation += 1
             name = f"w{slot}" if incarnation == 1 else f"w{slot}.{incarnation}"
-            process = _Process(name, slot, incarnation)
+            process = Process(name, slot, incarnation)
             self.processes.append(process)
             if incarnation > 1:
                 self.system_events.append(
                     TraceEvent(trio.current_time(), "restarted", None, None, name)
                 )
-            _current_process.set(process)
+            current_process.set(process)
             sim = self.sim
             with process.scope:
                 try:
@@ -932,7 +601,7 @@ class Simulation:
         self.restart_delay = _seconds(restart_delay, "restart_delay", zero_ok=True)
         self.label = f"seed {seed}" if label is None else str(label)
         self.progress = progress
-        _Reporter(progress, 0)  # refuse a bad option now
+        Reporter(progress, 0)  # refuse a bad option now
         self.quiet = quiet
         if store is not None and not (isinstance(store, Store) or callable(store)):
             raise TypeError(
