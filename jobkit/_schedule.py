@@ -77,6 +77,10 @@ logger = logging.getLogger("jobkit")
 DEFAULT_MAX_BURST = 100
 """How many missed slots a BURST schedule enqueues at most after an outage."""
 
+MIN_EVERY = 0.001
+"""The shortest ``every`` accepted, in seconds: below it, slots would crowd
+the store (and, at epoch-sized times, stop being distinct floats)."""
+
 _CRON_HELP = (
     "cron schedules need the croniter package: pip install 'jobkit[cron]' "
     "(or pip install croniter)"
@@ -297,6 +301,11 @@ class Schedule:
                 f"schedule {name!r}: give either every=... or cron=..., got {got}"
             )
         period = None if every is None else _positive_seconds(every, "every")
+        if period is not None and period < MIN_EVERY:
+            raise ValueError(
+                f"every must be at least {MIN_EVERY:g} s (each slot is a stored "
+                f"job), got {every!r}"
+            )
         if cron is not None:
             cron = check_cron(cron)
             zone = "UTC" if tz is None else check_tz(tz)

@@ -264,6 +264,7 @@ def test_due_invariants(
         ({"every": math.nan}, ValueError, "every must be a finite duration > 0"),
         ({"every": math.inf}, ValueError, "every must be a finite duration > 0"),
         ({"every": "5m"}, TypeError, "every must be seconds"),
+        ({"every": 1e-4}, ValueError, "every must be at least 0.001 s"),
         ({"cron": "*/5 * * *"}, ValueError, "cron expression '*/5 * * *' is not valid"),
         ({"cron": "61 * * * *"}, ValueError, "cron expression '61 * * * *' is not"),
         ({"cron": ""}, ValueError, "cron must be a cron expression"),
