@@ -900,8 +900,9 @@ async def run_worker(
       at once when this process enqueues a job;
     - logs store errors and retries them with backoff; they never stop it;
     - enqueues the due slots of the store's schedules
-      (:meth:`Queue.schedule`) at each next slot and at least every
-      ``poll_interval``; with several workers, each slot still once.
+      (:meth:`Queue.schedule`; all of them, whatever ``queues`` it serves)
+      at each next slot and at least every ``poll_interval``; with several
+      workers, each slot still once.
 
     When ``shutdown`` (a :class:`CancellationToken`) is cancelled it stops
     claiming at once, lets running jobs finish for up to ``grace`` seconds,
