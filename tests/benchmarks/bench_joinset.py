@@ -18,10 +18,9 @@ thread, so on an idle machine that is the wall time, and on a busy one other
 processes do not count against either side. Every run is a fresh
 interpreter, so that no variant inherits another's heap and garbage-collector
 state, and the variants take turns, round after round, so that a slow moment
-of the machine hits them all. Each figure
-is the median over the rounds (five for the main comparison, three for the
-others), and each ratio is a rate over the bare nursery's rate from the same
-run.
+of the machine hits them all. Each figure is the median over the rounds
+(five for the main comparison, three for the others), and each ratio is a
+rate over the bare nursery's rate from the same run.
 """
 
 from __future__ import annotations
