@@ -360,25 +360,28 @@ class Supervisor:
                     try:
                         returned = fn(*args)
                         value = await returned
-                    except Exception as exc:
-                        exc = explain_type_error(exc, fn, returned)
-                        try:
-                            delay = self._restart_delay(task, restart, history, exc)
-                        except Exception as bad:  # a broken backoff function
-                            state, error = FAILED, bad
-                            break
-                        if delay is None:
-                            state, error = FAILED, exc
-                            break
-                        del exc
-                        self._waiting_restart.add(task)
-                        try:
-                            await trio.sleep(delay)
-                        finally:
-                            self._waiting_restart.discard(task)
-                        self._restarted += 1
-                    else:
                         break
+                    except Exception as exc:
+                        crash = explain_type_error(exc, fn, returned)
+                    # The restart decision and its wait happen outside the
+                    # except block, so the crash is not "being handled" while
+                    # the task sleeps.
+                    try:
+                        delay = self._restart_delay(task, restart, history, crash)
+                    except Exception as bad:  # a broken backoff function
+                        bad.__context__ = crash
+                        state, error = FAILED, bad
+                        break
+                    if delay is None:
+                        state, error = FAILED, crash
+                        break
+                    del crash
+                    self._waiting_restart.add(task)
+                    try:
+                        await trio.sleep(delay)
+                    finally:
+                        self._waiting_restart.discard(task)
+                    self._restarted += 1
             if scope.cancelled_caught:
                 state, value, error = CANCELLED, None, None
         except BaseException as exc:
