@@ -23,7 +23,10 @@ def tests(session: nox.Session) -> None:
     env = dict(ENV)
     if os.environ.get("CI"):
         env["HYPOTHESIS_PROFILE"] = "ci"
-    session.run("pytest", *session.posargs, env=env)
+    # One process per core: the notebooks and real-process tests dominate,
+    # and they spread well over the cores.
+    args = session.posargs or ["-n", "auto"]
+    session.run("pytest", *args, env=env)
 
 
 @nox.session
