@@ -1,0 +1,442 @@
+"""MemoryStore, SQLiteStore and a small model run the same operations and must agree.
+
+Hypothesis drives a random sequence of enqueues (with delays, priorities and
+unique keys), claims, settles (success, retry, permanent failure, release,
+and stale attempts), lease renewals, clock advances, reaps, cancels, requeues
+and discards. After every step the two stores and the model must hold the
+same jobs, field for field, the same events per job, the same counts and the
+same next due times, and the queue's invariants must hold.
+
+The model below is written out plainly, without the transition functions the
+stores share, so that it checks them rather than repeating them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import attrs
+import trio
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from jobkit import (
+    Event,
+    EventKind,
+    Job,
+    JobNotFound,
+    JobState,
+    MemoryStore,
+    NewJob,
+    SQLiteStore,
+    Store,
+    TransitionError,
+)
+from jobkit._job import EXPIRED_ERROR, Failure, Outcome, Release, Success
+
+QUEUES = ["a", "b"]
+Q, R = JobState.QUEUED, JobState.RUNNING
+
+
+class Model:
+    """The job queue's rules, stated directly over a dict of jobs."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[int, Job] = {}
+        self.events: list[Event] = []
+        # Why each DEAD job died: "exhausted" or "permanent".
+        self.dead_because: dict[int, str] = {}
+
+    def _set(self, job: Job, kind: EventKind, attempt: int, error: Any = None) -> None:
+        self.jobs[job.id] = job
+        self.events.append(Event(job.id, kind, job.updated_at, attempt, error))
+
+    def _holder(self, key: str | None) -> int | None:
+        for job in self.jobs.values():
+            if key is not None and job.unique_key == key and job.state in (Q, R):
+                return job.id
+        return None
+
+    def enqueue(self, specs: list[NewJob], now: float) -> list[int]:
+        ids = []
+        for spec in specs:
+            holder = self._holder(spec.unique_key)
+            if holder is not None:
+                ids.append(holder)
+                continue
+            job = Job(
+                id=len(self.jobs) + 1,
+                task=spec.task,
+                queue=spec.queue,
+                payload=spec.payload,
+                state=Q,
+                attempts=0,
+                max_attempts=spec.max_attempts,
+                priority=spec.priority,
+                run_at=now if spec.run_at is None else spec.run_at,
+                created_at=now,
+                updated_at=now,
+                unique_key=spec.unique_key,
+            )
+            self._set(job, EventKind.ENQUEUED, 0)
+            ids.append(job.id)
+        return ids
+
+    def claim(
+        self, queues: list[str] | None, limit: int, now: float, lease: float
+    ) -> list[Job]:
+        due = [
+            j
+            for j in self.jobs.values()
+            if j.state is Q
+            and j.run_at <= now
+            and (queues is None or j.queue in queues)
+        ]
+        due.sort(key=lambda j: (-j.priority, j.run_at, j.id))
+        claimed = []
+        for job in due[:limit]:
+            job = attrs.evolve(
+                job,
+                state=R,
+                attempts=job.attempts + 1,
+                lease_until=now + lease,
+                updated_at=now,
+            )
+            self._set(job, EventKind.STARTED, job.attempts)
+            claimed.append(job)
+        return claimed
+
+    def _owns(self, job_id: int, attempt: int) -> bool:
+        job = self.jobs[job_id]
+        return job.state is R and job.attempts == attempt
+
+    def settle(self, outcomes: list[Outcome], now: float) -> list[bool]:
+        applied = []
+        for o in outcomes:
+            if not self._owns(o.job_id, o.attempt):
+                applied.append(False)
+                continue
+            job = attrs.evolve(self.jobs[o.job_id], lease_until=None, updated_at=now)
+            if isinstance(o, Success):
+                self._set(
+                    attrs.evolve(job, state=JobState.SUCCEEDED, result=o.result),
+                    EventKind.SUCCEEDED,
+                    job.attempts,
+                )
+            elif isinstance(o, Release):
+                released = attrs.evolve(
+                    job, state=Q, attempts=job.attempts - 1, run_at=now
+                )
+                self._set(released, EventKind.RELEASED, job.attempts)
+            elif o.retry_at is None or job.attempts >= job.max_attempts:
+                why = "permanent" if o.retry_at is None else "exhausted"
+                self.dead_because[job.id] = why
+                dead = attrs.evolve(job, state=JobState.DEAD, last_error=o.error)
+                self._set(dead, EventKind.DEAD, job.attempts, o.error)
+            else:
+                retry = attrs.evolve(
+                    job, state=Q, last_error=o.error, run_at=o.retry_at
+                )
+                self._set(retry, EventKind.RETRIED, job.attempts, o.error)
+            applied.append(True)
+        return applied
+
+    def renew(
+        self, pairs: list[tuple[int, int]], now: float, lease: float
+    ) -> list[bool]:
+        renewed = []
+        for job_id, attempt in pairs:
+            owned = self._owns(job_id, attempt)
+            if owned:
+                self.jobs[job_id] = attrs.evolve(
+                    self.jobs[job_id], lease_until=now + lease, updated_at=now
+                )
+            renewed.append(owned)
+        return renewed
+
+    def reap(self, now: float) -> list[Job]:
+        reaped = []
+        for job in sorted(self.jobs.values(), key=lambda j: j.id):
+            if job.state is not R or not job.lease_until < now:
+                continue
+            job = attrs.evolve(
+                job, lease_until=None, updated_at=now, last_error=EXPIRED_ERROR
+            )
+            if job.attempts >= job.max_attempts:
+                self.dead_because[job.id] = "exhausted"
+                job = attrs.evolve(job, state=JobState.DEAD)
+                self._set(job, EventKind.DEAD, job.attempts, EXPIRED_ERROR)
+            else:
+                job = attrs.evolve(job, state=Q, run_at=now)
+                self._set(job, EventKind.EXPIRED, job.attempts, EXPIRED_ERROR)
+            reaped.append(job)
+        return reaped
+
+    def _get(self, job_id: int) -> Job:
+        if job_id not in self.jobs:
+            raise JobNotFound(job_id)
+        return self.jobs[job_id]
+
+    def _refuse(self, job: Job, action: str, allowed: str) -> TransitionError:
+        return TransitionError(
+            f"cannot {action} job {job.id}: it is {job.state.value}, not {allowed}"
+        )
+
+    def cancel(self, job_id: int, now: float) -> Job:
+        job = self._get(job_id)
+        if job.state is not Q:
+            raise self._refuse(job, "cancel", "queued")
+        job = attrs.evolve(job, state=JobState.CANCELLED, updated_at=now)
+        self._set(job, EventKind.CANCELLED, job.attempts)
+        return job
+
+    def requeue(self, job_id: int, now: float) -> Job:
+        job = self._get(job_id)
+        if job.state is not JobState.DEAD:
+            raise self._refuse(job, "requeue", "dead")
+        holder = self._holder(job.unique_key)
+        if holder is not None:
+            raise TransitionError(
+                f"cannot requeue job {job_id}: job {holder} already holds "
+                f"its unique key {job.unique_key!r}"
+            )
+        job = attrs.evolve(job, state=Q, attempts=0, run_at=now, updated_at=now)
+        self.dead_because.pop(job_id)
+        self._set(job, EventKind.REQUEUED, 0)
+        return job
+
+    def discard(self, job_id: int, now: float) -> Job:
+        job = self._get(job_id)
+        if job.state is not JobState.DEAD:
+            raise self._refuse(job, "discard", "dead")
+        job = attrs.evolve(job, state=JobState.CANCELLED, updated_at=now)
+        self._set(job, EventKind.DISCARDED, job.attempts)
+        return job
+
+
+def result_of(call: Callable[[], Any]) -> tuple[str, Any]:
+    """Call and return ("ok", value) or ("error", its type name and message)."""
+    try:
+        return ("ok", call())
+    except (TransitionError, JobNotFound) as exc:
+        return ("error", f"{type(exc).__name__}: {exc}")
+
+
+def run(fn: Callable[[], Awaitable[Any]]) -> tuple[str, Any]:
+    return result_of(lambda: trio.run(fn))
+
+
+specs = st.builds(
+    NewJob,
+    task=st.sampled_from(["mail", "resize"]),
+    payload=st.fixed_dictionaries({"n": st.integers(0, 9)}),
+    queue=st.sampled_from(QUEUES),
+    priority=st.sampled_from([-1, 0, 0, 3]),
+    max_attempts=st.integers(1, 3),
+    unique_key=st.sampled_from([None, None, None, "k1", "k2"]),
+)
+delays = st.sampled_from([None, None, 0.0, 1.5, 4.0])
+
+
+class StoreMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = tempfile.mkdtemp(prefix="jobkit-model-")
+        self.stores: dict[str, Store] = {
+            "memory": MemoryStore(),
+            "sqlite": SQLiteStore(f"{self.dir}/jobs.db"),
+        }
+        self.model = Model()
+        self.now = 0.0
+        # Every (job, attempt) ever claimed: reports on old ones are stale.
+        self.pairs: list[tuple[int, int]] = []
+        self.seen_seq = dict.fromkeys(self.stores, 0)
+        self.seen_events = 0
+
+    def teardown(self) -> None:
+        for store in self.stores.values():
+            trio.run(store.aclose)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def agree(self, name: str, expected: tuple[str, Any], **calls: Any) -> None:
+        """Run ``name`` with ``calls`` on every store; each must give ``expected``."""
+        for label, store in self.stores.items():
+            got = run(partial(getattr(store, name), **calls))
+            assert got == expected, (label, name, calls, got, expected)
+
+    # -- operations ------------------------------------------------------------------
+
+    @rule(batch=st.lists(st.tuples(specs, delays), min_size=1, max_size=3))
+    def enqueue(self, batch: list[tuple[NewJob, float | None]]) -> None:
+        jobs = [
+            attrs.evolve(spec, run_at=None if d is None else self.now + d)
+            for spec, d in batch
+        ]
+        expected = result_of(lambda: self.model.enqueue(jobs, self.now))
+        self.agree("enqueue", expected, jobs=jobs, now=self.now)
+
+    @rule(
+        queues=st.sampled_from([None, ["a"], ["b"], ["b", "a"]]),
+        limit=st.integers(1, 3),
+        lease=st.sampled_from([1.0, 5.0]),
+    )
+    def claim(self, queues: list[str] | None, limit: int, lease: float) -> None:
+        expected = result_of(lambda: self.model.claim(queues, limit, self.now, lease))
+        self.pairs += [(job.id, job.attempts) for job in expected[1]]
+        self.agree(
+            "claim", expected, queues=queues, limit=limit, now=self.now, lease=lease
+        )
+
+    @precondition(lambda self: self.pairs)
+    @rule(
+        data=st.data(),
+        kinds=st.lists(
+            st.sampled_from(["success", "retry", "permanent", "release"]),
+            min_size=1,
+            max_size=3,
+        ),
+    )
+    def settle(self, data: st.DataObject, kinds: list[str]) -> None:
+        chosen: dict[int, int] = {}
+        for _ in kinds:
+            job_id, attempt = data.draw(st.sampled_from(self.pairs))
+            chosen.setdefault(job_id, attempt)
+        outcomes: list[Outcome] = []
+        for (job_id, attempt), kind in zip(chosen.items(), kinds, strict=False):
+            if kind == "success":
+                outcomes.append(Success(job_id, attempt, {"by": attempt}))
+            elif kind == "release":
+                outcomes.append(Release(job_id, attempt))
+            else:
+                retry_at = self.now + 2.0 if kind == "retry" else None
+                outcomes.append(Failure(job_id, attempt, f"{kind} {attempt}", retry_at))
+        expected = result_of(lambda: self.model.settle(outcomes, self.now))
+        self.agree("settle", expected, outcomes=outcomes, now=self.now)
+
+    @precondition(lambda self: self.pairs)
+    @rule(data=st.data(), lease=st.sampled_from([1.0, 5.0]))
+    def renew(self, data: st.DataObject, lease: float) -> None:
+        pairs = data.draw(st.lists(st.sampled_from(self.pairs), min_size=1, max_size=2))
+        expected = result_of(lambda: self.model.renew(pairs, self.now, lease))
+        self.agree("renew", expected, leases=pairs, now=self.now, lease=lease)
+
+    @rule(dt=st.sampled_from([0.5, 1.0, 2.0, 6.0]))
+    def advance_the_clock(self, dt: float) -> None:
+        self.now += dt
+
+    def _ahead(self, state: JobState, field: str) -> list[float]:
+        values = (
+            getattr(j, field) for j in self.model.jobs.values() if j.state is state
+        )
+        return [v for v in values if v >= self.now]
+
+    @precondition(lambda self: self._ahead(R, "lease_until"))
+    @rule(past=st.booleans())
+    def advance_to_a_lease_end(self, past: bool) -> None:
+        """Land exactly on (or just past) the next lease end: a boundary."""
+        self.now = min(self._ahead(R, "lease_until")) + past * 0.25
+
+    @precondition(lambda self: self._ahead(Q, "run_at"))
+    @rule()
+    def advance_to_the_next_run_at(self) -> None:
+        """Land exactly on the next run_at: a job is due at run_at itself."""
+        self.now = min(self._ahead(Q, "run_at"))
+
+    @rule()
+    def reap(self) -> None:
+        expected = result_of(lambda: self.model.reap(self.now))
+        self.agree("reap", expected, now=self.now)
+
+    @rule(action=st.sampled_from(["cancel", "requeue", "discard"]), data=st.data())
+    def act_on_a_job(self, action: str, data: st.DataObject) -> None:
+        job_id = data.draw(st.integers(1, len(self.model.jobs) + 1))
+        expected = result_of(lambda: getattr(self.model, action)(job_id, self.now))
+        self.agree(action, expected, job_id=job_id, now=self.now)
+
+    # -- agreement and invariants --------------------------------------------------
+
+    async def _snapshot(self, label: str) -> tuple[Any, ...]:
+        store = self.stores[label]
+        jobs = await store.list(limit=None)
+        fresh = await store.events(after=self.seen_seq[label])
+        counts = await store.counts()
+        due = [await store.next_run_at(queues=q) for q in (None, ["a"], ["b"])]
+        return jobs, fresh, counts.counts, due
+
+    @invariant()
+    def stores_agree_with_the_model(self) -> None:
+        model = self.model
+        jobs = sorted(model.jobs.values(), key=lambda j: j.id)
+        new_events = model.events[self.seen_events :]
+        self.seen_events = len(model.events)
+        counts = Counter((j.queue, j.state) for j in jobs)
+        due = [
+            min(
+                (
+                    j.run_at
+                    for j in jobs
+                    if j.state is Q and (q is None or j.queue in q)
+                ),
+                default=None,
+            )
+            for q in (None, ["a"], ["b"])
+        ]
+        for label in self.stores:
+            got_jobs, fresh, got_counts, got_due = trio.run(self._snapshot, label)
+            assert got_jobs == jobs, label
+            # Events one call records may come in any order among themselves.
+            key = lambda e: (e.job_id, e.kind.value)  # noqa: E731
+            assert sorted((e for _, e in fresh), key=key) == sorted(new_events, key=key)
+            seqs = [seq for seq, _ in fresh]
+            assert seqs == sorted(seqs) and all(s > self.seen_seq[label] for s in seqs)
+            if fresh:
+                self.seen_seq[label] = fresh[-1][0]
+            assert got_counts == dict(counts), label
+            assert got_due == due, label
+
+    @invariant()
+    def each_job_keeps_its_events_in_order(self) -> None:
+        by_job: dict[int, list[Event]] = {}
+        for event in self.model.events:
+            by_job.setdefault(event.job_id, []).append(event)
+        for job_id in list(by_job)[-3:]:  # the newest few, to stay quick
+            for label, store in self.stores.items():
+                got = trio.run(partial(store.events, job_id=job_id))
+                assert [e for _, e in got] == by_job[job_id], label
+
+    @invariant()
+    def queue_invariants_hold(self) -> None:
+        model = self.model
+        # No job lost: every id ever handed out is still there, in one state.
+        assert sorted(model.jobs) == list(range(1, len(model.jobs) + 1))
+        for job in model.jobs.values():
+            assert 0 <= job.attempts <= job.max_attempts
+            assert (job.lease_until is not None) == (job.state is R)
+            if job.state is JobState.DEAD:
+                why = model.dead_because[job.id]
+                assert why == "permanent" or job.attempts == job.max_attempts
+        holders = Counter(
+            j.unique_key
+            for j in model.jobs.values()
+            if j.unique_key and j.state in (Q, R)
+        )
+        assert all(n == 1 for n in holders.values())
+
+
+def test_stores_agree_with_a_model_of_the_queue() -> None:
+    """MemoryStore, SQLiteStore and the model agree after every step of random runs."""
+    run_state_machine_as_test(
+        StoreMachine, settings=settings(stateful_step_count=30, deadline=None)
+    )
