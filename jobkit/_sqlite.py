@@ -155,12 +155,16 @@ _SCHEMA: Final = (
     CREATE UNIQUE INDEX jobs_unique ON jobs (unique_key)
         WHERE unique_key IS NOT NULL AND (state = 'queued' OR state = 'running')
     """,
-    # Inside a trigger, last_insert_rowid() is the event just inserted.
+    # _INSERT gives a new job the sequence number its first event will have,
+    # which spares rewriting the row; a row inserted some other way gets its
+    # chain head afterwards. Inside a trigger, last_insert_rowid() is the
+    # event just inserted.
     """
     CREATE TRIGGER jobs_enqueued AFTER INSERT ON jobs BEGIN
-        INSERT INTO events (job_id, kind, at, attempt)
-            VALUES (NEW.id, NEW.event, NEW.created_at, NEW.attempts);
-        UPDATE jobs SET last_seq = last_insert_rowid() WHERE id = NEW.id;
+        INSERT INTO events (seq, job_id, kind, at, attempt)
+            VALUES (NEW.last_seq, NEW.id, NEW.event, NEW.created_at, NEW.attempts);
+        UPDATE jobs SET last_seq = last_insert_rowid()
+            WHERE id = NEW.id AND NEW.last_seq IS NULL;
         INSERT INTO counts (queue, state, n) VALUES (NEW.queue, NEW.state, 1)
             ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
     END
@@ -197,10 +201,12 @@ _COLUMNS: Final = (
     "created_at, updated_at, lease_until, unique_key, last_error, result"
 )
 
+# One row per execution, so the subquery sees the events of the rows before.
 _INSERT: Final = (
     "INSERT INTO jobs (task, queue, payload, state, attempts, max_attempts, "
-    "priority, run_at, created_at, updated_at, unique_key, event) "
-    "VALUES (?1, ?2, ?3, 'queued', 0, ?4, ?5, ?6, ?7, ?7, ?8, 'enqueued')"
+    "priority, run_at, created_at, updated_at, unique_key, event, last_seq) "
+    "VALUES (?1, ?2, ?3, 'queued', 0, ?4, ?5, ?6, ?7, ?7, ?8, 'enqueued', "
+    "(SELECT coalesce(max(seq), 0) + 1 FROM events))"
 )
 
 _HOLDER: Final = (
@@ -463,12 +469,23 @@ class SQLiteStore:
 
     def _inspect(self, conn: sqlite3.Connection) -> bool:
         """Return whether the database is empty; refuse it if it is not ours."""
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = [
-            name
-            for (name,) in conn.execute("SELECT name FROM sqlite_master ORDER BY name")
-        ]
+        # One read transaction, so that a schema another process commits
+        # meanwhile is seen whole or not at all.
+        own = not conn.in_transaction
+        if own:
+            conn.execute("BEGIN")
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = [
+                name
+                for (name,) in conn.execute(
+                    "SELECT name FROM sqlite_master ORDER BY name"
+                )
+            ]
+        finally:
+            if own:
+                conn.execute("COMMIT")
         if app_id == 0 and version == 0 and not tables:
             return True
         if app_id != APPLICATION_ID:
