@@ -8,8 +8,10 @@ trio program, doing the same work:
   partial index for the claim, one ``INSERT`` per enqueue, a claim of one
   ``BEGIN IMMEDIATE`` + ``UPDATE … RETURNING``, an ack of one ``UPDATE``;
 - ``SQLiteStore`` additionally records an event per transition, keeps counts
-  per queue and state, and maintains the indexes for leases, due times and
+  per queue and state, and maintains the indexes for leases, dead letters and
   unique keys;
+- the batched row claims and completes ten jobs per transaction on both
+  sides, as a busy worker does;
 - the API rows go through :class:`jobkit.Queue` (``enqueue`` and
   ``enqueue_many``), as a producer would;
 - the "jobkit SQL by hand" rows run SQLiteStore's own statements on its own
@@ -19,8 +21,10 @@ trio program, doing the same work:
   (by hand vs SQLiteStore).
 
 Each figure is the median of several runs; the ratio is jobkit's rate over the
-baseline's, measured in the same run. The last table shows that a claim's cost
-does not grow with the number of finished jobs in the table.
+baseline's, measured in the same run. A second table counts the pages each
+transaction writes to the write-ahead log, which is what a single-job
+transaction's cost follows. The last table shows that a claim's cost does not
+grow with the number of finished jobs in the table.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ BATCH = 10_000
 QUEUED = 20_000
 CLAIMED = 5000
 CYCLES = 2000
+BATCHED = 10
 FINISHED = 500_000
 
 
@@ -109,6 +114,30 @@ class Baseline:
         if row is None:
             return None
         return row[0], row[1], json.loads(row[2])
+
+    def claim_many(
+        self, limit: int, now: float, lease: float
+    ) -> list[tuple[int, int, object]]:
+        self.db.execute("BEGIN IMMEDIATE")
+        rows = self.db.execute(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, "
+            "lease_until = ? WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' "
+            "AND queue = 'default' AND run_at <= ? "
+            "ORDER BY priority DESC, run_at, id LIMIT ?) "
+            "RETURNING id, attempts, payload",
+            (now + lease, now, limit),
+        ).fetchall()
+        self.db.execute("COMMIT")
+        return [(row[0], row[1], json.loads(row[2])) for row in rows]
+
+    def complete_many(self, done: list[tuple[int, int, object]]) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.executemany(
+            "UPDATE jobs SET state = 'succeeded', result = ?, lease_until = NULL "
+            "WHERE id = ? AND state = 'running' AND attempts = ?",
+            [(json.dumps(result), job_id, attempt) for job_id, attempt, result in done],
+        )
+        self.db.execute("COMMIT")
 
     def complete(self, job_id: int, attempt: int, result: object) -> bool:
         cursor = self.db.execute(
@@ -245,6 +274,34 @@ async def store_claim_complete(path: Path) -> float:
     return rate
 
 
+async def base_batches(path: Path) -> float:
+    q = Baseline(path)
+    q.enqueue_many([("send", payload(i)) for i in range(QUEUED)], time.time())
+    start = time.perf_counter()
+    for _ in range(CLAIMED // BATCHED):
+        claimed = q.claim_many(BATCHED, time.time(), 30.0)
+        q.complete_many([(job_id, attempt, None) for job_id, attempt, _ in claimed])
+    rate = timed(CLAIMED, start)
+    q.close()
+    return rate
+
+
+async def store_batches(path: Path) -> float:
+    store = SQLiteStore(path)
+    jobs = [NewJob(task="send", payload=payload(i)) for i in range(QUEUED)]
+    await store.enqueue(jobs, now=time.time())
+    start = time.perf_counter()
+    for _ in range(CLAIMED // BATCHED):
+        claimed = await store.claim(
+            queues=["default"], limit=BATCHED, now=time.time(), lease=30.0
+        )
+        outcomes = [Success(job.id, job.attempts, None) for job in claimed]
+        await store.settle(outcomes, now=time.time())
+    rate = timed(CLAIMED, start)
+    await store.aclose()
+    return rate
+
+
 async def raw_claim_complete(path: Path) -> float:
     store = SQLiteStore(path)
     jobs = [NewJob(task="send", payload=payload(i)) for i in range(QUEUED)]
@@ -299,6 +356,55 @@ async def api_cycle(path: Path) -> float:
     rate = timed(CYCLES, start)
     await store.aclose()
     return rate
+
+
+def wal_frames(path: Path) -> int:
+    header, frame = 32, 24 + 4096
+    wal = Path(f"{path}-wal")
+    return (wal.stat().st_size - header) // frame if wal.exists() else 0
+
+
+def pages_per_transaction(directory: Path, count: int = 200) -> dict[str, list[float]]:
+    """WAL pages written per enqueue, claim and completion, checkpoints held off."""
+    q = Baseline(directory / "pages-base.db")
+    q.db.execute("PRAGMA wal_autocheckpoint = 0")
+    marks = [wal_frames(directory / "pages-base.db")]
+    for i in range(count):
+        q.enqueue("send", payload(i), 1.0)
+    marks.append(wal_frames(directory / "pages-base.db"))
+    claimed = [q.claim(2.0, 30.0) for _ in range(count)]
+    marks.append(wal_frames(directory / "pages-base.db"))
+    for job in claimed:
+        assert job is not None
+        q.complete(job[0], job[1], None)
+    marks.append(wal_frames(directory / "pages-base.db"))
+    q.close()
+
+    path = directory / "pages-store.db"
+
+    async def store_side() -> list[int]:
+        store = SQLiteStore(path)
+        store._conn.execute("PRAGMA wal_autocheckpoint = 0")
+        store._checkpointing = True  # no background checkpoint either
+        found = [wal_frames(path)]
+        for i in range(count):
+            await store.enqueue([NewJob(task="send", payload=payload(i))], now=1.0)
+        found.append(wal_frames(path))
+        jobs = []
+        for _ in range(count):
+            jobs += await store.claim(queues=["default"], limit=1, now=2.0, lease=30)
+        found.append(wal_frames(path))
+        for job in jobs:
+            await store.settle([Success(job.id, job.attempts, None)], now=3.0)
+        found.append(wal_frames(path))
+        await store.aclose()
+        return found
+
+    store_marks = trio.run(store_side)
+    return {
+        name: [(m[i + 1] - m[i]) / count for i in range(3)]
+        for name, m in (("baseline", marks), ("SQLiteStore", store_marks))
+    }
 
 
 def add_finished_jobs(path: Path, count: int) -> None:
@@ -379,6 +485,11 @@ def main() -> int:
                 },
             ),
             (
+                f"claim {BATCHED} + complete {BATCHED} per transaction",
+                base_batches,
+                {"SQLiteStore claim/settle": store_batches},
+            ),
+            (
                 f"full cycle: enqueue, claim, complete ({CYCLES} jobs)",
                 base_cycle,
                 {"SQLiteStore": store_cycle, "Queue.enqueue + store": api_cycle},
@@ -404,6 +515,7 @@ def main() -> int:
             ]:
                 finished_rates[name].append(trio.run(claim_rate, path))
         size = os.path.getsize(full) / 2**20
+        pages = pages_per_transaction(directory)
 
     width = max(len(title) for title, *_ in rows)
     print(f"\nmedian of {RUNS} runs; jobs per second (higher is better)\n")
@@ -415,6 +527,10 @@ def main() -> int:
         print(
             f"{title:<{width}}  {name:<26} {base:9.0f} {mine:9.0f} {mine / base:6.2f}"
         )
+    print("\nWAL pages written per single-job transaction")
+    print(f"  {'':12} {'enqueue':>8} {'claim':>8} {'complete':>8}")
+    for name, (enqueue, claim, complete) in pages.items():
+        print(f"  {name:12} {enqueue:8.1f} {claim:8.1f} {complete:8.1f}")
     empty_rate = statistics.median(finished_rates["empty"])
     full_rate = statistics.median(finished_rates["full"])
     print(
