@@ -9,6 +9,8 @@ from typing import Final
 
 import trio
 
+from ._duration import seconds
+
 __all__ = ["Interval", "MissedTickBehavior", "interval"]
 
 #: A tick counts as missed only when it is delivered more than this late. The
@@ -74,24 +76,6 @@ pings.
 """
 
 
-def as_seconds(value: float | timedelta, what: str) -> float:
-    """Return ``value`` (seconds or a timedelta) as float seconds."""
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(
-            f"{what} must be a number of seconds or a datetime.timedelta, got {value!r}"
-        )
-    return float(value)
-
-
-def _check_period(period: float | timedelta) -> float:
-    seconds = as_seconds(period, "period")
-    if not seconds > 0:  # also refuses NaN
-        raise ValueError(f"period must be > 0, got {period!r}")
-    return seconds
-
-
 def _check_instant(value: float, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{what} must be a time on trio's clock (float), got {value!r}")
@@ -132,7 +116,7 @@ class Interval:
         start: float | None = None,
         missed_tick_behavior: MissedTickBehavior = MissedTickBehavior.BURST,
     ) -> None:
-        self._period = _check_period(period)
+        self._period = seconds(period, "period", positive=True, wording="bare")
         self.missed_tick_behavior = missed_tick_behavior
         if start is None:
             try:
@@ -329,10 +313,8 @@ class Interval:
             >>> jobkit.testing.run_virtual(main)
             [0.25, 10.25]
         """
-        seconds = as_seconds(delay, "delay")
-        if not seconds >= 0:
-            raise ValueError(f"delay must be >= 0, got {delay!r}")
-        self._rebase(trio.current_time() + seconds)
+        delay_seconds = seconds(delay, "delay", wording="bare")
+        self._rebase(trio.current_time() + delay_seconds)
 
     def reset_at(self, deadline: float) -> None:
         """Schedule the next tick at ``deadline`` (trio time), and the grid from there.

@@ -22,6 +22,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 import attrs
 
 from . import _job
+from ._duration import seconds
 from ._interval import MissedTickBehavior
 from ._job import JSON, Event, EventKind, Job, JobState, NewJob, check_json
 from ._logging import log_job_event, logger
@@ -42,15 +43,7 @@ Clock = Callable[[], float]
 
 
 def _duration(value: float | timedelta, name: str) -> float:
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise TypeError(f"{name} must be seconds (float) or a timedelta, got {value!r}")
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"{name} must be a finite duration >= 0, got {value!r}")
-    return seconds
+    return seconds(value, name, finite=True, wording="duration")
 
 
 def _instant(value: float | datetime, name: str = "run_at") -> float:

@@ -17,6 +17,8 @@ from typing import Literal, TypeAlias
 
 import attrs
 
+from ._duration import seconds
+
 __all__ = ["Backoff", "Jitter", "Permanent", "RetryLater", "RetryPolicy"]
 
 Jitter: TypeAlias = Literal["full", "equal", "decorrelated"]
@@ -37,15 +39,7 @@ _BASE_NAME: dict[_Kind, str] = {
 
 def _seconds(value: float | timedelta, name: str) -> float:
     """Convert a duration given as seconds or a timedelta into float seconds."""
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise TypeError(f"{name} must be seconds (float) or a timedelta, got {value!r}")
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"{name} must be a finite duration >= 0, got {value!r}")
-    return seconds
+    return seconds(value, name, finite=True, wording="duration")
 
 
 def _check_attempt(attempt: int) -> int:

@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ._duration import seconds
 from ._interval import MissedTickBehavior
 from ._job import JSON, NewJob, check_json
 
@@ -181,18 +182,6 @@ def _cron_before(expression: str, tz: str, t: float) -> float:
 # -- the record ------------------------------------------------------------------
 
 
-def _positive_seconds(value: object, name: str) -> float:
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise TypeError(f"{name} must be seconds (float) or a timedelta, got {value!r}")
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise ValueError(f"{name} must be a finite duration > 0 seconds, got {value!r}")
-    return seconds
-
-
 def _finite(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(
@@ -300,7 +289,11 @@ class Schedule:
             raise ValueError(
                 f"schedule {name!r}: give either every=... or cron=..., got {got}"
             )
-        period = None if every is None else _positive_seconds(every, "every")
+        period = (
+            None
+            if every is None
+            else seconds(every, "every", positive=True, finite=True, wording="duration")
+        )
         if period is not None and period < MIN_EVERY:
             raise ValueError(
                 f"every must be at least {MIN_EVERY:g} s (each slot is a stored "

@@ -24,6 +24,7 @@ from typing import Any, Protocol, TypeVar, TypeVarTuple
 import attrs
 import trio
 
+from ._duration import seconds
 from ._logging import error_summary
 from ._tasks import (
     CANCELLED,
@@ -39,7 +40,6 @@ from ._tasks import (
     explain_type_error,
     is_cancellation,
     log_unhandled,
-    seconds,
 )
 
 __all__ = [

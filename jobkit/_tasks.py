@@ -12,7 +12,6 @@ import functools
 import inspect
 import logging
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 import attrs
@@ -331,21 +330,6 @@ def is_cancellation(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return all(is_cancellation(e) for e in exc.exceptions)
     return False
-
-
-def seconds(value: float | timedelta, what: str) -> float:
-    """Convert a duration (seconds or a timedelta) into seconds, checking it is >= 0."""
-    if isinstance(value, timedelta):
-        result = value.total_seconds()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        result = float(value)
-    else:
-        raise TypeError(
-            f"{what} must be a number of seconds or a timedelta, got {value!r}"
-        )
-    if not result >= 0:  # also refuses NaN
-        raise ValueError(f"{what} must be >= 0 seconds, got {value!r}")
-    return result
 
 
 def log_unhandled(task: _Task, message: str, **fields: object) -> None:

@@ -48,7 +48,6 @@ import argparse
 import functools
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -69,6 +68,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import jobkit
 
+from .._duration import seconds as check_seconds
 from .accounts import Accounts, EmailTaken
 
 __all__ = [
@@ -108,11 +108,7 @@ def step(name: str, message: str, *args: object, **fields: object) -> None:
 
 def _seconds(name: str, *, zero_ok: bool = False) -> Any:
     def check(_: object, __: object, value: object) -> None:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-        if math.isnan(value) or value < 0 or (value == 0 and not zero_ok):
-            bound = ">= 0" if zero_ok else "> 0"
-            raise ValueError(f"{name} must be {bound} seconds, got {value!r}")
+        check_seconds(value, name, positive=not zero_ok, timedelta_ok=False)
 
     return check
 

@@ -26,6 +26,7 @@ from typing import Literal, NoReturn, Protocol, TypeAlias
 import attrs
 import trio
 
+from .._duration import seconds
 from .._job import Job
 from .._retry import Permanent
 from ._rng import KeyedRandom
@@ -92,12 +93,7 @@ def _probability(value: float, name: str = "probability") -> float:
 
 
 def _seconds(value: float, name: str, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be seconds (a number), got {value!r}")
-    if math.isnan(value) or value < 0 or (positive and value == 0):
-        bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name} must be {bound}, got {value!r}")
-    return float(value)
+    return seconds(value, name, positive=positive, timedelta_ok=False, wording="bare")
 
 
 class _Lab(Protocol):

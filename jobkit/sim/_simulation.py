@@ -32,6 +32,7 @@ from typing import Any, NoReturn, TypeAlias
 import trio
 import trio.testing
 
+from .._duration import seconds
 from .._job import Failure, Job, JobState, Outcome, Success
 from .._memory import MemoryStore
 from .._queue import PreparedJob, Queue
@@ -494,12 +495,14 @@ def _int_at_least(value: object, name: str, minimum: int) -> int:
 
 
 def _seconds(value: object, name: str, *, zero_ok: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
-        bound = ">= 0" if zero_ok else "> 0"
-        raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
-    return float(value)
+    return seconds(
+        value,
+        name,
+        positive=not zero_ok,
+        finite=True,
+        timedelta_ok=False,
+        wording="bare",
+    )
 
 
 class Simulation:

@@ -15,6 +15,8 @@ import random
 
 import attrs
 
+from .._duration import seconds
+
 __all__ = ["Burst", "Mix", "Poisson", "Steady", "Workload"]
 
 
@@ -27,12 +29,9 @@ def _count(value: int | None, name: str = "count") -> int | None:
 
 
 def _time(value: float, name: str, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
-    return float(value)
+    return seconds(
+        value, name, positive=positive, finite=True, timedelta_ok=False, wording="bare"
+    )
 
 
 class Workload(abc.ABC):
