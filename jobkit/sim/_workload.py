@@ -92,7 +92,28 @@ def _limits(count: int | None, duration: float | None) -> None:
 
 
 @attrs.frozen
-class Steady(Workload):
+class _Rated(Workload):
+    """Jobs at ``rate`` per second from ``start``, until ``count`` or ``duration``."""
+
+    rate: float = attrs.field()
+    count: int | None = attrs.field(default=None, kw_only=True)
+    duration: float | None = attrs.field(default=None, kw_only=True)
+    start: float = attrs.field(default=0.0, kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        _time(self.rate, "rate", positive=True)
+        _time(self.start, "start")
+        _limits(self.count, self.duration)
+
+    def _bounds(self) -> tuple[float, float]:
+        """How many arrivals at most, and the instant they stop at."""
+        n = math.inf if self.count is None else self.count
+        end = math.inf if self.duration is None else self.start + self.duration
+        return n, end
+
+
+@attrs.frozen
+class Steady(_Rated):
     """One job every ``1 / rate`` seconds from ``start``, like a metronome.
 
     It stops after ``count`` jobs or at ``start + duration``, whichever comes
@@ -108,20 +129,9 @@ class Steady(Workload):
         86400
     """
 
-    rate: float = attrs.field()
-    count: int | None = attrs.field(default=None, kw_only=True)
-    duration: float | None = attrs.field(default=None, kw_only=True)
-    start: float = attrs.field(default=0.0, kw_only=True)
-
-    def __attrs_post_init__(self) -> None:
-        _time(self.rate, "rate", positive=True)
-        _time(self.start, "start")
-        _limits(self.count, self.duration)
-
     def arrivals(self, rng: random.Random) -> list[float]:
         """Return the evenly spaced arrival times."""
-        n = math.inf if self.count is None else self.count
-        end = math.inf if self.duration is None else self.start + self.duration
+        n, end = self._bounds()
         times: list[float] = []
         i = 0
         # i / rate rather than a running sum, so the grid does not drift.
@@ -135,7 +145,7 @@ class Steady(Workload):
 
 
 @attrs.frozen
-class Poisson(Workload):
+class Poisson(_Rated):
     """Jobs that arrive independently at ``rate`` per second on average.
 
     The gaps between arrivals are exponentially distributed, as for
@@ -151,20 +161,9 @@ class Poisson(Workload):
         (True, True)
     """
 
-    rate: float = attrs.field()
-    count: int | None = attrs.field(default=None, kw_only=True)
-    duration: float | None = attrs.field(default=None, kw_only=True)
-    start: float = attrs.field(default=0.0, kw_only=True)
-
-    def __attrs_post_init__(self) -> None:
-        _time(self.rate, "rate", positive=True)
-        _time(self.start, "start")
-        _limits(self.count, self.duration)
-
     def arrivals(self, rng: random.Random) -> list[float]:
         """Return arrival times with exponential gaps drawn from ``rng``."""
-        n = math.inf if self.count is None else self.count
-        end = math.inf if self.duration is None else self.start + self.duration
+        n, end = self._bounds()
         times: list[float] = []
         t = self.start
         while len(times) < n:
