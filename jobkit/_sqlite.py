@@ -421,6 +421,11 @@ class SQLiteStore:
             raise ValueError(
                 f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}"
             )
+        if sqlite3.sqlite_version_info < (3, 35):
+            raise StoreError(
+                f"SQLiteStore needs SQLite 3.35 or later (for UPDATE ... "
+                f"RETURNING); this Python uses SQLite {sqlite3.sqlite_version}"
+            )
         self._path = os.fspath(path)
         self._busy_timeout = float(busy_timeout)
         self._rng = random.Random()
