@@ -21,7 +21,7 @@ from typing import Any, Literal, TypeAlias
 
 import attrs
 
-from .._job import TERMINAL_STATES, Job, JobState
+from .._job import TERMINAL_STATES, EventKind, Job, JobState
 from .._retry import RetryPolicy
 from ._faults import Dependency
 
@@ -57,20 +57,8 @@ kinds) or something that happened to the system (a worker ``crashed`` or
 
 # Events that end an attempt, and what the attempt's bar shows for each.
 _ENDS = frozenset({"succeeded", "retried", "expired", "dead", "released"})
-_JOB_KINDS = frozenset(
-    {
-        "enqueued",
-        "started",
-        "succeeded",
-        "retried",
-        "expired",
-        "dead",
-        "released",
-        "requeued",
-        "cancelled",
-        "discarded",
-    }
-)
+# The job transitions are exactly the store's event kinds.
+_JOB_KINDS = frozenset(kind.value for kind in EventKind)
 # Relative tolerance for float round trips (retry_at - failed_at).
 _EPS = 1e-9
 
