@@ -243,28 +243,28 @@ class Progress:
 # -- argument types ----------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
+def _whole_number(
+    text: str,
+    minimum: int,
+    too_small: str,
+    *,
+    expected: str = "expected a whole number",
+) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a whole number, got {text!r}"
-        ) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+        raise argparse.ArgumentTypeError(f"{expected}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{too_small}, got {value}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _whole_number(text, 1, "must be at least 1")
 
 
 def _job_id(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"a job id is a number, got {text!r}"
-        ) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"job ids start at 1, got {value}")
-    return value
+    return _whole_number(text, 1, "job ids start at 1", expected="a job id is a number")
 
 
 def _seconds(text: str) -> float:
@@ -288,14 +288,7 @@ def _state(text: str) -> JobState:
 
 
 def _limit(text: str) -> int | None:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a whole number, got {text!r}"
-        ) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 (0: no limit), got {value}")
+    value = _whole_number(text, 0, "must be >= 0 (0: no limit)")
     return None if value == 0 else value
 
 
