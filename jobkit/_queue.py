@@ -14,10 +14,10 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta, tzinfo
 from types import MappingProxyType
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 import attrs
 
@@ -37,6 +37,12 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 Clock = Callable[[], float]
+
+
+class _Transition(Protocol):
+    """A store method that moves one job on, such as ``Store.cancel``."""
+
+    def __call__(self, job_id: int, *, now: float) -> Awaitable[Job]: ...
 
 
 # -- argument checks -------------------------------------------------------------
@@ -841,10 +847,7 @@ class Queue:
             >>> trio.run(main)
             'cancelled'
         """
-        now = self.clock()
-        job = await self.store.cancel(job_id, now=now)
-        log_job_event(Event(job.id, EventKind.CANCELLED, now, job.attempts), job)
-        return job
+        return await self._by_hand(self.store.cancel, job_id, EventKind.CANCELLED)
 
     async def list(
         self,
@@ -899,10 +902,8 @@ class Queue:
             ...         await queue.requeue(job.id)
             >>> trio.run(main)
         """
-        now = self.clock()
-        job = await self.store.requeue(job_id, now=now)
+        job = await self._by_hand(self.store.requeue, job_id, EventKind.REQUEUED)
         self._listeners.notify(job.queue)
-        log_job_event(Event(job.id, EventKind.REQUEUED, now, job.attempts), job)
         return job
 
     async def discard(self, job_id: int) -> Job:
@@ -917,9 +918,15 @@ class Queue:
             ...         await queue.discard(job.id)
             >>> trio.run(main)
         """
+        return await self._by_hand(self.store.discard, job_id, EventKind.DISCARDED)
+
+    async def _by_hand(
+        self, transition: _Transition, job_id: int, kind: EventKind
+    ) -> Job:
+        """Apply a transition someone asked for to one job, now, and log it."""
         now = self.clock()
-        job = await self.store.discard(job_id, now=now)
-        log_job_event(Event(job.id, EventKind.DISCARDED, now, job.attempts), job)
+        job = await transition(job_id, now=now)
+        log_job_event(Event(job.id, kind, now, job.attempts), job)
         return job
 
     async def stats(self) -> QueueCounts:
