@@ -586,6 +586,11 @@ def add_jobs(commands: Subparsers) -> None:
     parser.add_argument(
         "--state", type=_state, metavar="S", help="queued, running, ..."
     )
+    _add_listing_options(parser)
+
+
+def _add_listing_options(parser: argparse.ArgumentParser) -> None:
+    """--queue and --limit, as every command that lists jobs takes them."""
     parser.add_argument("--queue", metavar="Q", help="only this queue")
     parser.add_argument(
         "--limit",
@@ -703,14 +708,7 @@ def add_dead(commands: Subparsers) -> None:
         "'jobkit show ID', then 'jobkit requeue' or 'jobkit discard' them.",
         cmd_dead,
     )
-    parser.add_argument("--queue", metavar="Q", help="only this queue")
-    parser.add_argument(
-        "--limit",
-        type=_limit,
-        default=100,
-        metavar="N",
-        help="show at most N jobs (default 100; 0: all)",
-    )
+    _add_listing_options(parser)
 
 
 def cmd_dead(args: argparse.Namespace) -> int:
