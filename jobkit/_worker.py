@@ -550,7 +550,10 @@ class Worker:
             if applied and isinstance(attempt.outcome, Release):
                 # A released job is due now: let an idle local worker take it.
                 self._queue._listeners.notify(attempt.job.queue)
-        del self._running[attempt.job.id]
+        # A lost attempt may still be winding down when the reaped job is
+        # claimed again under the same id: leave the new attempt's entry.
+        if self._running.get(attempt.job.id) is attempt:
+            del self._running[attempt.job.id]
         self._poke()
 
     async def _execute(self, attempt: _Attempt) -> Outcome | None:

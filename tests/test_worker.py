@@ -673,6 +673,33 @@ async def test_settle_after_losing_the_lease_is_a_warning(
     assert (await queue.get(job_id)).last_error == jobkit._job.EXPIRED_ERROR
 
 
+async def test_lost_attempt_ending_after_its_job_ran_again(
+    autojump_clock: Any,
+) -> None:
+    """A lost attempt ending after its job was claimed again leaves the new one be."""
+    queue, store = make_queue()
+    finished: list[tuple[int, float]] = []
+
+    @queue.task()
+    async def stubborn() -> None:
+        attempt = jobkit.current_job().attempts
+        if attempt == 1:
+            with trio.CancelScope(shield=True):  # ignores being stopped
+                await trio.sleep(5)
+        finished.append((attempt, trio.current_time()))
+
+    async with worker_running(queue, lease=3, poll_interval=1) as (worker, _):
+        job_id = await stubborn.enqueue()
+        await trio.sleep(0.5)
+        await store.reap(now=3.5)  # another worker reaped the lease at 3.5
+        await trio.sleep(6)
+    assert finished == [(2, 3.5), (1, 5.0)]
+    stats = worker.statistics()
+    assert (stats.claimed, stats.succeeded, stats.lost, stats.running) == (2, 1, 1, 0)
+    job = await queue.get(job_id)
+    assert (job.state, job.attempts) == (JobState.SUCCEEDED, 2)
+
+
 async def test_unknown_task_and_bad_result_are_failures(autojump_clock: Any) -> None:
     """A job for a task this worker lacks, or a result that is not JSON, goes dead."""
     queue, store = make_queue(attempts=1)
