@@ -17,6 +17,7 @@ from typing import Literal, TypeAlias
 
 import attrs
 
+from ._checks import int_at_least
 from ._duration import seconds
 
 __all__ = ["Backoff", "Jitter", "Permanent", "RetryLater", "RetryPolicy"]
@@ -425,8 +426,7 @@ class RetryPolicy:
 
     @max_attempts.validator
     def _check_max_attempts(self, _: attrs.Attribute[int], value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"max_attempts must be an int >= 1, got {value!r}")
+        int_at_least(value, "max_attempts", 1)
 
     @backoff.validator
     def _check_backoff(self, _: attrs.Attribute[Backoff], value: Backoff) -> None:

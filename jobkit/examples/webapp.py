@@ -68,6 +68,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import jobkit
 
+from .._checks import int_at_least
 from .._duration import seconds as check_seconds
 from .accounts import Accounts, EmailTaken
 
@@ -129,8 +130,7 @@ def _check_port(_: object, __: object, value: int) -> None:
 
 def _check_positive_int(name: str) -> Any:
     def check(_: object, __: object, value: object) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        int_at_least(value, name, 1)
 
     return check
 

@@ -32,6 +32,7 @@ from typing import Any, NoReturn, TypeAlias
 import trio
 import trio.testing
 
+from .._checks import int_at_least
 from .._duration import seconds
 from .._job import Failure, Job, JobState, Outcome, Success
 from .._memory import MemoryStore
@@ -488,12 +489,6 @@ def _is_interrupt(exc: BaseException) -> bool:
 StoreOption: TypeAlias = Store | Callable[[], Store] | None
 
 
-def _int_at_least(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
 def _seconds(value: object, name: str, *, zero_ok: bool = False) -> float:
     return seconds(
         value,
@@ -574,8 +569,8 @@ class Simulation:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {seed!r}")
         self.seed = seed
-        self.workers = _int_at_least(workers, "workers", 1)
-        self.concurrency = _int_at_least(concurrency, "concurrency", 1)
+        self.workers = int_at_least(workers, "workers", 1)
+        self.concurrency = int_at_least(concurrency, "concurrency", 1)
         if faults is None:
             faults = FaultPlan()
         elif isinstance(faults, Fault | StoreErrors):

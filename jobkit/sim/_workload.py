@@ -15,6 +15,7 @@ import random
 
 import attrs
 
+from .._checks import int_at_least
 from .._duration import seconds
 
 __all__ = ["Burst", "Mix", "Poisson", "Steady", "Workload"]
@@ -23,9 +24,7 @@ __all__ = ["Burst", "Mix", "Poisson", "Steady", "Workload"]
 def _count(value: int | None, name: str = "count") -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
-    return value
+    return int_at_least(value, name, 0)
 
 
 def _time(value: float, name: str, *, positive: bool = False) -> float:
