@@ -94,7 +94,10 @@ class MemoryStore:
         self._counts[(job.queue, job.state)] += 1
         self._jobs[job.id] = job
         if job.state is JobState.QUEUED:
-            index = self._queues.setdefault(job.queue, _QueueIndex())
+            index = self._queues.get(job.queue)
+            if index is None:
+                # Not setdefault: that would build a throwaway index per call.
+                index = self._queues[job.queue] = _QueueIndex()
             heapq.heappush(index.pending, (job.run_at, job.id))
         elif job.state is JobState.RUNNING:
             assert job.lease_until is not None
@@ -185,7 +188,9 @@ class MemoryStore:
         prepared = []
         for outcome in outcomes:
             if isinstance(outcome, _job.Success):
-                outcome = attrs.evolve(outcome, result=_copy(outcome.result, "result"))
+                outcome = _job.Success(
+                    outcome.job_id, outcome.attempt, _copy(outcome.result, "result")
+                )
             prepared.append(outcome)
             # An unknown id refuses the whole batch before anything changes.
             self._lookup(outcome.job_id)
