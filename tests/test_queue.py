@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -360,3 +361,35 @@ def test_payloads_round_trip_in_order(payloads: list[dict[str, Any]]) -> None:
         return [(await queue.get(i)).payload for i in ids]
 
     assert jobkit.testing.run_virtual(main) == payloads
+
+
+@given(
+    st.lists(st.sampled_from(["a", "b", "c", "d", "extra"]), unique=True),
+    st.booleans(),
+)
+def test_prepare_agrees_with_signature_binding(keys: list[str], by_name: bool) -> None:
+    """prepare and enqueue_many accept, order and refuse as Signature.bind does."""
+    queue = Queue()
+
+    @queue.task()
+    async def work(a: int, b: int = 0, *, c: int, d: int = 1) -> None: ...
+
+    kwargs = {key: i for i, key in enumerate(keys)}
+    try:
+        bound = inspect.signature(work.fn).bind(**kwargs)
+    except TypeError as exc:
+        expected: dict[str, Any] | str = f"task 'work': {exc}"
+    else:
+        expected = dict(bound.arguments)
+    try:
+        if by_name:
+            # By name the payload is stored as given; only the check applies.
+            queue._resolve(PreparedJob("work", kwargs), 0.0)
+            payload = {key: kwargs[key] for key in expected}
+        else:
+            payload = work.prepare(**kwargs).payload
+    except TypeError as exc:
+        assert str(exc) == expected
+    else:
+        assert isinstance(expected, dict)
+        assert list(payload.items()) == list(expected.items())
