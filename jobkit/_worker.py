@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import attrs
 import trio
@@ -164,6 +164,58 @@ def _log_fields(job: Job, **more: object) -> dict[str, object]:
     }
 
 
+class _RememberedFrames(traceback.StackSummary):
+    """A stack summary that formats each distinct frame line only once.
+
+    Python 3.11 parses a frame's source line to draw its ``^^^`` markers;
+    a handler failing over and over repeats the same few frames, so their
+    text is kept and reused. The key holds everything the text is made of
+    (file, position, function and the source line as read), so reusing it
+    gives the very text ``traceback`` would.
+    """
+
+    _formatted: ClassVar[dict[tuple[object, ...], str]] = {}
+    _LIMIT: ClassVar[int] = 4096
+
+    def format_frame_summary(
+        self, frame_summary: traceback.FrameSummary, **kwargs: Any
+    ) -> str:
+        source = getattr(frame_summary, "_original_line", None)
+        if kwargs or frame_summary.locals or source is None:
+            return super().format_frame_summary(frame_summary, **kwargs)
+        key = (
+            frame_summary.filename,
+            frame_summary.lineno,
+            frame_summary.end_lineno,
+            frame_summary.colno,
+            frame_summary.end_colno,
+            frame_summary.name,
+            source,
+        )
+        formatted = self._formatted.get(key)
+        if formatted is None:
+            formatted = super().format_frame_summary(frame_summary)
+            if len(self._formatted) >= self._LIMIT:
+                self._formatted.clear()
+            self._formatted[key] = formatted
+        return formatted
+
+
+def _traceback(error: BaseException) -> traceback.TracebackException:
+    """``error``'s traceback, chained exceptions included, with frames remembered."""
+    root = traceback.TracebackException.from_exception(error)
+    todo, seen = [root], set()
+    while todo:
+        te = todo.pop()
+        if id(te) in seen:
+            continue
+        seen.add(id(te))
+        te.stack = _RememberedFrames(te.stack)
+        todo.extend(t for t in (te.__cause__, te.__context__) if t is not None)
+        todo.extend(te.exceptions or ())
+    return root
+
+
 def describe_error(error: BaseException) -> str:
     """Return the text stored on a job for ``error``: a summary, then the traceback.
 
@@ -185,7 +237,7 @@ def describe_error(error: BaseException) -> str:
     message = str(error)
     summary = type(error).__name__ + (f": {message}" if message else "")
     summary = summary.splitlines()[0] if summary else type(error).__name__
-    trace = "".join(traceback.format_exception(error))
+    trace = "".join(_traceback(error).format())
     if len(trace) > MAX_TRACEBACK:
         trace = "...\n" + trace[-MAX_TRACEBACK:]
     return f"{summary}\n\n{trace}"

@@ -774,3 +774,31 @@ def test_every_job_ends_as_its_failures_dictate(
             assert (job.state, job.attempts) == (JobState.SUCCEEDED, failures + 1)
         else:
             assert (job.state, job.attempts) == (JobState.DEAD, max_attempts)
+
+
+def test_describe_error_text_is_the_standard_traceback_every_time() -> None:
+    """describe_error gives the standard traceback text (markers, chains) every call."""
+    import traceback
+
+    from jobkit._worker import describe_error
+
+    def lookup(data: dict[str, Any]) -> Any:
+        return data["a"]["b"] + 1
+
+    def wrapped() -> None:
+        try:
+            lookup({"a": {}})
+        except KeyError as exc:
+            raise ValueError("wrapped") from exc
+
+    texts = []
+    for _ in range(3):
+        try:
+            wrapped()
+        except ValueError as exc:
+            expected = "".join(traceback.format_exception(exc))
+            text = describe_error(exc)
+            assert text == f"ValueError: wrapped\n\n{expected}"
+            texts.append(text)
+    assert "~~~~~~^^^^^" in texts[0]
+    assert "The above exception was the direct cause" in texts[0]
