@@ -510,6 +510,11 @@ class _Shape:
             frozenset(p.name for p in params if p.default is inspect.Parameter.empty),
         )
 
+    def accepts(self, kwargs: Mapping[str, Any]) -> bool:
+        """Return whether ``_bind`` would surely accept ``kwargs``."""
+        keys = kwargs.keys()
+        return keys <= self.names and self.required <= keys
+
     def bind(self, kwargs: Mapping[str, Any]) -> dict[str, JSON] | None:
         """Return ``kwargs`` in parameter order, as ``_bind`` would, or None."""
         keys = kwargs.keys()
@@ -841,9 +846,9 @@ class Queue:
             log_job_event(event, job)
 
     def _resolve(self, item: PreparedJob, now: float) -> NewJob:
-        task = self._task_named(item.task)
+        task = self._tasks.get(item.task) or self._task_named(item.task)
         if task._signature is not None and (
-            task._shape is None or task._shape.bind(item.payload) is None
+            task._shape is None or not task._shape.accepts(item.payload)
         ):
             _bind(task._signature, task.name, (), item.payload)
         if item.delay is not None:
