@@ -226,6 +226,9 @@ _DUE: Final = (
     "AND run_at <= ? ORDER BY priority DESC, run_at, id LIMIT ?"
 )
 
+# The claim from one queue, the common case, as one constant statement.
+_CLAIM_ONE: Final = f"{_START} IN (SELECT id {_DUE}) RETURNING {_COLUMNS}"
+
 # The earliest run_at in one queue: a seek per distinct priority in
 # ``jobs_claim`` (highest first), then the first run_at under each.
 _NEXT_RUN_AT: Final = """
@@ -306,6 +309,10 @@ _encode: Final = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, separators=(",", ":")
 ).encode
 
+# json.loads checks its argument's type and builds nothing else; the columns
+# read back are always text, so the decoder is called directly.
+_decode: Final = json.JSONDecoder().decode
+
 _STATES: Final = {state.value: state for state in JobState}
 # The partial index that holds every job in a state, where there is one.
 _STATE_INDEX: Final = {
@@ -342,7 +349,7 @@ def _to_job(row: _Row) -> Job:
         job_id,
         task,
         queue,
-        json.loads(payload),
+        _decode(payload),
         _STATES[state],
         attempts,
         max_attempts,
@@ -353,7 +360,7 @@ def _to_job(row: _Row) -> Job:
         None if lease_until is None else float(lease_until),
         unique_key,
         last_error,
-        None if result is None else json.loads(result),
+        None if result is None else _decode(result),
     )
 
 
@@ -756,7 +763,7 @@ class SQLiteStore:
             if not chosen:
                 return []
             if len(chosen) == 1:
-                sql = f"{_START} IN (SELECT id {_DUE}) RETURNING {_COLUMNS}"
+                sql = _CLAIM_ONE
                 params: tuple[Any, ...] = (lease_until, now, chosen[0], now, limit)
             else:
                 # Each queue yields its own best ``limit``; the merge is small.
@@ -774,7 +781,8 @@ class SQLiteStore:
                 flat.append(limit)
                 params = tuple(flat)
             jobs = [_to_job(row) for row in conn.execute(sql, params).fetchall()]
-            jobs.sort(key=_job.claim_order)
+            if len(jobs) > 1:
+                jobs.sort(key=_job.claim_order)
             return jobs
 
         return await self._run(lambda: self._transaction(body), rows=limit)
