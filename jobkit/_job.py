@@ -369,6 +369,25 @@ def owns(job: Job, attempt: int) -> bool:
     return job.state is JobState.RUNNING and job.attempts == attempt
 
 
+def settled_kind(job: Job, outcome: Outcome) -> EventKind:
+    """Return the kind of event :func:`settle` records for ``outcome`` on ``job``.
+
+    Example::
+
+        >>> job, _ = start(create(NewJob(task="t", max_attempts=1), job_id=1,
+        ...                       now=0.0)[0], now=0.0, lease=10.0)
+        >>> settled_kind(job, Failure(1, 1, "boom", retry_at=4.0)).value
+        'dead'
+    """
+    if isinstance(outcome, Success):
+        return EventKind.SUCCEEDED
+    if isinstance(outcome, Release):
+        return EventKind.RELEASED
+    if outcome.retry_at is None or job.attempts >= job.max_attempts:
+        return EventKind.DEAD
+    return EventKind.RETRIED
+
+
 def settle(job: Job, outcome: Outcome, *, now: float) -> tuple[Job, Event]:
     """Apply a worker's report on the running attempt.
 
@@ -388,7 +407,9 @@ def settle(job: Job, outcome: Outcome, *, now: float) -> tuple[Job, Event]:
             f"attempt {outcome.attempt} of job {job.id} is not running "
             f"(job is {job.state.value} at attempt {job.attempts})"
         )
-    if isinstance(outcome, Success):
+    kind = settled_kind(job, outcome)
+    if kind is EventKind.SUCCEEDED:
+        assert isinstance(outcome, Success)
         new = _evolve(
             job,
             state=JobState.SUCCEEDED,
@@ -397,7 +418,7 @@ def settle(job: Job, outcome: Outcome, *, now: float) -> tuple[Job, Event]:
             updated_at=now,
         )
         return new, Event(job.id, EventKind.SUCCEEDED, now, job.attempts)
-    if isinstance(outcome, Release):
+    if kind is EventKind.RELEASED:
         new = _evolve(
             job,
             state=JobState.QUEUED,
@@ -407,7 +428,8 @@ def settle(job: Job, outcome: Outcome, *, now: float) -> tuple[Job, Event]:
             updated_at=now,
         )
         return new, Event(job.id, EventKind.RELEASED, now, job.attempts)
-    if outcome.retry_at is None or job.attempts >= job.max_attempts:
+    assert isinstance(outcome, Failure)
+    if kind is EventKind.DEAD:
         new = _evolve(
             job,
             state=JobState.DEAD,

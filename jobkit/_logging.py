@@ -169,6 +169,25 @@ def _message(event: Event, job: Job, duration: float | None) -> str:
     return f"{head} discarded from the dead letters"
 
 
+def logs_job_event(kind: EventKind, log: logging.Logger | None = None) -> bool:
+    """Tell whether :func:`log_job_event` would emit a record for an event of ``kind``.
+
+    Callers on a hot path use it to skip building what only the record needs.
+
+    Example::
+
+        >>> import logging
+        >>> from jobkit import EventKind
+        >>> from jobkit._logging import logs_job_event
+        >>> quiet = logging.getLogger("jobkit.example.quiet")
+        >>> quiet.setLevel(logging.ERROR)
+        >>> [logs_job_event(k, quiet) for k in (EventKind.STARTED, EventKind.DEAD)]
+        [False, True]
+    """
+    target = logger if log is None else log
+    return target.isEnabledFor(_LEVELS.get(kind, logging.INFO))
+
+
 def log_job_event(
     event: Event,
     job: Job,

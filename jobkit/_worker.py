@@ -45,7 +45,7 @@ from ._job import (
     Success,
     check_json,
 )
-from ._logging import log_job_event
+from ._logging import log_job_event, logs_job_event
 from ._queue import Queue, Task
 from ._retry import Backoff, Permanent, RetryLater
 from ._store import ScheduleStore
@@ -613,9 +613,10 @@ class Worker:
         task = self._queue.tasks.get(job.task)
         _current_job.set(job)
         attempt.started = self._queue.clock()
-        log_job_event(
-            Event(job.id, EventKind.STARTED, job.updated_at, job.attempts), job
-        )
+        if logs_job_event(EventKind.STARTED):
+            log_job_event(
+                Event(job.id, EventKind.STARTED, job.updated_at, job.attempts), job
+            )
         error: Exception | None = None
         result: Any = None
         with attempt.scope:
@@ -733,23 +734,26 @@ class Worker:
                 extra=_log_fields(job, event="lost"),
             )
             return
-        # The store applied this same pure transition to this same snapshot.
-        new, event = _job.settle(job, outcome, now=now)
-        error = attempt.error
-        log_job_event(
-            event,
-            new,
-            duration=now - attempt.started,
-            # Asking to retry later is not a crash: no traceback for it.
-            exc=None if isinstance(error, RetryLater) else error,
-        )
-        if event.kind is EventKind.SUCCEEDED:
+        kind = _job.settled_kind(job, outcome)
+        if logs_job_event(kind):
+            # The store applied this same pure transition to this same
+            # snapshot; rebuilt only for the log record.
+            new, event = _job.settle(job, outcome, now=now)
+            error = attempt.error
+            log_job_event(
+                event,
+                new,
+                duration=now - attempt.started,
+                # Asking to retry later is not a crash: no traceback for it.
+                exc=None if isinstance(error, RetryLater) else error,
+            )
+        if kind is EventKind.SUCCEEDED:
             counters.succeeded += 1
-        elif event.kind is EventKind.RELEASED:
+        elif kind is EventKind.RELEASED:
             counters.released += 1
-        elif event.kind is EventKind.RETRIED:
+        elif kind is EventKind.RETRIED:
             counters.retried += 1
-        elif event.kind is EventKind.DEAD:
+        elif kind is EventKind.DEAD:
             counters.dead += 1
 
     # -- leases --------------------------------------------------------------------
