@@ -323,14 +323,34 @@ class _Settler:
         self._caller = caller
         self._pending: list[_Pending] = []
         self._ready = trio.Event()
+        self._writing = 0  # settle calls in flight
 
-    async def submit(self, outcome: Outcome) -> tuple[bool, float]:
-        """Queue ``outcome`` for the next write; return if it applied, and when."""
+    async def submit(self, outcome: Outcome, *, alone: bool) -> tuple[bool, float]:
+        """Write ``outcome`` soon; return if it applied, and when.
+
+        ``alone`` says no other attempt of this worker is running.
+        """
         pending = _Pending(outcome)
+        if alone and not self._writing and not self._pending:
+            # Nothing to batch with: write it from the attempt's own task,
+            # which spares two task switches (to the settler and back) when
+            # jobs come one at a time. Attempts that finish together still
+            # go to the settler, so their outcomes share one store call.
+            [pending.applied] = await self._write([pending])
+            return pending.applied, pending.now
         self._pending.append(pending)
         self._ready.set()
         await pending.done.wait()
         return pending.applied, pending.now
+
+    async def _write(self, batch: list[_Pending]) -> list[bool]:
+        self._writing += 1
+        try:
+            return await self._caller.call(
+                "settle", functools.partial(self._settle, batch)
+            )
+        finally:
+            self._writing -= 1
 
     async def _settle(self, batch: list[_Pending]) -> list[bool]:
         now = self._queue.clock()
@@ -343,9 +363,7 @@ class _Settler:
             await self._ready.wait()
             self._ready = trio.Event()
             batch, self._pending = self._pending, []
-            applied = await self._caller.call(
-                "settle", functools.partial(self._settle, batch)
-            )
+            applied = await self._write(batch)
             for pending, ok in zip(batch, applied, strict=True):
                 pending.applied = ok
                 pending.done.set()
@@ -597,7 +615,9 @@ class Worker:
         # ``_running`` and ``_hand_back`` reports it when the worker exits.
         attempt.outcome = await self._execute(attempt)
         if attempt.outcome is not None:
-            applied, now = await self._settler.submit(attempt.outcome)
+            applied, now = await self._settler.submit(
+                attempt.outcome, alone=len(self._running) == 1
+            )
             self._report(attempt, applied, now)
             if applied and isinstance(attempt.outcome, Release):
                 # A released job is due now: let an idle local worker take it.
