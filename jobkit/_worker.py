@@ -456,6 +456,7 @@ class Worker:
         self._delays: dict[int, tuple[int, float]] = {}
         self._counters = _Counters()
         self._poked: trio.Event | None = None
+        self._slot_free = False  # the claim loop waits with a slot free
         self._stopping = False
         self._started = False
 
@@ -576,8 +577,13 @@ class Worker:
                 if next_deadline is None:
                     continue
                 deadline = next_deadline
+            # With a slot free and nothing due before ``deadline``, an attempt
+            # that ends makes no job due unless it retries it (a release
+            # notifies like an enqueue): looking again would find nothing.
+            self._slot_free = free > 0
             with trio.move_on_at(deadline):
                 await self._poked.wait()
+            self._slot_free = False
 
     async def _claim(self, limit: int) -> list[Job]:
         return await self._queue.store.claim(
@@ -626,7 +632,12 @@ class Worker:
         # claimed again under the same id: leave the new attempt's entry.
         if self._running.get(attempt.job.id) is attempt:
             del self._running[attempt.job.id]
-        self._poke()
+        if (
+            not self._slot_free
+            or self._stopping
+            or not isinstance(attempt.outcome, Success | Release)
+        ):
+            self._poke()
 
     async def _execute(self, attempt: _Attempt) -> Outcome | None:
         job = attempt.job
