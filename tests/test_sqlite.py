@@ -496,8 +496,10 @@ def test_processes_claiming_from_one_file_share_the_jobs_exactly(
         assert "locked" not in err
         claimed[f"p{n}"] = json.loads(out)
     every = [job_id for got in claimed.values() for job_id in got]
-    assert sorted(every) == ids  # each job claimed once, none lost
-    assert all(claimed.values()), {k: len(v) for k, v in claimed.items()}
+    # Each job claimed once, none lost. How the jobs are shared out is not
+    # asserted: SQLite's write lock is not fair, and a process that backs off
+    # on a busy database can find the others have drained the queue.
+    assert sorted(every) == ids
 
     async def check() -> None:
         async with SQLiteStore(path) as store:
