@@ -2,7 +2,8 @@
 
 Run it with ``python tests/benchmarks/bench_sim.py`` (a few minutes; set
 ``BENCH_RUNS`` for more or fewer repetitions, ``BENCH_DAY=0`` to skip the
-simulated day, ``--profile`` to see where the time goes).
+simulated day, ``BENCH_DAY_SECONDS=3600`` for a shorter one, ``--profile``
+to see where the time goes).
 
 Two measurements, each the median of several runs:
 
@@ -21,6 +22,14 @@ Baselines, measured in the same run, put the figures in proportion:
   tasks or the worker: the floor the store alone sets;
 - *trio tasks*: one trio task spawned per attempt, 10 at a time, each doing
   one checkpoint: the floor of running each attempt as a task;
+- *the day's sleeps*: a hand-written trio program on an autojump
+  ``MockClock`` with no queue at all: a producer sleeping 1 s between
+  arrivals, each arrival a task that sleeps its exponential latency and,
+  after each of its 20 % failures, its backoff (1 s doubling to 60 s, 10
+  attempts). It makes the same kinds of sleeps as the simulated day and
+  nothing else, so it is the floor trio's MockClock sets for the day. On a
+  machine where it takes longer than 10 s, the day target lies below what
+  the virtual clock itself costs;
 - *virtual clock*: one ``trio.sleep`` per job of the day on an autojump
   ``MockClock``: the cost of stepping virtual time through the day at all.
 
@@ -33,6 +42,7 @@ from __future__ import annotations
 import cProfile
 import os
 import pstats
+import random
 import statistics
 import sys
 import time
@@ -58,10 +68,12 @@ from jobkit.sim import (
 
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 DAY = os.environ.get("BENCH_DAY", "1") != "0"
+DAY_SECONDS = float(os.environ.get("BENCH_DAY_SECONDS", "86400"))
 JOBS = 10_000
 FAILURE_RATE = 0.2
 POLICY = RetryPolicy(10, Backoff.exponential(1, 60))
 SLOTS = 10
+LATENCY = 0.2  # the day's mean attempt latency, seconds
 
 
 def burst_simulation(jobs: int = JOBS) -> Simulation:
@@ -79,7 +91,7 @@ def day_simulation(seconds: float = 86_400.0) -> Simulation:
     return Simulation(
         1,
         workload=Steady(1.0, duration=seconds),
-        faults=FaultPlan(Latency.exponential(0.2), TransientErrors(FAILURE_RATE)),
+        faults=FaultPlan(Latency.exponential(LATENCY), TransientErrors(FAILURE_RATE)),
         retry=POLICY,
         concurrency=SLOTS,
         progress=False,
@@ -148,6 +160,38 @@ def trio_tasks(count: int) -> int:
         return count
 
     return trio.run(main)
+
+
+def day_floor(seconds: float = 86_400.0) -> int:
+    """The day's sleeps alone, in hand-written trio with no queue; returns attempts.
+
+    A producer sleeps 1 s between arrivals; each arrival is a task that sleeps
+    its latency, and after a failure the backoff, until it succeeds or runs
+    out of attempts. The draws match the simulated day's distributions, not
+    its exact luck.
+    """
+    rng = random.Random(1)
+    rate = 1.0 / LATENCY
+    attempts = 0
+
+    async def job() -> None:
+        nonlocal attempts
+        for attempt in range(1, POLICY.max_attempts + 1):
+            attempts += 1
+            await trio.sleep(rng.expovariate(rate))
+            if rng.random() >= FAILURE_RATE:
+                return
+            if attempt < POLICY.max_attempts:
+                await trio.sleep(POLICY.backoff.nominal(attempt))
+
+    async def main() -> int:
+        async with trio.open_nursery() as nursery:
+            for _ in range(int(seconds)):
+                nursery.start_soon(job)
+                await trio.sleep(1)
+        return attempts
+
+    return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
 def virtual_clock(steps: int) -> int:
@@ -258,17 +302,32 @@ def main() -> None:
     )
 
     if DAY:
-        print("\nDay: 1 job/s for 86,400 virtual seconds, same failures, 0.2 s latency")
-        day = day_simulation()
+        print(
+            f"\nDay: 1 job/s for {DAY_SECONDS:,.0f} virtual seconds, same failures, "
+            f"{LATENCY:g} s latency"
+        )
+        day = day_simulation(DAY_SECONDS)
         d_wall, d_cpu, d_n = median_of(lambda: day.run().summary().attempts)
         row("simulated day", d_wall, d_cpu, d_n, "attempts")
-        c_wall, c_cpu, c_n = median_of(lambda: virtual_clock(86_400))
-        row("baseline: 86,400 virtual sleeps", c_wall, c_cpu, c_n, "sleeps")
+        f_wall, f_cpu, f_n = median_of(lambda: day_floor(DAY_SECONDS))
+        row("baseline: day's sleeps, no queue", f_wall, f_cpu, f_n, "attempts")
+        steps = int(DAY_SECONDS)
+        c_wall, c_cpu, c_n = median_of(lambda: virtual_clock(steps))
+        row(f"baseline: {steps:,} virtual sleeps", c_wall, c_cpu, c_n, "sleeps")
+        # The 10 s target is for a whole day; a shorter day is held to its share.
+        target = 10.0 * DAY_SECONDS / 86_400
         print(
-            f"  => the day took {d_wall:.1f} s of wall time (target < 10 s: "
-            f"{'met' if d_wall < 10 else 'MISSED'}); stepping the clock once "
-            f"per job alone takes {c_wall:.1f} s"
+            f"  => the day took {d_wall:.1f} s of wall time (target < {target:.3g} s: "
+            f"{'met' if d_wall < target else 'MISSED'}); its sleeps alone, on "
+            f"trio's MockClock with no queue, take {f_wall:.1f} s "
+            f"({d_wall / f_wall:.1f}x); stepping the clock once per job "
+            f"takes {c_wall:.1f} s"
         )
+        if f_wall >= target:
+            print(
+                "     the target is below the floor: trio's MockClock alone "
+                "cannot step through this day's sleeps that fast here"
+            )
 
     if "--profile" in sys.argv:
         profile(burst_simulation(2_000))
