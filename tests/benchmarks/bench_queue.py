@@ -13,7 +13,9 @@ trio program, doing the same work:
 - the batched row claims and completes ten jobs per transaction on both
   sides, as a busy worker does;
 - the API rows go through :class:`jobkit.Queue` (``enqueue`` and
-  ``enqueue_many``), as a producer would;
+  ``enqueue_many``), as a producer would; the ``run_worker`` row is a whole
+  worker with 10 slots running trivial async handlers, claims, settles and
+  all, against the baseline's batches of ten;
 - the "jobkit SQL by hand" rows run SQLiteStore's own statements on its own
   schema straight through ``sqlite3``, without jobkit's Python layer or trio
   checkpoints. They split the gap to the baseline in two: what the extra
@@ -334,6 +336,27 @@ async def store_batches(path: Path) -> float:
     return rate
 
 
+async def worker_drain(path: Path) -> float:
+    queue = jobkit.Queue(SQLiteStore(path))
+    token = jobkit.CancellationToken()
+    ran = 0
+
+    @queue.task()
+    async def send(user_id: int, template: str) -> None:
+        nonlocal ran
+        ran += 1
+        if ran == CLAIMED:
+            token.cancel()  # the worker still settles what is in hand
+
+    await queue.enqueue_many(send.prepare(**payload(i)) for i in range(QUEUED))
+    worker = jobkit.Worker(queue, concurrency=BATCHED, shutdown=token)
+    start = time.perf_counter()
+    await worker.run()
+    rate = timed(worker.statistics().succeeded, start)
+    await queue.store.aclose()
+    return rate
+
+
 async def raw_claim_complete(path: Path) -> float:
     store = SQLiteStore(path)
     jobs = [NewJob(task="send", payload=payload(i)) for i in range(QUEUED)]
@@ -537,7 +560,10 @@ def main() -> int:
             (
                 f"claim {BATCHED} + complete {BATCHED} per transaction",
                 base_batches,
-                {"SQLiteStore claim/settle": store_batches},
+                {
+                    "SQLiteStore claim/settle": store_batches,
+                    f"run_worker, {BATCHED} slots": worker_drain,
+                },
             ),
             (
                 f"full cycle: enqueue, claim, complete ({CYCLES} jobs)",
