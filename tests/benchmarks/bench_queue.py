@@ -348,7 +348,9 @@ async def worker_drain(path: Path) -> float:
         if ran == CLAIMED:
             token.cancel()  # the worker still settles what is in hand
 
-    await queue.enqueue_many(send.prepare(**payload(i)) for i in range(QUEUED))
+    await queue.enqueue_many(
+        send.prepare(user_id=i, template="welcome") for i in range(QUEUED)
+    )
     worker = jobkit.Worker(queue, concurrency=BATCHED, shutdown=token)
     start = time.perf_counter()
     await worker.run()
