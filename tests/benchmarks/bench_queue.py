@@ -45,6 +45,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -209,7 +210,7 @@ async def raw_enqueue_one(path: Path) -> float:
     return rate
 
 
-def make_queue(path: Path) -> tuple[jobkit.Queue, jobkit.Task[..., None]]:
+def make_queue(path: Path) -> tuple[jobkit.Queue, jobkit.Task[..., Any]]:
     queue = jobkit.Queue(SQLiteStore(path))
 
     @queue.task()
