@@ -22,6 +22,7 @@ import functools
 import logging
 import math
 import random
+import sys
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
@@ -216,6 +217,69 @@ def _traceback(error: BaseException) -> traceback.TracebackException:
     return root
 
 
+# Formatted frames by traceback position: (id(code), tb_lasti, tb_lineno) ->
+# (code, (filename, lineno, name), text). The code object is kept so that its
+# id cannot be reused by another while the entry lives.
+_FrameEntry = tuple[Any, tuple[str, int | None, str], str]
+_frames_by_position: dict[tuple[int, int, int], _FrameEntry] = {}
+
+
+def _plain_traceback(error: BaseException) -> str | None:
+    """The standard traceback text of a lone exception from remembered frames.
+
+    Extracting a frame is what costs (its column positions are found by
+    walking the code's positions table, and its file is stat-ed for changes),
+    and a handler failing over and over fails at the same few positions. So
+    each position is formatted once by :mod:`traceback` itself and its text
+    reused, the source line as read the first time. Returns None when a
+    frame was not seen yet, or when the exception is not the plain case
+    (chained, a group, a syntax error, recursion, a traceback limit): the
+    caller then formats it in full.
+    """
+    if (
+        error.__cause__ is not None
+        or (error.__context__ is not None and not error.__suppress_context__)
+        or isinstance(error, BaseExceptionGroup | SyntaxError)
+        or getattr(sys, "tracebacklimit", None) is not None
+    ):
+        return None
+    parts = ["Traceback (most recent call last):\n"]
+    last: tuple[str, int | None, str] | None = None
+    tb = error.__traceback__
+    if tb is None:
+        parts.clear()
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        entry = _frames_by_position.get((id(code), tb.tb_lasti, tb.tb_lineno))
+        if entry is None or entry[0] is not code or entry[1] == last:
+            # Unseen, or a repeated line that ``traceback`` would fold.
+            return None
+        last = entry[1]
+        parts.append(entry[2])
+        tb = tb.tb_next
+    parts.extend(traceback.format_exception_only(error))
+    return "".join(parts)
+
+
+def _remember_frames(error: BaseException, te: traceback.TracebackException) -> None:
+    """Keep the formatted frames of ``error``'s own traceback, by position."""
+    tb = error.__traceback__
+    stack = te.stack
+    if getattr(sys, "tracebacklimit", None) is not None:
+        return  # the stack may not hold every frame of ``tb``
+    if len(_frames_by_position) + len(stack) > _RememberedFrames._LIMIT:
+        _frames_by_position.clear()
+    for frame in stack:
+        assert tb is not None
+        code = tb.tb_frame.f_code
+        _frames_by_position[(id(code), tb.tb_lasti, tb.tb_lineno)] = (
+            code,
+            (frame.filename, frame.lineno, frame.name),
+            stack.format_frame_summary(frame),
+        )
+        tb = tb.tb_next
+
+
 def describe_error(error: BaseException) -> str:
     """Return the text stored on a job for ``error``: a summary, then the traceback.
 
@@ -237,7 +301,11 @@ def describe_error(error: BaseException) -> str:
     message = str(error)
     summary = type(error).__name__ + (f": {message}" if message else "")
     summary = summary.splitlines()[0] if summary else type(error).__name__
-    trace = "".join(_traceback(error).format())
+    trace = _plain_traceback(error)
+    if trace is None:
+        te = _traceback(error)
+        trace = "".join(te.format())
+        _remember_frames(error, te)
     if len(trace) > MAX_TRACEBACK:
         trace = "...\n" + trace[-MAX_TRACEBACK:]
     return f"{summary}\n\n{trace}"

@@ -802,3 +802,36 @@ def test_describe_error_text_is_the_standard_traceback_every_time() -> None:
             texts.append(text)
     assert "~~~~~~^^^^^" in texts[0]
     assert "The above exception was the direct cause" in texts[0]
+
+
+def test_describe_error_of_a_repeated_plain_failure_is_the_standard_traceback() -> None:
+    """A failure raised again at one place reuses frames, reads as traceback's."""
+    import functools
+    import traceback
+
+    from jobkit._worker import describe_error
+
+    def deep(n: int) -> None:
+        if n:
+            deep(n - 1)
+        error = LookupError(f"missing {n}")
+        error.add_note("while looking")
+        raise error
+
+    def flat(values: list[int]) -> int:
+        return values[3] * 2
+
+    texts = []
+    for attempt in range(3):
+        calls = (lambda: deep(5), lambda: deep(1), functools.partial(flat, [attempt]))
+        for fn in calls:
+            try:
+                fn()
+            except Exception as exc:
+                expected = "".join(traceback.format_exception(exc))
+                text = describe_error(exc)
+                assert text.split("\n\n", 1)[1] == expected
+                texts.append(text)
+    assert "[Previous line repeated" in texts[0]
+    assert "while looking" in texts[1]
+    assert "~~~~~~^^^" in texts[2]
