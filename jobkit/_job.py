@@ -289,12 +289,17 @@ _JOB_FIELDS = tuple(field.name for field in attrs.fields(Job))
 _job_values = operator.attrgetter(*_JOB_FIELDS)
 
 
+_JOB_POSITIONS = {name: i for i, name in enumerate(_JOB_FIELDS)}
+
+
 def _evolve(job: Job, **changes: Any) -> Job:
-    # attrs.evolve, without looking up the class's fields on every call:
-    # a worker makes several transitions per attempt, and this halves their cost.
-    values = dict(zip(_JOB_FIELDS, _job_values(job), strict=True))
-    values.update(changes)
-    return Job(**values)
+    # attrs.evolve, without looking up the class's fields on every call and
+    # passing the values by position: a worker makes several transitions per
+    # attempt, and this takes a third of attrs.evolve's time.
+    values = list(_job_values(job))
+    for name, value in changes.items():
+        values[_JOB_POSITIONS[name]] = value
+    return Job(*values)
 
 
 def _refuse(job: Job, action: str, allowed: str) -> TransitionError:
@@ -303,8 +308,13 @@ def _refuse(job: Job, action: str, allowed: str) -> TransitionError:
     )
 
 
-def create(spec: NewJob, *, job_id: int, now: float) -> tuple[Job, Event]:
+def create(
+    spec: NewJob, *, job_id: int, now: float, payload: dict[str, JSON] | None = None
+) -> tuple[Job, Event]:
     """Turn a :class:`NewJob` into a QUEUED job.
+
+    ``payload``, if given, is stored instead of ``spec.payload`` (a store's
+    private copy of it).
 
     Example::
 
@@ -316,7 +326,7 @@ def create(spec: NewJob, *, job_id: int, now: float) -> tuple[Job, Event]:
         id=job_id,
         task=spec.task,
         queue=spec.queue,
-        payload=spec.payload,
+        payload=spec.payload if payload is None else payload,
         state=JobState.QUEUED,
         attempts=0,
         max_attempts=spec.max_attempts,

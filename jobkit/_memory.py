@@ -183,7 +183,7 @@ class MemoryStore:
                 ids.append(self._unique[key])
                 continue
             job, event = _job.create(
-                attrs.evolve(spec, payload=payload), job_id=self._next_id, now=now
+                spec, job_id=self._next_id, now=now, payload=payload
             )
             self._next_id += 1
             if key is not None:
