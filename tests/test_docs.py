@@ -42,7 +42,9 @@ def _defines(module: types.ModuleType, name: str) -> bool:
 
 
 def _doctests() -> list[doctest.DocTest]:
-    found: dict[tuple[str, int | None], doctest.DocTest] = {}
+    # Keyed by qualified name: the classes the package re-labels have no
+    # source file or line number doctest can find, so those cannot be the key.
+    found: dict[str, doctest.DocTest] = {}
     module_level = doctest.DocTestFinder(recurse=False)
     members = doctest.DocTestFinder(recurse=True)
     for module in _modules():
@@ -56,7 +58,7 @@ def _doctests() -> list[doctest.DocTest]:
                 tests += members.find(obj, qualified, module=False, globs=globs)
         for test in tests:
             if test.examples:
-                found.setdefault((test.filename or "", test.lineno), test)
+                found.setdefault(test.name, test)
     return list(found.values())
 
 
