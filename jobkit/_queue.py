@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 import attrs
+import trio
 
 from . import _job
 from ._duration import seconds
@@ -545,6 +546,29 @@ class _Listeners:
             callback(queue)
 
 
+class _Watchers:
+    """Tasks in :meth:`Queue.wait` by job id, woken when this process changes one."""
+
+    def __init__(self) -> None:
+        self._events: dict[int, set[trio.Event]] = {}
+
+    def watch(self, job_id: int) -> trio.Event:
+        event = trio.Event()
+        self._events.setdefault(job_id, set()).add(event)
+        return event
+
+    def unwatch(self, job_id: int, event: trio.Event) -> None:
+        events = self._events.get(job_id)
+        if events is not None:
+            events.discard(event)
+            if not events:
+                del self._events[job_id]
+
+    def notify(self, job_id: int) -> None:
+        for event in self._events.pop(job_id, ()):
+            event.set()
+
+
 _DEFAULT_RETRY = RetryPolicy.default()
 
 
@@ -606,6 +630,7 @@ class Queue:
         self._tasks: dict[str, Task[Any, Any]] = {}
         self._listeners = _Listeners()
         self._schedule_listeners = _Listeners()
+        self._watchers = _Watchers()
 
     def __repr__(self) -> str:
         return f"<jobkit.Queue with {len(self._tasks)} tasks on {self._store!r}>"
@@ -984,7 +1009,51 @@ class Queue:
         now = self.clock()
         job = await transition(job_id, now=now)
         log_job_event(Event(job.id, kind, now, job.attempts), job)
+        self._watchers.notify(job.id)
         return job
+
+    async def wait(self, job_id: int, *, poll_interval: float | timedelta = 1.0) -> Job:
+        """Wait until the job ``job_id`` has finished, then return it.
+
+        Finished means SUCCEEDED, DEAD or CANCELLED (:data:`TERMINAL_STATES`):
+        look at ``job.state``, then ``job.result`` or ``job.last_error``. A
+        worker or a call of this process that finishes the job wakes the wait
+        at once; a job finished by another process is seen at the next look
+        at the store, every ``poll_interval`` seconds. There is no timeout
+        parameter: as everywhere in trio, put the call under
+        ``trio.move_on_after`` or ``trio.fail_after``. Raises
+        :class:`JobNotFound` if there is no such job.
+
+        Example::
+
+            >>> import trio, jobkit, jobkit.testing
+            >>> queue = jobkit.Queue(jobkit.MemoryStore(), clock=trio.current_time)
+            >>> @queue.task()
+            ... async def add(a: int, b: int) -> int:
+            ...     await trio.sleep(2)
+            ...     return a + b
+            >>> async def main():
+            ...     async with trio.open_nursery() as nursery:
+            ...         await nursery.start(jobkit.run_worker, queue)
+            ...         job = await queue.wait(await add.enqueue(a=2, b=3))
+            ...         nursery.cancel_scope.cancel()
+            ...     return job.state.value, job.result, trio.current_time()
+            >>> jobkit.testing.run_virtual(main)
+            ('succeeded', 5, 2.0)
+        """
+        interval = seconds(poll_interval, "poll_interval", positive=True)
+        store = self.store
+        while True:
+            # Watch before looking, so a change made while we look still wakes us.
+            event = self._watchers.watch(job_id)
+            try:
+                job = await store.get(job_id)
+                if job.state in _job.TERMINAL_STATES:
+                    return job
+                with trio.move_on_after(interval):
+                    await event.wait()
+            finally:
+                self._watchers.unwatch(job_id, event)
 
     async def stats(self) -> QueueCounts:
         """Return how many jobs each queue holds in each state.

@@ -693,6 +693,8 @@ class Worker:
                 attempt.outcome, alone=len(self._running) == 1
             )
             self._report(attempt, applied, now)
+            if applied:
+                self._queue._watchers.notify(attempt.job.id)
             if applied and isinstance(attempt.outcome, Release):
                 # A released job is due now: let an idle local worker take it.
                 self._queue._listeners.notify(attempt.job.queue)
@@ -911,6 +913,7 @@ class Worker:
         for job in reaped:
             kind = EventKind.DEAD if job.state is JobState.DEAD else EventKind.EXPIRED
             log_job_event(Event(job.id, kind, now, job.attempts, EXPIRED_ERROR), job)
+            self._queue._watchers.notify(job.id)
         # Other workers of this process may be idle: recovered jobs are due now.
         for name in sorted(
             {job.queue for job in reaped if job.state is JobState.QUEUED}
@@ -970,6 +973,8 @@ class Worker:
         # Each job's transition is logged once, as for any other outcome.
         for attempt, done in zip(leftover, applied, strict=True):
             self._report(attempt, done, now)
+            if done:
+                self._queue._watchers.notify(attempt.job.id)
         for name in sorted({a.job.queue for a in leftover}):
             self._queue._listeners.notify(name)
         logger.info("worker cancelled: handed back %d jobs", len(outcomes))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -393,3 +394,163 @@ def test_prepare_agrees_with_signature_binding(keys: list[str], by_name: bool) -
     else:
         assert isinstance(expected, dict)
         assert list(payload.items()) == list(expected.items())
+
+
+# -- waiting for a job -------------------------------------------------------------
+
+
+def virtual_queue() -> Queue:
+    return Queue(jobkit.MemoryStore(), clock=trio.current_time)
+
+
+async def test_wait_returns_at_the_instant_the_worker_finishes_the_job(
+    autojump_clock: Any,
+) -> None:
+    """A job run by a worker of this process ends the wait at once, not at a poll."""
+    queue = virtual_queue()
+
+    @queue.task()
+    async def slow(n: int) -> int:
+        await trio.sleep(2.5)
+        return n * 2
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(jobkit.run_worker, queue)
+        job_id = await slow.enqueue(n=21)
+        job = await queue.wait(job_id, poll_interval=100)
+        assert (job.state, job.result, trio.current_time()) == (
+            JobState.SUCCEEDED,
+            42,
+            2.5,
+        )
+        nursery.cancel_scope.cancel()
+    assert queue._watchers._events == {}
+
+
+async def test_wait_returns_a_dead_job_with_its_error(autojump_clock: Any) -> None:
+    """A job that fails for good ends the wait too; the caller reads its error."""
+    queue = virtual_queue()
+
+    @queue.task(retry=RetryPolicy(2, Backoff.constant(3)))
+    async def broken() -> None:
+        raise ValueError("no such user")
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(jobkit.run_worker, queue)
+        job = await queue.wait(await broken.enqueue(), poll_interval=100)
+        nursery.cancel_scope.cancel()
+    assert (job.state, job.attempts, trio.current_time()) == (JobState.DEAD, 2, 3.0)
+    assert job.last_error is not None
+    assert job.last_error.startswith("ValueError: no such user")
+
+
+async def test_wait_is_woken_by_a_cancel_from_this_process(autojump_clock: Any) -> None:
+    """Queue.cancel wakes a waiter on that job at the instant it cancels."""
+    queue = virtual_queue()
+
+    @queue.task()
+    async def later() -> None: ...
+
+    job_id = await queue.enqueue("later", {}, delay=60)
+    results: list[tuple[JobState, float]] = []
+
+    async def waiter() -> None:
+        job = await queue.wait(job_id, poll_interval=100)
+        results.append((job.state, trio.current_time()))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiter)
+        nursery.start_soon(waiter)  # two waiters on one job both wake
+        await trio.sleep(7)
+        await queue.cancel(job_id)
+    assert results == [(JobState.CANCELLED, 7.0)] * 2
+
+
+async def test_wait_sees_another_process_finish_the_job_at_its_next_poll(
+    autojump_clock: Any,
+) -> None:
+    """A change made through another Queue (another process) is seen by polling."""
+    store = jobkit.MemoryStore()
+    here = Queue(store, clock=trio.current_time)
+    elsewhere = Queue(store, clock=trio.current_time)
+
+    @here.task()
+    async def t() -> None: ...
+
+    job_id = await t.enqueue()
+    seen: list[float] = []
+
+    async def waiter() -> None:
+        await here.wait(job_id, poll_interval=2)
+        seen.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiter)
+        await trio.sleep(5)
+        await elsewhere.cancel(job_id)  # its own watchers, not ``here``'s
+    assert seen == [6.0]  # polls at 0, 2, 4: the one at 6 finds it
+
+
+async def test_wait_returns_at_once_for_a_finished_job() -> None:
+    """A job that has already finished is returned without waiting."""
+    queue = virtual_queue()
+
+    @queue.task()
+    async def t() -> None: ...
+
+    job_id = await t.enqueue()
+    await queue.cancel(job_id)
+    with trio.fail_after(1):
+        assert (await queue.wait(job_id)).state is JobState.CANCELLED
+
+
+async def test_wait_for_an_unknown_job_raises_job_not_found() -> None:
+    """Waiting for an id no job has raises JobNotFound, and leaves no watcher."""
+    queue = virtual_queue()
+    with pytest.raises(jobkit.JobNotFound):
+        await queue.wait(99)
+    assert queue._watchers._events == {}
+
+
+async def test_wait_under_a_timeout_leaves_no_watcher(autojump_clock: Any) -> None:
+    """A wait cut short by trio's move_on_after returns nothing and cleans up."""
+    queue = virtual_queue()
+
+    @queue.task()
+    async def t() -> None: ...
+
+    job_id = await t.enqueue()
+    with trio.move_on_after(3) as scope:
+        await queue.wait(job_id, poll_interval=1)
+    assert scope.cancelled_caught
+    assert trio.current_time() == 3.0
+    assert queue._watchers._events == {}
+
+
+@pytest.mark.parametrize(
+    ("interval", "error"),
+    [(0, ValueError), (-1, ValueError), ("1s", TypeError), (float("nan"), ValueError)],
+)
+async def test_wait_refuses_a_bad_poll_interval(interval: Any, error: type) -> None:
+    """poll_interval must be a positive number of seconds or a timedelta."""
+    queue = virtual_queue()
+    with pytest.raises(error, match="poll_interval"):
+        await queue.wait(1, poll_interval=interval)
+
+
+async def test_wait_is_woken_when_a_worker_reaps_the_job(autojump_clock: Any) -> None:
+    """A job whose worker died ends DEAD when reaped, and the wait ends then."""
+    queue = virtual_queue()
+
+    @queue.task(retry=RetryPolicy(1, Backoff.constant(1)))
+    async def t() -> None: ...
+
+    job_id = await t.enqueue()
+    # Claimed by a worker that dies at once: its 30 s lease runs out unrenewed.
+    await queue.store.claim(queues=None, limit=1, now=0.0, lease=30.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(functools.partial(jobkit.run_worker, queue, lease=30))
+        job = await queue.wait(job_id, poll_interval=1000)
+        nursery.cancel_scope.cancel()
+    # The survivor reaps every lease / 3 = 10 s; at 30 the lease is not yet past.
+    assert (job.state, trio.current_time()) == (JobState.DEAD, 40.0)
