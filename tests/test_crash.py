@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+import trio
+
+import jobkit
 
 APP = Path(__file__).parent / "helpers" / "worker_app.py"
 
@@ -239,4 +242,21 @@ def test_sigterm_finishes_running_jobs_then_exits(env: Env) -> None:
     assert count(states, "succeeded") >= 3
     assert count(states, "queued") == len(ids) - count(states, "succeeded")
     assert "shutting down" in env.stderr("worker")
+    assert_clean(env, "worker")
+
+
+def test_wait_sees_a_job_another_process_runs(env: Env) -> None:
+    """Queue.wait in one process returns each job a worker process finishes."""
+    ids = env.enqueue(5, 0.05)
+    worker = env.worker("worker", "--until-done")
+
+    async def wait_for_all() -> list[tuple[int, str]]:
+        async with jobkit.SQLiteStore(env.db) as store:
+            queue = jobkit.Queue(store)
+            with trio.fail_after(60):
+                jobs = [await queue.wait(i, poll_interval=0.02) for i in ids]
+        return [(job.id, job.state.value) for job in jobs]
+
+    assert trio.run(wait_for_all) == [(i, "succeeded") for i in ids]
+    assert worker.wait(timeout=30) == 0
     assert_clean(env, "worker")
