@@ -596,11 +596,10 @@ class Queue:
         >>> async def main():
         ...     job_id = await add.enqueue(a=2, b=3)
         ...     async with trio.open_nursery() as nursery:
-        ...         worker = await nursery.start(jobkit.run_worker, queue)
-        ...         while (await queue.get(job_id)).result is None:
-        ...             await trio.sleep(0.01)
+        ...         await nursery.start(jobkit.run_worker, queue)
+        ...         job = await queue.wait(job_id)
         ...         nursery.cancel_scope.cancel()
-        ...     return (await queue.get(job_id)).result
+        ...     return job.result
         >>> trio.run(main)
         5
     """
