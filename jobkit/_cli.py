@@ -342,10 +342,14 @@ def add_worker(commands: Subparsers) -> None:
         "--db (or on the store APP's queue already has). SIGINT or SIGTERM\n"
         "shut it down gracefully: no new jobs are claimed, running ones get\n"
         "--grace seconds to finish, the rest are released for another worker.\n"
-        "A second Ctrl-C stops at once.",
+        "A second Ctrl-C stops at once. With --until-empty it also stops by\n"
+        "itself once nothing of its queues is queued (due now or later) or\n"
+        "running: a batch run from cron or a script.",
         cmd_worker,
         epilog=(
-            "example:\n  jobkit worker myapp.jobs:queue --db jobs.db --concurrency 8"
+            "examples:\n"
+            "  jobkit worker myapp.jobs:queue --db jobs.db --concurrency 8\n"
+            "  jobkit worker myapp.jobs:queue --db jobs.db --until-empty"
         ),
     )
     parser.add_argument("app", metavar="APP", help="module:attribute naming a Queue")
@@ -383,6 +387,11 @@ def add_worker(commands: Subparsers) -> None:
         default=10.0,
         metavar="SECONDS",
         help="time running jobs get to finish at shutdown (default 10)",
+    )
+    parser.add_argument(
+        "--until-empty",
+        action="store_true",
+        help="exit once nothing is queued or running (retries included)",
     )
     parser.add_argument(
         "--log-format",
@@ -439,6 +448,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
                     poll_interval=args.poll_interval,
                     shutdown=token,
                     grace=args.grace,
+                    until_empty=args.until_empty,
                 )
         finally:
             await store.aclose()

@@ -489,6 +489,7 @@ class Worker:
         shutdown: CancellationToken | None = None,
         grace: float | timedelta = 10.0,
         rng: random.Random | None = None,
+        until_empty: bool = False,
     ) -> None:
         if not isinstance(queue, Queue):
             raise TypeError(f"queue must be a jobkit.Queue, got {queue!r}")
@@ -515,6 +516,7 @@ class Worker:
         self._poll_interval = _positive(poll_interval, "poll_interval")
         self._grace = _positive(grace, "grace", zero_ok=True)
         self._shutdown = shutdown
+        self._until_empty = bool(until_empty)
         self._rng = rng if rng is not None else random.Random()
         self._caller = _StoreCaller(self._rng)
         self._settler = _Settler(queue, self._caller)
@@ -645,6 +647,10 @@ class Worker:
                 if next_deadline is None:
                     continue
                 deadline = next_deadline
+                if self._until_empty and not self._running and await self._empty():
+                    logger.info("worker stopping: nothing queued or running")
+                    self._stopping = True
+                    break
             # With a slot free and nothing due before ``deadline``, an attempt
             # that ends makes no job due unless it retries it (a release
             # notifies like an enqueue): looking again would find nothing.
@@ -652,6 +658,16 @@ class Worker:
             with trio.move_on_at(deadline):
                 await self._poked.wait()
             self._slot_free = False
+
+    async def _empty(self) -> bool:
+        """True if no job of the served queues is QUEUED (due or not) or RUNNING."""
+        counts = await self._caller.call("counts", self._queue.store.counts)
+        return not any(
+            n
+            for (name, state), n in counts.counts.items()
+            if state in (JobState.QUEUED, JobState.RUNNING)
+            and (self._queues is None or name in self._queues)
+        )
 
     async def _claim(self, limit: int) -> list[Job]:
         return await self._queue.store.claim(
@@ -706,6 +722,7 @@ class Worker:
             not self._slot_free
             or self._stopping
             or not isinstance(attempt.outcome, Success | Release)
+            or (self._until_empty and not self._running)
         ):
             self._poke()
 
@@ -1036,6 +1053,7 @@ async def run_worker(
     shutdown: CancellationToken | None = None,
     grace: float | timedelta = 10.0,
     rng: random.Random | None = None,
+    until_empty: bool = False,
     task_status: trio.TaskStatus[Worker] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the jobs of ``queue`` until ``shutdown`` is cancelled, then drain and return.
@@ -1074,6 +1092,12 @@ async def run_worker(
     at once) and returns. A handler running in a thread cannot be
     interrupted: it is abandoned and its result dropped.
 
+    With ``until_empty=True`` it also stops by itself, the same graceful
+    way, once it runs nothing and the store holds no job of its queues that
+    is QUEUED (due now or later: it waits for retries and delayed jobs) or
+    RUNNING (in another worker, which may still retry it): a batch run
+    from cron, a script or a test that drains the queue and exits.
+
     If instead the worker is cancelled from outside (its nursery's cancel
     scope), it still hands back every lease it holds, in one shielded store
     call bounded by a few seconds, rather than leave the jobs to wait for
@@ -1111,5 +1135,6 @@ async def run_worker(
         shutdown=shutdown,
         grace=grace,
         rng=rng,
+        until_empty=until_empty,
     )
     await worker.run(task_status=task_status)

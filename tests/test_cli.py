@@ -647,3 +647,25 @@ def test_json_output_of_jobs_and_metrics(workdir: Path) -> None:
     shown = json.loads(show.stdout)
     assert shown["job"]["state"] == JobState.DEAD.value
     assert [e["kind"] for e in shown["events"]] == ["enqueued", "started", "dead"]
+
+
+def test_worker_until_empty_exits_by_itself_once_all_is_done(workdir: Path) -> None:
+    """--until-empty runs every job, retries included, then exits 0 on its own."""
+    db = str(workdir / "jobs.db")
+    for args in (["add", '{"a": 1, "b": 2}'], ["add", '{"a": 3, "b": 4}'], ["boom"]):
+        done = jobkit("enqueue", *args, "--app", "app:queue", "--db", db, cwd=workdir)
+        assert done.returncode == 0, done.stderr
+    result = jobkit(
+        "worker",
+        "app:queue",
+        "--db",
+        db,
+        "--until-empty",
+        "--poll-interval",
+        "0.05",
+        cwd=workdir,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "worker stopping: nothing queued or running" in result.stderr
+    # boom fails twice (0.05 s apart) and ends dead; nothing is left to run.
+    assert states(workdir / "jobs.db") == {1: "succeeded", 2: "succeeded", 3: "dead"}

@@ -835,3 +835,99 @@ def test_describe_error_of_a_repeated_plain_failure_is_the_standard_traceback() 
     assert "[Previous line repeated" in texts[0]
     assert "while looking" in texts[1]
     assert "~~~~~~^^^" in texts[2]
+
+
+# -- until_empty ------------------------------------------------------------------
+
+
+async def test_until_empty_returns_once_retries_have_run_too(
+    autojump_clock: Any, inner: Store
+) -> None:
+    """The worker waits for a retry due later, runs it, then returns by itself."""
+    queue, _ = make_queue(attempts=3, delay=5.0, inner=inner)
+    failures = {"flaky": 1}
+
+    @queue.task()
+    async def work(name: str) -> str:
+        await trio.sleep(1)
+        if failures.get(name, 0) > 0:
+            failures[name] -= 1
+            raise ConnectionError("try again")
+        return name
+
+    ids = [await work.enqueue(name=n) for n in ("steady", "flaky")]
+    worker = Worker(queue, poll_interval=100, until_empty=True)
+    await worker.run()
+    # flaky: fails at 1, retried at 6, succeeds at 7; nothing else is due. The
+    # last attempt's end wakes the worker, not its next poll.
+    assert trio.current_time() == 7.0
+    assert [(await queue.get(i)).state for i in ids] == [JobState.SUCCEEDED] * 2
+    assert (worker.statistics().succeeded, worker.statistics().retried) == (2, 1)
+
+
+async def test_until_empty_on_an_empty_store_returns_at_once(
+    autojump_clock: Any,
+) -> None:
+    """Nothing queued or running: run_worker returns at the instant it starts."""
+    queue, _ = make_queue()
+    await jobkit.run_worker(queue, until_empty=True)
+    assert trio.current_time() == 0.0
+
+
+async def test_until_empty_ignores_dead_jobs_and_other_queues(
+    autojump_clock: Any,
+) -> None:
+    """Dead letters and jobs of queues it does not serve do not keep it running."""
+    queue, _ = make_queue(attempts=1)
+
+    @queue.task()
+    async def broken() -> None:
+        raise ValueError("no")
+
+    dead = await broken.enqueue()
+    await Worker(queue, until_empty=True).run()
+    assert (await queue.get(dead)).state is JobState.DEAD
+    elsewhere = await queue.enqueue("broken", {}, queue="reports", delay=60)
+    await Worker(queue, queues=["default"], until_empty=True).run()
+    assert trio.current_time() == 0.0
+    assert (await queue.get(elsewhere)).state is JobState.QUEUED
+
+
+async def test_until_empty_waits_for_a_job_running_elsewhere(
+    autojump_clock: Any,
+) -> None:
+    """A job another worker holds keeps it waiting: here, until reaped and rerun."""
+    queue, store = make_queue()
+
+    @queue.task()
+    async def t() -> str:
+        return "done"
+
+    job_id = await t.enqueue()
+    await store.claim(queues=None, limit=1, now=0.0, lease=30.0)  # then that dies
+    await Worker(queue, lease=30, poll_interval=100, until_empty=True).run()
+    # Reaped at the first maintenance tick after 30 s (every 10 s), run at once.
+    assert trio.current_time() == 40.0
+    job = await queue.get(job_id)
+    assert (job.state, job.attempts, job.result) == (JobState.SUCCEEDED, 2, "done")
+
+
+async def test_until_empty_still_stops_on_its_shutdown_token(
+    autojump_clock: Any,
+) -> None:
+    """The shutdown token stops an until_empty worker like any other."""
+    queue, _ = make_queue()
+
+    @queue.task()
+    async def later() -> None: ...
+
+    await later.enqueue()
+    await queue.enqueue("later", {}, delay=3600)
+    token = CancellationToken()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            partial(jobkit.run_worker, queue, until_empty=True, shutdown=token)
+        )
+        await trio.sleep(10)
+        token.cancel()
+    assert trio.current_time() == 10.0
