@@ -49,27 +49,10 @@ def _build_queue(path: Path) -> jobkit.Queue:
 
 async def _drain(queue: jobkit.Queue, *, concurrency: int) -> float:
     """Run a worker until nothing is queued or running; return the seconds it took."""
-    token = jobkit.CancellationToken()
     started = time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        await nursery.start(
-            lambda task_status: jobkit.run_worker(
-                queue,
-                concurrency=concurrency,
-                poll_interval=0.05,
-                shutdown=token,
-                grace=1.0,
-                task_status=task_status,
-            )
-        )
-        while True:
-            stats = await queue.stats()
-            if not stats.total(jobkit.JobState.QUEUED) and not stats.total(
-                jobkit.JobState.RUNNING
-            ):
-                break
-            await trio.sleep(0.05)
-        token.cancel()
+    await jobkit.run_worker(
+        queue, concurrency=concurrency, poll_interval=0.05, until_empty=True
+    )
     return time.perf_counter() - started
 
 
