@@ -517,6 +517,9 @@ class Worker:
         self._grace = _positive(grace, "grace", zero_ok=True)
         self._shutdown = shutdown
         self._until_empty = bool(until_empty)
+        # Set once the due slots of the store's schedules have been enqueued
+        # for the first time: until then an empty store is not a finished one.
+        self._schedules_fired = trio.Event()
         self._rng = rng if rng is not None else random.Random()
         self._caller = _StoreCaller(self._rng)
         self._settler = _Settler(queue, self._caller)
@@ -661,6 +664,7 @@ class Worker:
 
     async def _empty(self) -> bool:
         """True if no job of the served queues is QUEUED (due or not) or RUNNING."""
+        await self._schedules_fired.wait()
         counts = await self._caller.call("counts", self._queue.store.counts)
         return not any(
             n
@@ -1004,6 +1008,7 @@ class Worker:
         # changes a schedule, and every poll interval (for other processes').
         store = self._queue.store
         if not isinstance(store, ScheduleStore):
+            self._schedules_fired.set()
             return
         clock = self._queue.clock
         changed = trio.Event()
@@ -1030,6 +1035,7 @@ class Worker:
                     )
                 for name in sorted({firing.queue for firing in fired.firings}):
                     self._queue._listeners.notify(name)
+                self._schedules_fired.set()
                 deadline = trio.current_time() + self._poll_interval
                 if fired.next_slot is not None:
                     if clock is trio.current_time:

@@ -931,3 +931,24 @@ async def test_until_empty_still_stops_on_its_shutdown_token(
         await trio.sleep(10)
         token.cancel()
     assert trio.current_time() == 10.0
+
+
+async def test_until_empty_first_enqueues_the_due_slots_of_schedules(
+    autojump_clock: Any,
+) -> None:
+    """A schedule's due slot is enqueued and run before the store counts as empty."""
+    # trio starts the worker's tasks in a random order: twenty workers try
+    # (nearly surely) both orders of the claim loop and the schedule firer.
+    for attempt in range(20):
+        queue = Queue(MemoryStore(), clock=trio.current_time)
+        ran: list[float] = []
+
+        @queue.task()
+        async def tidy() -> None:
+            await trio.sleep(2)
+            ran.append(trio.current_time())
+
+        await queue.schedule(tidy, {}, every=3600)
+        began = trio.current_time()
+        await Worker(queue, poll_interval=100, until_empty=True).run()
+        assert (ran, trio.current_time()) == ([began + 2], began + 2), attempt
