@@ -939,9 +939,10 @@ async def test_until_empty_first_enqueues_the_due_slots_of_schedules(
     """A schedule's due slot is enqueued and run before the store counts as empty."""
     # trio starts the worker's tasks in a random order: twenty workers try
     # (nearly surely) both orders of the claim loop and the schedule firer.
+    ran: list[float] = []
     for attempt in range(20):
         queue = Queue(MemoryStore(), clock=trio.current_time)
-        ran: list[float] = []
+        ran.clear()
 
         @queue.task()
         async def tidy() -> None:
