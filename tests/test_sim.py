@@ -496,6 +496,29 @@ def test_a_run_leaves_trios_scheduler_and_the_logger_as_it_found_them() -> None:
     assert logging.getLogger("jobkit").disabled is False
 
 
+def test_a_run_sets_older_objects_aside_from_the_collector_only_meanwhile() -> None:
+    """During a run the older heap is frozen; after it, the freeze is as it was."""
+    import gc
+
+    seen: list[int] = []
+
+    def look(progress: Progress) -> None:
+        seen.append(gc.get_freeze_count())
+
+    Simulation(0, workload=Burst(3), progress=look).run()
+    assert seen and all(count > 0 for count in seen)
+    assert gc.get_freeze_count() == 0
+    # A program's own freeze (before forking, say) is neither added to nor undone.
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        seen.clear()
+        Simulation(0, workload=Burst(3), progress=look).run()
+        assert seen == [frozen] * len(seen) and gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+
+
 def test_faults_hit_the_same_attempts_whatever_the_retry_policy() -> None:
     """Draws are keyed by job and attempt: two policies meet the same first failures."""
     plan = FaultPlan(TransientErrors(0.3))
