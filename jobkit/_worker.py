@@ -658,8 +658,13 @@ class Worker:
             # that ends makes no job due unless it retries it (a release
             # notifies like an enqueue): looking again would find nothing.
             self._slot_free = free > 0
-            with trio.move_on_at(deadline):
+            if deadline == math.inf:
+                # Every slot busy: only a poke can change anything, and a
+                # cancel scope would cost as much as the wait (once per attempt).
                 await self._poked.wait()
+            else:
+                with trio.move_on_at(deadline):
+                    await self._poked.wait()
             self._slot_free = False
 
     async def _empty(self) -> bool:
