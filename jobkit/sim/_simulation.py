@@ -379,34 +379,49 @@ class _Run:
     ) -> Trace:
         rows = await self.store.events()
         jobs = {job.id: job for job in await self.store.list(limit=None)}
+        workers, delays, dues, causes = (
+            self.workers,
+            self.delays,
+            self.dues,
+            self.causes,
+        )
+        # (time, 0 for the store's events and 1 for the system's, sequence,
+        # event): plain tuples sort in C, and never compare their events.
         events: list[tuple[float, int, int, TraceEvent]] = []
+        append = events.append
         for seq, event in rows:
             key = (event.job_id, event.attempt)
-            kind = event.kind.value
-            error = event.error.split("\n", 1)[0] if event.error else None
-            events.append(
+            kind = event.kind._value_
+            error = event.error or None
+            if error is not None:
+                # Only the summary line; the traceback stays on the job.
+                cut = error.find("\n")
+                if cut >= 0:
+                    error = error[:cut]
+            retried = kind == "retried"
+            append(
                 (
                     event.at,
                     0,
                     seq,
                     TraceEvent(
-                        time=event.at,
-                        kind=kind,  # type: ignore[arg-type]
-                        job=event.job_id,
-                        attempt=event.attempt,
-                        worker=self.workers.get(key) if event.attempt else None,
-                        error=error,
-                        delay=self.delays.get(key) if kind == "retried" else None,
-                        due=self.dues.get(key) if kind == "retried" else None,
-                        cause=self.causes.get(key)
-                        if kind not in ("enqueued", "started")
+                        event.at,
+                        kind,  # type: ignore[arg-type]
+                        event.job_id,
+                        event.attempt,
+                        workers.get(key) if event.attempt else None,
+                        error,
+                        delays.get(key) if retried else None,
+                        dues.get(key) if retried else None,
+                        causes.get(key)
+                        if kind != "enqueued" and kind != "started"
                         else None,
                     ),
                 )
             )
         for i, extra in enumerate(self.system_events):
-            events.append((extra.time, 1, i, extra))
-        events.sort(key=lambda row: row[:3])
+            append((extra.time, 1, i, extra))
+        events.sort()
         calls = sorted(self.calls, key=lambda c: (c.time, c.job, c.attempt))
         for exc in self.errors.values():
             exc.__traceback__ = None
