@@ -323,6 +323,8 @@ class _Run:
 
     async def produce(self) -> None:
         arrivals = self.arrivals
+        # Every arrival is the same job; a PreparedJob is immutable, so one serves.
+        job = PreparedJob(_TASK)
         i, n = 0, len(arrivals)
         while i < n:
             at = arrivals[i]
@@ -330,7 +332,7 @@ class _Run:
             while j < n and arrivals[j] == at:
                 j += 1
             await trio.sleep_until(at)
-            batch = [PreparedJob(_TASK) for _ in range(j - i)]
+            batch = [job] * (j - i)
             while True:
                 try:
                     ids = await self.queue.enqueue_many(batch)
