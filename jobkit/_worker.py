@@ -375,43 +375,45 @@ class _StoreCaller:
 # -- settling outcomes in batches ----------------------------------------------------
 
 
-@attrs.define(eq=False)
-class _Pending:
-    outcome: Outcome
-    done: trio.Event = attrs.Factory(trio.Event)
-    applied: bool = False
-    now: float = 0.0
-
-
 class _Settler:
-    """Writes the outcomes that piled up since the last write in one store call."""
+    """Writes the outcomes that piled up since the last write in one store call.
 
-    def __init__(self, queue: Queue, caller: _StoreCaller) -> None:
+    Each written outcome is handed to ``finish`` with whether the store
+    applied it and the time it was written.
+    """
+
+    def __init__(
+        self,
+        queue: Queue,
+        caller: _StoreCaller,
+        finish: Callable[[_Attempt, bool, float], None],
+    ) -> None:
         self._queue = queue
         self._caller = caller
-        self._pending: list[_Pending] = []
+        self._finish = finish
+        self._pending: list[_Attempt] = []
         self._ready = trio.Event()
         self._writing = 0  # settle calls in flight
 
-    async def submit(self, outcome: Outcome, *, alone: bool) -> tuple[bool, float]:
-        """Write ``outcome`` soon; return if it applied, and when.
+    async def submit(self, attempt: _Attempt, *, alone: bool) -> None:
+        """Write the attempt's outcome now or soon, then finish it.
 
         ``alone`` says no other attempt of this worker is running.
         """
-        pending = _Pending(outcome)
         if alone and not self._writing and not self._pending:
             # Nothing to batch with: write it from the attempt's own task,
-            # which spares two task switches (to the settler and back) when
-            # jobs come one at a time. Attempts that finish together still
-            # go to the settler, so their outcomes share one store call.
-            [pending.applied] = await self._write([pending])
-            return pending.applied, pending.now
-        self._pending.append(pending)
+            # which spares a switch to the settler when jobs come one at a
+            # time.
+            [applied], now = await self._write([attempt])
+            self._finish(attempt, applied, now)
+            return
+        # Attempts that finish together share one store call. Their tasks
+        # end here rather than wait for it: the settler finishes them, which
+        # spares each a wake-up (the attempt stays in ``_running`` until then).
+        self._pending.append(attempt)
         self._ready.set()
-        await pending.done.wait()
-        return pending.applied, pending.now
 
-    async def _write(self, batch: list[_Pending]) -> list[bool]:
+    async def _write(self, batch: list[_Attempt]) -> tuple[list[bool], float]:
         self._writing += 1
         try:
             return await self._caller.call(
@@ -420,21 +422,19 @@ class _Settler:
         finally:
             self._writing -= 1
 
-    async def _settle(self, batch: list[_Pending]) -> list[bool]:
+    async def _settle(self, batch: list[_Attempt]) -> tuple[list[bool], float]:
         now = self._queue.clock()
-        for pending in batch:
-            pending.now = now
-        return await self._queue.store.settle([p.outcome for p in batch], now=now)
+        outcomes = [a.outcome for a in batch if a.outcome is not None]
+        return await self._queue.store.settle(outcomes, now=now), now
 
     async def run(self) -> None:
         while True:
             await self._ready.wait()
             self._ready = trio.Event()
             batch, self._pending = self._pending, []
-            applied = await self._write(batch)
-            for pending, ok in zip(batch, applied, strict=True):
-                pending.applied = ok
-                pending.done.set()
+            applied, now = await self._write(batch)
+            for attempt, ok in zip(batch, applied, strict=True):
+                self._finish(attempt, ok, now)
 
 
 # -- the worker ------------------------------------------------------------------
@@ -522,7 +522,7 @@ class Worker:
         self._schedules_fired = trio.Event()
         self._rng = rng if rng is not None else random.Random()
         self._caller = _StoreCaller(self._rng)
-        self._settler = _Settler(queue, self._caller)
+        self._settler = _Settler(queue, self._caller, self._finish)
         self._limiter: trio.CapacityLimiter | None = None
         self._running: dict[int, _Attempt] = {}
         # job id -> (attempt, delay chosen after it), for decorrelated jitter.
@@ -710,19 +710,26 @@ class Worker:
     # -- running one attempt -----------------------------------------------------
 
     async def _attempt(self, attempt: _Attempt) -> None:
-        # If this task is cancelled from outside, the attempt stays in
-        # ``_running`` and ``_hand_back`` reports it when the worker exits.
+        # If the worker is cancelled from outside before the outcome is
+        # written, the attempt stays in ``_running`` and ``_hand_back``
+        # reports it when the worker exits.
         attempt.outcome = await self._execute(attempt)
-        if attempt.outcome is not None:
-            applied, now = await self._settler.submit(
-                attempt.outcome, alone=len(self._running) == 1
-            )
-            self._report(attempt, applied, now)
-            if applied:
-                self._queue._watchers.notify(attempt.job.id)
-            if applied and isinstance(attempt.outcome, Release):
-                # A released job is due now: let an idle local worker take it.
-                self._queue._listeners.notify(attempt.job.queue)
+        if attempt.outcome is None:
+            self._retire(attempt)
+        else:
+            await self._settler.submit(attempt, alone=len(self._running) == 1)
+
+    def _finish(self, attempt: _Attempt, applied: bool, now: float) -> None:
+        """Count and log the written outcome, then retire the attempt."""
+        self._report(attempt, applied, now)
+        if applied:
+            self._queue._watchers.notify(attempt.job.id)
+        if applied and isinstance(attempt.outcome, Release):
+            # A released job is due now: let an idle local worker take it.
+            self._queue._listeners.notify(attempt.job.queue)
+        self._retire(attempt)
+
+    def _retire(self, attempt: _Attempt) -> None:
         # A lost attempt may still be winding down when the reaped job is
         # claimed again under the same id: leave the new attempt's entry.
         if self._running.get(attempt.job.id) is attempt:
@@ -962,6 +969,11 @@ class Worker:
             )
         for attempt in self._running.values():
             attempt.scope.cancel()
+        # The cancelled attempts end at once, with outcomes the settler is
+        # still to write: wait for that, as the store is still there.
+        while self._running:
+            self._poked = trio.Event()
+            await self._poked.wait()
 
     async def _hand_back(self) -> None:
         # Reached with attempts left only when the worker was cancelled from
