@@ -21,6 +21,7 @@ from ._store import (
     check_limit,
     check_new_jobs,
     check_outcomes,
+    check_time,
 )
 
 
@@ -71,6 +72,7 @@ def _copy_plain(value: _job.JSON) -> _job.JSON:
 # An event as MemoryStore keeps it: (job_id, kind name, at, attempt, error).
 _EventRow: TypeAlias = tuple[int, str, float, int, "str | None"]
 _KINDS = {kind.name: kind for kind in EventKind}
+_PURGEABLE = frozenset({JobState.SUCCEEDED, JobState.CANCELLED})
 
 
 class _Change(Protocol):
@@ -115,7 +117,7 @@ class MemoryStore:
         # whereas every Event object would be walked by each full collection:
         # a simulation logs hundreds of thousands of events, and walking them
         # over and over took a quarter of its time.
-        self._events: list[_EventRow] = []
+        self._events: list[_EventRow | None] = []  # None: purged
         self._unique: dict[str, int] = {}
         self._queues: dict[str, _QueueIndex] = {}
         self._leases: list[tuple[float, int, int]] = []
@@ -161,8 +163,9 @@ class MemoryStore:
             raise JobNotFound(job_id) from None
 
     def _is_waiting(self, job_id: int, run_at: float) -> bool:
-        job = self._jobs[job_id]
-        return job.state is JobState.QUEUED and job.run_at == run_at
+        # The heaps keep entries of jobs that have moved on, or been purged.
+        job = self._jobs.get(job_id)
+        return job is not None and job.state is JobState.QUEUED and job.run_at == run_at
 
     def _promote(self, index: _QueueIndex, now: float) -> None:
         pending = index.pending
@@ -277,8 +280,12 @@ class MemoryStore:
         leases = self._leases
         while leases and leases[0][0] < now:
             lease_until, job_id, attempt = heapq.heappop(leases)
-            job = self._jobs[job_id]
-            if job.lease_until != lease_until or not _job.owns(job, attempt):
+            job = self._jobs.get(job_id)
+            if (
+                job is None
+                or job.lease_until != lease_until
+                or not _job.owns(job, attempt)
+            ):
                 continue
             job, event = _job.expire(job, now=now)
             self._record(job, event)
@@ -384,11 +391,36 @@ class MemoryStore:
         # Indexes sliced like the log itself, so ``after`` means the same.
         for i in range(len(rows))[after:]:
             row = rows[i]
-            if job_id is None or row[0] == job_id:
+            if row is not None and (job_id is None or row[0] == job_id):
                 found.append((i + 1, Event(row[0], _KINDS[row[1]], *row[2:])))
                 if limit is not None and len(found) >= limit:
                     break
         return found
+
+    async def purge(self, *, before: float) -> int:
+        """Delete finished jobs changed before ``before``, with their events.
+
+        As in :class:`SQLiteStore`: SUCCEEDED and CANCELLED jobs go, the newest
+        job and the newest event stay. A purged event leaves a gap in the
+        sequence numbers.
+        """
+        await trio.lowlevel.checkpoint()
+        check_time(before, "before")
+        newest = max(self._jobs, default=None)
+        doomed = {
+            job.id
+            for job in self._jobs.values()
+            if job.state in _PURGEABLE and job.updated_at < before and job.id != newest
+        }
+        for job_id in doomed:
+            job = self._jobs.pop(job_id)
+            self._counts[(job.queue, job.state)] -= 1
+        events = self._events
+        for i in range(len(events) - 1):
+            row = events[i]
+            if row is not None and row[0] in doomed:
+                events[i] = None
+        return len(doomed)
 
     async def aclose(self) -> None:
         """Nothing to release; provided for the contract."""

@@ -1054,6 +1054,42 @@ class Queue:
             finally:
                 self._watchers.unwatch(job_id, event)
 
+    async def purge(self, older_than: float | timedelta) -> int:
+        """Delete finished jobs last changed over ``older_than`` ago; return how many.
+
+        Finished means SUCCEEDED or CANCELLED; their events go with them. Dead
+        letters stay until a person requeues or discards them, and nothing
+        QUEUED or RUNNING is touched. Without purging, a store keeps every
+        job it ever ran; run this now and then, from a periodic task or
+        ``jobkit purge``, with an age longer than anyone will look back.
+
+        Example::
+
+            >>> import trio, jobkit, jobkit.testing
+            >>> from datetime import timedelta
+            >>> queue = jobkit.Queue(jobkit.MemoryStore(), clock=trio.current_time)
+            >>> @queue.task()
+            ... async def ping() -> None: ...
+            >>> async def main():
+            ...     old = await ping.enqueue()
+            ...     await queue.cancel(old)
+            ...     await trio.sleep(8 * 86400)
+            ...     await queue.cancel(await ping.enqueue())  # cancelled today
+            ...     deleted = await queue.purge(timedelta(days=7))
+            ...     return deleted, [job.id for job in await queue.list()]
+            >>> jobkit.testing.run_virtual(main)
+            (1, [2])
+        """
+        age = seconds(older_than, "older_than", wording="duration")
+        deleted = await self.store.purge(before=self.clock() - age)
+        logger.info(
+            "purged %d finished jobs last changed over %gs ago",
+            deleted,
+            age,
+            extra={"purged": deleted},
+        )
+        return deleted
+
     async def stats(self) -> QueueCounts:
         """Return how many jobs each queue holds in each state.
 

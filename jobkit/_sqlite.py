@@ -19,6 +19,7 @@ retried with jittered ``trio.sleep`` backoff, never by blocking the loop.
 from __future__ import annotations
 
 import builtins
+import functools
 import json
 import os
 import random
@@ -43,6 +44,7 @@ from ._store import (
     check_limit,
     check_new_jobs,
     check_outcomes,
+    check_time,
 )
 
 T = TypeVar("T")
@@ -249,6 +251,20 @@ _NEXT_RUN_AT: Final = """
         WHERE state = 'queued' AND queue = ?1 AND priority = levels.priority
     )) FROM levels WHERE levels.priority IS NOT NULL
 """
+
+# Finished jobs a purge may delete: final states never change, so the list
+# stays true until the rows are gone. The newest job always stays: its id is
+# where the next one's is counted from.
+_PURGEABLE: Final = """
+    SELECT id FROM jobs
+    WHERE (state = 'succeeded' OR state = 'cancelled') AND updated_at < ?
+        AND id < (SELECT max(id) FROM jobs)
+    ORDER BY id
+"""
+
+# Jobs deleted per write transaction, so that a long purge holds the write
+# lock for short stretches and workers go on between them.
+_PURGE_BATCH: Final = 500
 
 # One job's events, newest first along the chain, down to ``after``.
 _JOB_EVENTS: Final = """
@@ -1194,6 +1210,73 @@ class SQLiteStore:
             (seq, Event(job, _KINDS[kind], float(at), attempt, error))
             for seq, job, kind, at, attempt, error in rows
         ]
+
+    async def purge(self, *, before: float) -> int:
+        """Delete finished jobs last changed before ``before``, with their events.
+
+        Finished means SUCCEEDED or CANCELLED: DEAD, QUEUED and RUNNING jobs
+        stay, and so do the newest job and the newest event (their numbers
+        are where the next ones count from). The candidates are found in one
+        read, which blocks no writer, then deleted a few hundred per
+        transaction. The file keeps its size: new jobs reuse the freed pages
+        (``VACUUM`` would shrink it).
+
+        Example::
+
+            >>> import trio
+            >>> from jobkit import NewJob, SQLiteStore
+            >>> from jobkit._job import Success
+            >>> async def main():
+            ...     async with SQLiteStore(":memory:") as store:
+            ...         await store.enqueue([NewJob(task="t")] * 3, now=0.0)
+            ...         jobs = await store.claim(queues=None, limit=3, now=0.0,
+            ...                                  lease=9.0)
+            ...         await store.settle([Success(j.id, 1) for j in jobs], now=1.0)
+            ...         deleted = await store.purge(before=2.0)
+            ...         return deleted, [j.id for j in await store.list()]
+            >>> trio.run(main)
+            (2, [3])
+        """
+        check_time(before, "before")
+        rows = await self._run(
+            lambda: self._conn.execute(_PURGEABLE, (before,)).fetchall(),
+            rows=_THREAD_ROWS + 1,  # a scan of the whole table: off the event loop
+        )
+        ids = [job_id for (job_id,) in rows]
+        deleted = 0
+        for start in range(0, len(ids), _PURGE_BATCH):
+            batch = ids[start : start + _PURGE_BATCH]
+            delete = functools.partial(self._delete, batch)
+            deleted += await self._run(functools.partial(self._transaction, delete))
+        return deleted
+
+    def _delete(self, ids: Sequence[int], conn: sqlite3.Connection) -> int:
+        marks = ", ".join("?" * len(ids))
+        # Each job's events hang on a chain from jobs.last_seq back along
+        # events.prev: followed by primary key, no scan of the log.
+        conn.execute(
+            f"""
+            WITH RECURSIVE chain (seq) AS (
+                SELECT last_seq FROM jobs WHERE id IN ({marks})
+                UNION ALL
+                SELECT events.prev FROM events JOIN chain ON events.seq = chain.seq
+                WHERE events.prev IS NOT NULL
+            )
+            DELETE FROM events WHERE seq IN chain
+                AND seq < (SELECT max(seq) FROM events)
+            """,
+            ids,
+        )
+        conn.execute(
+            f"""
+            INSERT INTO counts (queue, state, n)
+                SELECT queue, state, -count(*) FROM jobs WHERE id IN ({marks})
+                GROUP BY queue, state
+            ON CONFLICT (queue, state) DO UPDATE SET n = n + excluded.n
+            """,
+            ids,
+        )
+        return conn.execute(f"DELETE FROM jobs WHERE id IN ({marks})", ids).rowcount
 
     async def aclose(self) -> None:
         """Close the connection; the data stays in the file. Closing twice is fine.

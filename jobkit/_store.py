@@ -213,6 +213,17 @@ class Store(Protocol):
         """
         ...
 
+    async def purge(self, *, before: float) -> int:
+        """Delete finished jobs last changed before ``before``, with their events.
+
+        Only SUCCEEDED and CANCELLED jobs go; DEAD jobs wait for a person
+        (discard one to make it purgeable), QUEUED and RUNNING ones are
+        untouched. The job with the highest id and the event with the highest
+        sequence are always kept, so neither number is ever handed out again.
+        Returns how many jobs were deleted.
+        """
+        ...
+
     async def aclose(self) -> None:
         """Release the store's resources; the data stays."""
         ...
@@ -234,6 +245,14 @@ def check_limit(limit: int | None, what: str = "limit") -> None:
         return
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"{what} must be a positive integer or None, got {limit!r}")
+
+
+def check_time(value: float, what: str) -> None:
+    """Refuse a time that is not a finite number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{what} must be a time in seconds, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite time, got {value!r}")
 
 
 def check_outcomes(outcomes: Sequence[Outcome]) -> None:

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jobkit import JobState, NewJob, SQLiteStore
 from jobkit.__main__ import build_parser, main
-from jobkit._job import Failure
+from jobkit._job import Failure, Success
 
 pytestmark = pytest.mark.slow
 
@@ -669,3 +669,35 @@ def test_worker_until_empty_exits_by_itself_once_all_is_done(workdir: Path) -> N
     assert "worker stopping: nothing queued or running" in result.stderr
     # boom fails twice (0.05 s apart) and ends dead; nothing is left to run.
     assert states(workdir / "jobs.db") == {1: "succeeded", 2: "succeeded", 3: "dead"}
+
+
+def test_purge_deletes_old_finished_jobs(workdir: Path) -> None:
+    """jobkit purge --older-than deletes old finished jobs; dead letters stay."""
+    db = workdir / "jobs.db"
+
+    async def finish_one() -> None:
+        async with SQLiteStore(db) as store:
+            await store.enqueue([NewJob(task="add")], now=1e9)
+            await store.claim(queues=None, limit=1, now=1e9, lease=60)
+            await store.settle([Success(1, 1, 3)], now=1e9)
+
+    trio.run(finish_one)
+    make_db(db, dead=2, queued=1)
+    result = jobkit("purge", "--older-than", "0", "--db", str(db), cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("purged 1 finished jobs last changed before ")
+    assert states(db) == {2: "dead", 3: "dead", 4: "queued"}
+    again = jobkit(
+        "purge", "--older-than", "7d", "--db", str(db), "--json", cwd=workdir
+    )
+    assert json.loads(again.stdout)["purged"] == 0
+
+
+@pytest.mark.parametrize("age", ["-1", "7w", "d", "nan"])
+def test_purge_refuses_a_bad_age(workdir: Path, age: str) -> None:
+    """A bad --older-than is refused before the database is opened."""
+    db = workdir / "jobs.db"
+    result = jobkit("purge", f"--older-than={age}", "--db", str(db), cwd=workdir)
+    assert result.returncode == 2
+    assert "--older-than" in result.stderr
+    assert not db.exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -554,3 +555,41 @@ async def test_wait_is_woken_when_a_worker_reaps_the_job(autojump_clock: Any) ->
         nursery.cancel_scope.cancel()
     # The survivor reaps every lease / 3 = 10 s; at 30 the lease is not yet past.
     assert (job.state, trio.current_time()) == (JobState.DEAD, 40.0)
+
+
+# -- purging ----------------------------------------------------------------------
+
+
+async def test_purge_removes_finished_jobs_older_than_the_age(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Queue.purge takes an age (seconds or timedelta) counted back from its clock."""
+    queue = virtual_queue()
+
+    @queue.task()
+    async def t() -> None: ...
+
+    old = await t.enqueue()
+    await queue.cancel(old)
+    await trio.sleep(3600)
+    young = await t.enqueue()
+    await queue.cancel(young)
+    await t.enqueue()
+    await trio.sleep(600)
+    caplog.set_level("INFO", logger="jobkit")
+    # Now t=4200: ``old`` changed at 0, ``young`` at 3600.
+    assert await queue.purge(4200) == 0  # before t=0: ``old`` is not older
+    assert await queue.purge(timedelta(hours=1)) == 1  # before t=600
+    assert "purged 1 finished jobs last changed over 3600s ago" in caplog.text
+    assert [job.id for job in await queue.list()] == [young, young + 1]
+    assert await queue.purge(0) == 1  # the queued newest job stays
+    assert [job.id for job in await queue.list()] == [young + 1]
+
+
+@pytest.mark.parametrize(
+    ("age", "error"), [(-1, ValueError), ("7d", TypeError), (math.nan, ValueError)]
+)
+async def test_purge_refuses_a_bad_age(age: Any, error: type[Exception]) -> None:
+    """older_than must be seconds >= 0 or a timedelta."""
+    with pytest.raises(error, match="older_than"):
+        await virtual_queue().purge(age)

@@ -513,3 +513,18 @@ def test_processes_claiming_from_one_file_share_the_jobs_exactly(
             assert sorted(e.job_id for e in starts) == ids
 
     trio.run(check)
+
+
+async def test_purge_deletes_in_batches_and_keeps_counts_right(tmp_path: Path) -> None:
+    """A purge larger than one batch deletes every candidate, events and counts too."""
+    async with SQLiteStore(tmp_path / "jobs.db") as store:
+        total = sql._PURGE_BATCH * 2 + 37
+        await store.enqueue([NewJob(task="t")] * total, now=0.0)
+        jobs = await store.claim(queues=None, limit=total, now=0.0, lease=60.0)
+        await store.settle([Success(j.id, 1) for j in jobs], now=1.0)
+        await store.enqueue([NewJob(task="t")], now=2.0)
+        assert await store.purge(before=5.0) == total
+        assert (await store.counts()).counts == {("default", JobState.QUEUED): 1}
+        log = await store.events()
+        # The newest event (the last enqueue) and nothing of the purged jobs.
+        assert [(e.job_id, e.kind) for _, e in log] == [(total + 1, EventKind.ENQUEUED)]

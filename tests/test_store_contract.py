@@ -781,3 +781,95 @@ async def test_enqueue_refuses_bad_jobs_and_stores_none(
     assert await store.list() == []
     assert await store.events() == []
     assert await put(store) == 1
+
+
+# -- purge ---------------------------------------------------------------------------
+
+
+async def finish(store: Store, now: float, **fields: object) -> int:
+    """Enqueue, claim and succeed one job at ``now``; return its id."""
+    job_id = await put(store, now, **fields)
+    job = await claim_one(store, now)
+    assert job.id == job_id
+    assert await store.settle([Success(job_id, 1, "ok")], now=now)
+    return job_id
+
+
+async def test_purge_deletes_old_finished_jobs_and_their_events(store: Store) -> None:
+    """Old SUCCEEDED and CANCELLED jobs go with their events; the rest stay."""
+    done = await finish(store, 1.0)
+    cancelled = await put(store, 1.0)
+    await store.cancel(cancelled, now=2.0)
+    dead = await make_dead(store, 2.0)
+    waiting = await put(store, 2.0, run_at=500.0)
+    running = await put(store, 2.0)
+    await claim_one(store, 2.0, lease=1000.0)
+    recent = await finish(store, 50.0)
+    newest = await put(store, 50.0)
+    assert await store.purge(before=10.0) == 2
+    left = [job.id for job in await store.list(limit=None)]
+    assert left == [dead, waiting, running, recent, newest]
+    for gone in (done, cancelled):
+        with pytest.raises(JobNotFound):
+            await store.get(gone)
+        assert await store.events(job_id=gone) == []
+    assert {e.job_id for _, e in await store.events()} == set(left)
+    assert await kinds(store, recent) == ["enqueued", "started", "succeeded"]
+    counts = (await store.counts()).counts
+    assert counts == {
+        ("default", JobState.DEAD): 1,
+        ("default", JobState.QUEUED): 2,
+        ("default", JobState.RUNNING): 1,
+        ("default", JobState.SUCCEEDED): 1,
+    }
+
+
+async def test_purge_never_lets_an_id_or_a_sequence_number_come_back(
+    store: Store,
+) -> None:
+    """The newest job and the newest event survive, so numbers keep rising."""
+    first = await finish(store, 1.0)
+    last = await finish(store, 1.0)
+    [(newest_seq, _)] = (await store.events())[-1:]
+    assert await store.purge(before=10.0) == 1  # ``last`` is the newest job
+    assert [job.id for job in await store.list()] == [last]
+    job_id = await put(store, 20.0)
+    assert job_id > last > first
+    later = await store.events(after=newest_seq)
+    assert [(e.job_id, e.kind) for _, e in later] == [(job_id, EventKind.ENQUEUED)]
+
+
+async def test_purge_keeps_dead_letters_until_discarded(store: Store) -> None:
+    """A dead letter is purged only once discarded (CANCELLED)."""
+    dead = await make_dead(store, 1.0)
+    await put(store, 1.0)  # the newest job, which always stays
+    assert await store.purge(before=10.0) == 0
+    await store.discard(dead, now=2.0)
+    assert await store.purge(before=10.0) == 1
+    with pytest.raises(JobNotFound):
+        await store.get(dead)
+
+
+async def test_purge_uses_the_time_of_the_last_change(store: Store) -> None:
+    """Age counts from when the job finished, not from when it was created."""
+    job_id = await put(store, 1.0)
+    await put(store, 1.0)
+    await claim_one(store, 90.0)
+    await store.settle([Success(job_id, 1)], now=100.0)
+    assert await store.purge(before=100.0) == 0  # changed at 100: not before
+    assert await store.purge(before=100.5) == 1
+
+
+@pytest.mark.parametrize(
+    ("before", "error"),
+    [(math.nan, ValueError), (math.inf, ValueError), ("1", TypeError)],
+)
+async def test_purge_refuses_a_bad_time_and_deletes_nothing(
+    store: Store, before: object, error: type[Exception]
+) -> None:
+    """A time that is not a finite number is refused, naming ``before``."""
+    await finish(store, 1.0)
+    await put(store, 1.0)
+    with pytest.raises(error, match="before"):
+        await store.purge(before=before)  # type: ignore[arg-type]
+    assert len(await store.list()) == 2

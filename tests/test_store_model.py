@@ -56,6 +56,8 @@ class Model:
     def __init__(self) -> None:
         self.jobs: dict[int, Job] = {}
         self.events: list[Event] = []
+        self.next_id = 1
+        self.purged: set[int] = set()
         # Why each DEAD job died: "exhausted" or "permanent".
         self.dead_because: dict[int, str] = {}
 
@@ -77,7 +79,7 @@ class Model:
                 ids.append(holder)
                 continue
             job = Job(
-                id=len(self.jobs) + 1,
+                id=self.next_id,
                 task=spec.task,
                 queue=spec.queue,
                 payload=spec.payload,
@@ -91,6 +93,7 @@ class Model:
                 unique_key=spec.unique_key,
             )
             self._set(job, EventKind.ENQUEUED, 0)
+            self.next_id += 1
             ids.append(job.id)
         return ids
 
@@ -184,6 +187,24 @@ class Model:
             reaped.append(job)
         return reaped
 
+    def purge(self, before: float) -> int:
+        newest = max(self.jobs, default=None)
+        doomed = {
+            job.id
+            for job in self.jobs.values()
+            if job.state in (JobState.SUCCEEDED, JobState.CANCELLED)
+            and job.updated_at < before
+            and job.id != newest
+        }
+        for job_id in doomed:
+            del self.jobs[job_id]
+        self.purged |= doomed
+        # The store keeps its newest event even if its job went; which of the
+        # events one call recorded that is may differ, so the model drops them
+        # all and the checks below look only at jobs that exist.
+        self.events = [e for e in self.events if e.job_id not in doomed]
+        return len(doomed)
+
     def _get(self, job_id: int) -> Job:
         if job_id not in self.jobs:
             raise JobNotFound(job_id)
@@ -264,6 +285,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.pairs: list[tuple[int, int]] = []
         self.seen_seq = dict.fromkeys(self.stores, 0)
         self.seen_events = 0
+        self.kept: dict[str, set[int]] = {label: set() for label in self.stores}
 
     def teardown(self) -> None:
         for store in self.stores.values():
@@ -361,9 +383,25 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule(action=st.sampled_from(["cancel", "requeue", "discard"]), data=st.data())
     def act_on_a_job(self, action: str, data: st.DataObject) -> None:
-        job_id = data.draw(st.integers(1, len(self.model.jobs) + 1))
+        job_id = data.draw(st.integers(1, self.model.next_id))
         expected = result_of(lambda: getattr(self.model, action)(job_id, self.now))
         self.agree(action, expected, job_id=job_id, now=self.now)
+
+    @rule(age=st.sampled_from([-1.0, 0.0, 2.0]))  # -1: all finished so far
+    def purge(self, age: float) -> None:
+        before = self.now - age
+        expected = result_of(lambda: self.model.purge(before))
+        self.agree("purge", expected, before=before)
+        # Reports on purged jobs are not a case: only finished jobs go.
+        self.pairs = [p for p in self.pairs if p[0] in self.model.jobs]
+        for label, store in self.stores.items():
+            log = run(partial(store.events, limit=None))[1]
+            # Each purge keeps the newest event, even if its job went: only
+            # those may outlive their jobs.
+            if log:
+                self.kept[label].add(log[-1][1].job_id)
+            orphans = {e.job_id for _, e in log} - set(self.model.jobs)
+            assert orphans <= self.kept[label], (label, orphans)
 
     # -- agreement and invariants --------------------------------------------------
 
@@ -410,7 +448,8 @@ class StoreMachine(RuleBasedStateMachine):
     def each_job_keeps_its_events_in_order(self) -> None:
         by_job: dict[int, list[Event]] = {}
         for event in self.model.events:
-            by_job.setdefault(event.job_id, []).append(event)
+            if event.job_id in self.model.jobs:
+                by_job.setdefault(event.job_id, []).append(event)
         for job_id in list(by_job)[-3:]:  # the newest few, to stay quick
             for label, store in self.stores.items():
                 got = trio.run(partial(store.events, job_id=job_id))
@@ -419,8 +458,9 @@ class StoreMachine(RuleBasedStateMachine):
     @invariant()
     def queue_invariants_hold(self) -> None:
         model = self.model
-        # No job lost: every id ever handed out is still there, in one state.
-        assert sorted(model.jobs) == list(range(1, len(model.jobs) + 1))
+        # No job lost: every id ever handed out is still there, in one state,
+        # or was purged when finished; none was handed out twice.
+        assert sorted([*model.jobs, *model.purged]) == list(range(1, model.next_id))
         for job in model.jobs.values():
             assert 0 <= job.attempts <= job.max_attempts
             assert (job.lease_until is not None) == (job.state is R)

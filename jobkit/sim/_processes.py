@@ -196,6 +196,12 @@ class LabStore:
         self._after(process, "counts", False)
         return counts
 
+    async def purge(self, *, before: float) -> int:
+        process, _ = self._before(None)
+        deleted = await self._inner.purge(before=before)
+        self._after(process, "purge", False)
+        return deleted
+
     async def next_run_at(self, *, queues: Sequence[str] | None) -> float | None:
         process, _ = self._before(None)
         at = await self._inner.next_run_at(queues=queues)

@@ -126,6 +126,11 @@ class WatchedStore:
     async def counts(self) -> QueueCounts:
         return await self.inner.counts()
 
+    async def purge(self, *, before: float) -> int:
+        deleted = await self.inner.purge(before=before)
+        self._bump()
+        return deleted
+
     async def next_run_at(self, *, queues: Sequence[str] | None) -> float | None:
         return await self.inner.next_run_at(queues=queues)
 
