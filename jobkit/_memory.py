@@ -240,9 +240,9 @@ class MemoryStore:
         prepared = []
         for outcome in outcomes:
             if isinstance(outcome, _job.Success):
-                outcome = _job.Success(
-                    outcome.job_id, outcome.attempt, _copy(outcome.result, "result")
-                )
+                result = _copy(outcome.result, "result")
+                if result is not outcome.result:  # None, numbers, str: kept as is
+                    outcome = _job.Success(outcome.job_id, outcome.attempt, result)
             prepared.append(outcome)
             # An unknown id refuses the whole batch before anything changes.
             self._lookup(outcome.job_id)
