@@ -939,7 +939,8 @@ def cmd_purge(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"purged": deleted, "before": before})
     else:
-        print(f"purged {deleted} finished jobs last changed before {when(before)}")
+        jobs = "job" if deleted == 1 else "jobs"
+        print(f"purged {deleted} finished {jobs} last changed before {when(before)}")
     return 0
 
 

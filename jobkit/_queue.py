@@ -1083,8 +1083,9 @@ class Queue:
         age = seconds(older_than, "older_than", wording="duration")
         deleted = await self.store.purge(before=self.clock() - age)
         logger.info(
-            "purged %d finished jobs last changed over %gs ago",
+            "purged %d finished %s last changed over %gs ago",
             deleted,
+            "job" if deleted == 1 else "jobs",
             age,
             extra={"purged": deleted},
         )

@@ -685,7 +685,7 @@ def test_purge_deletes_old_finished_jobs(workdir: Path) -> None:
     make_db(db, dead=2, queued=1)
     result = jobkit("purge", "--older-than", "0", "--db", str(db), cwd=workdir)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("purged 1 finished jobs last changed before ")
+    assert result.stdout.startswith("purged 1 finished job last changed before ")
     assert states(db) == {2: "dead", 3: "dead", 4: "queued"}
     again = jobkit(
         "purge", "--older-than", "7d", "--db", str(db), "--json", cwd=workdir

@@ -580,7 +580,7 @@ async def test_purge_removes_finished_jobs_older_than_the_age(
     # Now t=4200: ``old`` changed at 0, ``young`` at 3600.
     assert await queue.purge(4200) == 0  # before t=0: ``old`` is not older
     assert await queue.purge(timedelta(hours=1)) == 1  # before t=600
-    assert "purged 1 finished jobs last changed over 3600s ago" in caplog.text
+    assert "purged 1 finished job last changed over 3600s ago" in caplog.text
     assert [job.id for job in await queue.list()] == [young, young + 1]
     assert await queue.purge(0) == 1  # the queued newest job stays
     assert [job.id for job in await queue.list()] == [young + 1]
