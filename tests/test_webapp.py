@@ -129,6 +129,35 @@ async def test_posting_a_user_enqueues_a_welcome_email_that_succeeds(
         assert sent.subject == "Welcome, Ada!"
 
 
+async def test_get_job_with_wait_answers_when_the_job_finishes(
+    tmp_path: Path,
+) -> None:
+    """?wait= holds the answer until the job is done, or answers when time is up."""
+    async with serving(settings(tmp_path, email_delay=0.3)) as (_, client):
+        job_id = await register(client, "ada@example.com")
+        short = await client.get(f"/jobs/{job_id}", params={"wait": "0.05"})
+        assert short.status_code == 200
+        assert short.json()["state"] in ("queued", "running")
+        done = await client.get(f"/jobs/{job_id}", params={"wait": "5"})
+        assert (done.status_code, done.json()["state"]) == (200, "succeeded")
+        assert done.json()["result"]["to"] == "ada@example.com"
+        # A finished job is answered at once, however long the wait asked.
+        with trio.fail_after(1):
+            again = await client.get(f"/jobs/{job_id}", params={"wait": "30"})
+        assert again.json()["state"] == "succeeded"
+
+
+@pytest.mark.parametrize("wait", ["-1", "31", "soon", "nan"])
+async def test_get_job_refuses_a_bad_wait(tmp_path: Path, wait: str) -> None:
+    """A wait that is not 0 to 30 seconds gets 422, naming the parameter."""
+    async with serving(settings(tmp_path)) as (_, client):
+        response = await client.get("/jobs/1", params={"wait": wait})
+        assert response.status_code == 422
+        assert (
+            "wait must be a number of seconds from 0 to 30" in response.json()["error"]
+        )
+
+
 async def test_bad_requests_are_refused_and_store_nothing(tmp_path: Path) -> None:
     """Bad input gets 422 naming the problem, a taken address 409; no job is stored."""
     async with serving(settings(tmp_path)) as (app, client):

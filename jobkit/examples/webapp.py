@@ -34,7 +34,9 @@ The routes:
 - ``POST /users`` with ``{"email": ..., "name": ...}``: 201 with the user
   and the id of the welcome-email job; 422 on bad input, 409 if the address
   is taken.
-- ``GET /jobs/{id}``: the job's state, attempts, result or last error.
+- ``GET /jobs/{id}``: the job's state, attempts, result or last error;
+  with ``?wait=SECONDS`` (at most 30) the answer waits until the job has
+  finished or the seconds are up, whichever comes first (a long poll).
 - ``GET /health``: 200 while the server answers, with the worker's state,
   its restarts and the queue's counts in the body.
 - With ``--debug`` only: ``POST /debug/crash-worker`` makes the worker task
@@ -48,6 +50,7 @@ import argparse
 import functools
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -309,6 +312,24 @@ def _json_body(text: bytes) -> dict[str, Any]:
     return body
 
 
+MAX_WAIT = 30.0
+"""The longest ``?wait=`` a request to ``GET /jobs/{id}`` may ask for, in seconds."""
+
+
+def _wait_seconds(text: str | None) -> float:
+    if text is None:
+        return 0.0
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= MAX_WAIT:  # False for NaN
+        raise ValueError(
+            f"wait must be a number of seconds from 0 to {MAX_WAIT:g}, got {text!r}"
+        )
+    return seconds
+
+
 def _job_view(job: jobkit.Job) -> dict[str, Any]:
     error = None if job.last_error is None else job.last_error.splitlines()[0]
     return {
@@ -467,7 +488,18 @@ class WebApp:
     async def _get_job(self, request: Request) -> Response:
         job_id: int = request.path_params["job_id"]
         try:
+            wait = _wait_seconds(request.query_params.get("wait"))
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=422)
+        try:
             job = await self.queue.get(job_id)
+            if wait and job.state not in jobkit.TERMINAL_STATES:
+                with trio.move_on_after(wait) as waited:
+                    job = await self.queue.wait(
+                        job_id, poll_interval=self.settings.poll_interval
+                    )
+                if waited.cancelled_caught:  # not finished: say where it is now
+                    job = await self.queue.get(job_id)
         except jobkit.JobNotFound:
             return JSONResponse({"error": f"no job with id {job_id}"}, status_code=404)
         return JSONResponse(_job_view(job))
