@@ -69,9 +69,9 @@ def _copy_plain(value: _job.JSON) -> _job.JSON:
     raise _NotPlain
 
 
-# An event as MemoryStore keeps it: (job_id, kind name, at, attempt, error).
+# An event as MemoryStore keeps it: (job_id, kind value, at, attempt, error).
 _EventRow: TypeAlias = tuple[int, str, float, int, "str | None"]
-_KINDS = {kind.name: kind for kind in EventKind}
+_KINDS = {kind.value: kind for kind in EventKind}
 _PURGEABLE = frozenset({JobState.SUCCEEDED, JobState.CANCELLED})
 
 
@@ -153,7 +153,7 @@ class MemoryStore:
             heapq.heappush(self._leases, (job.lease_until, job.id, job.attempts))
         if event is not None:
             self._events.append(
-                (event.job_id, event.kind._name_, event.at, event.attempt, event.error)
+                (event.job_id, event.kind._value_, event.at, event.attempt, event.error)
             )
 
     def _lookup(self, job_id: int) -> Job:
@@ -396,6 +396,12 @@ class MemoryStore:
                 if limit is not None and len(found) >= limit:
                     break
         return found
+
+    def _event_rows(self) -> builtins.list[tuple[int, _EventRow]]:
+        # ``(sequence, row)`` for every event kept, oldest first. The
+        # simulator reads a whole run's log into its trace; building an Event
+        # per row, as events() must, took a third of that time.
+        return [(i, row) for i, row in enumerate(self._events, 1) if row is not None]
 
     async def purge(self, *, before: float) -> int:
         """Delete finished jobs changed before ``before``, with their events.

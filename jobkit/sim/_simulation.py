@@ -36,7 +36,7 @@ import trio.testing
 from .._checks import int_at_least
 from .._duration import seconds
 from .._job import Failure, Job, JobState, Outcome, Success
-from .._memory import MemoryStore
+from .._memory import MemoryStore, _EventRow
 from .._queue import PreparedJob, Queue
 from .._retry import RetryPolicy
 from .._store import Store
@@ -379,8 +379,16 @@ class _Run:
     async def collect(
         self, *, until: float | None, interrupted: bool, wall: float
     ) -> Trace:
-        rows = await self.store.events()
-        jobs = {job.id: job for job in await self.store.list(limit=None)}
+        store = self.store
+        rows: list[tuple[int, _EventRow]]
+        if isinstance(store, MemoryStore):
+            rows = store._event_rows()
+        else:
+            rows = [
+                (seq, (e.job_id, e.kind._value_, e.at, e.attempt, e.error))
+                for seq, e in await store.events()
+            ]
+        jobs = {job.id: job for job in await store.list(limit=None)}
         workers, delays, dues, causes = (
             self.workers,
             self.delays,
@@ -391,10 +399,9 @@ class _Run:
         # event): plain tuples sort in C, and never compare their events.
         events: list[tuple[float, int, int, TraceEvent]] = []
         append = events.append
-        for seq, event in rows:
-            key = (event.job_id, event.attempt)
-            kind = event.kind._value_
-            error = event.error or None
+        for seq, (job_id, kind, at, attempt, error) in rows:
+            key = (job_id, attempt)
+            error = error or None
             if error is not None:
                 # Only the summary line; the traceback stays on the job.
                 cut = error.find("\n")
@@ -403,15 +410,15 @@ class _Run:
             retried = kind == "retried"
             append(
                 (
-                    event.at,
+                    at,
                     0,
                     seq,
                     TraceEvent(
-                        event.at,
+                        at,
                         kind,  # type: ignore[arg-type]
-                        event.job_id,
-                        event.attempt,
-                        workers.get(key) if event.attempt else None,
+                        job_id,
+                        attempt,
+                        workers.get(key) if attempt else None,
                         error,
                         delays.get(key) if retried else None,
                         dues.get(key) if retried else None,
