@@ -381,7 +381,7 @@ class _Run:
     ) -> Trace:
         store = self.store
         rows: list[tuple[int, _EventRow]]
-        if isinstance(store, MemoryStore):
+        if type(store) is MemoryStore:  # not a subclass, which may log otherwise
             rows = store._event_rows()
         else:
             rows = [
