@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import random
@@ -38,6 +39,7 @@ from jobkit.sim import (
     Trace,
     TraceEvent,
     TransientErrors,
+    _progress,
 )
 
 POLICY = RetryPolicy(3, Backoff.exponential(1, 60))
@@ -805,3 +807,31 @@ def test_load_bins_requests_by_window() -> None:
     with pytest.raises(ValueError, match="no dependency named 'db'"):
         trace.load("db")
     assert math.isclose(trace.calls[0].time, 1.0)
+
+
+class _Stderr(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+@pytest.mark.parametrize(
+    ("option", "tty", "shown"),
+    [("auto", True, True), ("auto", False, False), (True, False, True)],
+)
+def test_auto_progress_draws_a_bar_only_where_a_person_watches(
+    monkeypatch: pytest.MonkeyPatch, option: Any, tty: bool, shown: bool
+) -> None:
+    """'auto' draws on a terminal or in a notebook, never into a log file."""
+    out = _Stderr(tty)
+    monkeypatch.setattr(sys, "stderr", out)
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # the plain text bar
+    reporter = _progress.Reporter(option, 10)
+    late = Progress(time=5.0, until=None, done=4, jobs=10, attempts=5, wall=60.0)
+    reporter.report(late)
+    reporter.close(late)
+    assert ("simulating [" in out.getvalue()) is shown

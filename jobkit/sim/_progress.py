@@ -90,6 +90,12 @@ class _TqdmBar:
         self._bar.close()
 
 
+def _interactive() -> bool:
+    # A bar redrawn in place belongs on a terminal or in a notebook; written
+    # to a log file or a CI job's output it is only noise.
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
+
+
 class Reporter:
     """Decides when to report progress, and to whom."""
 
@@ -110,7 +116,9 @@ class Reporter:
             raise ValueError(
                 f"progress must be True, False, 'auto' or a callable, got {option!r}"
             )
-        self.enabled = option is not False
+        self.enabled = option is not False and (
+            option not in (None, "auto") or _interactive()
+        )
 
     def report(self, p: Progress) -> None:
         if not self.enabled or p.wall < self._delay:
