@@ -488,6 +488,7 @@ READ_COMMANDS = [
     ["requeue", "--all-dead"],
     ["discard", "1"],
     ["stats"],
+    ["purge", "--older-than", "0"],
     ["metrics"],
 ]
 
@@ -495,7 +496,13 @@ READ_COMMANDS = [
 def test_a_missing_database_is_an_error_and_is_not_created(workdir: Path) -> None:
     """Every read or operator command refuses a missing file and creates none."""
     db = workdir / "missing.db"
-    commands = [["jobs"], ["show", "1"], ["requeue", "1"], ["metrics"]]
+    commands = [
+        ["jobs"],
+        ["show", "1"],
+        ["requeue", "1"],
+        ["purge", "--older-than", "0"],
+        ["metrics"],
+    ]
     results = jobkit_all([[*cmd, "--db", str(db)] for cmd in commands], workdir)
     for result in results:
         assert "no database at" in one_line_error(result)
