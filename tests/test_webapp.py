@@ -133,7 +133,7 @@ async def test_get_job_with_wait_answers_when_the_job_finishes(
     tmp_path: Path,
 ) -> None:
     """?wait= holds the answer until the job is done, or answers when time is up."""
-    async with serving(settings(tmp_path, email_delay=0.3)) as (_, client):
+    async with serving(settings(tmp_path, email_delay=1.5)) as (_, client):
         job_id = await register(client, "ada@example.com")
         short = await client.get(f"/jobs/{job_id}", params={"wait": "0.05"})
         assert short.status_code == 200
