@@ -27,7 +27,15 @@ from typing import Any, TextIO, TypeVar
 
 import trio
 
-from ._job import JSON, Job, JobState, NewJob, TransitionError, check_json
+from ._job import (
+    JSON,
+    TERMINAL_STATES,
+    Job,
+    JobState,
+    NewJob,
+    TransitionError,
+    check_json,
+)
 from ._logging import JSONFormatter, first_line
 from ._metrics import collect_metrics
 from ._queue import Queue
@@ -709,6 +717,67 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+TIMED_OUT = 124
+"""``jobkit wait``'s exit status for a job not finished in time (as ``timeout``)."""
+
+
+def add_wait(commands: Subparsers) -> None:
+    parser = _add(
+        commands,
+        "wait",
+        "wait until a job has finished",
+        "Wait until job ID has SUCCEEDED, gone DEAD or been CANCELLED, looking\n"
+        "at the database every --poll-interval seconds, then print its state\n"
+        "and result (or error). Exit status: 0 if it succeeded, 1 if it is\n"
+        f"dead or cancelled, {TIMED_OUT} if it had not finished after --timeout.",
+        cmd_wait,
+        epilog=(
+            "example:\n"
+            "  id=$(jobkit enqueue report --json --db jobs.db | jq .id)\n"
+            "  jobkit wait $id --timeout 600 --db jobs.db"
+        ),
+    )
+    parser.add_argument("id", type=_job_id, metavar="ID", help="the job's id")
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="give up after this long (default: wait as long as it takes)",
+    )
+    parser.add_argument(
+        "--poll-interval",
+        type=_seconds,
+        default=0.5,
+        metavar="SECONDS",
+        help="how often to look (default 0.5)",
+    )
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    if args.poll_interval <= 0:
+        raise CLIError("--poll-interval must be > 0 seconds")
+
+    async def body(store: SQLiteStore) -> Job:
+        queue = Queue(store)
+        with trio.move_on_after(math.inf if args.timeout is None else args.timeout):
+            return await queue.wait(args.id, poll_interval=args.poll_interval)
+        return await store.get(args.id)
+
+    job = run_with_store(args, body)
+    finished = job.state in TERMINAL_STATES
+    if args.json:
+        print_json(job_to_json(job))
+    elif job.state is JobState.SUCCEEDED:
+        print(f"job {job.id} succeeded: {json.dumps(job.result, ensure_ascii=False)}")
+    elif finished:
+        print(f"job {job.id} is {job.state.value}: {first_line(job.last_error or '')}")
+    else:
+        print(f"job {job.id} is still {job.state.value} after {args.timeout:g} s")
+    if not finished:
+        return TIMED_OUT
+    return 0 if job.state is JobState.SUCCEEDED else 1
+
+
 def add_dead(commands: Subparsers) -> None:
     parser = _add(
         commands,
@@ -1018,6 +1087,7 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
     add_enqueue,
     add_jobs,
     add_show,
+    add_wait,
     add_dead,
     add_requeue,
     add_discard,

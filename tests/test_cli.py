@@ -483,6 +483,7 @@ def test_requeue_of_thousands_shows_progress(workdir: Path) -> None:
 READ_COMMANDS = [
     ["jobs"],
     ["show", "1"],
+    ["wait", "1", "--timeout", "0"],
     ["dead"],
     ["requeue", "1"],
     ["requeue", "--all-dead"],
@@ -708,3 +709,52 @@ def test_purge_refuses_a_bad_age(workdir: Path, age: str) -> None:
     assert result.returncode == 2
     assert "--older-than" in result.stderr
     assert not db.exists()
+
+
+def test_wait_returns_when_a_worker_has_run_the_job(
+    workdir: Path, workers: Callable[..., Worker]
+) -> None:
+    """jobkit wait exits 0 with the result once a worker process has run the job."""
+    db = str(workdir / "jobs.db")
+    add = jobkit(
+        "enqueue",
+        "add",
+        '{"a": 1, "b": 2}',
+        "--app",
+        "app:queue",
+        "--db",
+        db,
+        cwd=workdir,
+    )
+    assert add.returncode == 0, add.stderr
+    worker = workers("app:queue", "--db", db, "--poll-interval", "0.05", cwd=workdir)
+    done = jobkit(
+        "wait",
+        "1",
+        "--timeout",
+        "30",
+        "--poll-interval",
+        "0.05",
+        "--db",
+        db,
+        cwd=workdir,
+    )
+    assert (done.returncode, done.stdout) == (0, "job 1 succeeded: 3\n"), done.stderr
+    worker.signal(signal.SIGTERM)
+    assert worker.finish() == 0
+
+
+def test_wait_exits_1_for_a_dead_job_and_124_when_time_is_up(workdir: Path) -> None:
+    """A dead job exits 1 with its error; an unfinished one 124 after --timeout."""
+    db = workdir / "jobs.db"
+    make_db(db, dead=1, queued=1)
+    dead = jobkit("wait", "1", "--db", str(db), cwd=workdir)
+    assert (dead.returncode, dead.stdout) == (1, "job 1 is dead: RuntimeError: kaput\n")
+    late = jobkit(
+        "wait", "2", "--timeout", "0.2", "--db", str(db), "--json", cwd=workdir
+    )
+    assert late.returncode == 124
+    assert json.loads(late.stdout)["state"] == "queued"
+    missing = jobkit("wait", "9", "--db", str(db), cwd=workdir)
+    assert missing.returncode == 1
+    assert "9" in one_line_error(missing)
