@@ -648,15 +648,15 @@ class SQLiteStore:
                 await trio.sleep(delay * (0.5 + self._rng.random() / 2))
                 delay = min(delay * 2, _BUSY_CAP)
             try:
-                if rows > _THREAD_ROWS:
-                    async with self._thread_lock:
-                        self._check_open()
+                # The lock keeps the connection to one thread at a time. Held
+                # across the inline call too: waiting for it to be free and
+                # then running unlocked would let waiters hand it on to each
+                # other forever, none ever seeing it free.
+                async with self._thread_lock:
+                    self._check_open()
+                    if rows > _THREAD_ROWS:
                         return await trio.to_thread.run_sync(attempt)
-                while self._thread_lock.locked():
-                    async with self._thread_lock:
-                        pass
-                self._check_open()
-                return attempt()
+                    return attempt()
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
                     raise

@@ -6,6 +6,7 @@ The behaviour every store shares is in ``test_store_contract.py``.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import json
 import sqlite3
 import subprocess
@@ -528,3 +529,27 @@ async def test_purge_deletes_in_batches_and_keeps_counts_right(tmp_path: Path) -
         log = await store.events()
         # The newest event (the last enqueue) and nothing of the purged jobs.
         assert [(e.job_id, e.kind) for _, e in log] == [(total + 1, EventKind.ENQUEUED)]
+
+
+async def test_calls_arriving_while_a_thread_writes_wait_their_turn(
+    tmp_path: Path,
+) -> None:
+    """Store calls made while a large batch is written in a thread all complete."""
+    async with SQLiteStore(tmp_path / "jobs.db") as store:
+        done: list[int] = []
+
+        async def small(n: int) -> None:
+            [job_id] = await store.enqueue([NewJob(task=f"small{n}")], now=0.0)
+            done.append(job_id)
+
+        big = [NewJob(task="big")] * (sql._THREAD_ROWS * 5)
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(functools.partial(store.enqueue, big, now=0.0))
+                # The batch is in its thread now: these three queue up behind it.
+                await trio.testing.wait_all_tasks_blocked()
+                for n in range(3):
+                    nursery.start_soon(small, n)
+        assert len(done) == 3
+        counts = await store.counts()
+        assert counts.get("default", JobState.QUEUED) == len(big) + 3
