@@ -158,6 +158,25 @@ async def test_get_job_refuses_a_bad_wait(tmp_path: Path, wait: str) -> None:
         )
 
 
+async def test_the_clean_up_purges_finished_jobs_past_their_retention(
+    tmp_path: Path,
+) -> None:
+    """The periodic clean-up deletes finished jobs older than job_retention."""
+    options = {"cleanup_period": 0.05, "job_retention": 0.0}
+    async with serving(settings(tmp_path, **options)) as (_, client):
+        first = await register(client, "ada@example.com")
+        await wait_for_state(client, first, "succeeded")
+        second = await register(client, "grace@example.com")
+        await wait_for_state(client, second, "succeeded")
+
+        async def first_is_gone() -> bool:
+            return (await client.get(f"/jobs/{first}")).status_code == 404
+
+        await wait_for(first_is_gone, f"job {first} to be purged")
+        # The newest job always stays, whatever its age.
+        assert (await job_state(client, second))["state"] == "succeeded"
+
+
 async def test_bad_requests_are_refused_and_store_nothing(tmp_path: Path) -> None:
     """Bad input gets 422 naming the problem, a taken address 409; no job is stored."""
     async with serving(settings(tmp_path)) as (app, client):

@@ -2,8 +2,9 @@
 
 An HTTP API (Starlette, served by Hypercorn on trio) registers users; each
 registration enqueues a welcome e-mail that a jobkit worker in the same
-process sends; a periodic clean-up prunes old outbox entries. The three show
-the integration points of background work beside a web server:
+process sends; a periodic clean-up prunes old outbox entries and finished
+jobs. The three show the integration points of background work beside a web
+server:
 
 - **Shared state.** One :class:`Settings` object and one
   :class:`~jobkit.SQLiteStore` (through one :class:`~jobkit.Queue`) are built
@@ -148,7 +149,8 @@ class Settings:
     how long shutdown waits for the job in hand (and for requests in
     flight). ``email_delay`` is how long sending an e-mail pretends to take.
     ``cleanup_period`` is the clean-up's interval, ``outbox_retention`` how
-    old an outbox entry gets before the clean-up deletes it.
+    old an outbox entry gets before the clean-up deletes it, and
+    ``job_retention`` how long a finished job is kept (dead letters stay).
     ``max_restarts`` bounds how often the supervisor restarts a crashed
     worker. ``debug`` enables the fault switches under ``/debug/``.
 
@@ -180,6 +182,9 @@ class Settings:
     )
     outbox_retention: float = attrs.field(
         default=7 * 24 * 3600.0, validator=_seconds("outbox_retention", zero_ok=True)
+    )
+    job_retention: float = attrs.field(
+        default=7 * 24 * 3600.0, validator=_seconds("job_retention", zero_ok=True)
     )
     concurrency: int = attrs.field(
         default=4, validator=_check_positive_int("concurrency")
@@ -625,7 +630,7 @@ class WebApp:
         )
 
     async def _clean_up(self, token: jobkit.CancellationToken) -> None:
-        """Prune old outbox entries every ``cleanup_period``, stopping between ticks."""
+        """Prune old outbox entries and jobs every ``cleanup_period``, between ticks."""
         ticker = jobkit.interval(
             self.settings.cleanup_period,
             missed_tick_behavior=jobkit.MissedTickBehavior.SKIP,
@@ -636,13 +641,17 @@ class WebApp:
             removed = self.accounts.prune_outbox(
                 before=time.time() - self.settings.outbox_retention
             )
+            purged = await self.queue.purge(self.settings.job_retention)
             counts = await self.queue.stats()
             step(
                 "cleanup_tick",
-                "clean-up removed %d outbox entries; %d jobs queued",
+                "clean-up removed %d outbox entries and %d finished jobs; "
+                "%d jobs queued",
                 removed,
+                purged,
                 counts.total(jobkit.JobState.QUEUED),
                 removed=removed,
+                purged=purged,
             )
         step("cleanup_stopped", "clean-up stopped between ticks")
 
