@@ -5,7 +5,6 @@ from __future__ import annotations
 import builtins
 import heapq
 import json
-from collections import Counter
 from collections.abc import Sequence
 from typing import Protocol, TypeAlias
 
@@ -73,6 +72,11 @@ def _copy_plain(value: _job.JSON) -> _job.JSON:
 _EventRow: TypeAlias = tuple[int, str, float, int, "str | None"]
 _KINDS = {kind.value: kind for kind in EventKind}
 _PURGEABLE = frozenset({JobState.SUCCEEDED, JobState.CANCELLED})
+_STATES = {state.value: state for state in JobState}
+# Read on every transition: a module global is found several times faster
+# than an attribute of the enum class.
+_QUEUED = JobState.QUEUED
+_RUNNING = JobState.RUNNING
 
 
 class _Change(Protocol):
@@ -121,7 +125,10 @@ class MemoryStore:
         self._unique: dict[str, int] = {}
         self._queues: dict[str, _QueueIndex] = {}
         self._leases: list[tuple[float, int, int]] = []
-        self._counts: Counter[tuple[str, JobState]] = Counter()
+        # Jobs per (queue, state value). Keyed by the value, a str whose hash
+        # is cached, rather than by the enum member, whose hash runs Python
+        # code: every transition moves a job between two keys.
+        self._counts: dict[tuple[str, str], int] = {}
         self._next_id = 1
         self._schedules: dict[str, Schedule] = {}
 
@@ -131,24 +138,27 @@ class MemoryStore:
     # -- bookkeeping -----------------------------------------------------------
 
     def _record(self, job: Job, event: Event | None) -> None:
+        counts = self._counts
         old = self._jobs.get(job.id)
         if old is not None:
-            self._counts[(old.queue, old.state)] -= 1
+            counts[(old.queue, old.state._value_)] -= 1
             if (
                 old.unique_key is not None
                 and old.state in _job.ACTIVE_STATES
                 and job.state not in _job.ACTIVE_STATES
             ):
                 del self._unique[old.unique_key]
-        self._counts[(job.queue, job.state)] += 1
+        key = (job.queue, job.state._value_)
+        counts[key] = counts.get(key, 0) + 1
         self._jobs[job.id] = job
-        if job.state is JobState.QUEUED:
+        state = job.state
+        if state is _QUEUED:
             index = self._queues.get(job.queue)
             if index is None:
                 # Not setdefault: that would build a throwaway index per call.
                 index = self._queues[job.queue] = _QueueIndex()
             heapq.heappush(index.pending, (job.run_at, job.id))
-        elif job.state is JobState.RUNNING:
+        elif state is _RUNNING:
             assert job.lease_until is not None
             heapq.heappush(self._leases, (job.lease_until, job.id, job.attempts))
         if event is not None:
@@ -165,7 +175,7 @@ class MemoryStore:
     def _is_waiting(self, job_id: int, run_at: float) -> bool:
         # The heaps keep entries of jobs that have moved on, or been purged.
         job = self._jobs.get(job_id)
-        return job is not None and job.state is JobState.QUEUED and job.run_at == run_at
+        return job is not None and job.state is _QUEUED and job.run_at == run_at
 
     def _promote(self, index: _QueueIndex, now: float) -> None:
         pending = index.pending
@@ -356,7 +366,13 @@ class MemoryStore:
     async def counts(self) -> QueueCounts:
         """Return the number of jobs per queue and state."""
         await trio.lowlevel.checkpoint()
-        return QueueCounts({key: n for key, n in self._counts.items() if n})
+        return QueueCounts(
+            {
+                (queue, _STATES[state]): n
+                for (queue, state), n in self._counts.items()
+                if n
+            }
+        )
 
     async def next_run_at(self, *, queues: Sequence[str] | None) -> float | None:
         """Return the earliest ``run_at`` among QUEUED jobs, or None."""
@@ -420,7 +436,7 @@ class MemoryStore:
         }
         for job_id in doomed:
             job = self._jobs.pop(job_id)
-            self._counts[(job.queue, job.state)] -= 1
+            self._counts[(job.queue, job.state._value_)] -= 1
         events = self._events
         for i in range(len(events) - 1):
             row = events[i]
