@@ -291,6 +291,16 @@ _job_values = operator.attrgetter(*_JOB_FIELDS)
 
 _JOB_POSITIONS = {name: i for i, name in enumerate(_JOB_FIELDS)}
 
+# The members the hot transitions test and set, as module globals: Python
+# 3.11 reads an attribute of an Enum class through EnumType.__getattr__'s
+# slow path, several times the cost of a global, and a worker makes a few
+# dozen such reads per attempt.
+_QUEUED, _RUNNING = JobState.QUEUED, JobState.RUNNING
+_SUCCEEDED, _DEAD = JobState.SUCCEEDED, JobState.DEAD
+_EV_ENQUEUED, _EV_STARTED = EventKind.ENQUEUED, EventKind.STARTED
+_EV_SUCCEEDED, _EV_RELEASED = EventKind.SUCCEEDED, EventKind.RELEASED
+_EV_RETRIED, _EV_DEAD = EventKind.RETRIED, EventKind.DEAD
+
 
 def _evolve(job: Job, **changes: Any) -> Job:
     # attrs.evolve, without looking up the class's fields on every call and
@@ -327,7 +337,7 @@ def create(
         task=spec.task,
         queue=spec.queue,
         payload=spec.payload if payload is None else payload,
-        state=JobState.QUEUED,
+        state=_QUEUED,
         attempts=0,
         max_attempts=spec.max_attempts,
         priority=spec.priority,
@@ -336,7 +346,7 @@ def create(
         updated_at=now,
         unique_key=spec.unique_key,
     )
-    return job, Event(job_id, EventKind.ENQUEUED, now, 0)
+    return job, Event(job_id, _EV_ENQUEUED, now, 0)
 
 
 def start(job: Job, *, now: float, lease: float) -> tuple[Job, Event]:
@@ -349,17 +359,17 @@ def start(job: Job, *, now: float, lease: float) -> tuple[Job, Event]:
         >>> job.state.value, job.attempts, job.lease_until
         ('running', 1, 31.0)
     """
-    if job.state is not JobState.QUEUED:
+    if job.state is not _QUEUED:
         raise _refuse(job, "start", "queued")
     attempt = job.attempts + 1
     new = _evolve(
         job,
-        state=JobState.RUNNING,
+        state=_RUNNING,
         attempts=attempt,
         lease_until=now + lease,
         updated_at=now,
     )
-    return new, Event(job.id, EventKind.STARTED, now, attempt)
+    return new, Event(job.id, _EV_STARTED, now, attempt)
 
 
 def owns(job: Job, attempt: int) -> bool:
@@ -376,7 +386,7 @@ def owns(job: Job, attempt: int) -> bool:
         >>> owns(job, 1), owns(job, 2)
         (True, False)
     """
-    return job.state is JobState.RUNNING and job.attempts == attempt
+    return job.state is _RUNNING and job.attempts == attempt
 
 
 def settled_kind(job: Job, outcome: Outcome) -> EventKind:
@@ -390,12 +400,12 @@ def settled_kind(job: Job, outcome: Outcome) -> EventKind:
         'dead'
     """
     if isinstance(outcome, Success):
-        return EventKind.SUCCEEDED
+        return _EV_SUCCEEDED
     if isinstance(outcome, Release):
-        return EventKind.RELEASED
+        return _EV_RELEASED
     if outcome.retry_at is None or job.attempts >= job.max_attempts:
-        return EventKind.DEAD
-    return EventKind.RETRIED
+        return _EV_DEAD
+    return _EV_RETRIED
 
 
 def settle(job: Job, outcome: Outcome, *, now: float) -> tuple[Job, Event]:
@@ -418,45 +428,45 @@ def settle(job: Job, outcome: Outcome, *, now: float) -> tuple[Job, Event]:
             f"(job is {job.state.value} at attempt {job.attempts})"
         )
     kind = settled_kind(job, outcome)
-    if kind is EventKind.SUCCEEDED:
+    if kind is _EV_SUCCEEDED:
         assert isinstance(outcome, Success)
         new = _evolve(
             job,
-            state=JobState.SUCCEEDED,
+            state=_SUCCEEDED,
             result=outcome.result,
             lease_until=None,
             updated_at=now,
         )
-        return new, Event(job.id, EventKind.SUCCEEDED, now, job.attempts)
-    if kind is EventKind.RELEASED:
+        return new, Event(job.id, _EV_SUCCEEDED, now, job.attempts)
+    if kind is _EV_RELEASED:
         new = _evolve(
             job,
-            state=JobState.QUEUED,
+            state=_QUEUED,
             attempts=job.attempts - 1,
             run_at=now,
             lease_until=None,
             updated_at=now,
         )
-        return new, Event(job.id, EventKind.RELEASED, now, job.attempts)
+        return new, Event(job.id, _EV_RELEASED, now, job.attempts)
     assert isinstance(outcome, Failure)
-    if kind is EventKind.DEAD:
+    if kind is _EV_DEAD:
         new = _evolve(
             job,
-            state=JobState.DEAD,
+            state=_DEAD,
             last_error=outcome.error,
             lease_until=None,
             updated_at=now,
         )
-        return new, Event(job.id, EventKind.DEAD, now, job.attempts, outcome.error)
+        return new, Event(job.id, _EV_DEAD, now, job.attempts, outcome.error)
     new = _evolve(
         job,
-        state=JobState.QUEUED,
+        state=_QUEUED,
         last_error=outcome.error,
         run_at=outcome.retry_at,
         lease_until=None,
         updated_at=now,
     )
-    return new, Event(job.id, EventKind.RETRIED, now, job.attempts, outcome.error)
+    return new, Event(job.id, _EV_RETRIED, now, job.attempts, outcome.error)
 
 
 def lease_expired(job: Job, now: float) -> bool:
