@@ -70,6 +70,11 @@ _REMEMBERED_DELAYS = 10_000
 
 _current_job: ContextVar[Job] = ContextVar("jobkit.current_job")
 
+# Read for every attempt: Python 3.11 reads an attribute of an Enum class
+# through EnumType.__getattr__'s slow path, several times a global's cost.
+_STARTED, _SUCCEEDED = EventKind.STARTED, EventKind.SUCCEEDED
+_RETRIED, _RELEASED, _DEAD = EventKind.RETRIED, EventKind.RELEASED, EventKind.DEAD
+
 
 def current_job() -> Job:
     """Return the job whose handler is running in this task (or its thread).
@@ -744,13 +749,12 @@ class Worker:
 
     async def _execute(self, attempt: _Attempt) -> Outcome | None:
         job = attempt.job
-        task = self._queue.tasks.get(job.task)
+        # The dict itself, not the read-only view ``tasks`` builds per call.
+        task = self._queue._tasks.get(job.task)
         _current_job.set(job)
         attempt.started = self._queue.clock()
-        if logs_job_event(EventKind.STARTED):
-            log_job_event(
-                Event(job.id, EventKind.STARTED, job.updated_at, job.attempts), job
-            )
+        if logs_job_event(_STARTED):
+            log_job_event(Event(job.id, _STARTED, job.updated_at, job.attempts), job)
         error: Exception | None = None
         result: Any = None
         with attempt.scope:
@@ -788,9 +792,9 @@ class Worker:
         raise trio.TooSlowError(f"attempt timed out after {timeout:g}s")
 
     async def _call(self, task: Task[Any, Any], job: Job) -> Any:
-        call = functools.partial(task.fn, **job.payload)
         if task.is_async:
-            return await call()
+            return await task.fn(**job.payload)
+        call = functools.partial(task.fn, **job.payload)
         # A thread cannot be interrupted: on timeout or shutdown it is
         # abandoned, finishes in the background, and its result is dropped.
         return await trio.to_thread.run_sync(
@@ -881,13 +885,13 @@ class Worker:
                 # Asking to retry later is not a crash: no traceback for it.
                 exc=None if isinstance(error, RetryLater) else error,
             )
-        if kind is EventKind.SUCCEEDED:
+        if kind is _SUCCEEDED:
             counters.succeeded += 1
-        elif kind is EventKind.RELEASED:
+        elif kind is _RELEASED:
             counters.released += 1
-        elif kind is EventKind.RETRIED:
+        elif kind is _RETRIED:
             counters.retried += 1
-        elif kind is EventKind.DEAD:
+        elif kind is _DEAD:
             counters.dead += 1
 
     # -- leases --------------------------------------------------------------------
