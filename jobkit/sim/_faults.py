@@ -29,7 +29,7 @@ import trio
 from .._duration import seconds
 from .._job import Job
 from .._retry import Permanent
-from ._rng import KeyedRandom
+from ._rng import KeyedRandom, derive
 
 __all__ = [
     "Attempt",
@@ -120,11 +120,15 @@ class Attempt:
     Not constructed directly; see :class:`Fault` for an example.
     """
 
-    __slots__ = ("_index", "_lab", "job", "number", "started", "worker")
+    __slots__ = ("_index", "_lab", "_stream", "job", "number", "started", "worker")
 
     def __init__(self, lab: _Lab, job: Job, *, worker: str, started: float) -> None:
         self._lab = lab
         self._index = 0
+        # derive(seed, _index), the prefix of every stream of the current
+        # fault; None until asked for, unless the simulation sets it with
+        # _index from its own table.
+        self._stream: int | None = None
         self.job = job
         """The job as the worker claimed it."""
         self.number = job.attempts
@@ -143,9 +147,12 @@ class Attempt:
         The stream depends only on the seed, the fault's position in the
         plan, the job id and, unless ``per_job``, the attempt number.
         """
+        stream = self._stream
+        if stream is None:
+            stream = self._stream = derive(self._lab.seed, self._index)
         if per_job:
-            return KeyedRandom(self._lab.seed, self._index, self.job.id)
-        return KeyedRandom(self._lab.seed, self._index, self.job.id, self.number)
+            return KeyedRandom.extending(stream, self.job.id)
+        return KeyedRandom.extending(stream, self.job.id, self.number)
 
     async def crash(self) -> NoReturn:
         """Kill the worker process running this attempt, at this instant."""

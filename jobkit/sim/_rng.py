@@ -37,7 +37,10 @@ def derive(seed: int, *keys: int) -> int:
         >>> derive(1, 2, 3) == derive(1, 3, 2)
         False
     """
-    x = _finalize((seed + _GOLDEN) & _MASK)
+    return _mix(_finalize((seed + _GOLDEN) & _MASK), keys)
+
+
+def _mix(x: int, keys: Sequence[int]) -> int:
     for key in keys:
         x = _finalize(((x ^ (key & _MASK)) + _GOLDEN) & _MASK)
     return x
@@ -67,6 +70,26 @@ class KeyedRandom(random.Random):
     def __init__(self, seed: int = 0, *keys: int) -> None:
         self._state = derive(seed, *keys)
         self.gauss_next = None
+
+    @classmethod
+    def extending(cls, state: int, *keys: int) -> KeyedRandom:
+        """Return ``KeyedRandom(seed, *first, *keys)`` from ``derive(seed, *first)``.
+
+        A caller that draws many streams under one prefix (a fault's, for
+        every attempt) derives the prefix once: each key mixed in costs as
+        much as a draw.
+
+        Example::
+
+            >>> from jobkit.sim._rng import KeyedRandom, derive
+            >>> a = KeyedRandom.extending(derive(42, 7), 1)
+            >>> a.random() == KeyedRandom(42, 7, 1).random()
+            True
+        """
+        rng = cls.__new__(cls)
+        rng._state = _mix(state, keys)
+        rng.gauss_next = None
+        return rng
 
     def seed(self, a: Any = None, version: int = 2) -> None:
         """Restart the stream from ``a`` (an int; None means 0)."""

@@ -129,7 +129,12 @@ class _Run:
         self.lab_store = LabStore(store, self)
         self.queue = Queue(self.lab_store, clock=trio.current_time)
         self.queue.task(_TASK, retry=sim.retry, timeout=sim.timeout)(self._handler)
-        self.attempt_faults: tuple[tuple[int, Fault], ...] = self.plan.attempt_faults
+        # (position, derive(seed, position), fault): each fault's stream
+        # prefix, mixed once per run rather than for every attempt.
+        self.attempt_faults: tuple[tuple[int, int, Fault], ...] = tuple(
+            (index, derive(self.seed, index), fault)
+            for index, fault in self.plan.attempt_faults
+        )
         self.dependencies = {
             dep.name: _DependencyState(dep) for dep in self.plan.dependencies
         }
@@ -272,8 +277,8 @@ class _Run:
         key = (job.id, job.attempts)
         process.inflight[key] = attempt
         try:
-            for index, fault in self.attempt_faults:
-                attempt._index = index
+            for index, stream, fault in self.attempt_faults:
+                attempt._index, attempt._stream = index, stream
                 await fault.inject(attempt)
         except trio.Cancelled:
             self.failed_at[key] = trio.current_time()
