@@ -262,8 +262,34 @@ def _plain_traceback(error: BaseException) -> str | None:
         last = entry[1]
         parts.append(entry[2])
         tb = tb.tb_next
-    parts.extend(traceback.format_exception_only(error))
+    parts.extend(_exception_only(error))
     return "".join(parts)
+
+
+# The last lines of tracebacks by (exception type, message): formatting them
+# builds a whole TracebackException, and a handler failing over and over
+# fails with the same few. Types whose line says more than the message (a
+# syntax error's source, the "Did you mean" of a name, attribute or import
+# error) and exceptions with notes are formatted each time.
+_lines_by_message: dict[tuple[type[BaseException], str], list[str]] = {}
+_OWN_LINES = (SyntaxError, NameError, AttributeError, ImportError)
+
+
+def _exception_only(error: BaseException) -> list[str]:
+    if isinstance(error, _OWN_LINES) or getattr(error, "__notes__", None) is not None:
+        return traceback.format_exception_only(error)
+    try:
+        message = str(error)
+    except Exception:  # traceback has its own words for that
+        return traceback.format_exception_only(error)
+    key = (type(error), message)
+    lines = _lines_by_message.get(key)
+    if lines is None:
+        lines = traceback.format_exception_only(error)
+        if len(_lines_by_message) >= _RememberedFrames._LIMIT:
+            _lines_by_message.clear()
+        _lines_by_message[key] = lines
+    return lines
 
 
 def _remember_frames(error: BaseException, te: traceback.TracebackException) -> None:
