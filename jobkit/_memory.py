@@ -253,12 +253,11 @@ class MemoryStore:
                 result = _copy(outcome.result, "result")
                 if result is not outcome.result:  # None, numbers, str: kept as is
                     outcome = _job.Success(outcome.job_id, outcome.attempt, result)
-            prepared.append(outcome)
             # An unknown id refuses the whole batch before anything changes.
-            self._lookup(outcome.job_id)
+            # Each job appears once, so it is as found until its own turn.
+            prepared.append((outcome, self._lookup(outcome.job_id)))
         applied = []
-        for outcome in prepared:
-            job = self._lookup(outcome.job_id)
+        for outcome, job in prepared:
             if not _job.owns(job, outcome.attempt):
                 applied.append(False)
                 continue
