@@ -400,11 +400,11 @@ class _Run:
             self.dues,
             self.causes,
         )
-        # (time, 0 for the store's events and 1 for the system's, sequence,
-        # event): plain tuples sort in C, and never compare their events.
-        events: list[tuple[float, int, int, TraceEvent]] = []
+        events: list[TraceEvent] = []
         append = events.append
-        for seq, (job_id, kind, at, attempt, error) in rows:
+        in_order = True  # the store's events, in sequence, are in time order
+        last = -math.inf
+        for _, (job_id, kind, at, attempt, error) in rows:
             key = (job_id, attempt)
             error = error or None
             if error is not None:
@@ -413,29 +413,31 @@ class _Run:
                 if cut >= 0:
                     error = error[:cut]
             retried = kind == "retried"
+            if at < last:
+                in_order = False
+            last = at
             append(
-                (
+                TraceEvent(
                     at,
-                    0,
-                    seq,
-                    TraceEvent(
-                        at,
-                        kind,  # type: ignore[arg-type]
-                        job_id,
-                        attempt,
-                        workers.get(key) if attempt else None,
-                        error,
-                        delays.get(key) if retried else None,
-                        dues.get(key) if retried else None,
-                        causes.get(key)
-                        if kind != "enqueued" and kind != "started"
-                        else None,
-                    ),
+                    kind,  # type: ignore[arg-type]
+                    job_id,
+                    attempt,
+                    workers.get(key) if attempt else None,
+                    error,
+                    delays.get(key) if retried else None,
+                    dues.get(key) if retried else None,
+                    causes.get(key)
+                    if kind != "enqueued" and kind != "started"
+                    else None,
                 )
             )
-        for i, extra in enumerate(self.system_events):
-            append((extra.time, 1, i, extra))
-        events.sort()
+        if self.system_events or not in_order:
+            # By (time, 0 for the store's events and 1 for the system's,
+            # position): plain tuples sort in C, and never compare their events.
+            keyed = [(e.time, 0, i, e) for i, e in enumerate(events)]
+            keyed += [(e.time, 1, i, e) for i, e in enumerate(self.system_events)]
+            keyed.sort()
+            events = [row[3] for row in keyed]
         calls = sorted(self.calls, key=lambda c: (c.time, c.job, c.attempt))
         for exc in self.errors.values():
             exc.__traceback__ = None
@@ -445,7 +447,7 @@ class _Run:
         return Trace(
             seed=self.seed,
             label=self.sim.label,
-            events=[row[3] for row in events],
+            events=events,
             calls=calls,
             jobs=jobs,
             policy=self.sim.retry,
