@@ -433,16 +433,18 @@ class Trace:
             >>> Simulation(0, workload=Burst(2)).run().attempts_per_job()
             {1: 1, 2: 1}
         """
-        counts: Counter[int] = Counter()
+        # A plain dict: a Counter's item update runs Python code, per event.
+        counts: dict[int, int] = {}
         for event in self.events:
-            if event.job is None:
+            job, kind = event.job, event.kind
+            if job is None:
                 continue
-            if event.kind == "enqueued":
-                counts[event.job] += 0
-            elif event.kind == "started":
-                counts[event.job] += 1
-            elif event.kind == "released":
-                counts[event.job] -= 1
+            if kind == "started":
+                counts[job] = counts.get(job, 0) + 1
+            elif kind == "enqueued":
+                counts.setdefault(job, 0)
+            elif kind == "released":
+                counts[job] = counts.get(job, 0) - 1
         return dict(sorted(counts.items()))
 
     def latencies(self) -> dict[int, float]:
@@ -695,16 +697,17 @@ class Trace:
             >>> s.jobs, s.succeeded, s.attempts
             (4, 4, 4)
         """
-        states = Counter(job.state for job in self.jobs.values())
+        # By value: an enum member's hash runs Python code, a str's is cached.
+        states = Counter(job.state._value_ for job in self.jobs.values())
         per_job = self.attempts_per_job()
         latencies = sorted(self.latencies().values())
         kinds = Counter(event.kind for event in self.events)
         return Summary(
             jobs=len(self.jobs),
-            succeeded=states[JobState.SUCCEEDED],
-            dead=states[JobState.DEAD],
-            cancelled=states[JobState.CANCELLED],
-            unfinished=states[JobState.QUEUED] + states[JobState.RUNNING],
+            succeeded=states[JobState.SUCCEEDED.value],
+            dead=states[JobState.DEAD.value],
+            cancelled=states[JobState.CANCELLED.value],
+            unfinished=states[JobState.QUEUED.value] + states[JobState.RUNNING.value],
             attempts=sum(per_job.values()),
             max_attempts=max(per_job.values(), default=0),
             latency_p50=_percentile(latencies, 0.50),
