@@ -172,6 +172,14 @@ class MemoryStore:
         except KeyError:
             raise JobNotFound(job_id) from None
 
+    def _reported_on(self, job_id: int) -> Job | None:
+        # A report may name a job purged since (None: not applied), never
+        # one that was not issued.
+        job = self._jobs.get(job_id)
+        if job is None and not 0 < job_id < self._next_id:
+            raise JobNotFound(job_id)
+        return job
+
     def _is_waiting(self, job_id: int, run_at: float) -> bool:
         # The heaps keep entries of jobs that have moved on, or been purged.
         job = self._jobs.get(job_id)
@@ -255,10 +263,10 @@ class MemoryStore:
                     outcome = _job.Success(outcome.job_id, outcome.attempt, result)
             # An unknown id refuses the whole batch before anything changes.
             # Each job appears once, so it is as found until its own turn.
-            prepared.append((outcome, self._lookup(outcome.job_id)))
+            prepared.append((outcome, self._reported_on(outcome.job_id)))
         applied = []
         for outcome, job in prepared:
-            if not _job.owns(job, outcome.attempt):
+            if job is None or not _job.owns(job, outcome.attempt):
                 applied.append(False)
                 continue
             self._record(*_job.settle(job, outcome, now=now))
@@ -271,11 +279,11 @@ class MemoryStore:
         """Extend the leases of attempts that still own their jobs."""
         await trio.lowlevel.checkpoint()
         for job_id, _ in leases:
-            self._lookup(job_id)
+            self._reported_on(job_id)
         renewed = []
         for job_id, attempt in leases:
-            job = self._lookup(job_id)
-            if not _job.owns(job, attempt):
+            job = self._jobs.get(job_id)
+            if job is None or not _job.owns(job, attempt):
                 renewed.append(False)
                 continue
             self._record(_job.renew(job, now=now, lease=lease), None)

@@ -149,7 +149,9 @@ class Store(Protocol):
         """Apply each attempt's outcome; return for each whether it was applied.
 
         An outcome for an attempt that is no longer current (the lease expired
-        and the job moved on) is ignored and reported as ``False``.
+        and the job moved on, or the finished job was purged since) is
+        ignored and reported as ``False``. An id no job ever had raises
+        :class:`JobNotFound`, and then nothing of the batch is applied.
         """
         ...
 
@@ -158,7 +160,9 @@ class Store(Protocol):
     ) -> list[bool]:
         """Extend the leases of running ``(job_id, attempt)`` pairs to ``now + lease``.
 
-        Returns for each whether the attempt still owned the job.
+        Returns for each whether the attempt still owned the job (``False``
+        for a job purged since). An id no job ever had raises
+        :class:`JobNotFound`, and then no lease is extended.
         """
         ...
 

@@ -873,3 +873,28 @@ async def test_purge_refuses_a_bad_time_and_deletes_nothing(
     with pytest.raises(error, match="before"):
         await store.purge(before=before)  # type: ignore[arg-type]
     assert len(await store.list()) == 2
+
+
+async def test_late_reports_on_a_purged_job_are_not_applied(store: Store) -> None:
+    """A settle or renew naming a job purged since answers False; the rest applies."""
+    purged = await put(store, 0.0, max_attempts=3)
+    stale = await claim_one(store, 0.0, lease=1.0)  # this attempt stalls
+    assert [j.id for j in await store.reap(now=2.0)] == [purged]
+    again = await claim_one(store, 2.0)
+    assert await store.settle([Success(purged, again.attempts)], now=3.0) == [True]
+    other = await put(store, 3.0)
+    await claim_one(store, 3.0)
+    assert await store.purge(before=10.0) == 1
+    assert await store.renew(
+        [(purged, stale.attempts), (other, 1)], now=4.0, lease=9.0
+    ) == [
+        False,
+        True,
+    ]
+    late = [Success(purged, stale.attempts), Success(other, 1, "ok")]
+    assert await store.settle(late, now=5.0) == [False, True]
+    assert (await store.get(other)).result == "ok"
+    with pytest.raises(JobNotFound):  # an id no job ever had is still an error
+        await store.settle([Success(other + 1, 1)], now=6.0)
+    with pytest.raises(JobNotFound):
+        await store.renew([(0, 1)], now=6.0, lease=9.0)

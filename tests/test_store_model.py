@@ -122,8 +122,8 @@ class Model:
         return claimed
 
     def _owns(self, job_id: int, attempt: int) -> bool:
-        job = self.jobs[job_id]
-        return job.state is R and job.attempts == attempt
+        job = self.jobs.get(job_id)  # None once purged
+        return job is not None and job.state is R and job.attempts == attempt
 
     def settle(self, outcomes: list[Outcome], now: float) -> list[bool]:
         applied = []
@@ -392,8 +392,6 @@ class StoreMachine(RuleBasedStateMachine):
         before = self.now - age
         expected = result_of(lambda: self.model.purge(before))
         self.agree("purge", expected, before=before)
-        # Reports on purged jobs are not a case: only finished jobs go.
-        self.pairs = [p for p in self.pairs if p[0] in self.model.jobs]
         for label, store in self.stores.items():
             log = run(partial(store.events, limit=None))[1]
             # Each purge keeps the newest event, even if its job went: only
