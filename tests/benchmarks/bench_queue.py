@@ -161,26 +161,28 @@ class Baseline:
 
 # -- one run of each workload, returning jobs per second -------------------------
 
+# Called before each of the baseline's calls: nothing, or a trio checkpoint.
+Pause = Callable[[], Awaitable[None]]
+
+
+def yielding(workload: Callable[[Path, Pause], Awaitable[float]]) -> Workload:
+    """The baseline workload, awaiting one trio checkpoint per call."""
+    return lambda path: workload(path, trio.lowlevel.checkpoint)
+
 
 def timed(count: int, start: float) -> float:
     return count / (time.perf_counter() - start)
 
 
-async def base_enqueue_one(path: Path) -> float:
+async def no_pause() -> None:
+    pass
+
+
+async def base_enqueue_one(path: Path, pause: Pause = no_pause) -> float:
     q = Baseline(path)
     start = time.perf_counter()
     for i in range(ONE_BY_ONE):
-        q.enqueue("send", payload(i), time.time())
-    rate = timed(ONE_BY_ONE, start)
-    q.close()
-    return rate
-
-
-async def yielding_enqueue_one(path: Path) -> float:
-    q = Baseline(path)
-    start = time.perf_counter()
-    for i in range(ONE_BY_ONE):
-        await trio.lowlevel.checkpoint()
+        await pause()
         q.enqueue("send", payload(i), time.time())
     rate = timed(ONE_BY_ONE, start)
     q.close()
@@ -260,30 +262,16 @@ async def api_enqueue_many(path: Path) -> float:
     return rate
 
 
-async def base_claim_complete(path: Path) -> float:
+async def base_claim_complete(path: Path, pause: Pause = no_pause) -> float:
     q = Baseline(path)
     q.enqueue_many([("send", payload(i)) for i in range(QUEUED)], time.time())
     start = time.perf_counter()
     for _ in range(CLAIMED):
+        await pause()
         claimed = q.claim(time.time(), 30.0)
         assert claimed is not None
         job_id, attempt, _ = claimed
-        q.complete(job_id, attempt, None)
-    rate = timed(CLAIMED, start)
-    q.close()
-    return rate
-
-
-async def yielding_claim_complete(path: Path) -> float:
-    q = Baseline(path)
-    q.enqueue_many([("send", payload(i)) for i in range(QUEUED)], time.time())
-    start = time.perf_counter()
-    for _ in range(CLAIMED):
-        await trio.lowlevel.checkpoint()
-        claimed = q.claim(time.time(), 30.0)
-        assert claimed is not None
-        job_id, attempt, _ = claimed
-        await trio.lowlevel.checkpoint()
+        await pause()
         q.complete(job_id, attempt, None)
     rate = timed(CLAIMED, start)
     q.close()
@@ -379,29 +367,16 @@ async def raw_claim_complete(path: Path) -> float:
     return rate
 
 
-async def base_cycle(path: Path) -> float:
+async def base_cycle(path: Path, pause: Pause = no_pause) -> float:
     q = Baseline(path)
     start = time.perf_counter()
     for i in range(CYCLES):
+        await pause()
         q.enqueue("send", payload(i), time.time())
+        await pause()
         claimed = q.claim(time.time(), 30.0)
         assert claimed is not None
-        q.complete(claimed[0], claimed[1], None)
-    rate = timed(CYCLES, start)
-    q.close()
-    return rate
-
-
-async def yielding_cycle(path: Path) -> float:
-    q = Baseline(path)
-    start = time.perf_counter()
-    for i in range(CYCLES):
-        await trio.lowlevel.checkpoint()
-        q.enqueue("send", payload(i), time.time())
-        await trio.lowlevel.checkpoint()
-        claimed = q.claim(time.time(), 30.0)
-        assert claimed is not None
-        await trio.lowlevel.checkpoint()
+        await pause()
         q.complete(claimed[0], claimed[1], None)
     rate = timed(CYCLES, start)
     q.close()
@@ -537,7 +512,7 @@ def main() -> int:
                 f"enqueue one at a time ({ONE_BY_ONE} jobs)",
                 base_enqueue_one,
                 {
-                    "baseline, yielding to trio": yielding_enqueue_one,
+                    "baseline, yielding to trio": yielding(base_enqueue_one),
                     "jobkit SQL by hand": raw_enqueue_one,
                     "SQLiteStore.enqueue": store_enqueue_one,
                     "Queue.enqueue": api_enqueue_one,
@@ -555,7 +530,7 @@ def main() -> int:
                 f"claim one + complete one ({CLAIMED} of {QUEUED} queued)",
                 base_claim_complete,
                 {
-                    "baseline, yielding to trio": yielding_claim_complete,
+                    "baseline, yielding to trio": yielding(base_claim_complete),
                     "jobkit SQL by hand": raw_claim_complete,
                     "SQLiteStore claim/settle": store_claim_complete,
                 },
@@ -572,7 +547,7 @@ def main() -> int:
                 f"full cycle: enqueue, claim, complete ({CYCLES} jobs)",
                 base_cycle,
                 {
-                    "baseline, yielding to trio": yielding_cycle,
+                    "baseline, yielding to trio": yielding(base_cycle),
                     "SQLiteStore": store_cycle,
                     "Queue.enqueue + store": api_cycle,
                 },
