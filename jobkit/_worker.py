@@ -5,8 +5,9 @@ One :class:`Worker` is a handful of small trio tasks that share its state:
 - the *claim loop* takes up to the free slots' worth of due jobs per store
   call, then sleeps until the next job is due, the poll interval ends, a slot
   frees up, or this process enqueues something;
-- one task per *attempt* runs the handler (on trio, or in a thread for a
-  plain function) under its timeout and computes the outcome;
+- up to ``concurrency`` *slot* tasks run one attempt each at a time: the
+  handler (on trio, or in a thread for a plain function) under its timeout,
+  then the outcome; between attempts a slot waits for the next claimed job;
 - the *settler* writes the outcomes of the attempts that finished meanwhile
   in one store call;
 - the *maintainer* renews the leases of running attempts in one call, and
@@ -18,6 +19,7 @@ a whole SQLite transaction, so the worker batches instead of hopping.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import math
@@ -147,16 +149,46 @@ class _Attempt:
     """One claimed job while this worker runs it."""
 
     job: Job
-    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     started: float = 0.0
     error: Exception | None = None
     outcome: Outcome | None = None
     lost: bool = False
     """Another worker reaped the lease: the result must not be reported."""
+    stopped: bool = False
+    """Asked to stop: its lease was lost, or the shutdown grace ran out."""
+    scope: trio.CancelScope | None = None
+    """Its slot's cancel scope, while the handler runs."""
 
     @property
     def key(self) -> tuple[int, int]:
         return (self.job.id, self.job.attempts)
+
+    def stop(self) -> None:
+        """Cancel the handler if it runs, or as soon as it starts."""
+        self.stopped = True
+        if self.scope is not None:
+            self.scope.cancel()
+
+
+@attrs.define(eq=False)
+class _Slot:
+    """A task that runs attempts one after another, parked in between."""
+
+    task: trio.lowlevel.Task
+    idle: list[_Slot]
+    attempt: _Attempt | None = None
+
+    async def park(self) -> _Attempt:
+        """Wait until the claim loop hands this slot its next attempt."""
+        self.attempt = None
+        self.idle.append(self)
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
+        assert self.attempt is not None
+        return self.attempt
+
+    def _abort(self, _: object) -> trio.lowlevel.Abort:
+        self.idle.remove(self)
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 def _log_fields(job: Job, **more: object) -> dict[str, object]:
@@ -556,6 +588,7 @@ class Worker:
         self._settler = _Settler(queue, self._caller, self._finish)
         self._limiter: trio.CapacityLimiter | None = None
         self._running: dict[int, _Attempt] = {}
+        self._idle: list[_Slot] = []
         # job id -> (attempt, delay chosen after it), for decorrelated jitter.
         self._delays: dict[int, tuple[int, float]] = {}
         self._counters = _Counters()
@@ -641,6 +674,7 @@ class Worker:
                     task_status.started(self)
                     await self._claim_loop(attempts)
                     await self._drain()
+                    attempts.cancel_scope.cancel()  # the parked slots
                 service.cancel_scope.cancel()
         finally:
             self._queue._listeners.discard(self._on_enqueue)
@@ -736,15 +770,59 @@ class Worker:
         attempt = _Attempt(job)
         self._running[job.id] = attempt
         self._counters.claimed += 1
-        nursery.start_soon(self._attempt, attempt, name=f"jobkit job {job.id}")
+        if not self._idle:
+            nursery.start_soon(self._slot, attempt, name="jobkit worker slot")
+            return
+        # Waking a parked slot costs a fraction of starting a task (and of
+        # entering a cancel scope, which each task would need). The slot gets
+        # a fresh copy of this context, as a new task would, so that what a
+        # handler sets in a context variable never reaches the next job.
+        slot = self._idle.pop()
+        slot.attempt = attempt
+        slot.task.context = contextvars.copy_context()
+        trio.lowlevel.reschedule(slot.task)
 
-    # -- running one attempt -----------------------------------------------------
+    # -- running attempts --------------------------------------------------------
 
-    async def _attempt(self, attempt: _Attempt) -> None:
+    async def _slot(self, attempt: _Attempt) -> None:
+        slot = _Slot(trio.lowlevel.current_task(), self._idle)
+        error: Exception | None = None
+        result: Any = None
+        with trio.CancelScope() as scope:
+            while True:
+                error, result = await self._execute(attempt, scope)
+                if scope.cancel_called:
+                    break
+                await self._conclude(attempt, error, result, cancelled=False)
+                attempt = await slot.park()
+        # The attempt was stopped, or its handler ended just as it was. The
+        # scope is spent (any checkpoint inside it would raise), so the
+        # attempt is concluded out here and the slot ends; the claim loop
+        # starts a new one when it needs one.
+        await self._conclude(attempt, error, result, cancelled=scope.cancelled_caught)
+
+    async def _conclude(
+        self,
+        attempt: _Attempt,
+        error: Exception | None,
+        result: Any,
+        *,
+        cancelled: bool,
+    ) -> None:
         # If the worker is cancelled from outside before the outcome is
         # written, the attempt stays in ``_running`` and ``_hand_back``
         # reports it when the worker exits.
-        attempt.outcome = await self._execute(attempt)
+        job = attempt.job
+        if attempt.lost:
+            attempt.outcome = None
+        elif cancelled:
+            attempt.outcome = Release(job.id, job.attempts)
+        elif error is not None:
+            attempt.error = error
+            task = self._queue._tasks.get(job.task)
+            attempt.outcome = await self._failure(job, task, error)
+        else:
+            attempt.outcome = Success(job.id, job.attempts, result)
         if attempt.outcome is None:
             self._retire(attempt)
         else:
@@ -773,7 +851,10 @@ class Worker:
         ):
             self._poke()
 
-    async def _execute(self, attempt: _Attempt) -> Outcome | None:
+    async def _execute(
+        self, attempt: _Attempt, scope: trio.CancelScope
+    ) -> tuple[Exception | None, Any]:
+        """Run the handler inside the slot's ``scope``: its error, or its result."""
         job = attempt.job
         # The dict itself, not the read-only view ``tasks`` builds per call.
         task = self._queue._tasks.get(job.task)
@@ -781,33 +862,28 @@ class Worker:
         attempt.started = self._queue.clock()
         if logs_job_event(_STARTED):
             log_job_event(Event(job.id, _STARTED, job.updated_at, job.attempts), job)
-        error: Exception | None = None
-        result: Any = None
-        with attempt.scope:
+        attempt.scope = scope
+        if attempt.stopped:
+            scope.cancel()
+        try:
+            if task is None:
+                known = ", ".join(sorted(self._queue.tasks)) or "none"
+                raise LookupError(
+                    f"no task named {job.task!r} is registered with this "
+                    f"worker's queue (known: {known})"
+                )
+            result = await self._invoke(task, job)
             try:
-                if task is None:
-                    known = ", ".join(sorted(self._queue.tasks)) or "none"
-                    raise LookupError(
-                        f"no task named {job.task!r} is registered with this "
-                        f"worker's queue (known: {known})"
-                    )
-                result = await self._invoke(task, job)
-                try:
-                    check_json(result, "result")
-                except TypeError as exc:
-                    # The side effects happened; running it again would repeat
-                    # them and fail the same way.
-                    raise Permanent(f"the handler's {exc}") from exc
-            except Exception as exc:
-                error = exc
-        if attempt.lost:
-            return None
-        if attempt.scope.cancelled_caught:
-            return Release(job.id, job.attempts)
-        if error is not None:
-            attempt.error = error
-            return await self._failure(job, task, error)
-        return Success(job.id, job.attempts, result)
+                check_json(result, "result")
+            except TypeError as exc:
+                # The side effects happened; running it again would repeat
+                # them and fail the same way.
+                raise Permanent(f"the handler's {exc}") from exc
+        except Exception as exc:
+            return exc, None
+        finally:
+            attempt.scope = None
+        return None, result
 
     async def _invoke(self, task: Task[Any, Any], job: Job) -> Any:
         timeout = task.timeout
@@ -948,7 +1024,9 @@ class Worker:
             )
             return
         for attempt, ok in zip(running, owned, strict=True):
-            if not ok and not attempt.lost:
+            # An attempt with an outcome may have been settled while the
+            # renewal was on its way: the settle, not this, tells if it lost.
+            if not ok and not attempt.lost and attempt.outcome is None:
                 attempt.lost = True
                 self._counters.lost += 1
                 logger.warning(
@@ -959,7 +1037,7 @@ class Worker:
                     attempt.job.attempts,
                     extra=_log_fields(attempt.job),
                 )
-                attempt.scope.cancel()
+                attempt.stop()
 
     async def _reap(self) -> None:
         now = self._queue.clock()
@@ -998,7 +1076,7 @@ class Worker:
                 extra={"job_ids": sorted(self._running)},
             )
         for attempt in self._running.values():
-            attempt.scope.cancel()
+            attempt.stop()
         # The cancelled attempts end at once, with outcomes the settler is
         # still to write: wait for that, as the store is still there.
         while self._running:

@@ -7,6 +7,7 @@ import random
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -698,6 +699,74 @@ async def test_lost_attempt_ending_after_its_job_ran_again(
     assert (stats.claimed, stats.succeeded, stats.lost, stats.running) == (2, 1, 1, 0)
     job = await queue.get(job_id)
     assert (job.state, job.attempts) == (JobState.SUCCEEDED, 2)
+
+
+async def test_attempts_reuse_a_few_tasks(autojump_clock: Any) -> None:
+    """Many jobs run on at most ``concurrency`` tasks, each job at its instant."""
+    queue, _store = make_queue()
+    ran: list[tuple[int, float]] = []
+    tasks: set[trio.lowlevel.Task] = set()
+
+    @queue.task()
+    async def step(n: int) -> None:
+        tasks.add(trio.lowlevel.current_task())
+        await trio.sleep(1)
+        ran.append((n, trio.current_time()))
+
+    async with worker_running(queue, concurrency=2) as (worker, _):
+        ids = [await step.enqueue(n=n) for n in range(6)]
+        await queue.store.wait_all(ids, *DONE)  # type: ignore[attr-defined]
+    assert sorted(ran) == [(0, 1), (1, 1), (2, 2), (3, 2), (4, 3), (5, 3)]
+    assert len(tasks) == 2
+    assert worker.statistics().succeeded == 6
+
+
+_seen: ContextVar[str] = ContextVar("seen", default="unset")
+
+
+async def test_handlers_do_not_share_context_variables(autojump_clock: Any) -> None:
+    """A handler sees the worker's context, never what an earlier job set in it."""
+    queue, _store = make_queue()
+    seen: list[str] = []
+
+    @queue.task()
+    async def remember(n: int) -> None:
+        seen.append(_seen.get())
+        _seen.set(f"job {n}")
+
+    _seen.set("worker")
+    async with worker_running(queue, concurrency=1) as _:
+        ids = [await remember.enqueue(n=n) for n in range(3)]
+        await queue.store.wait_all(ids, *DONE)  # type: ignore[attr-defined]
+    assert seen == ["worker"] * 3
+
+
+async def test_a_stopped_attempt_frees_its_slot(autojump_clock: Any) -> None:
+    """After an attempt is stopped for a lost lease, the next job runs at once."""
+    queue, store = make_queue()
+    ran: list[tuple[str, float]] = []
+
+    @queue.task()
+    async def work(name: str, seconds: float) -> None:
+        ran.append((name, trio.current_time()))
+        await trio.sleep(seconds)
+        ran.append((f"{name} done", trio.current_time()))
+
+    async with worker_running(queue, concurrency=1, lease=3) as (worker, _):
+        stuck = await work.enqueue(name="stuck", seconds=100)
+        await trio.sleep(0.5)
+        after = await work.enqueue(name="after", seconds=1)
+        await store.reap(now=3.5)  # another worker reaped the lease at 3.5
+        await store.wait_all([after], *DONE)
+    # The renewal at 1.0 finds the lease lost and stops the attempt, which
+    # frees the only slot for the job waiting behind it.
+    assert ran == [("stuck", 0.0), ("after", 1.0), ("after done", 2.0)]
+    assert worker.statistics().lost == 1
+    assert await timeline(queue, stuck) == [
+        ("enqueued", 0.0, 0),
+        ("started", 0.0, 1),
+        ("expired", 3.5, 1),
+    ]
 
 
 async def test_unknown_task_and_bad_result_are_failures(autojump_clock: Any) -> None:
