@@ -464,7 +464,7 @@ class _Settler:
         ``alone`` says no other attempt of this worker is running.
         """
         if alone and not self._writing and not self._pending:
-            # Nothing to batch with: write it from the attempt's own task,
+            # Nothing to batch with: write it from the attempt's slot task,
             # which spares a switch to the settler when jobs come one at a
             # time.
             [applied], now = await self._write([attempt])
@@ -1197,7 +1197,9 @@ async def run_worker(
     - runs at most ``concurrency`` jobs at once, claiming up to the free
       slots in one store call, from ``queues`` (None: all);
     - runs ``async def`` handlers on trio and plain functions in threads,
-      each attempt under its task's timeout (a timeout is a failed attempt);
+      each attempt under its task's timeout (a timeout is a failed attempt)
+      and in a fresh copy of the worker's context: a context variable a
+      handler sets (a request id for its logs) never reaches the next job;
     - on failure asks the task's :class:`RetryPolicy` (drawing jitter from
       ``rng``) and stores the error on the job as ``"ExcType: message"``, a
       blank line, and the traceback;
