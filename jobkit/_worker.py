@@ -594,6 +594,7 @@ class Worker:
         self._counters = _Counters()
         self._poked: trio.Event | None = None
         self._slot_free = False  # the claim loop waits with a slot free
+        self._waiting: trio.CancelScope | None = None  # ... until this deadline
         self._stopping = False
         self._started = False
 
@@ -728,8 +729,9 @@ class Worker:
                 # cancel scope would cost as much as the wait (once per attempt).
                 await self._poked.wait()
             else:
-                with trio.move_on_at(deadline):
+                with trio.move_on_at(deadline) as self._waiting:
                     await self._poked.wait()
+                self._waiting = None
             self._slot_free = False
 
     async def _empty(self) -> bool:
@@ -758,13 +760,16 @@ class Worker:
         poll = trio.current_time() + self._poll_interval
         if next_due is None:
             return poll
-        now = clock()
-        if next_due <= now:
+        if next_due <= clock():
             return None
+        return min(poll, self._trio_time(next_due))
+
+    def _trio_time(self, at: float) -> float:
+        """The trio time at which the queue's clock reads ``at``."""
+        clock = self._queue.clock
         if clock is trio.current_time:
-            # Same time base: wake at the exact instant, free of rounding.
-            return min(poll, next_due)
-        return min(poll, trio.current_time() + (next_due - now))
+            return at  # the same time base: the exact instant, free of rounding
+        return trio.current_time() + (at - clock())
 
     def _start(self, nursery: trio.Nursery, job: Job) -> None:
         attempt = _Attempt(job)
@@ -843,12 +848,26 @@ class Worker:
         # claimed again under the same id: leave the new attempt's entry.
         if self._running.get(attempt.job.id) is attempt:
             del self._running[attempt.job.id]
+        outcome = attempt.outcome
         if (
             not self._slot_free
             or self._stopping
-            or not isinstance(attempt.outcome, Success | Release)
             or (self._until_empty and not self._running)
         ):
+            self._poke()
+        elif isinstance(outcome, Failure):
+            # The claim loop waits with a slot free and nothing due before
+            # its deadline; a retry makes the job due at retry_at, so it only
+            # has to look again by then (a dead job makes nothing due).
+            job = attempt.job
+            if (
+                self._waiting is not None
+                and outcome.retry_at is not None
+                and job.attempts < job.max_attempts
+            ):
+                wake = self._trio_time(outcome.retry_at)
+                self._waiting.deadline = min(self._waiting.deadline, wake)
+        elif not isinstance(outcome, Success | Release):
             self._poke()
 
     async def _execute(
@@ -1163,11 +1182,7 @@ class Worker:
                 self._schedules_fired.set()
                 deadline = trio.current_time() + self._poll_interval
                 if fired.next_slot is not None:
-                    if clock is trio.current_time:
-                        deadline = min(deadline, fired.next_slot)
-                    else:
-                        wait = fired.next_slot - clock()
-                        deadline = min(deadline, trio.current_time() + wait)
+                    deadline = min(deadline, self._trio_time(fired.next_slot))
                 with trio.move_on_at(deadline):
                     await changed.wait()
         finally:

@@ -142,6 +142,9 @@ async def test_retry_instants_follow_the_backoff(
     ]
     stats = worker.statistics()
     assert (stats.failed, stats.retried, stats.dead) == (4, 3, 1)
+    # The worker looked at the store when it started, on the enqueue and at
+    # each retry's instant; a failure alone only moved its wake-up earlier.
+    assert len(store.sizes("claim")) == 5
 
 
 async def test_decorrelated_jitter_feeds_the_previous_delay(
