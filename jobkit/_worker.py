@@ -5,9 +5,9 @@ One :class:`Worker` is a handful of small trio tasks that share its state:
 - the *claim loop* takes up to the free slots' worth of due jobs per store
   call, then sleeps until the next job is due, the poll interval ends, a slot
   frees up, or this process enqueues something;
-- up to ``concurrency`` *slot* tasks run one attempt each at a time: the
+- up to ``concurrency`` *slot* tasks each run one attempt at a time: the
   handler (on trio, or in a thread for a plain function) under its timeout,
-  then the outcome; between attempts a slot waits for the next claimed job;
+  then its outcome; between attempts a slot waits for the next claimed job;
 - the *settler* writes the outcomes of the attempts that finished meanwhile
   in one store call;
 - the *maintainer* renews the leases of running attempts in one call, and
