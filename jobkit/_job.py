@@ -244,7 +244,11 @@ def check_json(value: object, where: str = "payload") -> None:
         ...
         TypeError: payload['when'] is a set ({1, 2}), which is not JSON-serializable
     """
-    if value is None or isinstance(value, (bool, str, int)):
+    if isinstance(value, str):
+        if not value.isascii():
+            _check_text(value, where)
+        return
+    if value is None or isinstance(value, (bool, int)):
         return
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -261,6 +265,8 @@ def check_json(value: object, where: str = "payload") -> None:
                     f"{where} has the key {key!r} of type {type(key).__name__}; "
                     "JSON object keys must be strings"
                 )
+            if not key.isascii():
+                _check_text(key, f"{where} key {key!r}")
             check_json(item, f"{where}[{key!r}]")
         return
     shown = repr(value)
@@ -269,6 +275,18 @@ def check_json(value: object, where: str = "payload") -> None:
     raise TypeError(
         f"{where} is a {type(value).__name__} ({shown}), which is not JSON-serializable"
     )
+
+
+def _check_text(text: str, where: str) -> None:
+    # A lone surrogate (what os.fsdecode makes of a file name's undecodable
+    # bytes) lives happily in a str but has no UTF-8 form: a store refuses it.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise TypeError(
+            f"{where} holds {text[exc.start : exc.end]!r} at index {exc.start}, "
+            "a lone surrogate that UTF-8 cannot encode"
+        ) from None
 
 
 def dump_json(value: JSON, where: str = "payload") -> str:

@@ -371,18 +371,41 @@ def describe_error(error: BaseException) -> str:
         _remember_frames(error, te)
     if len(trace) > MAX_TRACEBACK:
         trace = "...\n" + trace[-MAX_TRACEBACK:]
-    return f"{summary}\n\n{trace}"
+    text = f"{summary}\n\n{trace}"
+    if not text.isascii():
+        # A message may hold text that UTF-8 cannot encode (a lone surrogate
+        # from a file name): stored as is, it would make the settle fail.
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 # -- store calls that survive store errors ------------------------------------------
 
 
+class _GaveUp(Exception):
+    """A store call failed after the worker stopped retrying them."""
+
+
+#: What a store raises for data it cannot hold, rather than for being
+#: unavailable: retrying the same call cannot help.
+_REFUSED = (ValueError, TypeError, OverflowError, RecursionError)
+
+
 class _StoreCaller:
-    """Runs store calls; a failing call is logged and retried with backoff."""
+    """Runs store calls; a failing call is logged and retried with backoff.
+
+    Once :meth:`stop_retrying` is called (a stopping worker's grace is
+    over), a failing call raises :class:`_GaveUp` instead, and a call
+    waiting to retry tries once more at once.
+    """
 
     def __init__(self, rng: random.Random) -> None:
         self._rng = rng
         self._backoff = Backoff.exponential(0.05, 5.0, jitter="equal")
+        self._stopped = trio.Event()
+
+    def stop_retrying(self) -> None:
+        self._stopped.set()
 
     async def call(
         self,
@@ -390,7 +413,9 @@ class _StoreCaller:
         fn: Callable[[], Awaitable[T]],
         *,
         shield: bool = False,
+        refused: tuple[type[Exception], ...] = (),
     ) -> T:
+        """``fn()``'s result; errors of the ``refused`` types are raised at once."""
         # ``fn`` is called afresh on every try, so each one reads the clock anew.
         failures = 0
         while True:
@@ -402,8 +427,18 @@ class _StoreCaller:
                         result = await fn()
                 else:
                     result = await fn()
+            except refused:
+                raise
             except Exception as exc:
                 failures += 1
+                if self._stopped.is_set():
+                    logger.error(
+                        "store %s failed while the worker stops; not retrying",
+                        what,
+                        exc_info=exc,
+                        extra={"store_call": what, "failures": failures},
+                    )
+                    raise _GaveUp(what) from exc
                 delay = self._backoff.delay(failures, rng=self._rng)
                 if failures == 1:
                     logger.error(
@@ -423,7 +458,8 @@ class _StoreCaller:
                         exc,
                         extra={"store_call": what, "failures": failures},
                     )
-                await trio.sleep(delay)
+                with trio.move_on_after(delay):
+                    await self._stopped.wait()
             else:
                 if failures:
                     logger.warning(
@@ -442,7 +478,12 @@ class _Settler:
     """Writes the outcomes that piled up since the last write in one store call.
 
     Each written outcome is handed to ``finish`` with whether the store
-    applied it and the time it was written.
+    applied it and the time it was written. An outcome the store refuses
+    (its data, not its availability) never holds up the others: the batch
+    is split until the refused one is alone, which then becomes a failure
+    saying why. Outcomes that cannot be written at all, after the worker
+    stopped retrying, go to ``drop``: their leases expire and the jobs run
+    again, as after a crash.
     """
 
     def __init__(
@@ -450,10 +491,12 @@ class _Settler:
         queue: Queue,
         caller: _StoreCaller,
         finish: Callable[[_Attempt, bool, float], None],
+        drop: Callable[[_Attempt], None],
     ) -> None:
         self._queue = queue
         self._caller = caller
         self._finish = finish
+        self._drop = drop
         self._pending: list[_Attempt] = []
         self._ready = trio.Event()
         self._writing = 0  # settle calls in flight
@@ -467,8 +510,7 @@ class _Settler:
             # Nothing to batch with: write it from the attempt's slot task,
             # which spares a switch to the settler when jobs come one at a
             # time.
-            [applied], now = await self._write([attempt])
-            self._finish(attempt, applied, now)
+            await self._write([attempt])
             return
         # Attempts that finish together share one store call. Their tasks
         # end here rather than wait for it: the settler finishes them, which
@@ -476,14 +518,58 @@ class _Settler:
         self._pending.append(attempt)
         self._ready.set()
 
-    async def _write(self, batch: list[_Attempt]) -> tuple[list[bool], float]:
+    async def _write(self, batch: list[_Attempt]) -> None:
         self._writing += 1
         try:
-            return await self._caller.call(
-                "settle", functools.partial(self._settle, batch)
+            applied, now = await self._caller.call(
+                "settle", functools.partial(self._settle, batch), refused=_REFUSED
             )
+        except _REFUSED as exc:
+            refusal: Exception | None = exc
+        except _GaveUp:
+            for attempt in batch:
+                self._drop(attempt)
+            return
+        else:
+            refusal = None
         finally:
             self._writing -= 1
+        if refusal is None:
+            for attempt, ok in zip(batch, applied, strict=True):
+                self._finish(attempt, ok, now)
+        elif len(batch) > 1:
+            half = len(batch) // 2
+            await self._write(batch[:half])
+            await self._write(batch[half:])
+        else:
+            await self._write_refused(batch[0], refusal)
+
+    async def _write_refused(self, attempt: _Attempt, refusal: Exception) -> None:
+        """Write, as a failure, the outcome of an attempt the store refused."""
+        job, outcome = attempt.job, attempt.outcome
+        why = f"{type(refusal).__name__}: {refusal}".splitlines()[0]
+        if isinstance(outcome, Success):
+            error, retry_at = f"the store refused the handler's result ({why})", None
+        elif isinstance(outcome, Failure) and not outcome.error.startswith(
+            "the store refused"
+        ):
+            first = ascii(outcome.error.splitlines()[0] if outcome.error else "")
+            error = f"the store refused the error text {first} ({why})"
+            retry_at = outcome.retry_at
+        else:
+            logger.error(
+                "the store refused the outcome of job %d (%s) attempt %d; its "
+                "lease expires and it runs again",
+                job.id,
+                job.task,
+                job.attempts,
+                exc_info=refusal,
+                extra=_log_fields(job),
+            )
+            self._drop(attempt)
+            return
+        attempt.outcome = Failure(job.id, job.attempts, error, retry_at)
+        await self._write([attempt])
 
     async def _settle(self, batch: list[_Attempt]) -> tuple[list[bool], float]:
         now = self._queue.clock()
@@ -495,12 +581,24 @@ class _Settler:
             await self._ready.wait()
             self._ready = trio.Event()
             batch, self._pending = self._pending, []
-            applied, now = await self._write(batch)
-            for attempt, ok in zip(batch, applied, strict=True):
-                self._finish(attempt, ok, now)
+            await self._write(batch)
 
 
 # -- the worker ------------------------------------------------------------------
+
+
+def _check_payload(task: Task[Any, Any], payload: dict[str, Any]) -> None:
+    """Raise :class:`Permanent` if the handler cannot be called with ``payload``."""
+    signature = task._signature
+    if signature is None:
+        return  # a builtin's: it checks its arguments when called
+    try:
+        signature.bind(**payload)
+    except TypeError as exc:
+        # The same payload would fail the same way on every attempt.
+        raise Permanent(
+            f"the payload of task {task.name!r} does not fit its handler: {exc}"
+        ) from None
 
 
 def _positive(value: float | timedelta, name: str, *, zero_ok: bool = False) -> float:
@@ -585,7 +683,7 @@ class Worker:
         self._schedules_fired = trio.Event()
         self._rng = rng if rng is not None else random.Random()
         self._caller = _StoreCaller(self._rng)
-        self._settler = _Settler(queue, self._caller, self._finish)
+        self._settler = _Settler(queue, self._caller, self._finish, self._drop)
         self._limiter: trio.CapacityLimiter | None = None
         self._running: dict[int, _Attempt] = {}
         self._idle: list[_Slot] = []
@@ -595,6 +693,7 @@ class Worker:
         self._poked: trio.Event | None = None
         self._slot_free = False  # the claim loop waits with a slot free
         self._waiting: trio.CancelScope | None = None  # ... until this deadline
+        self._claiming = trio.CancelScope()  # the claim loop, and its store calls
         self._stopping = False
         self._started = False
 
@@ -673,7 +772,8 @@ class Worker:
                     service.start_soon(self._watch, self._shutdown)
                 async with trio.open_nursery() as attempts:
                     task_status.started(self)
-                    await self._claim_loop(attempts)
+                    with self._claiming:
+                        await self._claim_loop(attempts)
                     await self._drain()
                     attempts.cancel_scope.cancel()  # the parked slots
                 service.cancel_scope.cancel()
@@ -691,6 +791,9 @@ class Worker:
                 self._grace,
             )
         self._stopping = True
+        # Also ends a store call the claim loop is retrying: a store that
+        # keeps failing must not keep the worker from stopping.
+        self._claiming.cancel()
         self._poke()
 
     # -- claiming ----------------------------------------------------------------
@@ -843,6 +946,20 @@ class Worker:
             self._queue._listeners.notify(attempt.job.queue)
         self._retire(attempt)
 
+    def _drop(self, attempt: _Attempt) -> None:
+        """Give up on writing the attempt's outcome: its lease runs out instead."""
+        job = attempt.job
+        logger.error(
+            "job %d (%s) attempt %d: its outcome could not be written; the job "
+            "runs again once its lease expires",
+            job.id,
+            job.task,
+            job.attempts,
+            extra=_log_fields(job, event="dropped"),
+        )
+        attempt.outcome = None
+        self._retire(attempt)
+
     def _retire(self, attempt: _Attempt) -> None:
         # A lost attempt may still be winding down when the reaped job is
         # claimed again under the same id: leave the new attempt's entry.
@@ -891,13 +1008,18 @@ class Worker:
                     f"no task named {job.task!r} is registered with this "
                     f"worker's queue (known: {known})"
                 )
+            shape = task._shape
+            if shape is None or not shape.accepts(job.payload):
+                _check_payload(task, job.payload)
             result = await self._invoke(task, job)
             try:
                 check_json(result, "result")
             except TypeError as exc:
                 # The side effects happened; running it again would repeat
                 # them and fail the same way.
-                raise Permanent(f"the handler's {exc}") from exc
+                raise Permanent(
+                    f"the handler's result is not storable JSON: {exc}"
+                ) from exc
         except Exception as exc:
             return exc, None
         finally:
@@ -1097,7 +1219,9 @@ class Worker:
         for attempt in self._running.values():
             attempt.stop()
         # The cancelled attempts end at once, with outcomes the settler is
-        # still to write: wait for that, as the store is still there.
+        # still to write: wait for that, but a store that keeps failing now
+        # gets one more try per outcome, then the leases are left to expire.
+        self._caller.stop_retrying()
         while self._running:
             self._poked = trio.Event()
             await self._poked.wait()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 from collections.abc import AsyncIterator
@@ -790,9 +791,176 @@ async def test_unknown_task_and_bad_result_are_failures(autojump_clock: Any) -> 
     assert (bad_job.state, bad_job.attempts) == (JobState.DEAD, 1)
     assert bad_job.last_error is not None
     assert bad_job.last_error.splitlines()[0] == (
-        "Permanent: the handler's result is a set ({1, 2}), "
-        "which is not JSON-serializable"
+        "Permanent: the handler's result is not storable JSON: "
+        "result is a set ({1, 2}), which is not JSON-serializable"
     )
+
+
+# -- outcomes a store cannot hold ---------------------------------------------------
+
+ODD_NAME = os.fsdecode(b"r-\xff.csv")  # a lone surrogate, as from a file name
+
+
+async def test_an_unstorable_result_fails_its_job_alone(
+    autojump_clock: Any, tmp_path: Path
+) -> None:
+    """Text UTF-8 cannot encode fails that job for good; the others settle."""
+    store = SQLiteStore(tmp_path / "jobs.db")
+    queue = Queue(store, clock=trio.current_time)
+
+    @queue.task(retry=RetryPolicy(3, Backoff.constant(1)))
+    async def name(odd: bool) -> str:
+        await trio.sleep(1)
+        return ODD_NAME if odd else "r-.csv"
+
+    odd = await name.enqueue(odd=True)
+    fine = [await name.enqueue(odd=False) for _ in range(3)]
+    with trio.fail_after(60):
+        await Worker(queue, concurrency=4, until_empty=True).run()
+    assert trio.current_time() == 1.0
+    assert [(await queue.get(i)).state for i in fine] == [JobState.SUCCEEDED] * 3
+    job = await queue.get(odd)
+    assert (job.state, job.attempts) == (JobState.DEAD, 1)
+    assert job.last_error is not None
+    assert job.last_error.splitlines()[0] == (
+        "Permanent: the handler's result is not storable JSON: result holds "
+        "'\\udcff' at index 2, a lone surrogate that UTF-8 cannot encode"
+    )
+    await store.aclose()
+
+
+async def test_error_text_utf8_cannot_encode_is_stored_escaped(
+    autojump_clock: Any, inner: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error message with a lone surrogate is stored with a backslash escape."""
+    # The logged traceback keeps the surrogate, which pytest-xdist cannot
+    # send back from its worker process.
+    caplog.set_level(logging.CRITICAL, logger="jobkit")
+    queue, store = make_queue(attempts=2, delay=1, inner=inner)
+
+    @queue.task()
+    async def read() -> None:
+        raise FileNotFoundError(f"no such file: {ODD_NAME}")
+
+    async with worker_running(queue) as _:
+        job = await store.wait_for(await read.enqueue(), *DONE)
+    assert (job.state, job.attempts) == (JobState.DEAD, 2)
+    assert job.last_error is not None
+    assert job.last_error.splitlines()[0] == (
+        "FileNotFoundError: no such file: r-\\udcff.csv"
+    )
+
+
+async def test_an_outcome_the_store_refuses_is_split_from_its_batch(
+    autojump_clock: Any, inner: Store
+) -> None:
+    """A result JSON cannot write fails its job; the batch's others still land."""
+    queue, store = make_queue(attempts=3, inner=inner)
+
+    @queue.task()
+    async def power(n: int) -> int:
+        await trio.sleep(1)
+        return 10**n  # 10**5000 has more digits than int -> str may make
+
+    ids = [await power.enqueue(n=n) for n in (1, 5000, 2, 3)]
+    async with worker_running(queue, concurrency=4) as _:
+        jobs = await store.wait_all(ids, *DONE)
+    assert [(j.state, j.result) for j in jobs] == [
+        (JobState.SUCCEEDED, 10),
+        (JobState.DEAD, None),
+        (JobState.SUCCEEDED, 100),
+        (JobState.SUCCEEDED, 1000),
+    ]
+    assert [j.updated_at for j in jobs] == [1.0] * 4
+    assert jobs[1].last_error is not None
+    assert jobs[1].last_error.startswith(
+        "the store refused the handler's result (ValueError: Exceeds the limit"
+    )
+
+
+async def test_shutdown_ends_within_the_grace_while_settles_keep_failing(
+    autojump_clock: Any,
+) -> None:
+    """A store that refuses every settle cannot keep a stopping worker running."""
+    queue, store = make_queue()
+
+    @queue.task()
+    async def work(seconds: float) -> str:
+        await trio.sleep(seconds)
+        return "done"
+
+    store.failures = {"settle": 10**9}
+    token = CancellationToken()
+    with trio.fail_after(1000):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                partial(jobkit.run_worker, queue, shutdown=token, grace=5)
+            )
+            ids = [await work.enqueue(seconds=s) for s in (1, 100)]
+            await trio.sleep(2)
+            token.cancel()
+    assert trio.current_time() == 7.0
+    # Never settled: their leases expire and the jobs run again elsewhere.
+    assert [(await queue.get(i)).state for i in ids] == [JobState.RUNNING] * 2
+
+
+async def test_shutdown_ends_at_once_while_claims_keep_failing(
+    autojump_clock: Any,
+) -> None:
+    """A claim being retried against a failing store ends when shutdown comes."""
+    queue, store = make_queue()
+    store.failures = {"claim": 10**9}
+    token = CancellationToken()
+    with trio.fail_after(1000):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(jobkit.run_worker, queue, shutdown=token))
+            await trio.sleep(30)
+            token.cancel()
+    assert trio.current_time() == 30.0
+
+
+# -- payloads that do not fit -----------------------------------------------------
+
+
+async def test_a_payload_that_does_not_fit_the_handler_is_dead_at_once(
+    autojump_clock: Any,
+) -> None:
+    """An unknown or missing argument fails the job for good, before it runs."""
+    queue, store = make_queue(attempts=5)
+    calls: list[dict[str, Any]] = []
+
+    @queue.task()
+    async def send_welcome(user_id: int, lang: str = "en", **extra: Any) -> None:
+        calls.append(extra)
+        if extra:
+            raise TypeError("a TypeError from inside the handler")
+
+    @queue.task()
+    async def strict(user_id: int) -> None: ...
+
+    extra, missing, inside = await store.enqueue(
+        [
+            NewJob("strict", {"user_id": 1, "extra": True}, max_attempts=5),
+            NewJob("send_welcome", {"lang": "fr"}, max_attempts=5),
+            NewJob("send_welcome", {"user_id": 1, "x": 1}, max_attempts=5),
+        ],
+        now=0.0,
+    )
+    async with worker_running(queue) as _:
+        jobs = await store.wait_all([extra, missing, inside], *DONE)
+    assert [(j.state, j.attempts) for j in jobs] == [
+        (JobState.DEAD, 1),
+        (JobState.DEAD, 1),
+        (JobState.DEAD, 5),  # raised inside: retried like any error
+    ]
+    assert [j.last_error.splitlines()[0] for j in jobs if j.last_error] == [
+        "Permanent: the payload of task 'strict' does not fit its handler: "
+        "got an unexpected keyword argument 'extra'",
+        "Permanent: the payload of task 'send_welcome' does not fit its handler: "
+        "missing a required argument: 'user_id'",
+        "TypeError: a TypeError from inside the handler",
+    ]
+    assert calls == [{"x": 1}] * 5
 
 
 def test_worker_refuses_bad_options() -> None:
