@@ -1030,18 +1030,24 @@ class Worker:
         timeout = task.timeout
         if timeout is None:
             return await self._call(task, job)
-        with trio.move_on_after(timeout):
-            return await self._call(task, job)
+        with trio.move_on_after(timeout) as scope:
+            result = await self._call(task, job)
+            # A thread returns whenever it ends, its deadline passed or not.
+            if not scope.cancel_called:
+                return result
         raise trio.TooSlowError(f"attempt timed out after {timeout:g}s")
 
     async def _call(self, task: Task[Any, Any], job: Job) -> Any:
         if task.is_async:
             return await task.fn(**job.payload)
         call = functools.partial(task.fn, **job.payload)
-        # A thread cannot be interrupted: on timeout or shutdown it is
-        # abandoned, finishes in the background, and its result is dropped.
+        # A thread cannot be interrupted, so the attempt waits for it even
+        # past its timeout or the shutdown grace, its lease renewed: were it
+        # abandoned, the job could run again while this thread still runs.
+        # trio.from_thread.check_cancelled() in the handler raises once the
+        # attempt is asked to stop, for handlers that can stop early.
         return await trio.to_thread.run_sync(
-            call, abandon_on_cancel=True, limiter=self._limiter
+            call, abandon_on_cancel=False, limiter=self._limiter
         )
 
     async def _failure(
@@ -1212,7 +1218,7 @@ class Worker:
         if self._running:
             logger.warning(
                 "grace period over: cancelling %d running jobs and releasing "
-                "their leases",
+                "their leases (handlers in threads run on until they return)",
                 len(self._running),
                 extra={"job_ids": sorted(self._running)},
             )
@@ -1339,6 +1345,18 @@ async def run_worker(
       each attempt under its task's timeout (a timeout is a failed attempt)
       and in a fresh copy of the worker's context: a context variable a
       handler sets (a request id for its logs) never reaches the next job;
+    - never runs a job again while a thread of an earlier attempt still
+      runs: a thread cannot be interrupted, so an attempt past its timeout
+      keeps its slot and its renewed lease until the thread returns, and
+      only then fails as timed out (its result dropped). A handler that can
+      stop early calls ``trio.from_thread.check_cancelled()``, which raises
+      once its attempt timed out or must stop;
+    - binds each payload to the handler's parameters before calling it: a
+      missing or unknown argument fails the job at once, for good (a
+      ``TypeError`` raised inside the handler is retried like any error);
+    - fails a job for good whose result cannot be stored (not JSON, or
+      text UTF-8 cannot encode) and escapes such text in error messages,
+      so that one job's data never holds up another job's outcome;
     - on failure asks the task's :class:`RetryPolicy` (drawing jitter from
       ``rng``) and stores the error on the job as ``"ExcType: message"``, a
       blank line, and the traceback;
@@ -1351,7 +1369,8 @@ async def run_worker(
       that ran out elsewhere (a crashed attempt counts as an attempt);
     - sleeps until the next job is due, at most ``poll_interval``, and wakes
       at once when this process enqueues a job;
-    - logs store errors and retries them with backoff; they never stop it;
+    - logs store errors and retries them with backoff; they never stop it,
+      nor keep it from stopping;
     - enqueues the due slots of the store's schedules
       (:meth:`Queue.schedule`; all of them, whatever ``queues`` it serves)
       at each next slot and at least every ``poll_interval``; with several
@@ -1362,7 +1381,13 @@ async def run_worker(
     then cancels the rest and releases their leases (the jobs are QUEUED
     again with their attempt not counted, so another worker starts them
     at once) and returns. A handler running in a thread cannot be
-    interrupted: it is abandoned and its result dropped.
+    interrupted: the worker waits for it, its lease renewed, and settles
+    what it returns, so a worker with thread handlers may stop later than
+    ``grace`` (give a process manager's stop timeout room for the longest).
+    A store that keeps failing does not hold it up: once the grace is over,
+    each outcome it could not write gets one more try, then the worker
+    returns and leaves those jobs' leases to expire, after which they run
+    again (at least once, as after a crash).
 
     With ``until_empty=True`` it also stops by itself, the same graceful
     way, once it runs nothing and the store holds no job of its queues that

@@ -305,6 +305,114 @@ async def test_sync_handler_runs_in_a_thread_with_current_job() -> None:
     assert seen == [(False, job_id)]
 
 
+# Threads run in real time while a MockClock jumps whenever trio is idle, so
+# these tests wait on what a thread has done, never on the instant it did it.
+
+
+async def test_a_timed_out_thread_keeps_its_job_until_it_returns(
+    autojump_clock: Any,
+) -> None:
+    """Past its timeout a thread still holds its job: no second run meanwhile."""
+    queue, store = make_queue(attempts=2, delay=1)
+    entered = trio.Event()
+    release = threading.Event()
+    started: list[int] = []
+
+    @queue.task(timeout=3)
+    def block() -> str:
+        started.append(jobkit.current_job().attempts)
+        trio.from_thread.run_sync(entered.set)
+        release.wait(60)
+        return "late"
+
+    try:
+        async with worker_running(queue, lease=3, concurrency=2) as _:
+            job_id = await block.enqueue()
+            await entered.wait()
+            await trio.sleep(100)  # the lease is renewed all along
+            job = await queue.get(job_id)
+            assert (job.state, job.attempts, started) == (JobState.RUNNING, 1, [1])
+            assert job.lease_until is not None
+            assert job.lease_until > trio.current_time()
+            released = trio.current_time()
+            release.set()
+            await store.wait_until(job_id, lambda job: job.attempts == 2)
+            returned = trio.current_time()
+    finally:
+        release.set()
+    kinds = [(kind, at) for kind, at, _ in await timeline(queue, job_id)]
+    assert kinds[:2] == [("enqueued", 0.0), ("started", 0.0)]
+    (retried, failed_at), (restarted, rerun_at) = kinds[2:4]
+    assert (retried, restarted) == ("retried", "started")
+    assert released <= failed_at <= returned and failed_at < rerun_at
+    events = await queue.events(job_id=job_id)
+    assert events[2][1].error is not None
+    assert events[2][1].error.startswith("TooSlowError: attempt timed out after 3s")
+
+
+async def test_a_thread_can_stop_early_when_its_attempt_times_out(
+    autojump_clock: Any,
+) -> None:
+    """trio.from_thread.check_cancelled() raises in a thread whose attempt timed out."""
+    queue, store = make_queue(attempts=1)
+    ended: list[str] = []
+
+    @queue.task(timeout=3)
+    def poll() -> None:
+        try:
+            while True:
+                trio.from_thread.check_cancelled()
+                trio.from_thread.run(trio.sleep, 1)
+        except BaseException as exc:
+            ended.append(type(exc).__name__)
+            raise
+
+    async with worker_running(queue) as _:
+        job = await store.wait_for(await poll.enqueue(), *DONE)
+    assert (job.state, ended) == (JobState.DEAD, ["Cancelled"])
+    assert job.last_error is not None
+    assert job.last_error.startswith("TooSlowError: attempt timed out after 3s")
+
+
+async def test_shutdown_waits_for_a_thread_and_settles_what_it_returns(
+    autojump_clock: Any,
+) -> None:
+    """At the end of the grace a thread's job is not released to run elsewhere."""
+    queue, store = make_queue()
+    entered = trio.Event()
+    release = threading.Event()
+    runs: list[int] = []
+
+    @queue.task()
+    def block() -> str:
+        runs.append(jobkit.current_job().attempts)
+        trio.from_thread.run_sync(entered.set)
+        release.wait(60)
+        return "finished"
+
+    first = CancellationToken()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                partial(jobkit.run_worker, queue, shutdown=first, grace=2, lease=3)
+            )
+            job_id = await block.enqueue()
+            await entered.wait()
+            async with worker_running(queue, poll_interval=1) as (other, _):
+                first.cancel()
+                await trio.sleep(100)  # far past the grace
+                job = await queue.get(job_id)
+                assert (job.state, job.attempts, runs) == (JobState.RUNNING, 1, [1])
+                assert job.lease_until is not None
+                assert job.lease_until > trio.current_time()
+                release.set()
+                job = await store.wait_for(job_id, *DONE)
+    finally:
+        release.set()
+    assert (job.state, job.result, runs) == (JobState.SUCCEEDED, "finished", [1])
+    assert other.statistics().claimed == 0
+
+
 async def test_current_job_in_an_async_handler(autojump_clock: Any) -> None:
     """current_job() gives the handler its own job, with the attempt number."""
     queue, store = make_queue(delay=1)
