@@ -1260,6 +1260,30 @@ async def test_until_empty_waits_for_a_job_running_elsewhere(
     assert (job.state, job.attempts, job.result) == (JobState.SUCCEEDED, 2, "done")
 
 
+async def test_until_empty_ends_soon_after_another_process_settles_the_last_job(
+    autojump_clock: Any, tmp_path: Path
+) -> None:
+    """Waiting only on a job another process runs, it looks every 1/16 s."""
+    here = SQLiteStore(tmp_path / "jobs.db")
+    there = WatchedStore(SQLiteStore(tmp_path / "jobs.db"))  # another process's
+    queues = [Queue(store, clock=trio.current_time) for store in (here, there)]
+    for queue in queues:
+        queue.task(name="work")(trio.sleep)
+    token = CancellationToken()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            partial(jobkit.run_worker, queues[1], shutdown=token, poll_interval=100)
+        )
+        job_id = await queues[1].enqueue("work", {"seconds": 5.52})
+        await there.wait_for(job_id, JobState.RUNNING)
+        await Worker(queues[0], poll_interval=100, until_empty=True).run()
+        assert trio.current_time() == 5.5625  # the first look after 5.52
+        token.cancel()
+    assert (await queues[0].get(job_id)).state is JobState.SUCCEEDED
+    await here.aclose()
+    await there.aclose()
+
+
 async def test_until_empty_still_stops_on_its_shutdown_token(
     autojump_clock: Any,
 ) -> None:
