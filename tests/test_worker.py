@@ -5,7 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import random
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -1025,6 +1029,57 @@ async def test_shutdown_ends_at_once_while_claims_keep_failing(
             await trio.sleep(30)
             token.cancel()
     assert trio.current_time() == 30.0
+
+
+FAILING_SETTLE_APP = """
+import jobkit
+
+class FailingSettle(jobkit.SQLiteStore):
+    async def settle(self, outcomes, *, now):
+        raise OSError("the disk is gone")
+
+queue = jobkit.Queue(FailingSettle("jobs.db"))
+
+@queue.task()
+async def quick() -> str:
+    return "done"
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_worker_whose_settles_keep_failing(tmp_path: Path) -> None:
+    """A real worker process exits on SIGTERM within its grace, store failing."""
+    (tmp_path / "failing_app.py").write_text(FAILING_SETTLE_APP)
+
+    async def fill() -> None:
+        queue = Queue(SQLiteStore(tmp_path / "jobs.db"))
+        queue.task(name="quick")(trio.lowlevel.checkpoint)
+        await queue.enqueue_many([queue.tasks["quick"].prepare() for _ in range(3)])
+        await queue.store.aclose()
+
+    trio.run(fill)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobkit", "worker", "failing_app:queue", "--grace", "1"],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "JOBKIT_DB": ""},
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "store settle failed" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        _, rest = proc.communicate(timeout=30)
+        elapsed = time.monotonic() - signalled
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, rest
+    assert elapsed < 1 + 5  # the grace, and a store call or two
+    assert "store settle failed while the worker stops; not retrying" in rest
 
 
 # -- payloads that do not fit -----------------------------------------------------
