@@ -56,7 +56,7 @@ def notebooks(session: nox.Session) -> None:
 def chapters(session: nox.Session) -> None:
     """Execute every notebook and render it, with its figures, into chapters/."""
     session.install("-e", ".[notebooks]")
-    session.run("python", "-m", "jobkit._book", "render", *session.posargs, env=ENV)
+    session.run("python", "tests/helpers/book.py", "render", *session.posargs, env=ENV)
 
 
 @nox.session

@@ -6,79 +6,79 @@ and a durable job queue with retries, backoff and dead letters.
 """
 
 # Runtime: tasks, supervisors and join sets.
-from ._joinset import JoinSet as JoinSet
-from ._joinset import open_join_set as open_join_set
-from ._supervisor import Restart as Restart
-from ._supervisor import Supervisor as Supervisor
-from ._supervisor import SupervisorStatistics as SupervisorStatistics
-from ._supervisor import open_supervisor as open_supervisor
-from ._tasks import TaskCancelled as TaskCancelled
-from ._tasks import TaskHandle as TaskHandle
-from ._tasks import TaskResult as TaskResult
+from .runtime.joinset import JoinSet as JoinSet
+from .runtime.joinset import open_join_set as open_join_set
+from .runtime.supervisor import Restart as Restart
+from .runtime.supervisor import Supervisor as Supervisor
+from .runtime.supervisor import SupervisorStatistics as SupervisorStatistics
+from .runtime.supervisor import open_supervisor as open_supervisor
+from .runtime.tasks import TaskCancelled as TaskCancelled
+from .runtime.tasks import TaskHandle as TaskHandle
+from .runtime.tasks import TaskResult as TaskResult
 
 # Runtime: intervals and cancellation tokens.
-from ._interval import Interval as Interval
-from ._interval import MissedTickBehavior as MissedTickBehavior
-from ._interval import interval as interval
-from ._token import CancellationToken as CancellationToken
-from ._token import cancel_on_signals as cancel_on_signals
+from .runtime.interval import Interval as Interval
+from .runtime.interval import MissedTickBehavior as MissedTickBehavior
+from .runtime.interval import interval as interval
+from .runtime.token import CancellationToken as CancellationToken
+from .runtime.token import cancel_on_signals as cancel_on_signals
 
 # Retry policies and backoff.
-from ._retry import Backoff as Backoff
-from ._retry import Jitter as Jitter
-from ._retry import Permanent as Permanent
-from ._retry import RetryLater as RetryLater
-from ._retry import RetryPolicy as RetryPolicy
+from .core.retry import Backoff as Backoff
+from .core.retry import Jitter as Jitter
+from .core.retry import Permanent as Permanent
+from .core.retry import RetryLater as RetryLater
+from .core.retry import RetryPolicy as RetryPolicy
 
 # The job queue.
-from ._job import TERMINAL_STATES as TERMINAL_STATES
-from ._job import Event as Event
-from ._job import EventKind as EventKind
-from ._job import Job as Job
-from ._job import JobState as JobState
-from ._job import NewJob as NewJob
-from ._job import TransitionError as TransitionError
-from ._memory import MemoryStore as MemoryStore
-from ._sqlite import SQLiteStore as SQLiteStore
-from ._store import IncompatibleStore as IncompatibleStore
-from ._store import JobNotFound as JobNotFound
-from ._store import QueueCounts as QueueCounts
-from ._store import Store as Store
-from ._store import StoreBusy as StoreBusy
-from ._store import StoreError as StoreError
-from ._queue import PreparedJob as PreparedJob
-from ._queue import Queue as Queue
-from ._queue import Task as Task
-from ._queue import TaskOptions as TaskOptions
-from ._worker import Worker as Worker
-from ._worker import WorkerStatistics as WorkerStatistics
-from ._worker import current_job as current_job
-from ._worker import run_worker as run_worker
+from .core.job import TERMINAL_STATES as TERMINAL_STATES
+from .core.job import Event as Event
+from .core.job import EventKind as EventKind
+from .core.job import Job as Job
+from .core.job import JobState as JobState
+from .core.job import NewJob as NewJob
+from .core.job import TransitionError as TransitionError
+from .store.memory import MemoryStore as MemoryStore
+from .store.sqlite.store import SQLiteStore as SQLiteStore
+from .store.protocol import IncompatibleStore as IncompatibleStore
+from .store.protocol import JobNotFound as JobNotFound
+from .store.protocol import QueueCounts as QueueCounts
+from .store.protocol import Store as Store
+from .store.protocol import StoreBusy as StoreBusy
+from .store.protocol import StoreError as StoreError
+from .queue.facade import PreparedJob as PreparedJob
+from .queue.facade import Queue as Queue
+from .queue.facade import Task as Task
+from .queue.facade import TaskOptions as TaskOptions
+from .worker.worker import Worker as Worker
+from .worker.worker import WorkerStatistics as WorkerStatistics
+from .worker.worker import current_job as current_job
+from .worker.worker import run_worker as run_worker
 
 # Schedules: periodic and cron jobs, stored, fired once per slot.
-from ._schedule import Due as Due
-from ._schedule import FireResult as FireResult
-from ._schedule import Firing as Firing
-from ._schedule import Schedule as Schedule
-from ._store import ScheduleStore as ScheduleStore
+from .core.schedule import Due as Due
+from .core.schedule import FireResult as FireResult
+from .core.schedule import Firing as Firing
+from .core.schedule import Schedule as Schedule
+from .store.protocol import ScheduleStore as ScheduleStore
 
 # Observability: metrics, depth sampling and structured logs.
-from ._logging import JSONFormatter as JSONFormatter
-from ._metrics import AttemptSpan as AttemptSpan
-from ._metrics import DepthSample as DepthSample
-from ._metrics import DepthSampler as DepthSampler
-from ._metrics import Histogram as Histogram
-from ._metrics import Metrics as Metrics
-from ._metrics import MetricsSnapshot as MetricsSnapshot
-from ._metrics import attempt_spans as attempt_spans
-from ._metrics import collect_metrics as collect_metrics
+from .observe.logs import JSONFormatter as JSONFormatter
+from .observe.metrics import AttemptSpan as AttemptSpan
+from .observe.metrics import DepthSample as DepthSample
+from .observe.metrics import DepthSampler as DepthSampler
+from .observe.metrics import Histogram as Histogram
+from .observe.metrics import Metrics as Metrics
+from .observe.metrics import MetricsSnapshot as MetricsSnapshot
+from .observe.metrics import attempt_spans as attempt_spans
+from .observe.metrics import collect_metrics as collect_metrics
 
 
 def _fix_module_names() -> None:
-    # Tracebacks, reprs and docs should say ``jobkit.Name``, not the private module.
+    # Tracebacks, reprs and docs should say ``jobkit.Name``, not the layer's module.
     for name, obj in globals().items():
         if not name.startswith("_") and getattr(obj, "__module__", "").startswith(
-            "jobkit._"
+            "jobkit."
         ):
             obj.__module__ = "jobkit"
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import NoReturn
 
-from . import _cli
+from .cli import main as _cli
 
 
 class _Parser(argparse.ArgumentParser):

@@ -31,16 +31,18 @@ from typing import TYPE_CHECKING
 
 # Modules, not names: this module is public, and the names it would import
 # are documented where they are defined.
-from . import _job, _metrics, _retry
+from .core import job as _job
+from .core import retry as _retry
+from .observe import metrics as _metrics
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
     from matplotlib.axes import Axes
 
-    from ._job import Event, Job
-    from ._metrics import DepthSample, Histogram
-    from ._retry import Backoff, RetryPolicy
+    from .core.job import Event, Job
+    from .core.retry import Backoff, RetryPolicy
+    from .observe.metrics import DepthSample, Histogram
 
 
 __all__ = [

@@ -31,7 +31,7 @@ from jobkit import (
     RetryPolicy,
     collect_metrics,
 )
-from jobkit._job import Failure, Success
+from jobkit.core.job import Failure, Success
 
 
 @pytest.fixture(autouse=True)

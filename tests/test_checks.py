@@ -9,7 +9,7 @@ import pytest
 
 import jobkit
 from jobkit import Backoff, MemoryStore, NewJob, Queue, RetryPolicy, SQLiteStore
-from jobkit._job import MAX_JSON_DEPTH, check_json
+from jobkit.core.job import MAX_JSON_DEPTH, check_json
 
 DEEP = "payload is nested deeper than 100 levels of lists and objects"
 SURROGATE = "a lone surrogate that UTF-8 cannot encode"

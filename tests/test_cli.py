@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jobkit import JobState, NewJob, SQLiteStore
 from jobkit.__main__ import build_parser, main
-from jobkit._job import Failure, Success
+from jobkit.core.job import Failure, Success
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ import jobkit
 
 PACKAGE_DIR = Path(jobkit.__file__).parent
 # Modules whose examples need a notebook kernel or are entry points.
-SKIP_MODULES = {"jobkit.__main__", "jobkit._book", "jobkit._demo"}
+SKIP_MODULES = {"jobkit.__main__", "jobkit._demo"}
 
 
 def _modules() -> list[types.ModuleType]:

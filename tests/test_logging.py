@@ -13,8 +13,14 @@ import trio
 
 import jobkit
 from jobkit import Event, EventKind, Job, JobState, JSONFormatter, MemoryStore
-from jobkit._job import Failure
-from jobkit._logging import FIELDS, error_summary, first_line, job_fields, log_job_event
+from jobkit.core.job import Failure
+from jobkit.observe.logs import (
+    FIELDS,
+    error_summary,
+    first_line,
+    job_fields,
+    log_job_event,
+)
 
 TRACEBACK = "Traceback (most recent call last)"
 

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobkit._job import dump_json
-from jobkit._memory import _copy
+from jobkit.core.job import dump_json
+from jobkit.store.memory import _copy
 
 
 class Level(enum.IntEnum):

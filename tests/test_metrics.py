@@ -27,8 +27,8 @@ from jobkit import (
     attempt_spans,
     collect_metrics,
 )
-from jobkit._job import EXPIRED_ERROR, Failure, Release, Success
-from jobkit._metrics import COUNTERS, DURATION_BUCKETS
+from jobkit.core.job import EXPIRED_ERROR, Failure, Release, Success
+from jobkit.observe.metrics import COUNTERS, DURATION_BUCKETS
 
 # -- a known history -----------------------------------------------------------------
 

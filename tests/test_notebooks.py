@@ -7,8 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-
-from jobkit import _book
+from helpers import book as _book
 
 NOTEBOOKS = _book.notebook_paths()
 

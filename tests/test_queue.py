@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import jobkit
 from jobkit import Backoff, JobState, PreparedJob, Queue, RetryPolicy
-from jobkit._job import Failure, TransitionError
+from jobkit.core.job import Failure, TransitionError
 
 
 def make_queue(now: float = 100.0) -> tuple[Queue, WatchedStore]:

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jobkit
-import jobkit._retry
+import jobkit.core.retry
 from jobkit import Backoff, Permanent, RetryLater, RetryPolicy
 
 JITTERS: list[jobkit.Jitter | None] = [None, "full", "equal", "decorrelated"]
@@ -559,9 +559,9 @@ def test_docstring_examples_run() -> None:
     # doctest's module filter: collect their examples explicitly.
     finder = doctest.DocTestFinder()
     runner = doctest.DocTestRunner()
-    for name in jobkit._retry.__all__:
-        obj = getattr(jobkit._retry, name)
-        for test in finder.find(obj, name, module=False, globs=vars(jobkit._retry)):
+    for name in jobkit.core.retry.__all__:
+        obj = getattr(jobkit.core.retry, name)
+        for test in finder.find(obj, name, module=False, globs=vars(jobkit.core.retry)):
             runner.run(test)
     result = runner.summarize(verbose=False)
     assert result.attempted > 20

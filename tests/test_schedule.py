@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 import jobkit
 from jobkit import MissedTickBehavior as M
 from jobkit import Schedule
-from jobkit import _sqlite as sql
-from jobkit._schedule import due
-from jobkit._sqlite_schedules import TABLES
+from jobkit.core.schedule import due
+from jobkit.store.sqlite import store as sql
+from jobkit.store.sqlite.schedules import TABLES
 from tests.helpers.stores import WatchedStore
 
 HELPERS = Path(__file__).parent / "helpers"

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobkit import Backoff, RetryPolicy
-from jobkit._job import EXPIRED_ERROR
+from jobkit.core.job import EXPIRED_ERROR
 from jobkit.sim import (
     Burst,
     Crash,

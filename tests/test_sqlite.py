@@ -27,8 +27,8 @@ from jobkit import (
     StoreBusy,
     StoreError,
 )
-from jobkit import _sqlite as sql
-from jobkit._job import Failure, Success
+from jobkit.core.job import Failure, Success
+from jobkit.store.sqlite import store as sql
 
 
 def file_state(path: Path) -> dict[str, bytes]:
@@ -425,7 +425,7 @@ WORKER = textwrap.dedent(
     import json, os, sys, time
     import trio
     from jobkit import JobState, SQLiteStore
-    from jobkit._job import Success
+    from jobkit.core.job import Success
 
     path, ready_dir, me, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 

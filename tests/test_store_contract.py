@@ -32,7 +32,7 @@ from jobkit import (
     Store,
     TransitionError,
 )
-from jobkit._job import EXPIRED_ERROR, Failure, Release, Success
+from jobkit.core.job import EXPIRED_ERROR, Failure, Release, Success
 
 STORES: dict[str, Callable[[Path], Store]] = {
     "memory": lambda tmp_path: MemoryStore(),

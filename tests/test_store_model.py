@@ -44,7 +44,7 @@ from jobkit import (
     Store,
     TransitionError,
 )
-from jobkit._job import EXPIRED_ERROR, Failure, Outcome, Release, Success
+from jobkit.core.job import EXPIRED_ERROR, Failure, Outcome, Release, Success
 
 QUEUES = ["a", "b"]
 Q, R = JobState.QUEUED, JobState.RUNNING

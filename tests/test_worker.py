@@ -40,7 +40,7 @@ from jobkit import (
     Store,
     Worker,
 )
-from jobkit._job import NewJob
+from jobkit.core.job import NewJob
 
 DONE = (JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED)
 
@@ -602,7 +602,7 @@ async def test_poison_job_ends_dead(autojump_clock: Any) -> None:
             await store.claim(queues=None, limit=1, now=trio.current_time(), lease=1.0)
         job = await store.wait_for(job_id, *DONE)
     assert (job.state, job.attempts) == (JobState.DEAD, 2)
-    assert job.last_error == jobkit._job.EXPIRED_ERROR
+    assert job.last_error == jobkit.core.job.EXPIRED_ERROR
     assert [kind for kind, _, _ in await timeline(queue, job_id)] == [
         "enqueued",
         "started",
@@ -787,7 +787,7 @@ async def test_settle_after_losing_the_lease_is_a_warning(
         await trio.sleep(2)
     assert worker.statistics().lost == 1
     assert "outcome was discarded" in caplog.text
-    assert (await queue.get(job_id)).last_error == jobkit._job.EXPIRED_ERROR
+    assert (await queue.get(job_id)).last_error == jobkit.core.job.EXPIRED_ERROR
 
 
 async def test_lost_attempt_ending_after_its_job_ran_again(
@@ -1183,7 +1183,7 @@ def test_describe_error_text_is_the_standard_traceback_every_time() -> None:
     """describe_error gives the standard traceback text (markers, chains) every call."""
     import traceback
 
-    from jobkit._worker import describe_error
+    from jobkit.worker.worker import describe_error
 
     def lookup(data: dict[str, Any]) -> Any:
         return data["a"]["b"] + 1
@@ -1212,7 +1212,7 @@ def test_describe_error_of_a_repeated_plain_failure_is_the_standard_traceback() 
     import functools
     import traceback
 
-    from jobkit._worker import describe_error
+    from jobkit.worker.worker import describe_error
 
     def deep(n: int) -> None:
         if n:

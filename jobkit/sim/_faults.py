@@ -27,8 +27,8 @@ import attrs
 import trio
 
 from .._duration import seconds
-from .._job import Job
-from .._retry import Permanent
+from ..core.job import Job
+from ..core.retry import Permanent
 from ._rng import KeyedRandom, derive
 
 __all__ = [

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
-from .._job import Event, Job, JobState, NewJob, Outcome
-from .._store import QueueCounts, Store
+from ..core.job import Event, Job, JobState, NewJob, Outcome
+from ..store.protocol import QueueCounts, Store
 from ._faults import Attempt, SimulatedStoreError, StoreErrors, StoreOperation
 from ._rng import KeyedRandom, salt
 

@@ -35,12 +35,12 @@ import trio.testing
 
 from .._checks import int_at_least
 from .._duration import seconds
-from .._job import Failure, Job, JobState, Outcome, Success
-from .._memory import MemoryStore, _EventRow
-from .._queue import PreparedJob, Queue
-from .._retry import RetryPolicy
-from .._store import Store
-from .._worker import current_job, run_worker
+from ..core.job import Failure, Job, JobState, Outcome, Success
+from ..core.retry import RetryPolicy
+from ..queue.facade import PreparedJob, Queue
+from ..store.memory import MemoryStore, _EventRow
+from ..store.protocol import Store
+from ..worker.worker import current_job, run_worker
 from ._faults import (
     Attempt,
     Dependency,

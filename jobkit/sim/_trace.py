@@ -21,8 +21,8 @@ from typing import Any, Literal, TypeAlias
 
 import attrs
 
-from .._job import TERMINAL_STATES, EventKind, Job, JobState
-from .._retry import RetryPolicy
+from ..core.job import TERMINAL_STATES, EventKind, Job, JobState
+from ..core.retry import RetryPolicy
 from ._faults import Dependency
 
 __all__ = [

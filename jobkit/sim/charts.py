@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._job import JobState
+from ..core.job import JobState
 from ._trace import Trace
 
 if TYPE_CHECKING:

@@ -51,8 +51,8 @@ import trio
 
 import jobkit
 from jobkit import NewJob, SQLiteStore
-from jobkit import _sqlite as sql
-from jobkit._job import Success
+from jobkit.core.job import Success
+from jobkit.store.sqlite import store as sql
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 ONE_BY_ONE = 3000

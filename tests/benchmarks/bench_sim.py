@@ -55,7 +55,7 @@ import trio.testing
 
 import jobkit
 from jobkit import Backoff, NewJob, RetryPolicy
-from jobkit._job import Failure, Success
+from jobkit.core.job import Failure, Success
 from jobkit.sim import (
     Burst,
     FaultPlan,
@@ -222,13 +222,13 @@ _AREAS = (
         ("/trio/", "trio._core", "outcome", "contextlib", "builtins.next", "epoll"),
         "trio: scheduler, cancel scopes",
     ),
-    (("_worker.py", "jobkit._worker"), "jobkit worker"),
+    (("/jobkit/worker/", "jobkit.worker"), "jobkit worker"),
     (
         (
-            "_memory.py",
-            "_job.py",
-            "jobkit._memory",
-            "jobkit._job",
+            "/store/memory.py",
+            "/core/job.py",
+            "jobkit.store.memory",
+            "jobkit.core.job",
             "json",
             "heapq",
             "enum.py",
@@ -236,7 +236,7 @@ _AREAS = (
         "jobkit MemoryStore and transitions",
     ),
     (
-        ("_queue.py", "_retry.py", "_logging.py", "inspect"),
+        ("/queue/", "/core/retry.py", "/observe/logs.py", "inspect"),
         "jobkit queue, retry, logging",
     ),
     (

@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 import trio
 
 from jobkit import JobState, QueueCounts, Store
-from jobkit._job import Event, Job, NewJob, Outcome
-from jobkit._memory import MemoryStore
+from jobkit.core.job import Event, Job, NewJob, Outcome
+from jobkit.store.memory import MemoryStore
 
 
 class WatchedStore:

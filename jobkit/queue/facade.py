@@ -22,16 +22,16 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 import attrs
 import trio
 
-from . import _job
-from ._checks import stored_int
-from ._duration import seconds
-from ._interval import MissedTickBehavior
-from ._job import JSON, Event, EventKind, Job, JobState, NewJob, check_json
-from ._logging import log_job_event, logger
-from ._metrics import MetricsSnapshot, collect_metrics
-from ._retry import RetryPolicy
-from ._schedule import DEFAULT_MAX_BURST, Schedule
-from ._store import QueueCounts, ScheduleStore, Store
+from .._checks import stored_int
+from .._duration import seconds
+from ..core import job as _job
+from ..core.job import JSON, Event, EventKind, Job, JobState, NewJob, check_json
+from ..core.retry import RetryPolicy
+from ..core.schedule import DEFAULT_MAX_BURST, Schedule
+from ..observe.logs import log_job_event, logger
+from ..observe.metrics import MetricsSnapshot, collect_metrics
+from ..runtime.interval import MissedTickBehavior
+from ..store.protocol import QueueCounts, ScheduleStore, Store
 
 __all__ = ["PreparedJob", "Queue", "Task", "TaskOptions"]
 

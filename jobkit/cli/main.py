@@ -30,8 +30,8 @@ from typing import Any, TextIO, TypeVar
 
 import trio
 
-from ._checks import INT64_MAX, INT64_MIN
-from ._job import (
+from .._checks import INT64_MAX, INT64_MIN
+from ..core.job import (
     JSON,
     MAX_JSON_DEPTH,
     TERMINAL_STATES,
@@ -41,13 +41,13 @@ from ._job import (
     TransitionError,
     check_json,
 )
-from ._logging import JSONFormatter, first_line
-from ._metrics import collect_metrics
-from ._queue import Queue
-from ._retry import RetryPolicy
-from ._schedule import Schedule
-from ._sqlite import SQLiteStore
-from ._store import JobNotFound, Store, StoreError
+from ..core.retry import RetryPolicy
+from ..core.schedule import Schedule
+from ..observe.logs import JSONFormatter, first_line
+from ..observe.metrics import collect_metrics
+from ..queue.facade import Queue
+from ..store.protocol import JobNotFound, Store, StoreError
+from ..store.sqlite.store import SQLiteStore
 
 __all__ = ["COMMANDS", "CLIError", "load_app", "open_store"]
 
@@ -502,8 +502,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         store = queue.store = open_store(db_path(args), create=True)
     _configure_logging(args.log_format, args.log_level)
 
-    from ._token import CancellationToken, cancel_on_signals
-    from ._worker import run_worker
+    from ..runtime.token import CancellationToken, cancel_on_signals
+    from ..worker.worker import run_worker
 
     async def main() -> None:
         token = CancellationToken()

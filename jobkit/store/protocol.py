@@ -1,7 +1,7 @@
 """The storage contract every job store implements.
 
 A store keeps jobs and their events and applies the transitions of
-:mod:`jobkit._job` atomically. It never reads a clock: every call that changes
+:mod:`jobkit.core.job` atomically. It never reads a clock: every call that changes
 something takes ``now`` from its caller, so the same store runs on wall time in
 production and on virtual time in tests and simulations.
 
@@ -20,9 +20,9 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
-from ._checks import stored_int
-from ._job import Event, Job, JobState, NewJob, Outcome, check_json
-from ._schedule import FireResult, Schedule
+from .._checks import stored_int
+from ..core.job import Event, Job, JobState, NewJob, Outcome, check_json
+from ..core.schedule import FireResult, Schedule
 
 
 class JobNotFound(LookupError):

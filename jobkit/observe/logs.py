@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, TypeAlias
 
-from ._job import Event, EventKind, Job
+from ..core.job import Event, EventKind, Job
 
 __all__ = [
     "FIELDS",
@@ -78,7 +78,7 @@ def error_summary(exc: BaseException) -> str:
 
     Example::
 
-        >>> from jobkit._logging import error_summary
+        >>> from jobkit.observe.logs import error_summary
         >>> error_summary(ValueError("bad address"))
         'ValueError: bad address'
         >>> error_summary(TimeoutError())
@@ -103,7 +103,7 @@ def job_fields(
     Example::
 
         >>> from jobkit import Event, EventKind, Job, JobState
-        >>> from jobkit._logging import job_fields
+        >>> from jobkit.observe.logs import job_fields
         >>> job = Job(id=3, task="email", queue="mail", payload={},
         ...           state=JobState.RUNNING, attempts=1, max_attempts=5,
         ...           priority=0, run_at=0.0, created_at=0.0, updated_at=0.0)
@@ -131,7 +131,7 @@ def first_line(error: str | None) -> str | None:
 
     Example::
 
-        >>> from jobkit._logging import first_line
+        >>> from jobkit.observe.logs import first_line
         >>> first_line(chr(10).join(["ValueError: boom", "", "Traceback ..."]))
         'ValueError: boom'
     """
@@ -178,7 +178,7 @@ def logs_job_event(kind: EventKind, log: logging.Logger | None = None) -> bool:
 
         >>> import logging
         >>> from jobkit import EventKind
-        >>> from jobkit._logging import logs_job_event
+        >>> from jobkit.observe.logs import logs_job_event
         >>> quiet = logging.getLogger("jobkit.example.quiet")
         >>> quiet.setLevel(logging.ERROR)
         >>> [logs_job_event(k, quiet) for k in (EventKind.STARTED, EventKind.DEAD)]
@@ -206,7 +206,7 @@ def log_job_event(
 
         >>> import logging, sys
         >>> from jobkit import Event, EventKind, Job, JobState
-        >>> from jobkit._logging import log_job_event
+        >>> from jobkit.observe.logs import log_job_event
         >>> handler = logging.StreamHandler(sys.stdout)
         >>> handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
         >>> log = logging.getLogger("jobkit.example")

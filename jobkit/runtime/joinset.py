@@ -28,7 +28,7 @@ from typing import Any, Generic, TypeVar, TypeVarTuple
 
 import trio
 
-from ._tasks import (
+from .tasks import (
     CANCELLED,
     FAILED,
     NOTHING,

@@ -17,8 +17,8 @@ from typing import Literal, TypeAlias
 
 import attrs
 
-from ._checks import int_at_least
-from ._duration import seconds
+from .._checks import int_at_least
+from .._duration import seconds
 
 __all__ = ["Backoff", "Jitter", "Permanent", "RetryLater", "RetryPolicy"]
 

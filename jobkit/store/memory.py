@@ -11,10 +11,11 @@ from typing import Protocol, TypeAlias
 import attrs
 import trio
 
-from . import _job, _schedule
-from ._job import Event, EventKind, Job, JobState, NewJob, Outcome
-from ._schedule import FireResult, Firing, Schedule, check_schedule
-from ._store import (
+from ..core import job as _job
+from ..core import schedule as _schedule
+from ..core.job import Event, EventKind, Job, JobState, NewJob, Outcome
+from ..core.schedule import FireResult, Firing, Schedule, check_schedule
+from .protocol import (
     JobNotFound,
     QueueCounts,
     check_limit,

@@ -1,7 +1,7 @@
 """Execute the book's notebooks and render them into ``chapters/``.
 
 Used by the test suite (every notebook must run top to bottom in a fresh
-kernel) and by ``nox -s chapters``. Run as ``python -m jobkit._book render``.
+kernel) and by ``nox -s chapters``. Run as ``python tests/helpers/book.py render``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 CHAPTERS = ROOT / "chapters"
 
@@ -90,7 +90,9 @@ def render(paths: list[Path] | None = None) -> list[Path]:
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] != "render":
-        print("usage: python -m jobkit._book render [NOTEBOOK ...]", file=sys.stderr)
+        print(
+            "usage: python tests/helpers/book.py render [NOTEBOOK ...]", file=sys.stderr
+        )
         return 2
     chosen = [Path(a).resolve() for a in argv[1:]] or None
     for out in render(chosen):

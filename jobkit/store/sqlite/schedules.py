@@ -16,10 +16,10 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, Final
 
-from . import _schedule
-from ._interval import MissedTickBehavior
-from ._job import NewJob, dump_json
-from ._schedule import FireResult, Firing, Schedule
+from ...core import schedule as _schedule
+from ...core.job import NewJob, dump_json
+from ...core.schedule import FireResult, Firing, Schedule
+from ...runtime.interval import MissedTickBehavior
 
 __all__ = ["TABLES", "fire", "get_all", "put", "remove"]
 

@@ -17,7 +17,7 @@ from typing import Any, Generic, Protocol, TypeVar, cast
 import attrs
 import trio
 
-from ._logging import error_summary
+from ..observe.logs import error_summary
 
 __all__ = ["TaskCancelled", "TaskHandle", "TaskResult"]
 

@@ -45,8 +45,8 @@ from typing import Any
 import attrs
 import trio
 
-from ._job import EXPIRED_ERROR, Event, EventKind, Job, JobState
-from ._store import JobNotFound, QueueCounts, Store
+from ..core.job import EXPIRED_ERROR, Event, EventKind, Job, JobState
+from ..store.protocol import JobNotFound, QueueCounts, Store
 
 __all__ = [
     "ATTEMPT_BUCKETS",
@@ -552,7 +552,7 @@ class MetricsSnapshot:
             >>> print(text.splitlines()[1])
             # TYPE jobkit_jobs_enqueued_total counter
         """
-        from ._prometheus import render
+        from .prometheus import render
 
         return render(self, prefix=prefix)
 
@@ -922,7 +922,7 @@ class DepthSampler:
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Sample now and then every ``every`` seconds, until cancelled."""
-        from ._interval import MissedTickBehavior, interval
+        from ..runtime.interval import MissedTickBehavior, interval
 
         # DELAY: after a slow store call, keep the spacing, not a burst.
         ticker = interval(self.every, missed_tick_behavior=MissedTickBehavior.DELAY)

@@ -56,10 +56,10 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._checks import stored_int
-from ._duration import seconds
-from ._interval import MissedTickBehavior
-from ._job import JSON, NewJob, check_json
+from .._checks import stored_int
+from .._duration import seconds
+from ..runtime.interval import MissedTickBehavior
+from .job import JSON, NewJob, check_json
 
 if TYPE_CHECKING:
     from croniter import croniter as _Croniter
@@ -111,7 +111,7 @@ def check_cron(expression: object) -> str:
 
     Example::
 
-        >>> from jobkit._schedule import check_cron
+        >>> from jobkit.core.schedule import check_cron
         >>> check_cron("*/5 * * * *")
         '*/5 * * * *'
         >>> check_cron("*/5 * * *")
@@ -138,7 +138,7 @@ def check_tz(tz: object) -> str:
 
     Example::
 
-        >>> from jobkit._schedule import check_tz
+        >>> from jobkit.core.schedule import check_tz
         >>> check_tz("Europe/Paris")
         'Europe/Paris'
         >>> from datetime import UTC
@@ -499,7 +499,7 @@ def check_schedule(schedule: object) -> Schedule:
     Example::
 
         >>> from jobkit import Schedule
-        >>> from jobkit._schedule import check_schedule
+        >>> from jobkit.core.schedule import check_schedule
         >>> check_schedule("every minute")
         Traceback (most recent call last):
         ...
@@ -527,7 +527,7 @@ def slot_key(name: str, slot: float) -> str:
 
     Example::
 
-        >>> from jobkit._schedule import slot_key
+        >>> from jobkit.core.schedule import slot_key
         >>> slot_key("cleanup", 60.0)
         'schedule:cleanup:60.0'
     """
@@ -550,7 +550,7 @@ class Due:
     Example::
 
         >>> from jobkit import Schedule
-        >>> from jobkit._schedule import due
+        >>> from jobkit.core.schedule import due
         >>> s = Schedule.create("s", "t", every=10, start=0.0, now=0.0)
         >>> d = due(s, 0.0)
         >>> d.slots, d.schedule.next_slot, d.dropped
@@ -567,7 +567,7 @@ class Due:
         Example::
 
             >>> from jobkit import Schedule
-            >>> from jobkit._schedule import due
+            >>> from jobkit.core.schedule import due
             >>> s = Schedule.create("s", "t", every=10, start=0.0, now=0.0)
             >>> [job.unique_key for job in due(s, 0.0).jobs()]
             ['schedule:s:0.0']
@@ -601,7 +601,7 @@ def due(schedule: Schedule, now: float) -> Due:
 
         >>> import attrs
         >>> from jobkit import Schedule
-        >>> from jobkit._schedule import due
+        >>> from jobkit.core.schedule import due
         >>> from jobkit import MissedTickBehavior as M
         >>> s = Schedule.create("s", "t", every=10, start=0.0, now=0.0)
         >>> s = due(due(s, 0.0).schedule, 10.0).schedule    # on time: 0, then 10
@@ -673,7 +673,7 @@ def warn_dropped(schedule: Schedule, dropped: tuple[float, float] | None) -> Non
     Example::
 
         >>> from jobkit import Schedule
-        >>> from jobkit._schedule import warn_dropped
+        >>> from jobkit.core.schedule import warn_dropped
         >>> warn_dropped(Schedule.create("s", "t", every=1, now=0.0), None)
     """
     if dropped is None:
@@ -744,7 +744,7 @@ def fire_all(schedules: Sequence[Schedule], now: float) -> list[tuple[Schedule, 
     Example::
 
         >>> from jobkit import Schedule
-        >>> from jobkit._schedule import fire_all
+        >>> from jobkit.core.schedule import fire_all
         >>> s = Schedule.create("s", "t", every=10, start=0.0, now=0.0)
         >>> [(old.name, d.slots) for old, d in fire_all([s], 25.0)]
         [('s', [(20.0, 20.0)])]

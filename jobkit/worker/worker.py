@@ -34,9 +34,8 @@ from typing import Any, ClassVar, TypeVar
 import attrs
 import trio
 
-from . import _job
-from ._interval import MissedTickBehavior, interval
-from ._job import (
+from ..core import job as _job
+from ..core.job import (
     EXPIRED_ERROR,
     Event,
     EventKind,
@@ -48,11 +47,12 @@ from ._job import (
     Success,
     check_json,
 )
-from ._logging import log_job_event, logs_job_event
-from ._queue import Queue, Task
-from ._retry import Backoff, Permanent, RetryLater
-from ._store import ScheduleStore
-from ._token import CancellationToken
+from ..core.retry import Backoff, Permanent, RetryLater
+from ..observe.logs import log_job_event, logs_job_event
+from ..queue.facade import Queue, Task
+from ..runtime.interval import MissedTickBehavior, interval
+from ..runtime.token import CancellationToken
+from ..store.protocol import ScheduleStore
 
 __all__ = ["Worker", "WorkerStatistics", "current_job", "run_worker"]
 
@@ -356,7 +356,7 @@ def describe_error(error: BaseException) -> str:
 
     Example::
 
-        >>> from jobkit._worker import describe_error
+        >>> from jobkit.worker.worker import describe_error
         >>> try:
         ...     raise ValueError("no such user")
         ... except ValueError as e:

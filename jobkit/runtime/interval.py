@@ -9,7 +9,7 @@ from typing import Final
 
 import trio
 
-from ._duration import seconds
+from .._duration import seconds
 
 __all__ = ["Interval", "MissedTickBehavior", "interval"]
 

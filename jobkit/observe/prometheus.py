@@ -13,10 +13,10 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from ._job import JobState
+from ..core.job import JobState
 
 if TYPE_CHECKING:
-    from ._metrics import Histogram, MetricsSnapshot
+    from .metrics import Histogram, MetricsSnapshot
 
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 
@@ -80,7 +80,7 @@ def render(snapshot: MetricsSnapshot, *, prefix: str = "jobkit") -> str:
             f"prefix must be a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*), "
             f"got {prefix!r}"
         )
-    from ._metrics import COUNTERS
+    from .metrics import COUNTERS
 
     lines: list[str] = []
     for counter in COUNTERS:

@@ -32,10 +32,10 @@ from typing import Any, Final, Literal, TypeVar
 
 import trio
 
-from . import _job, _sqlite_schedules
-from ._job import Event, EventKind, Job, JobState, NewJob, Outcome
-from ._schedule import FireResult, Schedule, check_schedule, warn_dropped
-from ._store import (
+from ...core import job as _job
+from ...core.job import Event, EventKind, Job, JobState, NewJob, Outcome
+from ...core.schedule import FireResult, Schedule, check_schedule, warn_dropped
+from ..protocol import (
     IncompatibleStore,
     JobNotFound,
     QueueCounts,
@@ -46,6 +46,7 @@ from ._store import (
     check_outcomes,
     check_time,
 )
+from . import schedules as _sqlite_schedules
 
 T = TypeVar("T")
 
@@ -814,7 +815,7 @@ class SQLiteStore:
 
             >>> import trio
             >>> from jobkit import NewJob, SQLiteStore
-            >>> from jobkit._job import Failure, Success
+            >>> from jobkit.core.job import Failure, Success
             >>> async def main():
             ...     async with SQLiteStore(":memory:") as store:
             ...         await store.enqueue([NewJob(task="t", max_attempts=3)] * 2,
@@ -1088,7 +1089,7 @@ class SQLiteStore:
 
             >>> import trio
             >>> from jobkit import NewJob, SQLiteStore
-            >>> from jobkit._job import Failure
+            >>> from jobkit.core.job import Failure
             >>> async def main():
             ...     async with SQLiteStore(":memory:") as store:
             ...         [job_id] = await store.enqueue([NewJob(task="t")], now=0.0)
@@ -1226,7 +1227,7 @@ class SQLiteStore:
 
             >>> import trio
             >>> from jobkit import NewJob, SQLiteStore
-            >>> from jobkit._job import Success
+            >>> from jobkit.core.job import Success
             >>> async def main():
             ...     async with SQLiteStore(":memory:") as store:
             ...         await store.enqueue([NewJob(task="t")] * 3, now=0.0)

@@ -24,9 +24,9 @@ from typing import Any, Protocol, TypeVar, TypeVarTuple
 import attrs
 import trio
 
-from ._duration import seconds
-from ._logging import error_summary
-from ._tasks import (
+from .._duration import seconds
+from ..observe.logs import error_summary
+from .tasks import (
     CANCELLED,
     FAILED,
     NOTHING,

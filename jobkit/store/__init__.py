@@ -1,0 +1,85 @@
+"""The store layer: the contract a job store implements, and the stores.
+
+A store keeps jobs, their events and schedules, and applies the pure
+transitions of the queue core atomically; it never reads a clock. Everything a
+store needs is public here: the :class:`Store` and :class:`ScheduleStore`
+protocols, the records and outcomes it receives, its errors, and the argument
+checks every store applies before it changes anything.
+
+Example::
+
+    >>> from jobkit.store import MemoryStore, NewJob, Store
+    >>> store = MemoryStore()
+    >>> isinstance(store, Store)
+    True
+"""
+
+from __future__ import annotations
+
+from ..core.job import Event as Event
+from ..core.job import EventKind as EventKind
+from ..core.job import Failure as Failure
+from ..core.job import Job as Job
+from ..core.job import JobState as JobState
+from ..core.job import NewJob as NewJob
+from ..core.job import Outcome as Outcome
+from ..core.job import Release as Release
+from ..core.job import Success as Success
+from ..core.job import check_json as check_json
+from ..core.schedule import FireResult as FireResult
+from ..core.schedule import Firing as Firing
+from ..core.schedule import Schedule as Schedule
+from .memory import MemoryStore as MemoryStore
+from .protocol import IncompatibleStore as IncompatibleStore
+from .protocol import JobNotFound as JobNotFound
+from .protocol import QueueCounts as QueueCounts
+from .protocol import ScheduleStore as ScheduleStore
+from .protocol import Store as Store
+from .protocol import StoreBusy as StoreBusy
+from .protocol import StoreError as StoreError
+from .protocol import check_limit as check_limit
+from .protocol import check_new_jobs as check_new_jobs
+from .protocol import check_outcomes as check_outcomes
+from .protocol import check_time as check_time
+from .sqlite.store import SQLiteStore as SQLiteStore
+
+__all__ = [
+    "Event",
+    "EventKind",
+    "Failure",
+    "FireResult",
+    "Firing",
+    "IncompatibleStore",
+    "Job",
+    "JobNotFound",
+    "JobState",
+    "MemoryStore",
+    "NewJob",
+    "Outcome",
+    "QueueCounts",
+    "Release",
+    "SQLiteStore",
+    "Schedule",
+    "ScheduleStore",
+    "Store",
+    "StoreBusy",
+    "StoreError",
+    "Success",
+    "check_json",
+    "check_limit",
+    "check_new_jobs",
+    "check_outcomes",
+    "check_time",
+]
+
+
+def _fix_module_names() -> None:
+    # Reprs and tracebacks should name this public package, not the module
+    # inside it; names that :mod:`jobkit` also exports are labelled ``jobkit``.
+    for name in __all__:
+        obj = globals()[name]
+        if getattr(obj, "__module__", "").startswith(("jobkit.core.", "jobkit.store.")):
+            obj.__module__ = __name__
+
+
+_fix_module_names()

@@ -1,0 +1,1 @@
+"""The SQLite store: one file, WAL mode, any number of processes on one host."""

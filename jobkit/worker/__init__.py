@@ -1,0 +1,4 @@
+"""The worker: claims jobs from a queue's store and runs their handlers.
+
+The public names are exported from :mod:`jobkit`.
+"""
