@@ -3,6 +3,41 @@
 Structured task spawning (:func:`open_supervisor`, :func:`open_join_set`),
 periodic work (:func:`interval`), cancellation (:class:`CancellationToken`),
 and a durable job queue with retries, backoff and dead letters.
+
+How the package is laid out
+---------------------------
+Every public name is exported here; the public modules besides this one are
+:mod:`jobkit.store` (for writing and choosing stores), :mod:`jobkit.charts`,
+:mod:`jobkit.sim`, :mod:`jobkit.sim.charts` and :mod:`jobkit.testing`. The
+sub-packages are layers, and each imports only the layers below it::
+
+    cli/  dashboard/  examples/  testing          the command line
+    _demo  __main__                               and the apps
+    ----------------------------------------------------------------------
+    sim/                 the fault-injection lab: the real queue and
+                         worker in virtual time, with faults and a trace
+    jobkit (this file)   the public names of the layers below
+    worker/              claims jobs and runs their handlers
+    queue/               the Queue facade: tasks, enqueue, inspection
+    observe/  charts     metrics, Prometheus text, logs, charts
+    store/               the Store protocol, its checks and errors;
+                         memory.py, sqlite/
+    core/                job records and pure transitions, claim order,
+                         retry and backoff, schedules: no I/O, no clock
+    runtime/             tasks, supervisors, join sets, intervals,
+                         cancellation tokens: no knowledge of jobs
+    _checks  _duration   argument checks shared by every layer
+
+The rules, which ``tests/test_layers.py`` enforces on every import (lazy and
+``TYPE_CHECKING`` ones included):
+
+- a module imports only its own layer and the layers drawn below it;
+- nothing below the command line and apps imports ``jobkit`` itself (this
+  file), only the modules it needs;
+- the core imports neither trio nor anything that does I/O or reads a clock:
+  stores, the worker and the simulator all pass ``now`` in;
+- a store imports only the core and the store protocol: it never sees the
+  queue, the worker or the metrics.
 """
 
 # Runtime: tasks, supervisors and join sets.

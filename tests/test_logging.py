@@ -14,13 +14,8 @@ import trio
 import jobkit
 from jobkit import Event, EventKind, Job, JobState, JSONFormatter, MemoryStore
 from jobkit.core.job import Failure
-from jobkit.observe.logs import (
-    FIELDS,
-    error_summary,
-    first_line,
-    job_fields,
-    log_job_event,
-)
+from jobkit.observe.logs import FIELDS, first_line, job_fields, log_job_event
+from jobkit.runtime.tasks import error_summary
 
 TRACEBACK = "Traceback (most recent call last)"
 

@@ -24,7 +24,6 @@ from ..core.job import Event, EventKind, Job
 __all__ = [
     "FIELDS",
     "JSONFormatter",
-    "error_summary",
     "first_line",
     "job_fields",
     "log_job_event",
@@ -68,29 +67,6 @@ _STANDARD = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
     | {"message", "asctime", "taskName"}
 )
-
-
-def error_summary(exc: BaseException) -> str:
-    """Return the one-line ``Type: message`` summary of an exception.
-
-    This is what jobs store as ``last_error`` and what the ``error`` log
-    field holds; the full traceback goes to ``exc_info`` instead.
-
-    Example::
-
-        >>> from jobkit.observe.logs import error_summary
-        >>> error_summary(ValueError("bad address"))
-        'ValueError: bad address'
-        >>> error_summary(TimeoutError())
-        'TimeoutError'
-    """
-    message = str(exc).strip()
-    name = type(exc).__name__
-    if not message:
-        return name
-    # Keep the line a line: a multi-line message is cut, the traceback has it.
-    first = message.splitlines()[0]
-    return f"{name}: {first}" + (" ..." if "\n" in message else "")
 
 
 def job_fields(

@@ -25,7 +25,6 @@ import attrs
 import trio
 
 from .._duration import seconds
-from ..observe.logs import error_summary
 from .tasks import (
     CANCELLED,
     FAILED,
@@ -37,6 +36,7 @@ from .tasks import (
     check_name,
     check_spawnable,
     describe,
+    error_summary,
     explain_type_error,
     is_cancellation,
     log_unhandled,

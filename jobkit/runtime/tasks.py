@@ -17,8 +17,6 @@ from typing import Any, Generic, Protocol, TypeVar, cast
 import attrs
 import trio
 
-from ..observe.logs import error_summary
-
 __all__ = ["TaskCancelled", "TaskHandle", "TaskResult"]
 
 T = TypeVar("T")
@@ -38,6 +36,29 @@ _STATE_NAMES = {
     FAILED: "failed",
     CANCELLED: "cancelled",
 }
+
+
+def error_summary(exc: BaseException) -> str:
+    """Return the one-line ``Type: message`` summary of an exception.
+
+    This is what jobs store as ``last_error`` and what the ``error`` log
+    field holds; the full traceback goes to ``exc_info`` instead.
+
+    Example::
+
+        >>> from jobkit.runtime.tasks import error_summary
+        >>> error_summary(ValueError("bad address"))
+        'ValueError: bad address'
+        >>> error_summary(TimeoutError())
+        'TimeoutError'
+    """
+    message = str(exc).strip()
+    name = type(exc).__name__
+    if not message:
+        return name
+    # Keep the line a line: a multi-line message is cut, the traceback has it.
+    first = message.splitlines()[0]
+    return f"{name}: {first}" + (" ..." if "\n" in message else "")
 
 
 class TaskCancelled(Exception):
