@@ -12,7 +12,6 @@ import enum
 import json
 import math
 import operator
-from collections.abc import Mapping
 from typing import Any, TypeAlias
 
 import attrs
@@ -647,22 +646,3 @@ def claim_order(job: Job) -> tuple[int, float, int]:
     """
     return (-job.priority, job.run_at, job.id)
 
-
-def payload_dict(payload: Mapping[str, JSON] | None) -> dict[str, JSON]:
-    """Return a checked, private copy of a payload mapping.
-
-    Example::
-
-        >>> payload_dict({"n": 1})
-        {'n': 1}
-    """
-    if payload is None:
-        return {}
-    if not isinstance(payload, Mapping):
-        raise TypeError(
-            f"payload must be a mapping of keyword arguments, "
-            f"got {type(payload).__name__}"
-        )
-    copy = dict(payload)
-    check_json(copy)
-    return copy
