@@ -40,6 +40,8 @@ The rules, which ``tests/test_layers.py`` enforces on every import (lazy and
   queue, the worker or the metrics.
 """
 
+import warnings
+
 # Runtime: tasks, supervisors and join sets.
 from .runtime.joinset import JoinSet as JoinSet
 from .runtime.joinset import open_join_set as open_join_set
@@ -67,7 +69,7 @@ from .core.retry import RetryPolicy as RetryPolicy
 
 # The job queue.
 from .core.job import TERMINAL_STATES as TERMINAL_STATES
-from .core.job import Event as Event
+from .core.job import JobEvent as JobEvent
 from .core.job import EventKind as EventKind
 from .core.job import Job as Job
 from .core.job import JobState as JobState
@@ -109,6 +111,66 @@ from .observe.metrics import attempt_spans as attempt_spans
 from .observe.metrics import collect_metrics as collect_metrics
 
 
+__all__ = [
+    "JoinSet",
+    "open_join_set",
+    "Restart",
+    "Supervisor",
+    "SupervisorStatistics",
+    "open_supervisor",
+    "TaskCancelled",
+    "TaskHandle",
+    "TaskResult",
+    "Interval",
+    "MissedTickBehavior",
+    "interval",
+    "CancellationToken",
+    "cancel_on_signals",
+    "Backoff",
+    "Jitter",
+    "Permanent",
+    "RetryLater",
+    "RetryPolicy",
+    "TERMINAL_STATES",
+    "JobEvent",
+    "EventKind",
+    "Job",
+    "JobState",
+    "NewJob",
+    "TransitionError",
+    "MemoryStore",
+    "SQLiteStore",
+    "IncompatibleStore",
+    "JobNotFound",
+    "QueueCounts",
+    "Store",
+    "StoreBusy",
+    "StoreError",
+    "PreparedJob",
+    "Queue",
+    "Task",
+    "TaskOptions",
+    "Worker",
+    "WorkerStatistics",
+    "current_job",
+    "run_worker",
+    "Due",
+    "FireResult",
+    "Firing",
+    "Schedule",
+    "ScheduleStore",
+    "JSONFormatter",
+    "AttemptSpan",
+    "DepthSample",
+    "DepthSampler",
+    "Histogram",
+    "Metrics",
+    "MetricsSnapshot",
+    "attempt_spans",
+    "collect_metrics",
+]
+
+
 def _fix_module_names() -> None:
     # Tracebacks, reprs and docs should say ``jobkit.Name``, not the layer's module.
     for name, obj in globals().items():
@@ -119,3 +181,18 @@ def _fix_module_names() -> None:
 
 
 _fix_module_names()
+
+# Old names kept for one release; each use warns.
+_DEPRECATED = {"Event": ("JobEvent", JobEvent)}
+
+
+def __getattr__(name: str) -> object:
+    if name in _DEPRECATED:
+        new_name, obj = _DEPRECATED[name]
+        warnings.warn(
+            f"jobkit.{name} is deprecated, use jobkit.{new_name}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return obj
+    raise AttributeError(f"module 'jobkit' has no attribute {name!r}")

@@ -71,7 +71,7 @@ async def _durable_queue(folder: Path) -> None:
     # A new process would do exactly this: open the same file and work.
     worker_side = _build_queue(path)
     seconds = await _drain(worker_side, concurrency=8)
-    stats = await worker_side.stats()
+    stats = await worker_side.counts()
     print(
         f"a fresh worker ran them in {seconds:.2f} s: "
         f"{stats.total(jobkit.JobState.SUCCEEDED)} succeeded, "

@@ -164,10 +164,10 @@ def throughput(
 
         >>> import matplotlib; matplotlib.use("Agg")
         >>> from jobkit.charts import throughput
-        >>> from jobkit import Event, EventKind
-        >>> events = [Event(1, EventKind.SUCCEEDED, 0.5, 1),
-        ...           Event(2, EventKind.RETRIED, 1.5, 1, "boom"),
-        ...           Event(2, EventKind.SUCCEEDED, 1.7, 2)]
+        >>> from jobkit import JobEvent, EventKind
+        >>> events = [JobEvent(1, EventKind.SUCCEEDED, 0.5, 1),
+        ...           JobEvent(2, EventKind.RETRIED, 1.5, 1, "boom"),
+        ...           JobEvent(2, EventKind.SUCCEEDED, 1.7, 2)]
         >>> ax = throughput(events, bucket=1.0, start=0.0)
         >>> [float(bar.get_height()) for bar in ax.containers[0]]
         [1.0, 1.0]

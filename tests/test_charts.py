@@ -21,9 +21,9 @@ import jobkit.charts as charts
 from jobkit import (
     Backoff,
     DepthSample,
-    Event,
     EventKind,
     Job,
+    JobEvent,
     JobState,
     MemoryStore,
     NewJob,
@@ -105,12 +105,12 @@ async def test_queue_depth_accepts_a_sampler(autojump_clock: Any) -> None:
 def test_throughput_counts_finished_attempts_per_window() -> None:
     """Bars are finished attempts per second; the line is the success rate."""
     events = [
-        (1, Event(1, EventKind.STARTED, 0.0, 1)),
-        (2, Event(1, EventKind.SUCCEEDED, 1.0, 1)),
-        (3, Event(2, EventKind.RETRIED, 3.0, 1, "E")),
-        (4, Event(3, EventKind.DEAD, 3.5, 1, "E")),
-        (5, Event(2, EventKind.SUCCEEDED, 5.0, 2)),
-        (6, Event(4, EventKind.EXPIRED, 5.5, 1, "E")),
+        (1, JobEvent(1, EventKind.STARTED, 0.0, 1)),
+        (2, JobEvent(1, EventKind.SUCCEEDED, 1.0, 1)),
+        (3, JobEvent(2, EventKind.RETRIED, 3.0, 1, "E")),
+        (4, JobEvent(3, EventKind.DEAD, 3.5, 1, "E")),
+        (5, JobEvent(2, EventKind.SUCCEEDED, 5.0, 2)),
+        (6, JobEvent(4, EventKind.EXPIRED, 5.5, 1, "E")),
     ]
     _fig, ax = plt.subplots()
     assert charts.throughput(events, ax, bucket=2.0, start=0.0) is ax
@@ -124,7 +124,7 @@ def test_throughput_counts_finished_attempts_per_window() -> None:
 
 def test_throughput_picks_a_round_window_and_refuses_bad_ones() -> None:
     """Without a bucket about 30 round windows cover the span; <= 0 is refused."""
-    events = [Event(i, EventKind.SUCCEEDED, float(i), 1) for i in range(300)]
+    events = [JobEvent(i, EventKind.SUCCEEDED, float(i), 1) for i in range(300)]
     ax = charts.throughput(events)
     assert len(ax.containers[0]) == 30
     assert ax.containers[0][0].get_width() == 10.0

@@ -12,7 +12,7 @@ import pytest
 import trio
 
 import jobkit
-from jobkit import Event, EventKind, Job, JobState, JSONFormatter, MemoryStore
+from jobkit import EventKind, Job, JobEvent, JobState, JSONFormatter, MemoryStore
 from jobkit.core.job import Failure
 from jobkit.observe.logs import FIELDS, first_line, job_fields, log_job_event
 from jobkit.runtime.tasks import error_summary
@@ -141,7 +141,7 @@ def test_every_event_kind_logs_its_fields(
     json_lines: io.StringIO, kind: EventKind, state: JobState, level: str
 ) -> None:
     """Each kind of event logs one line with every structured field."""
-    log_job_event(Event(7, kind, 10.0, 2), make_job(state), duration=1.25)
+    log_job_event(JobEvent(7, kind, 10.0, 2), make_job(state), duration=1.25)
     [line] = parse(json_lines)
     assert line["level"] == level
     assert set(FIELDS) <= line.keys()
@@ -157,7 +157,7 @@ def test_a_failure_line_carries_the_traceback_once(json_lines: io.StringIO) -> N
     """The stored error's traceback is not repeated; the exception's is attached."""
     error = raised(RuntimeError("smtp down"))
     stored = "RuntimeError: smtp down\n\n" + TRACEBACK + ":\n  ...\nRuntimeError"
-    event = Event(7, EventKind.RETRIED, 10.0, 2, stored)
+    event = JobEvent(7, EventKind.RETRIED, 10.0, 2, stored)
     log_job_event(event, make_job(JobState.QUEUED), duration=0.5, exc=error)
     text = json_lines.getvalue()
     [line] = parse(json_lines)
@@ -173,7 +173,7 @@ def test_a_failure_line_carries_the_traceback_once(json_lines: io.StringIO) -> N
 def test_disabled_levels_cost_nothing(caplog: pytest.LogCaptureFixture) -> None:
     """Nothing is formatted when the logger would drop the record."""
     caplog.set_level(logging.ERROR, logger="jobkit")
-    log_job_event(Event(7, EventKind.STARTED, 1.0, 1), make_job())
+    log_job_event(JobEvent(7, EventKind.STARTED, 1.0, 1), make_job())
     assert caplog.records == []
 
 
@@ -183,7 +183,7 @@ def test_summaries_stay_on_one_line() -> None:
     assert error_summary(KeyError()) == "KeyError"
     assert first_line(None) is None
     assert first_line("") == ""
-    fields = job_fields(Event(1, EventKind.DEAD, 0.0, 1, "E: x\n\ntb"), make_job())
+    fields = job_fields(JobEvent(1, EventKind.DEAD, 0.0, 1, "E: x\n\ntb"), make_job())
     assert fields["error"] == "E: x"
 
 

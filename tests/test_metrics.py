@@ -16,9 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 import jobkit
 from jobkit import (
     DepthSampler,
-    Event,
     EventKind,
     Histogram,
+    JobEvent,
     JobState,
     MemoryStore,
     Metrics,
@@ -159,7 +159,7 @@ async def test_repeated_collection_reads_only_new_events() -> None:
     seen: list[int] = []
     original = store.events
 
-    async def spying_events(**kwargs: Any) -> list[tuple[int, Event]]:
+    async def spying_events(**kwargs: Any) -> list[tuple[int, JobEvent]]:
         seen.append(kwargs["after"])
         return await original(**kwargs)
 
@@ -356,7 +356,7 @@ def test_counter_identities_hold_for_any_history(ops: list[tuple[str, int]]) -> 
 def test_events_already_folded_are_ignored() -> None:
     """observe() skips sequences it has seen, so overlapping reads count once."""
     metrics = Metrics()
-    event = Event(1, EventKind.ENQUEUED, 0.0, 0)
+    event = JobEvent(1, EventKind.ENQUEUED, 0.0, 0)
     metrics.observe(1, event, task="t", queue="q")
     metrics.observe(1, event, task="t", queue="q")
     assert metrics.snapshot().total("enqueued") == 1
@@ -365,9 +365,9 @@ def test_events_already_folded_are_ignored() -> None:
 def test_a_dead_lease_expiry_counts_as_expired_and_dead() -> None:
     """A crashed last attempt is dead and expired, and has no duration."""
     metrics = Metrics()
-    metrics.observe(1, Event(1, EventKind.STARTED, 0.0, 1), task="t", queue="q")
+    metrics.observe(1, JobEvent(1, EventKind.STARTED, 0.0, 1), task="t", queue="q")
     metrics.observe(
-        2, Event(1, EventKind.DEAD, 45.0, 1, EXPIRED_ERROR), task="t", queue="q"
+        2, JobEvent(1, EventKind.DEAD, 45.0, 1, EXPIRED_ERROR), task="t", queue="q"
     )
     snap = metrics.snapshot()
     assert (snap.total("dead"), snap.total("expired"), snap.total("failed")) == (
@@ -549,7 +549,7 @@ def test_prometheus_label_values_are_escaped() -> None:
     """Quotes, backslashes and newlines in names survive a parse round trip."""
     metrics = Metrics()
     name = 'say "hi"\\ \nnow'
-    metrics.observe(1, Event(1, EventKind.ENQUEUED, 0.0, 0), task=name, queue="q")
+    metrics.observe(1, JobEvent(1, EventKind.ENQUEUED, 0.0, 0), task=name, queue="q")
     text = metrics.snapshot().to_prometheus()
     strict_check(text)
     [sample] = [
@@ -576,11 +576,11 @@ def test_attempt_spans_pair_events_and_keep_open_attempts() -> None:
     """Spans close on the event that ends the same attempt; others stay open."""
     spans = attempt_spans(
         [
-            (1, Event(1, EventKind.STARTED, 0.0, 1)),
-            (2, Event(2, EventKind.STARTED, 1.0, 1)),
-            (3, Event(1, EventKind.SUCCEEDED, 4.0, 1)),
-            (4, Event(2, EventKind.RELEASED, 5.0, 1)),
-            (5, Event(2, EventKind.STARTED, 6.0, 1)),
+            (1, JobEvent(1, EventKind.STARTED, 0.0, 1)),
+            (2, JobEvent(2, EventKind.STARTED, 1.0, 1)),
+            (3, JobEvent(1, EventKind.SUCCEEDED, 4.0, 1)),
+            (4, JobEvent(2, EventKind.RELEASED, 5.0, 1)),
+            (5, JobEvent(2, EventKind.STARTED, 6.0, 1)),
         ]
     )
     assert [(s.job_id, s.start, s.end, s.outcome) for s in spans] == [

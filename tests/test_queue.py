@@ -284,7 +284,7 @@ async def test_dead_letters_are_listed_requeued_and_discarded() -> None:
     )
     assert (await queue.discard(ids[1])).state is JobState.CANCELLED
     assert [j.id for j in await queue.dead()] == [ids[2]]
-    stats = await queue.stats()
+    stats = await queue.counts()
     assert (stats.get("default", JobState.QUEUED), stats.total(JobState.DEAD)) == (1, 1)
     kinds = [e.kind for _, e in await queue.events(job_id=ids[0])]
     assert kinds[-1] is jobkit.EventKind.REQUEUED

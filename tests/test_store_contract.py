@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from jobkit import (
-    Event,
     EventKind,
     Job,
+    JobEvent,
     JobNotFound,
     JobState,
     MemoryStore,
@@ -296,7 +296,7 @@ async def test_release_gives_the_attempt_back(store: Store) -> None:
         None,
     )
     (_, event) = (await store.events(job_id=job_id))[-1]
-    assert event == Event(job_id, EventKind.RELEASED, 4.0, 1)
+    assert event == JobEvent(job_id, EventKind.RELEASED, 4.0, 1)
     assert (await claim_one(store, now=4.0)).attempts == 1
 
 
@@ -371,7 +371,7 @@ async def test_reap_recovers_expired_leases_only(store: Store) -> None:
     assert await store.get(job_id) == job
     assert await store.reap(now=99.0) == []
     (_, event) = (await store.events(job_id=job_id))[-1]
-    assert event == Event(job_id, EventKind.EXPIRED, 10.5, 1, EXPIRED_ERROR)
+    assert event == JobEvent(job_id, EventKind.EXPIRED, 10.5, 1, EXPIRED_ERROR)
 
 
 async def test_reap_makes_an_exhausted_job_dead(store: Store) -> None:
@@ -385,7 +385,7 @@ async def test_reap_makes_an_exhausted_job_dead(store: Store) -> None:
         EXPIRED_ERROR,
     )
     (_, event) = (await store.events(job_id=job_id))[-1]
-    assert event == Event(job_id, EventKind.DEAD, 5.0, 1, EXPIRED_ERROR)
+    assert event == JobEvent(job_id, EventKind.DEAD, 5.0, 1, EXPIRED_ERROR)
 
 
 async def test_reap_returns_jobs_by_id(store: Store) -> None:
@@ -524,7 +524,7 @@ async def test_requeue_a_dead_job_resets_attempts(store: Store) -> None:
         "boom",
     )
     (_, event) = (await store.events(job_id=job_id))[-1]
-    assert event == Event(job_id, EventKind.REQUEUED, 6.0, 0)
+    assert event == JobEvent(job_id, EventKind.REQUEUED, 6.0, 0)
     assert (await claim_one(store, now=6.0)).attempts == 1
 
 
@@ -534,7 +534,7 @@ async def test_discard_a_dead_job(store: Store) -> None:
     job = await store.discard(job_id, now=3.0)
     assert job.state is JobState.CANCELLED
     (_, event) = (await store.events(job_id=job_id))[-1]
-    assert event == Event(job_id, EventKind.DISCARDED, 3.0, 1)
+    assert event == JobEvent(job_id, EventKind.DISCARDED, 3.0, 1)
 
 
 @pytest.mark.parametrize(
@@ -591,17 +591,17 @@ async def test_every_transition_is_recorded_in_order(store: Store) -> None:
     await store.cancel(job_id, now=14.0)
     events = await store.events(job_id=job_id)
     assert [e for _, e in events] == [
-        Event(job_id, EventKind.ENQUEUED, 1.0, 0),
-        Event(job_id, EventKind.STARTED, 2.0, 1),
-        Event(job_id, EventKind.RETRIED, 3.0, 1, "e1"),
-        Event(job_id, EventKind.STARTED, 4.0, 2),
-        Event(job_id, EventKind.EXPIRED, 10.0, 2, EXPIRED_ERROR),
-        Event(job_id, EventKind.STARTED, 10.0, 3),
-        Event(job_id, EventKind.DEAD, 11.0, 3, "e3"),
-        Event(job_id, EventKind.REQUEUED, 12.0, 0),
-        Event(job_id, EventKind.STARTED, 12.0, 1),
-        Event(job_id, EventKind.RELEASED, 13.0, 1),
-        Event(job_id, EventKind.CANCELLED, 14.0, 0),
+        JobEvent(job_id, EventKind.ENQUEUED, 1.0, 0),
+        JobEvent(job_id, EventKind.STARTED, 2.0, 1),
+        JobEvent(job_id, EventKind.RETRIED, 3.0, 1, "e1"),
+        JobEvent(job_id, EventKind.STARTED, 4.0, 2),
+        JobEvent(job_id, EventKind.EXPIRED, 10.0, 2, EXPIRED_ERROR),
+        JobEvent(job_id, EventKind.STARTED, 10.0, 3),
+        JobEvent(job_id, EventKind.DEAD, 11.0, 3, "e3"),
+        JobEvent(job_id, EventKind.REQUEUED, 12.0, 0),
+        JobEvent(job_id, EventKind.STARTED, 12.0, 1),
+        JobEvent(job_id, EventKind.RELEASED, 13.0, 1),
+        JobEvent(job_id, EventKind.CANCELLED, 14.0, 0),
     ]
     seqs = [seq for seq, _ in events]
     assert seqs == sorted(set(seqs))
@@ -613,7 +613,7 @@ async def test_success_event(store: Store) -> None:
     await claim_one(store, now=1.0)
     await store.settle([Success(job_id, 1, 5)], now=2.0)
     (_, event) = (await store.events(job_id=job_id))[-1]
-    assert event == Event(job_id, EventKind.SUCCEEDED, 2.0, 1)
+    assert event == JobEvent(job_id, EventKind.SUCCEEDED, 2.0, 1)
 
 
 async def test_events_can_be_followed_by_sequence(store: Store) -> None:

@@ -33,9 +33,9 @@ from hypothesis.stateful import (
 )
 
 from jobkit import (
-    Event,
     EventKind,
     Job,
+    JobEvent,
     JobNotFound,
     JobState,
     MemoryStore,
@@ -55,7 +55,7 @@ class Model:
 
     def __init__(self) -> None:
         self.jobs: dict[int, Job] = {}
-        self.events: list[Event] = []
+        self.events: list[JobEvent] = []
         self.next_id = 1
         self.purged: set[int] = set()
         # Why each DEAD job died: "exhausted" or "permanent".
@@ -63,7 +63,7 @@ class Model:
 
     def _set(self, job: Job, kind: EventKind, attempt: int, error: Any = None) -> None:
         self.jobs[job.id] = job
-        self.events.append(Event(job.id, kind, job.updated_at, attempt, error))
+        self.events.append(JobEvent(job.id, kind, job.updated_at, attempt, error))
 
     def _holder(self, key: str | None) -> int | None:
         for job in self.jobs.values():
@@ -444,7 +444,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     @invariant()
     def each_job_keeps_its_events_in_order(self) -> None:
-        by_job: dict[int, list[Event]] = {}
+        by_job: dict[int, list[JobEvent]] = {}
         for event in self.model.events:
             if event.job_id in self.model.jobs:
                 by_job.setdefault(event.job_id, []).append(event)

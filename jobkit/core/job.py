@@ -121,12 +121,14 @@ class Job:
 
 
 @attrs.frozen
-class Event:
+class JobEvent:
     """A record of one transition of one job.
+
+    Named apart from :class:`trio.Event`, which jobkit's users hold too.
 
     Example::
 
-        >>> event = Event(job_id=1, kind=EventKind.ENQUEUED, at=0.0, attempt=0)
+        >>> event = JobEvent(job_id=1, kind=EventKind.ENQUEUED, at=0.0, attempt=0)
         >>> event.kind.value, event.error
         ('enqueued', None)
     """
@@ -136,6 +138,10 @@ class Event:
     at: float
     attempt: int
     error: str | None = None
+
+
+# The short name the layers inside the package use; users see JobEvent.
+Event = JobEvent
 
 
 @attrs.frozen
@@ -645,4 +651,3 @@ def claim_order(job: Job) -> tuple[int, float, int]:
         [2, 1]
     """
     return (-job.priority, job.run_at, job.id)
-

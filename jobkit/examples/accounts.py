@@ -17,7 +17,7 @@ import sqlite3
 
 import attrs
 
-__all__ = ["Accounts", "EmailTaken", "OutboxEntry", "User"]
+__all__ = ["Accounts", "EmailTaken", "OutboxEntry", "User", "check_email"]
 
 _SCHEMA = (
     """

@@ -9,7 +9,7 @@ seconds at full precision. :func:`read_steps` turns them into :class:`Step`
 records.
 
 What happened to each job comes from the job store itself: every
-transition is recorded there as an :class:`~jobkit.Event`, whatever path
+transition is recorded there as an :class:`~jobkit.JobEvent`, whatever path
 caused it, and :func:`job_steps` turns those into steps named
 ``job_started``, ``job_succeeded``, ``job_released``, and so on.
 :func:`load_timeline` reads both and merges them; :func:`since_shutdown`
@@ -30,7 +30,7 @@ import attrs
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from jobkit import Event
+    from jobkit import JobEvent
 
 __all__ = [
     "Step",
@@ -121,15 +121,15 @@ def read_steps(lines: Iterable[str]) -> list[Step]:
     return steps
 
 
-def job_steps(events: Iterable[tuple[int, Event]]) -> list[Step]:
+def job_steps(events: Iterable[tuple[int, JobEvent]]) -> list[Step]:
     """Return a step per job event (``(sequence, event)`` pairs from a store).
 
     Example::
 
-        >>> from jobkit import Event, EventKind
+        >>> from jobkit import EventKind, JobEvent
         >>> from jobkit.examples.timeline import job_steps
         >>> [(s.name, s.at, s.fields["job_id"]) for s in job_steps(
-        ...     [(1, Event(7, EventKind.STARTED, 3.0, 1))])]
+        ...     [(1, JobEvent(7, EventKind.STARTED, 3.0, 1))])]
         [('job_started', 3.0, 7)]
     """
     return [
@@ -170,7 +170,7 @@ def load_timeline(
     with open(log, encoding="utf-8") as file:
         steps = read_steps(file)
 
-    async def events() -> list[tuple[int, Event]]:
+    async def events() -> list[tuple[int, JobEvent]]:
         async with SQLiteStore(db) as store:
             return await store.events()
 

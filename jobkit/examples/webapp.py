@@ -83,6 +83,8 @@ __all__ = [
     "WorkerCrash",
     "configure_logging",
     "main",
+    "settings_from_args",
+    "step",
 ]
 
 log = logging.getLogger("jobkit.examples.webapp")
@@ -512,7 +514,7 @@ class WebApp:
     async def _health(self, request: Request) -> Response:
         # Liveness: 200 whenever the server answers. The body says how the
         # background side is doing, for a person or a readiness check.
-        counts = await self.queue.stats()
+        counts = await self.queue.counts()
         worker = self._worker
         return JSONResponse(
             {
@@ -642,7 +644,7 @@ class WebApp:
                 before=time.time() - self.settings.outbox_retention
             )
             purged = await self.queue.purge(self.settings.job_retention)
-            counts = await self.queue.stats()
+            counts = await self.queue.counts()
             step(
                 "cleanup_tick",
                 "clean-up removed %d outbox entries and %d finished jobs; "

@@ -78,12 +78,12 @@ def job_fields(
 
     Example::
 
-        >>> from jobkit import Event, EventKind, Job, JobState
+        >>> from jobkit import JobEvent, EventKind, Job, JobState
         >>> from jobkit.observe.logs import job_fields
         >>> job = Job(id=3, task="email", queue="mail", payload={},
         ...           state=JobState.RUNNING, attempts=1, max_attempts=5,
         ...           priority=0, run_at=0.0, created_at=0.0, updated_at=0.0)
-        >>> job_fields(Event(3, EventKind.STARTED, 1.0, 1), job)
+        >>> job_fields(JobEvent(3, EventKind.STARTED, 1.0, 1), job)
         ... # doctest: +NORMALIZE_WHITESPACE
         {'job_id': 3, 'task': 'email', 'queue': 'mail', 'attempt': 1,
          'max_attempts': 5, 'state': 'running', 'event': 'started',
@@ -181,7 +181,7 @@ def log_job_event(
     Example::
 
         >>> import logging, sys
-        >>> from jobkit import Event, EventKind, Job, JobState
+        >>> from jobkit import JobEvent, EventKind, Job, JobState
         >>> from jobkit.observe.logs import log_job_event
         >>> handler = logging.StreamHandler(sys.stdout)
         >>> handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
@@ -191,7 +191,7 @@ def log_job_event(
         >>> job = Job(id=3, task="email", queue="mail", payload={},
         ...           state=JobState.SUCCEEDED, attempts=1, max_attempts=5,
         ...           priority=0, run_at=0.0, created_at=0.0, updated_at=2.5)
-        >>> log_job_event(Event(3, EventKind.SUCCEEDED, 2.5, 1), job,
+        >>> log_job_event(JobEvent(3, EventKind.SUCCEEDED, 2.5, 1), job,
         ...               duration=1.5, log=log)
         INFO job 3 (email on mail) succeeded on attempt 1/5 after 1.500s
     """

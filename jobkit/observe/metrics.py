@@ -598,11 +598,11 @@ def attempt_spans(events: Iterable[Event | tuple[int, Event]]) -> list[AttemptSp
 
     Example::
 
-        >>> from jobkit import Event, EventKind, attempt_spans
+        >>> from jobkit import JobEvent, EventKind, attempt_spans
         >>> spans = attempt_spans([
-        ...     Event(1, EventKind.STARTED, 0.0, 1),
-        ...     Event(1, EventKind.RETRIED, 2.0, 1, "boom"),
-        ...     Event(1, EventKind.STARTED, 5.0, 2),
+        ...     JobEvent(1, EventKind.STARTED, 0.0, 1),
+        ...     JobEvent(1, EventKind.RETRIED, 2.0, 1, "boom"),
+        ...     JobEvent(1, EventKind.STARTED, 5.0, 2),
         ... ])
         >>> [(s.attempt, s.duration, s.error) for s in spans]
         [(1, 2.0, 'boom'), (2, None, None)]
@@ -636,11 +636,11 @@ class Metrics:
 
     Example::
 
-        >>> from jobkit import Event, EventKind, Metrics
+        >>> from jobkit import JobEvent, EventKind, Metrics
         >>> m = Metrics()
-        >>> m.observe(1, Event(7, EventKind.ENQUEUED, 0.0, 0), task="t", queue="q")
-        >>> m.observe(2, Event(7, EventKind.STARTED, 1.0, 1), task="t", queue="q")
-        >>> m.observe(3, Event(7, EventKind.SUCCEEDED, 3.0, 1), task="t", queue="q")
+        >>> m.observe(1, JobEvent(7, EventKind.ENQUEUED, 0.0, 0), task="t", queue="q")
+        >>> m.observe(2, JobEvent(7, EventKind.STARTED, 1.0, 1), task="t", queue="q")
+        >>> m.observe(3, JobEvent(7, EventKind.SUCCEEDED, 3.0, 1), task="t", queue="q")
         >>> snap = m.snapshot()
         >>> snap.total("succeeded"), snap.duration("t").sum, snap.seq
         (1, 2.0, 3)

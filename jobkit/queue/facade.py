@@ -14,6 +14,7 @@ import inspect
 import logging
 import math
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta, tzinfo
 from types import MappingProxyType
@@ -1088,7 +1089,7 @@ class Queue:
         )
         return deleted
 
-    async def stats(self) -> QueueCounts:
+    async def counts(self) -> QueueCounts:
         """Return how many jobs each queue holds in each state.
 
         Example::
@@ -1099,11 +1100,31 @@ class Queue:
             ... async def noop() -> None: ...
             >>> async def main():
             ...     await noop.enqueue()
-            ...     return (await queue.stats()).get("default", jobkit.JobState.QUEUED)
+            ...     return (await queue.counts()).get("default", jobkit.JobState.QUEUED)
             >>> trio.run(main)
             1
         """
         return await self.store.counts()
+
+    async def stats(self) -> QueueCounts:
+        """Return :meth:`counts`; deprecated, and removed in the next release.
+
+        Example::
+
+            >>> import trio, warnings, jobkit
+            >>> queue = jobkit.Queue(jobkit.MemoryStore())
+            >>> with warnings.catch_warnings(record=True) as caught:
+            ...     warnings.simplefilter("always")
+            ...     _ = trio.run(queue.stats)
+            >>> str(caught[0].message)
+            'Queue.stats() is deprecated, use Queue.counts()'
+        """
+        warnings.warn(
+            "Queue.stats() is deprecated, use Queue.counts()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return await self.counts()
 
     async def metrics(self) -> MetricsSnapshot:
         """Return this queue's counters, durations and depth, read from its event log.

@@ -57,6 +57,39 @@ from ._workload import Poisson as Poisson
 from ._workload import Steady as Steady
 from ._workload import Workload as Workload
 
+__all__ = [
+    "Attempt",
+    "Crash",
+    "Dependency",
+    "DependencyOverloaded",
+    "Fault",
+    "FaultPlan",
+    "Hang",
+    "Latency",
+    "PermanentErrors",
+    "SimulatedError",
+    "SimulatedStoreError",
+    "StoreErrors",
+    "StoreOperation",
+    "TransientErrors",
+    "Progress",
+    "KeyedRandom",
+    "Simulation",
+    "AttemptSpan",
+    "Call",
+    "DepthPoint",
+    "Kind",
+    "Summary",
+    "Trace",
+    "TraceEvent",
+    "Wait",
+    "Burst",
+    "Mix",
+    "Poisson",
+    "Steady",
+    "Workload",
+]
+
 
 def _fix_module_names() -> None:
     # Reprs and tracebacks should say ``jobkit.sim.Name``.

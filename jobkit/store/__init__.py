@@ -16,10 +16,10 @@ Example::
 
 from __future__ import annotations
 
-from ..core.job import Event as Event
 from ..core.job import EventKind as EventKind
 from ..core.job import Failure as Failure
 from ..core.job import Job as Job
+from ..core.job import JobEvent as JobEvent
 from ..core.job import JobState as JobState
 from ..core.job import NewJob as NewJob
 from ..core.job import Outcome as Outcome
@@ -44,13 +44,13 @@ from .protocol import check_time as check_time
 from .sqlite.store import SQLiteStore as SQLiteStore
 
 __all__ = [
-    "Event",
     "EventKind",
     "Failure",
     "FireResult",
     "Firing",
     "IncompatibleStore",
     "Job",
+    "JobEvent",
     "JobNotFound",
     "JobState",
     "MemoryStore",

@@ -66,7 +66,7 @@ async def enqueue(db: str, count: int, seconds: float) -> None:
 
 async def until_done(queue: jobkit.Queue, token: jobkit.CancellationToken) -> None:
     while True:
-        counts = await queue.stats()
+        counts = await queue.counts()
         active = counts.total(jobkit.JobState.QUEUED) + counts.total(
             jobkit.JobState.RUNNING
         )
