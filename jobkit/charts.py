@@ -47,6 +47,7 @@ __all__ = [
     "attempts_per_job",
     "backoff_delays",
     "durations",
+    "job_timeline",
     "queue_depth",
     "throughput",
 ]
@@ -371,6 +372,15 @@ def attempts_per_job(
     return ax
 
 
+def _reachable(backoff: Backoff, attempt: int) -> float:
+    if backoff.base == 0:
+        return 0.0
+    # Compare exponents, not powers: 3**attempt overflows a float early.
+    if attempt >= math.log(backoff.cap / backoff.base, 3):
+        return backoff.cap
+    return min(backoff.cap, backoff.base * 3.0**attempt)
+
+
 def backoff_delays(
     policy: Backoff | RetryPolicy,
     ax: Axes | None = None,
@@ -382,8 +392,10 @@ def backoff_delays(
     """Plot the delays a policy waits after each failed attempt.
 
     The black line is the un-jittered value; with jitter, the shaded band is
-    the interval each delay is drawn from (for decorrelated jitter, the
-    widest one, from ``base`` to ``cap``) and the dots are ``runs`` sampled
+    the interval each delay is drawn from (for decorrelated jitter, whose
+    interval depends on the previous wait, every value a wait can reach by
+    that attempt: ``base`` to ``min(cap, base * 3**n)``) and the dots are
+    ``runs`` sampled
     sequences from seeded generators, each fed its previous delay as a job
     that keeps failing would be. ``attempts`` defaults to the retry policy's
     ``max_attempts - 1`` (the waits a job can see), or 10.
@@ -420,8 +432,11 @@ def backoff_delays(
     )
     if backoff.jitter is not None:
         if backoff.jitter == "decorrelated":
+            # Each wait is drawn from [base, 3 * previous wait], so after n
+            # failures it can have grown to at most base * 3**n: the band is
+            # every value reachable by then, not one draw's interval.
             lows = [backoff.base] * count
-            highs = [backoff.cap] * count
+            highs = [_reachable(backoff, n) for n in xs]
         else:
             lows = [backoff.bounds(n)[0] for n in xs]
             highs = [backoff.bounds(n)[1] for n in xs]
@@ -451,4 +466,83 @@ def backoff_delays(
     ax.set_xticks(xs)
     ax.set_ylim(bottom=0)
     ax.legend(loc="upper left")
+    return ax
+
+
+_OUTCOMES: dict[_job.EventKind | None, tuple[str, str]] = {
+    _job.EventKind.SUCCEEDED: ("tab:green", "attempt succeeded"),
+    _job.EventKind.RETRIED: ("tab:orange", "attempt failed, retried later"),
+    _job.EventKind.DEAD: ("tab:red", "attempt failed, job dead"),
+    _job.EventKind.EXPIRED: ("tab:purple", "worker died, lease expired"),
+    _job.EventKind.RELEASED: ("tab:gray", "released at shutdown"),
+    None: ("tab:blue", "still running"),
+}
+
+
+def job_timeline(
+    events: Iterable[Event | tuple[int, Event]],
+    ax: Axes | None = None,
+    *,
+    jobs: Sequence[Job] | None = None,
+    until: float | None = None,
+) -> Axes:
+    """Draw each job's life as a row: a thin line while it waits, a bar per attempt.
+
+    Bars are coloured by how the attempt ended (succeeded, retried, dead,
+    lease expired, released) and labelled with the attempt's number; a tick
+    marks the enqueue. ``jobs`` (from ``queue.list()``) names the rows by
+    task; without it rows are named by job id. An attempt still running is
+    drawn up to ``until`` (default: the last event).
+
+    Example::
+
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> from jobkit import Event, EventKind
+        >>> from jobkit.charts import job_timeline
+        >>> ax = job_timeline([
+        ...     Event(1, EventKind.ENQUEUED, 0.0, 0),
+        ...     Event(1, EventKind.STARTED, 0.0, 1),
+        ...     Event(1, EventKind.RETRIED, 2.0, 1, "boom"),
+        ...     Event(1, EventKind.STARTED, 5.0, 2),
+        ...     Event(1, EventKind.SUCCEEDED, 6.0, 2),
+        ... ])
+        >>> [t.get_text() for t in ax.get_yticklabels()]
+        ['job 1']
+    """
+    from ._metrics import attempt_spans
+
+    pairs = [e if isinstance(e, _job.Event) else e[1] for e in events]
+    spans = attempt_spans(pairs)
+    created = {e.job_id: e.at for e in pairs if e.kind is _job.EventKind.ENQUEUED}
+    end = until if until is not None else max((e.at for e in pairs), default=0.0)
+    names = {j.id: f"job {j.id}: {j.task}" for j in jobs or ()}
+    ids = [j.id for j in jobs] if jobs is not None else sorted(created)
+    ax = _axes(ax)
+    seen: set[_job.EventKind | None] = set()
+    for row, job_id in enumerate(ids):
+        mine = [s for s in spans if s.job_id == job_id]
+        start = created.get(job_id, min((s.start for s in mine), default=0.0))
+        last = max((end if s.end is None else s.end for s in mine), default=end)
+        ax.hlines(row, start, last, color="gray", linewidth=1, zorder=0)
+        ax.plot(start, row, marker="|", color="black", markersize=12)
+        for s in mine:
+            color, label = _OUTCOMES[s.outcome]
+            stop = end if s.end is None else s.end
+            ax.barh(
+                row,
+                max(stop - s.start, 0.25),
+                left=s.start,
+                height=0.5,
+                color=color,
+                edgecolor="black",
+                linewidth=0.5,
+                label=None if s.outcome in seen else label,
+            )
+            seen.add(s.outcome)
+            ax.text(s.start + 0.15, row - 0.32, f"#{s.attempt}", fontsize=7)
+    ax.set_yticks(range(len(ids)), [names.get(i, f"job {i}") for i in ids])
+    ax.invert_yaxis()
+    ax.set_xlabel("time (s)")
+    if seen:
+        ax.legend(loc="lower right", fontsize=8)
     return ax

@@ -243,3 +243,15 @@ def test_backoff_delays_of_a_retry_policy_shows_its_waits() -> None:
         charts.backoff_delays(3.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="attempts must be a positive integer"):
         charts.backoff_delays(policy, attempts=0)
+
+
+def test_decorrelated_band_is_what_each_wait_can_reach() -> None:
+    """Attempt 1 draws from [base, 3 base]; the band widens by 3x up to the cap."""
+    backoff = Backoff.exponential(1, 60, jitter="decorrelated")
+    ax = charts.backoff_delays(backoff, attempts=6, runs=20, seed=7)
+    band = ax.collections[0].get_paths()[0].vertices
+    tops = {round(float(x)): float(y) for x, y in band if y > 1.0}
+    assert [tops[n] for n in range(1, 7)] == [3.0, 9.0, 27.0, 60.0, 60.0, 60.0]
+    for run in ax.get_lines()[1:]:
+        for n, delay in zip(range(1, 7), run.get_ydata(), strict=True):
+            assert 1.0 <= delay <= tops[n]
