@@ -372,15 +372,6 @@ def attempts_per_job(
     return ax
 
 
-def _reachable(backoff: Backoff, attempt: int) -> float:
-    if backoff.base == 0:
-        return 0.0
-    # Compare exponents, not powers: 3**attempt overflows a float early.
-    if attempt >= math.log(backoff.cap / backoff.base, 3):
-        return backoff.cap
-    return min(backoff.cap, backoff.base * 3.0**attempt)
-
-
 def backoff_delays(
     policy: Backoff | RetryPolicy,
     ax: Axes | None = None,
@@ -431,15 +422,10 @@ def backoff_delays(
         label="no jitter",
     )
     if backoff.jitter is not None:
-        if backoff.jitter == "decorrelated":
-            # Each wait is drawn from [base, 3 * previous wait], so after n
-            # failures it can have grown to at most base * 3**n: the band is
-            # every value reachable by then, not one draw's interval.
-            lows = [backoff.base] * count
-            highs = [_reachable(backoff, n) for n in xs]
-        else:
-            lows = [backoff.bounds(n)[0] for n in xs]
-            highs = [backoff.bounds(n)[1] for n in xs]
+        # For decorrelated jitter, every value a wait can have reached by
+        # then, not one draw's interval (which depends on the previous wait).
+        lows = [lo for lo, _ in backoff.envelope(count)]
+        highs = [hi for _, hi in backoff.envelope(count)]
         ax.fill_between(
             xs,
             lows,
