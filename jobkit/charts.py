@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from . import _job, _metrics, _retry
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
 
     from matplotlib.axes import Axes
 
@@ -46,9 +46,12 @@ if TYPE_CHECKING:
 __all__ = [
     "attempts_per_job",
     "backoff_delays",
+    "concurrency",
+    "counter_rates",
     "durations",
     "job_timeline",
     "queue_depth",
+    "slot_runs",
     "throughput",
 ]
 
@@ -531,4 +534,153 @@ def job_timeline(
     ax.set_xlabel("time (s)")
     if seen:
         ax.legend(loc="lower right", fontsize=8)
+    return ax
+
+
+def concurrency(
+    spans: Iterable[tuple[float, float]],
+    ax: Axes | None = None,
+    *,
+    label: str | None = None,
+    color: str | None = None,
+) -> Axes:
+    """Plot how many of the ``(start, end)`` intervals are open at each moment.
+
+    An interval that ends exactly when another starts leaves the count
+    unchanged at that instant, so back-to-back work reads as one level.
+
+    Example::
+
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> from jobkit.charts import concurrency
+        >>> ax = concurrency([(0, 2), (1, 3), (2, 4)])
+        >>> [int(y) for y in ax.get_lines()[0].get_ydata()]
+        [0, 1, 2, 2, 1, 0]
+    """
+    change: dict[float, int] = collections.defaultdict(int)
+    for start, end in spans:
+        change[start] += 1
+        change[end] -= 1
+    times, counts, running = [0.0], [0], 0
+    for t in sorted(change):
+        running += change[t]
+        times.append(t)
+        counts.append(running)
+    ax = _axes(ax)
+    ax.step(times, counts, where="post", label=label, color=color)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("running at once")
+    ax.set_ylim(bottom=0)
+    return ax
+
+
+def counter_rates(
+    snapshots: Sequence[tuple[float, _metrics.MetricsSnapshot]],
+    ax: Axes | None = None,
+    *,
+    bars: Sequence[str] = ("enqueued", "succeeded"),
+    lines: Sequence[str] = ("retried",),
+) -> Axes:
+    """Plot counter increases between consecutive ``(time, snapshot)`` pairs.
+
+    That is what Prometheus's ``rate()`` does with a counter: the rate is
+    the difference between two readings, here drawn at the middle of the
+    interval it covers, as side-by-side bars for ``bars`` and lines with
+    dots for ``lines``. The y axis reads "per interval", so snapshots taken
+    a minute apart give increases per minute.
+
+    Example::
+
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> from jobkit import MetricsSnapshot
+        >>> from jobkit.charts import counter_rates
+        >>> empty = MetricsSnapshot.empty()
+        >>> ax = counter_rates([(0.0, empty), (60.0, empty)])
+        >>> [float(y) for y in ax.get_lines()[0].get_ydata()]
+        [0.0]
+    """
+    pairs = list(itertools.pairwise(snapshots))
+    middles = [(t0 + t1) / 2 for (t0, _), (t1, _) in pairs]
+    step = min((t1 - t0 for (t0, _), (t1, _) in pairs), default=1.0)
+    width = 0.8 * step / max(1, len(bars))
+    ax = _axes(ax)
+    palette = {"enqueued": "tab:blue", "succeeded": "tab:green", "retried": "tab:red"}
+    for i, name in enumerate(bars):
+        offset = (i - (len(bars) - 1) / 2) * width
+        increases = [s1.total(name) - s0.total(name) for (_, s0), (_, s1) in pairs]
+        ax.bar(
+            [m + offset for m in middles],
+            increases,
+            width=width,
+            color=palette.get(name),
+            label=f"{name} per interval",
+        )
+    for name in lines:
+        increases = [s1.total(name) - s0.total(name) for (_, s0), (_, s1) in pairs]
+        ax.plot(
+            middles,
+            increases,
+            "o-",
+            color=palette.get(name, "black"),
+            label=f"{name} per interval",
+        )
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("increase between snapshots")
+    ax.legend(loc="upper right")
+    return ax
+
+
+def slot_runs(
+    rows: Mapping[str, Sequence[tuple[float, float]]],
+    ax: Axes | None = None,
+) -> Axes:
+    """Plot, per schedule, each slot (open circle) and when its job ran (dot).
+
+    ``rows`` maps a row label (a schedule, a policy) to ``(slot, ran)``
+    pairs; a line joins a slot to a run that came late, and the count of
+    runs that share one instant is written next to it when there are
+    several, as after an outage.
+
+    Example::
+
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> from jobkit.charts import slot_runs
+        >>> ax = slot_runs({"SKIP": [(0, 0), (10, 25), (30, 30)]})
+        >>> [t.get_text() for t in ax.get_yticklabels()]
+        ['SKIP']
+    """
+    ax = _axes(ax)
+    for row, pairs in enumerate(rows.values()):
+        for slot, ran in pairs:
+            if ran > slot:
+                ax.plot([slot, ran], [row, row], color="tab:blue", lw=1, alpha=0.6)
+        ax.scatter(
+            [s for s, _ in pairs],
+            [row] * len(pairs),
+            s=45,
+            facecolors="none",
+            edgecolors="tab:blue",
+            zorder=3,
+            label="slot" if row == 0 else None,
+        )
+        ax.scatter(
+            [r for _, r in pairs],
+            [row] * len(pairs),
+            s=14,
+            color="tab:orange",
+            zorder=4,
+            label="its job ran" if row == 0 else None,
+        )
+        for ran, count in collections.Counter(r for _, r in pairs).items():
+            if count > 1:
+                ax.annotate(
+                    f"{count} jobs",
+                    (ran, row),
+                    xytext=(6, 7),
+                    textcoords="offset points",
+                    fontsize=8,
+                )
+    ax.set_yticks(range(len(rows)), list(rows))
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.set_xlabel("time (s)")
     return ax
