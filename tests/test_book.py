@@ -139,3 +139,13 @@ def test_rendered_chapters_show_no_machine_paths() -> None:
         text = chapter.read_text(encoding="utf-8")
         assert "ipykernel_" not in text, chapter.name
         assert not re.search(r"/tmp/jobkit-|/work/|/home/", text), chapter.name
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_code_cells_stay_short(path: Path) -> None:
+    """Cells aim at about 15 lines; none grows past 40 (plumbing goes to helpers)."""
+    nb = _read(path)
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            lines = len(cell.source.splitlines())
+            assert lines <= 40, f"{path.name} cell {index}: {lines} lines"
