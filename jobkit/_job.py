@@ -101,7 +101,7 @@ class Job:
         >>> job.state.value, job.attempts
         ('queued', 0)
         >>> job
-        <Job 1 send_email on 'default': queued, attempt 0/5, due t=0s>
+        <Job 1 send_email on 'default': queued, 0/5 attempts, due t=0s>
 
     In a notebook a job shows as a table of its fields; times on an epoch
     clock show as UTC dates, and the last error as its first line.
@@ -128,14 +128,19 @@ class Job:
     result: JSON = None
 
     def __repr__(self) -> str:
+        tried = f"{self.attempts}/{self.max_attempts} attempts"
+        if self.state is JobState.QUEUED:
+            where = f"{tried}, due {_html.when(self.run_at)}"
+        elif self.state is JobState.RUNNING:
+            where = f"attempt {self.attempts}/{self.max_attempts}, lease until "
+            where += _html.when(self.lease_until)
+        else:
+            where = f"after {tried}, at {_html.when(self.updated_at)}"
         error = _html.first_line(self.last_error, 60)
-        return (
-            f"<Job {self.id} {self.task} on {self.queue!r}: {self.state.value}, "
-            f"attempt {self.attempts}/{self.max_attempts}, "
-            f"due {_html.when(self.run_at)}"
-            + (f", error {error!r}" if error else "")
-            + ">"
-        )
+        if error and self.state is not JobState.SUCCEEDED:
+            where += f", error {error!r}"
+        state = self.state.value
+        return f"<Job {self.id} {self.task} on {self.queue!r}: {state}, {where}>"
 
     def _repr_html_(self) -> str:
         pairs: list[tuple[str, object]] = [
@@ -154,7 +159,11 @@ class Job:
         if self.result is not None:
             pairs.append(("result", json.dumps(self.result, ensure_ascii=False)))
         if self.last_error:
-            pairs.append(("last error", _html.first_line(self.last_error, 200)))
+            earlier = (
+                " (an earlier attempt)" if self.state is JobState.SUCCEEDED else ""
+            )
+            error = _html.first_line(self.last_error, 200)
+            pairs.append(("last error" + earlier, error))
         title = f"job {self.id}: {self.task} on {self.queue!r}"
         return _html.fields(pairs, title=title)
 

@@ -35,11 +35,25 @@ def test_job_repr_is_one_short_line_with_dates_and_no_traceback() -> None:
     """Epoch times show as UTC dates, the error as its first line only."""
     text = repr(_job())
     assert text == (
-        "<Job 7 charge on 'payments': queued, attempt 2/5, due 2025-12-02 00:00:00Z, "
+        "<Job 7 charge on 'payments': queued, 2/5 attempts, due 2025-12-02 00:00:00Z, "
         "error 'ConnectionError: gateway timeout'>"
     )
     assert "\n" not in text and "Traceback" not in text
     assert repr(_job(run_at=12.5, last_error=None)).endswith("due t=12.5s>")
+
+
+def test_job_repr_says_what_matters_in_each_state() -> None:
+    """A running job shows its lease; a finished one when it finished, not when due."""
+    running = _job(state=JobState.RUNNING, attempts=3, lease_until=40.0)
+    assert repr(running).endswith(
+        "running, attempt 3/5, lease until t=40s, error "
+        "'ConnectionError: gateway timeout'>"
+    )
+    done = _job(state=JobState.SUCCEEDED, attempts=3, updated_at=21.0)
+    assert repr(done) == (
+        "<Job 7 charge on 'payments': succeeded, after 3/5 attempts, at t=21s>"
+    )
+    assert "last error (an earlier attempt)" in done._repr_html_()
 
 
 def test_job_html_lists_its_fields_and_escapes_them() -> None:
