@@ -8,11 +8,12 @@ How the package is laid out
 ---------------------------
 Every public name is exported here; the public modules besides this one are
 :mod:`jobkit.store` (for writing and choosing stores), :mod:`jobkit.charts`,
-:mod:`jobkit.sim`, :mod:`jobkit.sim.charts` and :mod:`jobkit.testing`. The
-sub-packages are layers, and each imports only the layers below it::
+:mod:`jobkit.sim`, :mod:`jobkit.sim.charts`, :mod:`jobkit.testing` and
+:mod:`jobkit.notebook`. The sub-packages are layers, and each imports only
+the layers below it::
 
-    cli/  dashboard/  examples/  testing          the command line
-    _demo  __main__                               and the apps
+    cli/  dashboard/  examples/  testing          the command line,
+    notebook  _demo  __main__                     the apps, the book's helpers
     ----------------------------------------------------------------------
     sim/                 the fault-injection lab: the real queue and
                          worker in virtual time, with faults and a trace
@@ -26,7 +27,8 @@ sub-packages are layers, and each imports only the layers below it::
                          retry and backoff, schedules: no I/O, no clock
     runtime/             tasks, supervisors, join sets, intervals,
                          cancellation tokens: no knowledge of jobs
-    _checks  _duration   argument checks shared by every layer
+    _checks  _duration   argument checks shared by every layer;
+    _html                the HTML tables of the records' notebook reprs
 
 The rules, which ``tests/test_layers.py`` enforces on every import (lazy and
 ``TYPE_CHECKING`` ones included):

@@ -105,10 +105,15 @@ EXPORTS: dict[str, list[str]] = {
     "jobkit.charts": [
         "attempts_per_job",
         "backoff_delays",
+        "concurrency",
+        "counter_rates",
         "durations",
+        "job_timeline",
         "queue_depth",
+        "slot_runs",
         "throughput",
     ],
+    "jobkit.notebook": ["run_cli", "short_traceback", "show_logs"],
     "jobkit.sim": [
         "Attempt",
         "AttemptSpan",
@@ -158,6 +163,7 @@ EXPORTS: dict[str, list[str]] = {
         "User",
         "check_email",
     ],
+    "jobkit.examples.process": ["app_process", "stop", "wait_for_state"],
     "jobkit.examples.timeline": [
         "Step",
         "job_steps",
