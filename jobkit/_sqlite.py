@@ -26,22 +26,28 @@ import random
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Literal, TypeVar
 
+import attrs
 import trio
 
-from . import _job, _sqlite_schedules
+from . import _job, _metrics, _sqlite_schedules
 from ._job import Event, EventKind, Job, JobState, NewJob, Outcome
 from ._schedule import FireResult, Schedule, check_schedule, warn_dropped
 from ._store import (
     IncompatibleStore,
     JobNotFound,
+    PurgeTotals,
     QueueCounts,
     StoreBusy,
     StoreError,
+    TallyKey,
+    add_tallies,
     check_limit,
+    check_list_cursor,
+    check_tasks,
     check_new_jobs,
     check_outcomes,
     check_time,
@@ -51,11 +57,14 @@ T = TypeVar("T")
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """The layout this jobkit writes, kept in ``PRAGMA user_version``.
 
-Version 2 added the ``schedules`` table. Opening a version 1 file upgrades it
-in place (see ``_MIGRATIONS``); nothing is dropped or rewritten.
+Version 2 added the ``schedules`` table; version 3 the ``jobs.retry_delay``
+column and the ``purged`` table (the totals purges fold deleted events into),
+and lets ``jobs.max_attempts`` be 0: not decided until the first claim.
+Opening an older file upgrades it in place (see ``_MIGRATIONS``); nothing is
+dropped or rewritten.
 """
 
 APPLICATION_ID: Final = 0x4A4F424B
@@ -104,6 +113,20 @@ _SQLITE_NOTADB: Final = 26
 # Expressions evaluated for every row written (the CHECK, partial index
 # conditions, trigger bodies) avoid ``x IN (...)`` lists: SQLite builds a
 # temporary table for each evaluation, several microseconds per row.
+# What purges folded the deleted events into (PurgeTotals.tallies), plus the
+# purge version in the row ('', '', 'version', 0): no task has an empty name.
+_PURGED: Final = """
+    CREATE TABLE purged (
+        task   TEXT    NOT NULL,
+        queue  TEXT    NOT NULL,
+        series TEXT    NOT NULL,
+        key    INTEGER NOT NULL,
+        n      INTEGER NOT NULL,
+        total  REAL    NOT NULL,
+        PRIMARY KEY (task, queue, series, key)
+    ) WITHOUT ROWID
+"""
+
 _SCHEMA: Final = (
     """
     CREATE TABLE jobs (
@@ -125,7 +148,8 @@ _SCHEMA: Final = (
         last_error   TEXT,
         result       TEXT,
         event        TEXT    NOT NULL,
-        last_seq     INTEGER
+        last_seq     INTEGER,
+        retry_delay  REAL
     )
     """,
     # ``jobs.event`` names the transition that made the row's current version;
@@ -194,17 +218,22 @@ _SCHEMA: Final = (
     END
     """,
     *_sqlite_schedules.TABLES,
+    _PURGED,
     f"PRAGMA application_id = {APPLICATION_ID}",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
 
 # The statements that take a file from version N to N + 1, keyed by N. Each
 # step only adds: an older jobkit's data stays exactly as it was.
-_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {1: _sqlite_schedules.TABLES}
+_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    1: _sqlite_schedules.TABLES,
+    2: ("ALTER TABLE jobs ADD COLUMN retry_delay REAL", _PURGED),
+}
 
 _COLUMNS: Final = (
     "id, task, queue, payload, state, attempts, max_attempts, priority, run_at, "
-    "created_at, updated_at, lease_until, unique_key, last_error, result"
+    "created_at, updated_at, lease_until, unique_key, last_error, result, "
+    "retry_delay"
 )
 
 # One row per execution, so the subquery sees the events of the rows before.
@@ -225,19 +254,37 @@ _START: Final = (
     "attempts = attempts + 1, lease_until = ?, updated_at = ? WHERE id "
 )
 
-# Due jobs of one queue in claim order, read straight off ``jobs_claim``: no
-# sort, and finished jobs are not in the index at all.
-_DUE: Final = (
-    "FROM jobs INDEXED BY jobs_claim WHERE state = 'queued' AND queue = ? "
-    "AND run_at <= ? ORDER BY priority DESC, run_at, id LIMIT ?"
-)
+
+
+def _due(tasks: int) -> str:
+    # Due jobs of one queue in claim order, read straight off ``jobs_claim``:
+    # no sort, and finished jobs are not in the index at all. A task filter
+    # is checked row by row along the index: due jobs of other tasks ahead
+    # in claim order are stepped over, each claim.
+    only = f"AND task IN ({', '.join('?' * tasks)}) " if tasks else ""
+    return (
+        "FROM jobs INDEXED BY jobs_claim WHERE state = 'queued' AND queue = ? "
+        f"AND run_at <= ? {only}ORDER BY priority DESC, run_at, id LIMIT ?"
+    )
+
+
+_DUE: Final = _due(0)
 
 # The claim from one queue, the common case, as one constant statement.
 _CLAIM_ONE: Final = f"{_START} IN (SELECT id {_DUE}) RETURNING {_COLUMNS}"
 
 # The earliest run_at in one queue: a seek per distinct priority in
-# ``jobs_claim`` (highest first), then the first run_at under each.
-_NEXT_RUN_AT: Final = """
+# ``jobs_claim`` (highest first), then the first run_at under each (of one of
+# the tasks ?2, ?3, ..., read along the index until one is found).
+def _next_run_at(tasks: int) -> str:
+    first = "SELECT min(run_at) FROM jobs"
+    if tasks:
+        marks = ", ".join(f"?{i}" for i in range(2, tasks + 2))
+        first = f"SELECT run_at FROM jobs INDEXED BY jobs_claim"
+        only = f"AND task IN ({marks}) ORDER BY run_at LIMIT 1"
+    else:
+        only = ""
+    return f"""
     WITH RECURSIVE levels (priority) AS (
         SELECT max(priority) FROM jobs WHERE state = 'queued' AND queue = ?1
         UNION ALL
@@ -247,18 +294,24 @@ _NEXT_RUN_AT: Final = """
         ) FROM levels WHERE levels.priority IS NOT NULL
     )
     SELECT min((
-        SELECT min(run_at) FROM jobs
-        WHERE state = 'queued' AND queue = ?1 AND priority = levels.priority
+        {first}
+        WHERE state = 'queued' AND queue = ?1 AND priority = levels.priority {only}
     )) FROM levels WHERE levels.priority IS NOT NULL
 """
 
+
+_NEXT_RUN_AT: Final = _next_run_at(0)
+
 # Finished jobs a purge may delete: final states never change, so the list
 # stays true until the rows are gone. The newest job always stays: its id is
-# where the next one's is counted from.
+# where the next one's is counted from; so does the job of the newest event,
+# whose sequence number is where the next event's is counted from (a finished
+# job gets no new events, so no other candidate's event becomes the newest).
 _PURGEABLE: Final = """
     SELECT id FROM jobs
     WHERE (state = 'succeeded' OR state = 'cancelled') AND updated_at < ?
         AND id < (SELECT max(id) FROM jobs)
+        AND id IS NOT (SELECT job_id FROM events ORDER BY seq DESC LIMIT 1)
     ORDER BY id
 """
 
@@ -291,7 +344,8 @@ _RELEASE: Final = (
     "WHERE id = ?3 AND state = 'running' AND attempts = ?4"
 )
 
-# ?1 retry_at (NULL for a permanent error), ?2 error, ?3 now, ?4 id, ?5 attempt.
+# ?1 retry_at (NULL for a permanent error), ?2 error, ?3 now, ?4 id, ?5 attempt,
+# ?6 the delay that gave retry_at.
 _FAIL: Final = """
     UPDATE jobs SET
         state = CASE WHEN ?1 IS NULL OR attempts >= max_attempts
@@ -300,6 +354,8 @@ _FAIL: Final = """
                      THEN 'dead' ELSE 'retried' END,
         run_at = CASE WHEN ?1 IS NULL OR attempts >= max_attempts
                       THEN run_at ELSE ?1 END,
+        retry_delay = CASE WHEN ?1 IS NULL OR attempts >= max_attempts
+                      THEN retry_delay ELSE ?6 END,
         last_error = ?2, lease_until = NULL, updated_at = ?3
     WHERE id = ?4 AND state = 'running' AND attempts = ?5
 """
@@ -321,7 +377,7 @@ _EXPIRE: Final = f"""
 
 _REWRITE: Final = (
     "UPDATE jobs SET state = ?, event = ?, attempts = ?, run_at = ?, "
-    "lease_until = ?, last_error = ?, updated_at = ? WHERE id = ?"
+    "lease_until = ?, last_error = ?, updated_at = ?, retry_delay = ? WHERE id = ?"
 )
 
 # Compact, and made once: json.dumps builds an encoder per call otherwise.
@@ -363,6 +419,7 @@ def _to_job(row: _Row) -> Job:
         unique_key,
         last_error,
         result,
+        retry_delay,
     ) = row
     # RETURNING hands back a whole REAL as an integer; times are floats.
     return Job(
@@ -372,7 +429,7 @@ def _to_job(row: _Row) -> Job:
         _decode(payload),
         _STATES[state],
         attempts,
-        max_attempts,
+        max_attempts or None,  # 0: the task's default, not decided yet
         priority,
         float(run_at),
         float(created_at),
@@ -381,6 +438,7 @@ def _to_job(row: _Row) -> Job:
         unique_key,
         last_error,
         None if result is None else _decode(result),
+        None if retry_delay is None else float(retry_delay),
     )
 
 
@@ -702,7 +760,7 @@ class SQLiteStore:
                 spec.task,
                 spec.queue,
                 _encode(spec.payload),  # check_new_jobs vetted it
-                spec.max_attempts,
+                spec.max_attempts or 0,  # 0: decided by the first claim
                 spec.priority,
                 now if spec.run_at is None else spec.run_at,
                 now,
@@ -753,9 +811,20 @@ class SQLiteStore:
         return ids
 
     async def claim(
-        self, *, queues: Sequence[str] | None, limit: int, now: float, lease: float
+        self,
+        *,
+        queues: Sequence[str] | None,
+        limit: int,
+        now: float,
+        lease: float,
+        tasks: Sequence[str] | None = None,
+        max_attempts: Mapping[str, int] | None = None,
     ) -> list[Job]:
         """Start up to ``limit`` due jobs in claim order, in one ``BEGIN IMMEDIATE``.
+
+        With ``tasks``, jobs of other tasks stay QUEUED; the claim index
+        still gives the order, and due jobs of other tasks ahead of the
+        first claimable one are stepped over.
 
         Example::
 
@@ -773,22 +842,32 @@ class SQLiteStore:
         """
         check_limit(limit)
         names = _check_queues(queues)
-        if names == []:
+        only = check_tasks(tasks)
+        if names == [] or only == []:
             await trio.lowlevel.checkpoint()
             return []
         lease_until = now + lease
+        due = _DUE if only is None else _due(len(only))
+        chosen_tasks = only or []
+        defaults = {} if max_attempts is None else max_attempts
 
         def body(conn: sqlite3.Connection) -> list[Job]:
             chosen = self._queue_names(conn) if names is None else names
             if not chosen:
                 return []
             if len(chosen) == 1:
-                sql = _CLAIM_ONE
-                params: tuple[Any, ...] = (lease_until, now, chosen[0], now, limit)
+                sql = (
+                    _CLAIM_ONE
+                    if due is _DUE
+                    else f"{_START} IN (SELECT id {due}) RETURNING {_COLUMNS}"
+                )
+                params: tuple[Any, ...] = (
+                    lease_until, now, chosen[0], now, *chosen_tasks, limit
+                )  # fmt: skip
             else:
                 # Each queue yields its own best ``limit``; the merge is small.
                 parts = " UNION ALL ".join(
-                    f"SELECT * FROM (SELECT id, priority, run_at {_DUE})"
+                    f"SELECT * FROM (SELECT id, priority, run_at {due})"
                     for _ in chosen
                 )
                 sql = (
@@ -797,10 +876,19 @@ class SQLiteStore:
                 )
                 flat: list[Any] = [lease_until, now]
                 for name in chosen:
-                    flat += (name, now, limit)
+                    flat += (name, now, *chosen_tasks, limit)
                 flat.append(limit)
                 params = tuple(flat)
             jobs = [_to_job(row) for row in conn.execute(sql, params).fetchall()]
+            for i, job in enumerate(jobs):
+                if job.max_attempts is None:
+                    # Enqueued without a limit: this claim decides it, once.
+                    decided = defaults.get(job.task) or 1
+                    conn.execute(
+                        "UPDATE jobs SET max_attempts = ? WHERE id = ?",
+                        (decided, job.id),
+                    )
+                    jobs[i] = attrs.evolve(job, max_attempts=decided)
             if len(jobs) > 1:
                 jobs.sort(key=_job.claim_order)
             return jobs
@@ -844,7 +932,10 @@ class SQLiteStore:
             elif isinstance(outcome, _job.Release):
                 statements.append((job_id, _RELEASE, (None, now, job_id, attempt)))
             elif isinstance(outcome, _job.Failure):
-                params = (outcome.retry_at, outcome.error, now, job_id, attempt)
+                params = (
+                    outcome.retry_at, outcome.error, now, job_id, attempt,
+                    outcome.delay,
+                )  # fmt: skip
                 statements.append((job_id, _FAIL, params))
             else:
                 raise TypeError(
@@ -989,8 +1080,15 @@ class SQLiteStore:
         state: JobState | None = None,
         queue: str | None = None,
         limit: int | None = 100,
+        task: str | None = None,
+        newest_first: bool = False,
+        after_id: int | None = None,
+        before_id: int | None = None,
     ) -> builtins.list[Job]:
-        """Return jobs by state and queue, oldest id first.
+        """Return jobs by state, queue and task, oldest id first (or newest).
+
+        ``after_id``/``before_id`` bound the ids, so a page of a listing
+        without a state starts from a seek on the primary key.
 
         Example::
 
@@ -1006,6 +1104,7 @@ class SQLiteStore:
             ['b']
         """
         check_limit(limit)
+        check_list_cursor(after_id, before_id)
         where = []
         params: builtins.list[Any] = []
         sql = f"SELECT {_COLUMNS} FROM jobs"
@@ -1017,12 +1116,18 @@ class SQLiteStore:
             where.append(f"state = '{state.value}'")
             if state in _STATE_INDEX:
                 sql += f" INDEXED BY {_STATE_INDEX[state]}"
-        if queue is not None:
-            where.append("queue = ?")
-            params.append(queue)
+        for column, op, value in (
+            ("queue", "=", queue),
+            ("task", "=", task),
+            ("id", ">", after_id),
+            ("id", "<", before_id),
+        ):
+            if value is not None:
+                where.append(f"{column} {op} ?")
+                params.append(value)
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id LIMIT ?"
+        sql += " ORDER BY id DESC LIMIT ?" if newest_first else " ORDER BY id LIMIT ?"
         params.append(-1 if limit is None else limit)
         return await self._run(
             lambda: [_to_job(row) for row in self._conn.execute(sql, params)]
@@ -1055,6 +1160,7 @@ class SQLiteStore:
                     job.lease_until,
                     job.last_error,
                     job.updated_at,
+                    job.retry_delay,
                     job.id,
                 ),
             )
@@ -1152,8 +1258,13 @@ class SQLiteStore:
         )
         return QueueCounts({(queue, _STATES[state]): n for queue, state, n in rows})
 
-    async def next_run_at(self, *, queues: Sequence[str] | None) -> float | None:
+    async def next_run_at(
+        self, *, queues: Sequence[str] | None, tasks: Sequence[str] | None = None
+    ) -> float | None:
         """Return the earliest ``run_at`` among QUEUED jobs of ``queues``, or None.
+
+        With ``tasks``, each priority level of the claim index is read in
+        ``run_at`` order up to its first job of one of them.
 
         Example::
 
@@ -1167,17 +1278,45 @@ class SQLiteStore:
             40.0
         """
         names = _check_queues(queues)
+        only = check_tasks(tasks)
+        if only == []:
+            await trio.lowlevel.checkpoint()
+            return None
+        sql = _NEXT_RUN_AT if only is None else _next_run_at(len(only))
+        extra = tuple(only or ())
 
         def attempt() -> float | None:
             conn = self._conn
             earliest: float | None = None
             for name in self._queue_names(conn) if names is None else names:
-                (run_at,) = conn.execute(_NEXT_RUN_AT, (name,)).fetchone()
+                (run_at,) = conn.execute(sql, (name, *extra)).fetchone()
                 if run_at is not None and (earliest is None or run_at < earliest):
                     earliest = float(run_at)
             return earliest
 
         return await self._run(attempt)
+
+    async def queued_tasks(self) -> dict[tuple[str, str], int]:
+        """Return the number of QUEUED jobs per ``(queue, task)``, off the claim index.
+
+        Example::
+
+            >>> import trio
+            >>> from jobkit import NewJob, SQLiteStore
+            >>> async def main():
+            ...     async with SQLiteStore(":memory:") as store:
+            ...         await store.enqueue([NewJob(task="t")] * 2, now=0.0)
+            ...         return await store.queued_tasks()
+            >>> trio.run(main)
+            {('default', 't'): 2}
+        """
+        rows = await self._run(
+            lambda: self._conn.execute(
+                "SELECT queue, task, count(*) FROM jobs INDEXED BY jobs_claim "
+                "WHERE state = 'queued' GROUP BY queue, task"
+            ).fetchall()
+        )
+        return {(queue, task): n for queue, task, n in rows}
 
     async def events(
         self, *, job_id: int | None = None, after: int = 0, limit: int | None = None
@@ -1216,8 +1355,10 @@ class SQLiteStore:
         """Delete finished jobs last changed before ``before``, with their events.
 
         Finished means SUCCEEDED or CANCELLED: DEAD, QUEUED and RUNNING jobs
-        stay, and so do the newest job and the newest event (their numbers
-        are where the next ones count from). The candidates are found in one
+        stay, and so do the newest job and the job of the newest event (their
+        numbers are where the next ones count from). Each transaction folds
+        the events it deletes into the ``purged`` totals
+        (:meth:`purge_totals`). The candidates are found in one
         read, which blocks no writer, then deleted a few hundred per
         transaction. The file keeps its size: new jobs reuse the freed pages
         (``VACUUM`` would shrink it).
@@ -1255,17 +1396,38 @@ class SQLiteStore:
         marks = ", ".join("?" * len(ids))
         # Each job's events hang on a chain from jobs.last_seq back along
         # events.prev: followed by primary key, no scan of the log.
-        conn.execute(
-            f"""
+        chain = f"""
             WITH RECURSIVE chain (seq) AS (
                 SELECT last_seq FROM jobs WHERE id IN ({marks})
                 UNION ALL
                 SELECT events.prev FROM events JOIN chain ON events.seq = chain.seq
                 WHERE events.prev IS NOT NULL
             )
-            DELETE FROM events WHERE seq IN chain
-                AND seq < (SELECT max(seq) FROM events)
-            """,
+        """
+        history: dict[int, builtins.list[Event]] = {job_id: [] for job_id in ids}
+        for job_id, kind, at, attempt, error in conn.execute(
+            f"{chain} SELECT job_id, kind, at, attempt, error FROM events "
+            "WHERE seq IN chain ORDER BY seq",
+            ids,
+        ):
+            history[job_id].append(
+                Event(job_id, _KINDS[kind], float(at), attempt, error)
+            )
+        tallies: dict[TallyKey, tuple[int, float]] = {}
+        for job_id, task, queue in conn.execute(
+            f"SELECT id, task, queue FROM jobs WHERE id IN ({marks})", ids
+        ):
+            add_tallies(tallies, _metrics.tally_events(task, queue, history[job_id]))
+        tallies[("", "", "version", 0)] = (1, 0.0)
+        conn.executemany(
+            "INSERT INTO purged (task, queue, series, key, n, total) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (task, queue, series, key) "
+            "DO UPDATE SET n = n + excluded.n, total = total + excluded.total",
+            [(*key, n, total) for key, (n, total) in tallies.items()],
+        )
+        conn.execute(
+            f"{chain} DELETE FROM events WHERE seq IN chain "
+            "AND seq < (SELECT max(seq) FROM events)",
             ids,
         )
         conn.execute(
@@ -1278,6 +1440,33 @@ class SQLiteStore:
             ids,
         )
         return conn.execute(f"DELETE FROM jobs WHERE id IN ({marks})", ids).rowcount
+
+    async def purge_totals(self) -> PurgeTotals:
+        """Return what the events of purged jobs added up to.
+
+        Example::
+
+            >>> import trio
+            >>> from jobkit import SQLiteStore
+            >>> async def main():
+            ...     async with SQLiteStore(":memory:") as store:
+            ...         return (await store.purge_totals()).version
+            >>> trio.run(main)
+            0
+        """
+        rows = await self._run(
+            lambda: self._conn.execute(
+                "SELECT task, queue, series, key, n, total FROM purged"
+            ).fetchall()
+        )
+        version = 0
+        tallies: dict[TallyKey, tuple[int, float]] = {}
+        for task, queue, series, key, n, total in rows:
+            if task == "" and series == "version":
+                version = n
+            else:
+                tallies[(task, queue, series, key)] = (n, float(total))
+        return PurgeTotals(version, tallies)
 
     async def aclose(self) -> None:
         """Close the connection; the data stays in the file. Closing twice is fine.
@@ -1405,7 +1594,7 @@ class SQLiteStore:
                     spec.task,
                     spec.queue,
                     _job.dump_json(spec.payload),
-                    spec.max_attempts,
+                    spec.max_attempts or 0,
                     spec.priority,
                     now if spec.run_at is None else spec.run_at,
                     now,

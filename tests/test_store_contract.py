@@ -845,6 +845,7 @@ async def test_purge_keeps_dead_letters_until_discarded(store: Store) -> None:
     await put(store, 1.0)  # the newest job, which always stays
     assert await store.purge(before=10.0) == 0
     await store.discard(dead, now=2.0)
+    await put(store, 3.0)  # its event is the newest: the discard's is not
     assert await store.purge(before=10.0) == 1
     with pytest.raises(JobNotFound):
         await store.get(dead)
