@@ -26,6 +26,7 @@ from jobkit import (
     SQLiteStore,
     StoreBusy,
     StoreError,
+    collect_metrics,
 )
 from jobkit import _sqlite as sql
 from jobkit._job import Failure, Success
@@ -553,3 +554,35 @@ async def test_calls_arriving_while_a_thread_writes_wait_their_turn(
         assert len(done) == 3
         counts = await store.counts()
         assert counts.get("default", JobState.QUEUED) == len(big) + 3
+
+
+async def test_a_version_2_file_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A file jobkit wrote at schema version 2 opens as version 3, data intact.
+
+    Its jobs gain ``retry_delay`` (None) and it gains the ``purged`` totals;
+    a purge afterwards keeps the metrics of what it deletes.
+    """
+    path = tmp_path / "jobs.db"
+    db = sqlite3.connect(path)
+    db.executescript((Path(__file__).parent / "data" / "schema_v2.sql").read_text())
+    db.close()
+    async with SQLiteStore(path) as store:
+        jobs = await store.list()
+        assert [(j.task, j.state.value, j.max_attempts) for j in jobs] == [
+            ("a", "succeeded", 3),
+            ("a", "succeeded", 3),
+            ("a", "queued", 3),
+            ("b", "queued", 1),
+        ]
+        assert jobs[0].result == {"ok": 1}
+        assert {j.retry_delay for j in jobs} == {None}
+        assert len(await store.events()) == 10
+        before = await collect_metrics(store)
+        assert await store.purge(before=10.0) == 2
+        after = await collect_metrics(store)
+        assert after.counters == before.counters
+        [job] = await store.claim(queues=["default"], limit=1, now=6.0, lease=5.0)
+        assert (job.id, job.attempts) == (3, 2)
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == sql.SCHEMA_VERSION == 3
+    db.close()
