@@ -22,9 +22,9 @@ from ._store import (
     add_tallies,
     check_limit,
     check_list_cursor,
-    check_tasks,
     check_new_jobs,
     check_outcomes,
+    check_tasks,
     check_time,
 )
 
@@ -261,7 +261,10 @@ class MemoryStore:
                 ready = index.ready
                 while ready and (
                     not self._is_waiting(ready[0][2], ready[0][1])
-                    or (wanted is not None and self._jobs[ready[0][2]].task not in wanted)
+                    or (
+                        wanted is not None
+                        and self._jobs[ready[0][2]].task not in wanted
+                    )
                 ):
                     entry = heapq.heappop(ready)
                     if self._is_waiting(entry[2], entry[1]):
@@ -510,7 +513,9 @@ class MemoryStore:
         doomed = {
             job.id
             for job in self._jobs.values()
-            if job.state in _PURGEABLE and job.updated_at < before and job.id not in kept
+            if job.state in _PURGEABLE
+            and job.updated_at < before
+            and job.id not in kept
         }
         if not doomed:
             return 0

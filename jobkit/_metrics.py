@@ -197,12 +197,16 @@ def tally_events(
         if kind is EventKind.STARTED:
             started = (event.attempt, event.at)
         elif kind in _ENDS_ATTEMPT:
-            if started is not None and started[0] == event.attempt:
-                if kind is not EventKind.RELEASED and not lost:
-                    outcome = "succeeded" if kind is EventKind.SUCCEEDED else "failed"
-                    took = max(0.0, event.at - started[1])
-                    bucket = bisect.bisect_left(DURATION_BUCKETS, took)
-                    add(_DURATION_SERIES[outcome], bucket, took)
+            if (
+                started is not None
+                and started[0] == event.attempt
+                and kind is not EventKind.RELEASED
+                and not lost
+            ):
+                outcome = "succeeded" if kind is EventKind.SUCCEEDED else "failed"
+                took = max(0.0, event.at - started[1])
+                bucket = bisect.bisect_left(DURATION_BUCKETS, took)
+                add(_DURATION_SERIES[outcome], bucket, took)
             started = None
         if kind in (EventKind.SUCCEEDED, EventKind.DEAD):
             add(_ATTEMPTS_SERIES, event.attempt, event.attempt)

@@ -49,9 +49,9 @@ from ._store import (
     add_tallies,
     check_limit,
     check_list_cursor,
-    check_tasks,
     check_new_jobs,
     check_outcomes,
+    check_tasks,
     check_time,
 )
 
@@ -271,7 +271,6 @@ _START: Final = (
 )
 
 
-
 def _due(tasks: int) -> str:
     # Due jobs of one queue in claim order, read straight off ``jobs_claim``:
     # no sort, and finished jobs are not in the index at all. A task filter
@@ -289,6 +288,7 @@ _DUE: Final = _due(0)
 # The claim from one queue, the common case, as one constant statement.
 _CLAIM_ONE: Final = f"{_START} IN (SELECT id {_DUE}) RETURNING {_COLUMNS}"
 
+
 # The earliest run_at in one queue: a seek per distinct priority in
 # ``jobs_claim`` (highest first), then the first run_at under each (of one of
 # the tasks ?2, ?3, ..., read along the index until one is found).
@@ -296,7 +296,7 @@ def _next_run_at(tasks: int) -> str:
     first = "SELECT min(run_at) FROM jobs"
     if tasks:
         marks = ", ".join(f"?{i}" for i in range(2, tasks + 2))
-        first = f"SELECT run_at FROM jobs INDEXED BY jobs_claim"
+        first = "SELECT run_at FROM jobs INDEXED BY jobs_claim"
         only = f"AND task IN ({marks}) ORDER BY run_at LIMIT 1"
     else:
         only = ""
@@ -931,8 +931,7 @@ class SQLiteStore:
             else:
                 # Each queue yields its own best ``limit``; the merge is small.
                 parts = " UNION ALL ".join(
-                    f"SELECT * FROM (SELECT id, priority, run_at {due})"
-                    for _ in chosen
+                    f"SELECT * FROM (SELECT id, priority, run_at {due})" for _ in chosen
                 )
                 sql = (
                     f"{_START} IN (SELECT id FROM ({parts}) "

@@ -339,7 +339,9 @@ def check_time(value: float, what: str) -> None:
 def check_list_cursor(after_id: int | None, before_id: int | None) -> None:
     """Refuse a list cursor that is not a whole number."""
     for name, value in (("after_id", after_id), ("before_id", before_id)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int)
+        ):
             raise TypeError(f"{name} must be a job id or None, got {value!r}")
 
 

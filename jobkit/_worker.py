@@ -765,7 +765,9 @@ class Worker:
             now=self._queue.clock(),
             lease=self._lease,
             tasks=list(tasks),
-            max_attempts={name: task.retry.max_attempts for name, task in tasks.items()},
+            max_attempts={
+                name: task.retry.max_attempts for name, task in tasks.items()
+            },
         )
 
     async def _next_deadline(self) -> float | None:
@@ -774,7 +776,9 @@ class Worker:
         clock = self._queue.clock
         next_due = await self._caller.call(
             "next_run_at",
-            lambda: store.next_run_at(queues=self._queues, tasks=list(self._queue.tasks)),
+            lambda: store.next_run_at(
+                queues=self._queues, tasks=list(self._queue.tasks)
+            ),
         )
         poll = trio.current_time() + self._poll_interval
         if next_due is None:
@@ -882,7 +886,7 @@ class Worker:
             if (
                 self._waiting is not None
                 and outcome.retry_at is not None
-                and job.attempts < job.max_attempts
+                and job.attempts < _job.attempt_limit(job)
             ):
                 wake = self._trio_time(outcome.retry_at)
                 self._waiting.deadline = min(self._waiting.deadline, wake)
@@ -946,8 +950,9 @@ class Worker:
     ) -> Failure:
         policy = task.retry if task is not None else self._queue.default_retry
         if policy.max_attempts != job.max_attempts:
-            # The job's own limit (set at enqueue) is the one the store enforces.
-            policy = attrs.evolve(policy, max_attempts=job.max_attempts)
+            # The job's own limit (set at enqueue or at its first claim) is
+            # the one the store enforces.
+            policy = attrs.evolve(policy, max_attempts=_job.attempt_limit(job))
         # Decorrelated jitter draws from the delay the store recorded at the
         # job's last retry: a delay chosen for an attempt whose lease was
         # lost never took effect.

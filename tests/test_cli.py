@@ -388,8 +388,12 @@ def test_without_an_app_a_job_waits_for_a_worker_that_knows_its_task(
     ghost = jobkit("enqueue", "ghost", "--db", db, cwd=workdir)
     assert ghost.returncode == 0
     assert "without --app the task name 'ghost' cannot be checked" in ghost.stderr
-    added = jobkit("enqueue", "add", "--arg", "a=1", "--arg", "b=2", "--db", db, cwd=workdir)
-    [first, second] = json.loads(jobkit("jobs", "--db", db, "--json", cwd=workdir).stdout)
+    added = jobkit(
+        "enqueue", "add", "--arg", "a=1", "--arg", "b=2", "--db", db, cwd=workdir
+    )
+    [first, second] = json.loads(
+        jobkit("jobs", "--db", db, "--json", cwd=workdir).stdout
+    )
     assert (first["max_attempts"], second["max_attempts"]) == (None, None)
     assert added.returncode == 0
     work = jobkit("worker", "app:queue", "--db", db, "--until-empty", cwd=workdir)

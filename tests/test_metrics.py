@@ -688,7 +688,10 @@ def test_purges_never_take_metrics_back(
     purged, kept = trio.run(main)
     assert purged.counters == kept.counters
     assert "unknown" not in purged.tasks
-    for got, want in ((purged.durations, kept.durations), (purged.attempts, kept.attempts)):
+    for got, want in (
+        (purged.durations, kept.durations),
+        (purged.attempts, kept.attempts),
+    ):
         assert got.keys() == want.keys()  # type: ignore[attr-defined]
         for key, hist in want.items():  # type: ignore[attr-defined]
             assert got[key].counts == hist.counts  # type: ignore[index]

@@ -907,7 +907,7 @@ async def test_late_reports_on_a_purged_job_are_not_applied(store: Store) -> Non
 
 
 async def test_a_retry_records_its_delay_and_a_requeue_clears_it(store: Store) -> None:
-    """retry_delay is the Failure's delay while retrying, kept when dead, reset by requeue."""
+    """retry_delay is the Failure's delay; kept when dead, reset by a requeue."""
     job_id = await put(store, max_attempts=2)
     assert (await store.get(job_id)).retry_delay is None
     await claim_one(store, 0.0)

@@ -35,7 +35,7 @@ import trio.testing
 
 from .._checks import int_at_least
 from .._duration import seconds
-from .._job import Failure, Job, JobState, Outcome, Success
+from .._job import Failure, Job, JobState, Outcome, Success, attempt_limit
 from .._memory import MemoryStore, _EventRow
 from .._queue import PreparedJob, Queue
 from .._retry import RetryPolicy
@@ -169,7 +169,7 @@ class _Run:
     def claimed(self, process: Process, jobs: Sequence[Job]) -> None:
         for job in jobs:
             self.workers[(job.id, job.attempts)] = process.name
-            self.max_attempts[job.id] = job.max_attempts
+            self.max_attempts[job.id] = attempt_limit(job)
         self.started += len(jobs)
 
     def settled(
