@@ -692,11 +692,13 @@ def make_version_1_file(path: Path) -> None:
     """A file as jobkit wrote it before schedules: no schedules table, version 1."""
     db = sqlite3.connect(path, isolation_level=None)
     for statement in sql._SCHEMA:
-        if statement in TABLES:
+        if statement in TABLES or statement == sql._PURGED:
             continue
         db.execute(
             statement.replace(
                 f"user_version = {sql.SCHEMA_VERSION}", "user_version = 1"
+            ).replace(
+                "last_seq     INTEGER,\n        retry_delay  REAL", "last_seq INTEGER"
             )
         )
     db.execute(
