@@ -107,6 +107,7 @@ _AUTOCHECKPOINT_PAGES: Final = 10_000
 _WAL_TRUNCATE_BYTES: Final = 2 << 20
 _WAL_SIZE_LIMIT: Final = 4 << 20
 _TRUNCATE_WAIT: Final = 1.0
+_TRUNCATE: Final = "PRAGMA wal_checkpoint(TRUNCATE)"
 
 _SQLITE_BUSY: Final = 5
 _SQLITE_LOCKED: Final = 6
@@ -719,7 +720,7 @@ class SQLiteStore:
         try:
             deadline = time.monotonic() + _TRUNCATE_WAIT
             while True:
-                [(busy, _, _)] = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                [(busy, _, _)] = conn.execute(_TRUNCATE)
                 if not busy or time.monotonic() >= deadline:
                     return
                 time.sleep(_BUSY_FIRST * 5)
@@ -742,7 +743,11 @@ class SQLiteStore:
             async with self._thread_lock:
                 if self._wal_full:
                     self._check_open()
-                    await trio.to_thread.run_sync(self._truncate_wal)
+                    # Inline first: with no other connection in the way it
+                    # takes a few milliseconds, once per _WAL_TRUNCATE_BYTES.
+                    [(busy, _, _)] = self._conn.execute(_TRUNCATE)
+                    if busy:
+                        await trio.to_thread.run_sync(self._truncate_wal)
                     self._wal_full = False
         if rows <= _THREAD_ROWS and not self._thread_lock.locked():
             try:
