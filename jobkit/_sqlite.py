@@ -497,11 +497,11 @@ class SQLiteStore:
     The write-ahead log (``<file>-wal``) stays small under sustained load:
     once it passes 2 MB, each process sharing the file stops writing until a
     checkpoint has emptied it. Three processes each running single-job
-    enqueue/claim/settle cycles flat out (about 1,000 job lifecycles a
-    second together) peaked at 6-12 MB in most 15 s runs, up to 19 MB in
-    the worst seen; before, the log reached 40-100 MB. :meth:`aclose`
-    returns only once no thread of the store has the file open, so the file
-    can be copied right after it.
+    enqueue/claim/settle cycles flat out for 15 s (about 800 job lifecycles
+    a second together) kept it at 5-11 MB at its peak, over eight runs;
+    without this it reached 40-100 MB. :meth:`aclose` returns only once no
+    thread of the store has the file open, so the file can be copied right
+    after it.
 
     Example::
 
