@@ -81,6 +81,7 @@ from .store.memory import MemoryStore as MemoryStore
 from .store.sqlite.store import SQLiteStore as SQLiteStore
 from .store.protocol import IncompatibleStore as IncompatibleStore
 from .store.protocol import JobNotFound as JobNotFound
+from .store.protocol import PurgeTotals as PurgeTotals
 from .store.protocol import QueueCounts as QueueCounts
 from .store.protocol import Store as Store
 from .store.protocol import StoreBusy as StoreBusy
@@ -109,6 +110,7 @@ from .observe.metrics import DepthSampler as DepthSampler
 from .observe.metrics import Histogram as Histogram
 from .observe.metrics import Metrics as Metrics
 from .observe.metrics import MetricsSnapshot as MetricsSnapshot
+from .observe.metrics import tally_events as tally_events
 from .observe.metrics import attempt_spans as attempt_spans
 from .observe.metrics import collect_metrics as collect_metrics
 
@@ -144,6 +146,7 @@ __all__ = [
     "SQLiteStore",
     "IncompatibleStore",
     "JobNotFound",
+    "PurgeTotals",
     "QueueCounts",
     "Store",
     "StoreBusy",
@@ -168,6 +171,7 @@ __all__ = [
     "Histogram",
     "Metrics",
     "MetricsSnapshot",
+    "tally_events",
     "attempt_spans",
     "collect_metrics",
 ]

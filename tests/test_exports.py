@@ -43,6 +43,7 @@ EXPORTS: dict[str, list[str]] = {
         "NewJob",
         "Permanent",
         "PreparedJob",
+        "PurgeTotals",
         "Queue",
         "QueueCounts",
         "Restart",
@@ -73,6 +74,7 @@ EXPORTS: dict[str, list[str]] = {
         "open_join_set",
         "open_supervisor",
         "run_worker",
+        "tally_events",
     ],
     "jobkit.store": [
         "EventKind",

@@ -28,6 +28,17 @@ SUCCEEDED, RETRIED or DEAD of the same job and attempt, labelled with the
 outcome (``succeeded`` or ``failed``). Attempts lost with a crashed worker or
 released at shutdown have no meaningful duration and are not observed.
 Attempts per job are observed when a job finishes (SUCCEEDED or DEAD).
+
+Purging jobs does not take anything back: the store folds the purged events
+into its :meth:`~jobkit.Store.purge_totals` (see :func:`tally_events`), and
+:class:`Metrics` starts from those. Counters, histogram counts and sums, and
+the attempts histogram stay exact. Purged durations are kept in the buckets
+of :data:`DURATION_BUCKETS`; with other bounds a purged duration counts in
+the lowest bucket it could belong to, so cumulative bucket counts never drop
+but may lean low.
+
+Every exporter reads the whole database, so the numbers of several workers
+on one file are the same numbers: scrape one exporter, do not sum them.
 """
 
 from __future__ import annotations
@@ -46,7 +57,11 @@ import attrs
 import trio
 
 from ..core.job import EXPIRED_ERROR, Event, EventKind, Job, JobState
-from ..store.protocol import JobNotFound, QueueCounts, Store
+from ..store.protocol import JobNotFound, PurgeTotals, QueueCounts, Store
+from ..store.tallies import ATTEMPTS_SERIES as _ATTEMPTS_SERIES
+from ..store.tallies import DURATION_BUCKETS, tally_events
+from ..store.tallies import DURATION_SERIES as _DURATION_SERIES
+from ..store.tallies import ENDS_ATTEMPT as _ENDS_ATTEMPT
 
 __all__ = [
     "ATTEMPT_BUCKETS",
@@ -60,30 +75,8 @@ __all__ = [
     "MetricsSnapshot",
     "attempt_spans",
     "collect_metrics",
+    "tally_events",
 ]
-
-DURATION_BUCKETS: tuple[float, ...] = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    120.0,
-    300.0,
-    600.0,
-    1800.0,
-    3600.0,
-)
-"""Upper bounds (seconds) of the attempt-duration histogram: Prometheus's
-defaults, stretched to an hour because background jobs run long."""
 
 ATTEMPT_BUCKETS: tuple[float, ...] = (1, 2, 3, 4, 5, 7, 10, 15, 20, 30, 50, 100)
 """Upper bounds of the attempts-per-finished-job histogram."""
@@ -116,16 +109,6 @@ _COUNTS: dict[EventKind, tuple[str, ...]] = {
     EventKind.CANCELLED: ("cancelled",),
     EventKind.DISCARDED: ("discarded",),
 }
-
-_ENDS_ATTEMPT = frozenset(
-    {
-        EventKind.SUCCEEDED,
-        EventKind.RETRIED,
-        EventKind.EXPIRED,
-        EventKind.DEAD,
-        EventKind.RELEASED,
-    }
-)
 
 # After these a job sees no more events unless a person acts on it, so its
 # labels can be forgotten (and looked up again if it ever comes back).
@@ -658,6 +641,9 @@ class Metrics:
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch!r}")
         self._batch = batch
+        self._clear()
+
+    def _clear(self) -> None:
         self.seq = 0
         """The sequence number of the last event folded in."""
         self._labels: dict[int, tuple[str, str]] = {}
@@ -665,6 +651,7 @@ class Metrics:
         self._counters: Counter[tuple[str, str, str]] = Counter()
         self._durations: dict[tuple[str, str], _HistogramBuilder] = {}
         self._attempts: dict[str, _HistogramBuilder] = {}
+        self._purge_version = 0
 
     def __repr__(self) -> str:
         return f"<Metrics at event {self.seq}, {len(self._running)} attempts running>"
@@ -694,20 +681,63 @@ class Metrics:
                 del self._running[event.job_id]
                 if kind is not EventKind.RELEASED and not lost:
                     outcome = "succeeded" if kind is EventKind.SUCCEEDED else "failed"
-                    builder = self._durations.get((task, outcome))
-                    if builder is None:
-                        builder = _HistogramBuilder(self._duration_bounds)
-                        self._durations[(task, outcome)] = builder
+                    builder = self._duration_builder(task, outcome)
                     builder.observe(max(0.0, event.at - started[1]))
         if kind in (EventKind.SUCCEEDED, EventKind.DEAD):
-            builder = self._attempts.get(task)
-            if builder is None:
-                builder = self._attempts[task] = _HistogramBuilder(self._attempt_bounds)
-            builder.observe(event.attempt)
+            self._attempts_builder(task).observe(event.attempt)
         if kind in _FORGET:
             self._labels.pop(event.job_id, None)
         else:
             self._labels[event.job_id] = (task, queue)
+
+    def _duration_builder(self, task: str, outcome: str) -> _HistogramBuilder:
+        builder = self._durations.get((task, outcome))
+        if builder is None:
+            builder = _HistogramBuilder(self._duration_bounds)
+            self._durations[(task, outcome)] = builder
+        return builder
+
+    def _attempts_builder(self, task: str) -> _HistogramBuilder:
+        builder = self._attempts.get(task)
+        if builder is None:
+            builder = self._attempts[task] = _HistogramBuilder(self._attempt_bounds)
+        return builder
+
+    def start_from(self, totals: PurgeTotals) -> None:
+        """Forget everything folded so far and start from a store's purge totals.
+
+        :meth:`update` does this whenever the store purged since the last
+        call, then folds the whole remaining log again.
+
+        Example::
+
+            >>> from jobkit import EventKind, Metrics, PurgeTotals
+            >>> m = Metrics()
+            >>> m.start_from(PurgeTotals(1, {("t", "q", "succeeded", 0): (20, 0.0)}))
+            >>> m.snapshot().total("succeeded")
+            20
+        """
+        self._clear()
+        self._purge_version = totals.version
+        kinds = {kind.value: kind for kind in EventKind}
+        for (task, queue, series, key), (n, total) in totals.tallies.items():
+            kind = kinds.get(series)
+            if kind is not None:
+                for name in _COUNTS.get(kind, ()):
+                    self._counters[(name, task, queue)] += n
+                if key and kind is EventKind.DEAD:
+                    self._counters[("expired", task, queue)] += n
+            elif series == _ATTEMPTS_SERIES:
+                builder = self._attempts_builder(task)
+                builder.counts[bisect.bisect_left(self._attempt_bounds, key)] += n
+                builder.sum += total
+            elif series in _DURATION_SERIES.values():
+                outcome = series.split(":", 1)[1]
+                builder = self._duration_builder(task, outcome)
+                # The lowest of this run's buckets the durations may be in.
+                low = DURATION_BUCKETS[key - 1] if key > 0 else -math.inf
+                builder.counts[bisect.bisect_right(self._duration_bounds, low)] += n
+                builder.sum += total
 
     def learn(self, job: Job) -> None:
         """Remember the task and queue of ``job`` for the events that follow."""
@@ -740,6 +770,10 @@ class Metrics:
     async def update(self, store: Store) -> int:
         """Fold in every event the store recorded since the last call; return how many.
 
+        If the store purged jobs since, the numbers are rebuilt from its
+        :meth:`~jobkit.Store.purge_totals` and the remaining log, so no
+        counter ever goes down and no purged job shows up as ``unknown``.
+
         Example::
 
             >>> import trio
@@ -751,6 +785,17 @@ class Metrics:
             >>> trio.run(main)
             (1, 0)
         """
+        while True:
+            totals = await store.purge_totals()
+            if totals.version != self._purge_version:
+                self.start_from(totals)
+            folded = await self._fold_log(store)
+            # A purge while folding may have taken events before they were
+            # read, or jobs before their labels were: then start again.
+            if (await store.purge_totals()).version == totals.version:
+                return folded
+
+    async def _fold_log(self, store: Store) -> int:
         folded = 0
         catalog: dict[int, tuple[str, str]] = {}
         while True:
