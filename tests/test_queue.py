@@ -148,7 +148,7 @@ async def test_enqueue_wakes_listeners_for_the_job_queue() -> None:
     """Enqueueing tells the local listeners which queue got work."""
     queue, _ = make_queue()
     heard: list[str] = []
-    queue._listeners.add(heard.append)
+    queue.subscribe(ready=heard.append)
 
     @queue.task(queue="emails")
     async def send() -> None: ...

@@ -623,6 +623,7 @@ class Queue:
         self.default_retry: RetryPolicy = default_retry or _DEFAULT_RETRY
         """The retry policy of tasks that have none of their own."""
         self._tasks: dict[str, Task[Any, Any]] = {}
+        self._tasks_view = MappingProxyType(self._tasks)
         self._listeners = _Listeners()
         self._schedule_listeners = _Listeners()
         self._watchers = _Watchers()
@@ -659,7 +660,70 @@ class Queue:
     @property
     def tasks(self) -> Mapping[str, Task[Any, Any]]:
         """The registered tasks by name (read-only)."""
-        return MappingProxyType(self._tasks)
+        return self._tasks_view
+
+    def subscribe(
+        self,
+        *,
+        ready: Callable[[str], None] | None = None,
+        schedules: Callable[[str], None] | None = None,
+    ) -> Callable[[], None]:
+        """Be told of changes made through this queue, in this process.
+
+        ``ready(queue_name)`` is called when a job may have become claimable
+        on that queue (an enqueue, a retry, a schedule firing: see
+        :meth:`notify`), ``schedules(name)`` when a schedule was added or
+        removed. The callbacks run synchronously and must not block. Returns
+        the function that unsubscribes. Workers use this to wake at once
+        instead of at their next poll; other processes are not told.
+
+        Example::
+
+            >>> import jobkit, trio
+            >>> queue = jobkit.Queue(jobkit.MemoryStore())
+            >>> @queue.task(queue="mail")
+            ... async def send() -> None: ...
+            >>> heard = []
+            >>> unsubscribe = queue.subscribe(ready=heard.append)
+            >>> _ = trio.run(send.enqueue)
+            >>> unsubscribe(); _ = trio.run(send.enqueue)
+            >>> heard
+            ['mail']
+        """
+        if ready is not None:
+            self._listeners.add(ready)
+        if schedules is not None:
+            self._schedule_listeners.add(schedules)
+
+        def unsubscribe() -> None:
+            if ready is not None:
+                self._listeners.discard(ready)
+            if schedules is not None:
+                self._schedule_listeners.discard(schedules)
+
+        return unsubscribe
+
+    def notify(self, *, job_id: int | None = None, queue: str | None = None) -> None:
+        """Wake this process's waiters: on job ``job_id``, and on queue ``queue``.
+
+        A worker calls this after it settled a job (waking :meth:`wait` on
+        it) or made one claimable again (waking idle workers subscribed
+        with ``ready``).
+
+        Example::
+
+            >>> import jobkit
+            >>> queue = jobkit.Queue(jobkit.MemoryStore())
+            >>> heard = []
+            >>> _ = queue.subscribe(ready=heard.append)
+            >>> queue.notify(job_id=1, queue="mail")
+            >>> heard
+            ['mail']
+        """
+        if job_id is not None:
+            self._watchers.notify(job_id)
+        if queue is not None:
+            self._listeners.notify(queue)
 
     @overload
     def task(self, name: Callable[P, R], /) -> Task[P, R]: ...

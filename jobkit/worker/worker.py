@@ -754,7 +754,7 @@ class Worker:
         del store
         self._limiter = trio.CapacityLimiter(self._concurrency)
         self._poked = trio.Event()
-        self._queue._listeners.add(self._on_enqueue)
+        unsubscribe = self._queue.subscribe(ready=self._on_enqueue)
         logger.info(
             "worker started: concurrency %d, queues %s, lease %gs",
             self._concurrency,
@@ -777,7 +777,7 @@ class Worker:
                     attempts.cancel_scope.cancel()  # the parked slots
                 service.cancel_scope.cancel()
         finally:
-            self._queue._listeners.discard(self._on_enqueue)
+            unsubscribe()
             await self._hand_back()
             logger.info("worker stopped", extra={"statistics": self.statistics()})
 
@@ -956,7 +956,7 @@ class Worker:
             attempt.outcome = Release(job.id, job.attempts)
         elif error is not None:
             attempt.error = error
-            task = self._queue._tasks.get(job.task)
+            task = self._queue.tasks.get(job.task)
             attempt.outcome = await self._failure(job, task, error)
         else:
             attempt.outcome = Success(job.id, job.attempts, result)
@@ -969,10 +969,10 @@ class Worker:
         """Count and log the written outcome, then retire the attempt."""
         self._report(attempt, applied, now)
         if applied:
-            self._queue._watchers.notify(attempt.job.id)
+            self._queue.notify(job_id=attempt.job.id)
         if applied and isinstance(attempt.outcome, Release):
             # A released job is due now: let an idle local worker take it.
-            self._queue._listeners.notify(attempt.job.queue)
+            self._queue.notify(queue=attempt.job.queue)
         self._retire(attempt)
 
     def _drop(self, attempt: _Attempt) -> None:
@@ -1022,7 +1022,7 @@ class Worker:
         """Run the handler inside the slot's ``scope``: its error, or its result."""
         job = attempt.job
         # The dict itself, not the read-only view ``tasks`` builds per call.
-        task = self._queue._tasks.get(job.task)
+        task = self._queue.tasks.get(job.task)
         _current_job.set(job)
         attempt.started = self._queue.clock()
         if logs_job_event(_STARTED):
@@ -1197,12 +1197,12 @@ class Worker:
         for job in reaped:
             kind = EventKind.DEAD if job.state is JobState.DEAD else EventKind.EXPIRED
             log_job_event(Event(job.id, kind, now, job.attempts, EXPIRED_ERROR), job)
-            self._queue._watchers.notify(job.id)
+            self._queue.notify(job_id=job.id)
         # Other workers of this process may be idle: recovered jobs are due now.
         for name in sorted(
             {job.queue for job in reaped if job.state is JobState.QUEUED}
         ):
-            self._queue._listeners.notify(name)
+            self._queue.notify(queue=name)
 
     # -- stopping --------------------------------------------------------------------
 
@@ -1265,9 +1265,9 @@ class Worker:
         for attempt, done in zip(leftover, applied, strict=True):
             self._report(attempt, done, now)
             if done:
-                self._queue._watchers.notify(attempt.job.id)
+                self._queue.notify(job_id=attempt.job.id)
         for name in sorted({a.job.queue for a in leftover}):
-            self._queue._listeners.notify(name)
+            self._queue.notify(queue=name)
         logger.info("worker cancelled: handed back %d jobs", len(outcomes))
 
     # -- schedules ---------------------------------------------------------------------
@@ -1286,7 +1286,7 @@ class Worker:
         def on_change(name: str) -> None:
             changed.set()
 
-        self._queue._schedule_listeners.add(on_change)
+        unsubscribe = self._queue.subscribe(schedules=on_change)
         try:
             while not self._stopping:
                 changed = trio.Event()
@@ -1304,7 +1304,7 @@ class Worker:
                         extra=attrs.asdict(firing),
                     )
                 for name in sorted({firing.queue for firing in fired.firings}):
-                    self._queue._listeners.notify(name)
+                    self._queue.notify(queue=name)
                 self._schedules_fired.set()
                 deadline = trio.current_time() + self._poll_interval
                 if fired.next_slot is not None:
@@ -1312,7 +1312,7 @@ class Worker:
                 with trio.move_on_at(deadline):
                     await changed.wait()
         finally:
-            self._queue._schedule_listeners.discard(on_change)
+            unsubscribe()
 
 
 async def run_worker(
