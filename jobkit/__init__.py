@@ -27,7 +27,7 @@ the layers below it::
                          retry and backoff, schedules: no I/O, no clock
     runtime/             tasks, supervisors, join sets, intervals,
                          cancellation tokens: no knowledge of jobs
-    _checks  _duration   argument checks shared by every layer;
+    _checks              argument checks shared by every layer;
     _html                the HTML tables of the records' notebook reprs
 
 The rules, which ``tests/test_layers.py`` enforces on every import (lazy and

@@ -351,7 +351,7 @@ def test_grid_instants_do_not_accumulate_rounding() -> None:
 def test_non_positive_period_is_refused(period: float | timedelta) -> None:
     """period <= 0 (or NaN) raises ValueError naming the value."""
     with pytest.raises(
-        ValueError, match=re.escape(f"period must be > 0, got {period!r}")
+        ValueError, match=re.escape(f"period must be > 0 seconds, got {period!r}")
     ):
         jobkit.interval(period, start=0.0)
 
@@ -373,7 +373,7 @@ def test_bad_start_is_refused(start: float) -> None:
 def test_bad_reset_arguments_are_refused() -> None:
     """reset_after needs a non-negative delay and reset_at a real instant."""
     ticker = jobkit.interval(1.0, start=0.0)
-    with pytest.raises(ValueError, match="delay must be >= 0, got -1"):
+    with pytest.raises(ValueError, match="delay must be >= 0 seconds, got -1"):
         ticker.reset_after(-1)
     with pytest.raises(ValueError, match="deadline must be"):
         ticker.reset_at(math.nan)

@@ -21,7 +21,7 @@ PACKAGE_DIR = Path(jobkit.__file__).parent
 # Lowest first; a module belongs to the layer whose longest prefix names it
 # or a package above it ("jobkit" alone names only the package's face).
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("checks", ("jobkit._checks", "jobkit._duration", "jobkit._html")),
+    ("checks", ("jobkit._checks", "jobkit._html")),
     ("runtime", ("jobkit.runtime",)),
     ("core", ("jobkit.core",)),
     ("store", ("jobkit.store",)),

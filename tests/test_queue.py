@@ -184,7 +184,7 @@ async def test_bad_input_is_refused_with_a_clear_error() -> None:
     with pytest.raises(TypeError, match="payload must be a mapping"):
         await queue.enqueue("send", ["x"])  # type: ignore[arg-type]
     with pytest.raises(
-        ValueError, match=r"delay must be a finite duration >= 0, got -1"
+        ValueError, match=r"delay must be finite and >= 0 seconds, got -1"
     ):
         await send.options(delay=-1).enqueue(to="x")
     with pytest.raises(ValueError, match="either delay or run_at, not both"):

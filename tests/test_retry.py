@@ -299,11 +299,11 @@ def test_repr_reads_as_constructor_call(backoff: Backoff) -> None:
     [
         (
             lambda: Backoff.exponential(-1, 10),
-            "base must be a finite duration >= 0, got -1",
+            "base must be finite and >= 0 seconds, got -1",
         ),
         (
             lambda: Backoff.exponential(1, -10),
-            "cap must be a finite duration >= 0, got -10",
+            "cap must be finite and >= 0 seconds, got -10",
         ),
         (lambda: Backoff.exponential(10, 5), "cap must be >= base (10.0), got 5.0"),
         (
@@ -312,18 +312,21 @@ def test_repr_reads_as_constructor_call(backoff: Backoff) -> None:
         ),
         (
             lambda: Backoff.exponential(1, math.inf),
-            "cap must be a finite duration >= 0, got inf",
+            "cap must be finite and >= 0 seconds, got inf",
         ),
         (
             lambda: Backoff.exponential(math.nan, 1),
-            "base must be a finite duration >= 0, got nan",
+            "base must be finite and >= 0 seconds, got nan",
         ),
-        (lambda: Backoff.linear(-2, 10), "step must be a finite duration >= 0, got -2"),
+        (
+            lambda: Backoff.linear(-2, 10),
+            "step must be finite and >= 0 seconds, got -2",
+        ),
         (lambda: Backoff.linear(5, 1), "cap must be >= step (5.0), got 1.0"),
-        (lambda: Backoff.constant(-3), "delay must be a finite duration >= 0, got -3"),
+        (lambda: Backoff.constant(-3), "delay must be finite and >= 0 seconds, got -3"),
         (
             lambda: Backoff.constant(timedelta(seconds=-1)),
-            "delay must be a finite duration >= 0, got "
+            "delay must be finite and >= 0 seconds, got "
             "datetime.timedelta(days=-1, seconds=86399)",
         ),
         (
@@ -340,9 +343,9 @@ def test_repr_reads_as_constructor_call(backoff: Backoff) -> None:
             lambda: Backoff.exponential(1, 9, jitter="decorrelated").delay(
                 1, previous=-1, rng=random.Random()
             ),
-            "previous must be a finite duration >= 0, got -1",
+            "previous must be finite and >= 0 seconds, got -1",
         ),
-        (lambda: RetryLater(-1), "delay must be a finite duration >= 0, got -1"),
+        (lambda: RetryLater(-1), "delay must be finite and >= 0 seconds, got -1"),
         (
             lambda: RetryPolicy(0, Backoff.constant(1)),
             "max_attempts must be an int >= 1, got 0",
@@ -368,11 +371,11 @@ def test_bad_input_raises_value_error_naming_field(make: object, message: str) -
     [
         (
             lambda: Backoff.constant("5"),  # type: ignore[arg-type]
-            "delay must be seconds (float) or a timedelta, got '5'",
+            "delay must be a number of seconds or a timedelta, got '5'",
         ),
         (
             lambda: Backoff.linear(1, True),
-            "cap must be seconds (float) or a timedelta, got True",
+            "cap must be a number of seconds or a timedelta, got True",
         ),
         (
             lambda: Backoff.constant(1).delay(

@@ -20,7 +20,7 @@ import attrs
 
 from .. import _html
 from .._checks import int_at_least
-from .._duration import seconds
+from .._checks import seconds as check_seconds
 
 __all__ = ["Backoff", "Jitter", "Permanent", "RetryLater", "RetryPolicy"]
 
@@ -38,11 +38,6 @@ _BASE_NAME: dict[_Kind, str] = {
     "linear": "step",
     "exponential": "base",
 }
-
-
-def _seconds(value: float | timedelta, name: str) -> float:
-    """Convert a duration given as seconds or a timedelta into float seconds."""
-    return seconds(value, name, finite=True, wording="duration")
 
 
 def _check_attempt(attempt: int) -> int:
@@ -116,10 +111,7 @@ class Backoff:
         for name, value in ((base_name, self.base), ("cap", self.cap)):
             if isinstance(value, bool) or not isinstance(value, float):
                 raise TypeError(f"{name} must be a float, got {value!r}")
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(
-                    f"{name} must be a finite duration >= 0, got {value!r}"
-                )
+            check_seconds(value, name, finite=True, timedelta_ok=False)
         if self.cap < self.base:
             raise ValueError(
                 f"cap must be >= {base_name} ({self.base!r}), got {self.cap!r}"
@@ -146,7 +138,7 @@ class Backoff:
             >>> Backoff.constant(5).delay(3, rng=random.Random(0))
             5.0
         """
-        seconds = _seconds(delay, "delay")
+        seconds = check_seconds(delay, "delay", finite=True)
         return cls("constant", seconds, seconds, 1.0, jitter)
 
     @classmethod
@@ -166,7 +158,13 @@ class Backoff:
             >>> [backoff.delay(n, rng=random.Random(0)) for n in (1, 2, 3)]
             [10.0, 20.0, 25.0]
         """
-        return cls("linear", _seconds(step, "step"), _seconds(cap, "cap"), 1.0, jitter)
+        return cls(
+            "linear",
+            check_seconds(step, "step", finite=True),
+            check_seconds(cap, "cap", finite=True),
+            1.0,
+            jitter,
+        )
 
     @classmethod
     def exponential(
@@ -188,7 +186,11 @@ class Backoff:
             [2.0, 6.0, 18.0, 54.0, 100.0]
         """
         return cls(
-            "exponential", _seconds(base, "base"), _seconds(cap, "cap"), factor, jitter
+            "exponential",
+            check_seconds(base, "base", finite=True),
+            check_seconds(cap, "cap", finite=True),
+            factor,
+            jitter,
         )
 
     def nominal(self, attempt: int) -> float:
@@ -242,7 +244,11 @@ class Backoff:
         """
         if self.jitter == "decorrelated":
             _check_attempt(attempt)
-            prev = self.base if previous is None else _seconds(previous, "previous")
+            prev = (
+                self.base
+                if previous is None
+                else check_seconds(previous, "previous", finite=True)
+            )
             lo, hi = sorted((self.base, prev * 3))
             return min(self.cap, lo), min(self.cap, hi)
         v = self.nominal(attempt)
@@ -284,7 +290,11 @@ class Backoff:
         elif self.jitter == "equal":
             drawn = hi / 2 + rng.uniform(0.0, hi / 2)
         else:
-            prev = self.base if previous is None else _seconds(previous, "previous")
+            prev = (
+                self.base
+                if previous is None
+                else check_seconds(previous, "previous", finite=True)
+            )
             drawn = min(self.cap, rng.uniform(self.base, prev * 3))
         # uniform() may land one rounding step past its end point; the
         # documented bounds are a promise, so hold to them exactly.
@@ -385,7 +395,9 @@ class RetryLater(Exception):
     delay: float | None
 
     def __init__(self, delay: float | timedelta | None = None) -> None:
-        self.delay = None if delay is None else _seconds(delay, "delay")
+        self.delay = (
+            None if delay is None else check_seconds(delay, "delay", finite=True)
+        )
         super().__init__(delay)
 
     def __str__(self) -> str:

@@ -58,8 +58,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .. import _html
-from .._checks import stored_int
-from .._duration import seconds
+from .._checks import instant, seconds, stored_int
 from ..runtime.interval import MissedTickBehavior
 from .job import JSON, NewJob, check_json
 
@@ -185,16 +184,6 @@ def _cron_before(expression: str, tz: str, t: float) -> float:
 # -- the record ------------------------------------------------------------------
 
 
-def _finite(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(
-            f"{name} must be a time in the queue clock's seconds, got {value!r}"
-        )
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite time, got {value!r}")
-    return float(value)
-
-
 @attrs.frozen
 class Schedule:
     """A stored periodic or cron job: what to enqueue, when, and after downtime.
@@ -295,7 +284,7 @@ class Schedule:
         period = (
             None
             if every is None
-            else seconds(every, "every", positive=True, finite=True, wording="duration")
+            else seconds(every, "every", positive=True, finite=True)
         )
         if period is not None and period < MIN_EVERY:
             raise ValueError(
@@ -330,8 +319,8 @@ class Schedule:
             raise TypeError(
                 f"misfire must be a jobkit.MissedTickBehavior, got {misfire!r}"
             )
-        now = _finite(now, "now")
-        first = now if start is None else _finite(start, "start")
+        now = instant(now, "now")
+        first = now if start is None else instant(start, "start")
         schedule = cls(
             name=name,
             task=task,

@@ -72,8 +72,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import jobkit
 
-from .._checks import int_at_least
-from .._duration import seconds as check_seconds
 from .accounts import Accounts, EmailTaken
 
 __all__ = [
@@ -113,9 +111,14 @@ def step(name: str, message: str, *args: object, **fields: object) -> None:
 # -- configuration --------------------------------------------------------------
 
 
+# The example checks its own settings: it uses nothing but jobkit's public API.
 def _seconds(name: str, *, zero_ok: bool = False) -> Any:
     def check(_: object, __: object, value: object) -> None:
-        check_seconds(value, name, positive=not zero_ok, timedelta_ok=False)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+        if not (value >= 0 if zero_ok else value > 0):  # NaN fails both
+            bound = ">= 0" if zero_ok else "> 0"
+            raise ValueError(f"{name} must be {bound} seconds, got {value!r}")
 
     return check
 
@@ -136,7 +139,8 @@ def _check_port(_: object, __: object, value: int) -> None:
 
 def _check_positive_int(name: str) -> Any:
     def check(_: object, __: object, value: object) -> None:
-        int_at_least(value, name, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
 
     return check
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import builtins
 import inspect
 import logging
-import math
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -23,8 +22,8 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 import attrs
 import trio
 
-from .._checks import stored_int
-from .._duration import seconds
+from .._checks import instant, stored_int
+from .._checks import seconds as check_seconds
 from ..core import job as _job
 from ..core.job import JSON, Event, EventKind, Job, JobState, NewJob, check_json
 from ..core.retry import RetryPolicy
@@ -49,28 +48,6 @@ class _Transition(Protocol):
 
 
 # -- argument checks -------------------------------------------------------------
-
-
-def _duration(value: float | timedelta, name: str) -> float:
-    return seconds(value, name, finite=True, wording="duration")
-
-
-def _instant(value: float | datetime, name: str = "run_at") -> float:
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError(
-                f"{name} must be timezone-aware (a naive datetime is ambiguous), "
-                f"got {value!r}"
-            )
-        return value.timestamp()
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite time, got {value!r}")
-        return float(value)
-    raise TypeError(
-        f"{name} must be a time in the queue clock's seconds or an aware "
-        f"datetime, got {value!r}"
-    )
 
 
 def _name(value: object, what: str) -> str:
@@ -140,8 +117,10 @@ class PreparedJob:
         self.__attrs_init__(
             task=_name(task, "task name"),
             payload=payload,
-            delay=None if delay is None else _duration(delay, "delay"),
-            run_at=None if run_at is None else _instant(run_at),
+            delay=None if delay is None else check_seconds(delay, "delay", finite=True),
+            run_at=None
+            if run_at is None
+            else instant(run_at, "run_at", datetime_ok=True),
             priority=None if priority is None else stored_int(priority, "priority"),
             queue=None if queue is None else _name(queue, "queue"),
             unique_key=(
@@ -774,7 +753,9 @@ class Queue:
             _name(name, "task name")
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise TypeError(f"retry must be a RetryPolicy or None, got {retry!r}")
-        seconds = None if timeout is None else _duration(timeout, "timeout")
+        seconds = (
+            None if timeout is None else check_seconds(timeout, "timeout", finite=True)
+        )
         if seconds == 0:
             raise ValueError("timeout must be > 0 seconds (or None for no limit)")
         _name(queue, "queue")
@@ -1102,7 +1083,7 @@ class Queue:
             >>> jobkit.testing.run_virtual(main)
             ('succeeded', 5, 2.0)
         """
-        interval = seconds(poll_interval, "poll_interval", positive=True)
+        interval = check_seconds(poll_interval, "poll_interval", positive=True)
         store = self.store
         while True:
             # Watch before looking, so a change made while we look still wakes us.
@@ -1142,7 +1123,7 @@ class Queue:
             >>> jobkit.testing.run_virtual(main)
             (1, [2])
         """
-        age = seconds(older_than, "older_than", wording="duration")
+        age = check_seconds(older_than, "older_than")
         deleted = await self.store.purge(before=self.clock() - age)
         logger.info(
             "purged %d finished %s last changed over %gs ago",
@@ -1318,7 +1299,7 @@ class Queue:
             max_attempts=spec.max_attempts or 1,  # resolved: never None
             misfire=misfire,
             max_burst=max_burst,
-            start=None if start is None else _instant(start, "start"),
+            start=None if start is None else instant(start, "start", datetime_ok=True),
             now=now,
         )
         stored = await store.put_schedule(schedule)

@@ -9,7 +9,7 @@ from typing import Final
 
 import trio
 
-from .._duration import seconds
+from .._checks import seconds
 
 __all__ = ["Interval", "MissedTickBehavior", "interval"]
 
@@ -116,7 +116,7 @@ class Interval:
         start: float | None = None,
         missed_tick_behavior: MissedTickBehavior = MissedTickBehavior.BURST,
     ) -> None:
-        self._period = seconds(period, "period", positive=True, wording="bare")
+        self._period = seconds(period, "period", positive=True)
         self.missed_tick_behavior = missed_tick_behavior
         if start is None:
             try:
@@ -313,7 +313,7 @@ class Interval:
             >>> jobkit.testing.run_virtual(main)
             [0.25, 10.25]
         """
-        delay_seconds = seconds(delay, "delay", wording="bare")
+        delay_seconds = seconds(delay, "delay")
         self._rebase(trio.current_time() + delay_seconds)
 
     def reset_at(self, deadline: float) -> None:

@@ -24,7 +24,7 @@ from typing import Any, Protocol, TypeVar, TypeVarTuple
 import attrs
 import trio
 
-from .._duration import seconds
+from .._checks import seconds
 from .tasks import (
     CANCELLED,
     FAILED,

@@ -26,7 +26,7 @@ from typing import Literal, NoReturn, Protocol, TypeAlias
 import attrs
 import trio
 
-from .._duration import seconds
+from .._checks import seconds as check_seconds
 from ..core.job import Job
 from ..core.retry import Permanent
 from ._rng import KeyedRandom, derive
@@ -90,10 +90,6 @@ def _probability(value: float, name: str = "probability") -> float:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
     return float(value)
-
-
-def _seconds(value: float, name: str, *, positive: bool = False) -> float:
-    return seconds(value, name, positive=positive, timedelta_ok=False, wording="bare")
 
 
 class _Lab(Protocol):
@@ -234,7 +230,7 @@ class Latency(Fault):
             >>> Latency.constant(2).mean
             2.0
         """
-        return cls("constant", _seconds(seconds, "seconds"))
+        return cls("constant", check_seconds(seconds, "seconds", timedelta_ok=False))
 
     @classmethod
     def uniform(cls, low: float, high: float) -> Latency:
@@ -246,7 +242,10 @@ class Latency(Fault):
             >>> Latency.uniform(1, 3).mean
             2.0
         """
-        low, high = _seconds(low, "low"), _seconds(high, "high")
+        low, high = (
+            check_seconds(low, "low", timedelta_ok=False),
+            check_seconds(high, "high", timedelta_ok=False),
+        )
         if high < low:
             raise ValueError(f"high must be >= low ({low!r}), got {high!r}")
         return cls("uniform", low, high)
@@ -261,7 +260,10 @@ class Latency(Fault):
             >>> Latency.exponential(0.5).mean
             0.5
         """
-        return cls("exponential", _seconds(mean, "mean", positive=True))
+        return cls(
+            "exponential",
+            check_seconds(mean, "mean", positive=True, timedelta_ok=False),
+        )
 
     @classmethod
     def lognormal(cls, median: float, sigma: float) -> Latency:
@@ -275,8 +277,8 @@ class Latency(Fault):
         """
         return cls(
             "lognormal",
-            _seconds(median, "median", positive=True),
-            _seconds(sigma, "sigma"),
+            check_seconds(median, "median", positive=True, timedelta_ok=False),
+            check_seconds(sigma, "sigma", timedelta_ok=False),
         )
 
     @property
@@ -394,7 +396,7 @@ class Hang(_Chance):
 
     @duration.validator
     def _check_duration(self, _: attrs.Attribute[float], value: float) -> None:
-        _seconds(value, "duration", positive=True)
+        check_seconds(value, "duration", positive=True, timedelta_ok=False)
 
     async def inject(self, attempt: Attempt) -> None:
         """Sleep for ``duration`` (forever by default) if the fault strikes."""
@@ -466,9 +468,9 @@ class Dependency(Fault):
     name: str = attrs.field(default="downstream", kw_only=True)
 
     def __attrs_post_init__(self) -> None:
-        _seconds(self.capacity, "capacity", positive=True)
-        _seconds(self.window, "window", positive=True)
-        _seconds(self.latency, "latency", positive=True)
+        check_seconds(self.capacity, "capacity", positive=True, timedelta_ok=False)
+        check_seconds(self.window, "window", positive=True, timedelta_ok=False)
+        check_seconds(self.latency, "latency", positive=True, timedelta_ok=False)
         _probability(self.base_failure, "base_failure")
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"name must be a non-empty string, got {self.name!r}")

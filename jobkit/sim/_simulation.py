@@ -33,8 +33,7 @@ from typing import Any, NoReturn, TypeAlias
 import trio
 import trio.testing
 
-from .._checks import int_at_least
-from .._duration import seconds
+from .._checks import int_at_least, seconds
 from ..core.job import Failure, Job, JobState, Outcome, Success, attempt_limit
 from ..core.retry import RetryPolicy
 from ..queue.facade import PreparedJob, Queue
@@ -585,17 +584,6 @@ def _is_interrupt(exc: BaseException) -> bool:
 StoreOption: TypeAlias = Store | Callable[[], Store] | None
 
 
-def _seconds(value: object, name: str, *, zero_ok: bool = False) -> float:
-    return seconds(
-        value,
-        name,
-        positive=not zero_ok,
-        finite=True,
-        timedelta_ok=False,
-        wording="bare",
-    )
-
-
 class Simulation:
     """Run the real queue and workers in virtual time under a seeded fault plan.
 
@@ -685,15 +673,31 @@ class Simulation:
         if not isinstance(retry, RetryPolicy):
             raise TypeError(f"retry must be a RetryPolicy, got {retry!r}")
         self.retry: RetryPolicy = retry
-        self.timeout = None if timeout is None else _seconds(timeout, "timeout")
+        self.timeout = (
+            None
+            if timeout is None
+            else seconds(
+                timeout, "timeout", positive=True, finite=True, timedelta_ok=False
+            )
+        )
         if self.timeout is None and faults.hangs_forever:
             raise ValueError(
                 "the fault plan has a Hang with no end, but timeout is None: "
                 "those jobs would never finish; set timeout= (seconds)"
             )
-        self.lease = _seconds(lease, "lease")
-        self.poll_interval = _seconds(poll_interval, "poll_interval")
-        self.restart_delay = _seconds(restart_delay, "restart_delay", zero_ok=True)
+        self.lease = seconds(
+            lease, "lease", positive=True, finite=True, timedelta_ok=False
+        )
+        self.poll_interval = seconds(
+            poll_interval,
+            "poll_interval",
+            positive=True,
+            finite=True,
+            timedelta_ok=False,
+        )
+        self.restart_delay = seconds(
+            restart_delay, "restart_delay", finite=True, timedelta_ok=False
+        )
         self.label = f"seed {seed}" if label is None else str(label)
         self.progress = progress
         Reporter(progress, 0)  # refuse a bad option now
@@ -752,7 +756,7 @@ class Simulation:
             (60.0, 60)
         """
         if until is not None:
-            until = _seconds(until, "until", zero_ok=True)
+            until = seconds(until, "until", finite=True, timedelta_ok=False)
         store, owned = self._new_store()
         clock = trio.testing.MockClock(autojump_threshold=0)
         run = _Run(self, store, clock)

@@ -15,8 +15,7 @@ import random
 
 import attrs
 
-from .._checks import int_at_least
-from .._duration import seconds
+from .._checks import int_at_least, seconds
 
 __all__ = ["Burst", "Mix", "Poisson", "Steady", "Workload"]
 
@@ -25,12 +24,6 @@ def _count(value: int | None, name: str = "count") -> int | None:
     if value is None:
         return None
     return int_at_least(value, name, 0)
-
-
-def _time(value: float, name: str, *, positive: bool = False) -> float:
-    return seconds(
-        value, name, positive=positive, finite=True, timedelta_ok=False, wording="bare"
-    )
 
 
 class Workload(abc.ABC):
@@ -75,7 +68,9 @@ class Burst(Workload):
 
     def __attrs_post_init__(self) -> None:
         _count(self.n, "n")
-        object.__setattr__(self, "at", _time(self.at, "at"))
+        object.__setattr__(
+            self, "at", seconds(self.at, "at", finite=True, timedelta_ok=False)
+        )
 
     def arrivals(self, rng: random.Random) -> list[float]:
         """Return ``n`` copies of ``at``."""
@@ -85,7 +80,7 @@ class Burst(Workload):
 def _limits(count: int | None, duration: float | None) -> None:
     _count(count)
     if duration is not None:
-        _time(duration, "duration")
+        seconds(duration, "duration", finite=True, timedelta_ok=False)
     if count is None and duration is None:
         raise ValueError("give count=, duration= or both, so the workload ends")
 
@@ -100,8 +95,8 @@ class _Rated(Workload):
     start: float = attrs.field(default=0.0, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
-        _time(self.rate, "rate", positive=True)
-        _time(self.start, "start")
+        seconds(self.rate, "rate", positive=True, finite=True, timedelta_ok=False)
+        seconds(self.start, "start", finite=True, timedelta_ok=False)
         _limits(self.count, self.duration)
 
     def _bounds(self) -> tuple[float, float]:

@@ -34,6 +34,7 @@ from typing import Any, ClassVar, TypeVar
 import attrs
 import trio
 
+from .._checks import seconds
 from ..core import job as _job
 from ..core.job import (
     EXPIRED_ERROR,
@@ -602,16 +603,6 @@ def _check_payload(task: Task[Any, Any], payload: dict[str, Any]) -> None:
         ) from None
 
 
-def _positive(value: float | timedelta, name: str, *, zero_ok: bool = False) -> float:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-        raise TypeError(f"{name} must be seconds (float) or a timedelta, got {value!r}")
-    if math.isnan(seconds) or seconds < 0 or (seconds == 0 and not zero_ok):
-        bound = ">= 0" if zero_ok else "> 0"
-        raise ValueError(f"{name} must be {bound} seconds, got {value!r}")
-    return float(seconds)
-
-
 class Worker:
     """Runs the jobs of a :class:`Queue`: claims, executes, retries, recovers.
 
@@ -674,9 +665,9 @@ class Worker:
         self._queue = queue
         self._concurrency = concurrency
         self._queues: tuple[str, ...] | None = queues
-        self._lease = _positive(lease, "lease")
-        self._poll_interval = _positive(poll_interval, "poll_interval")
-        self._grace = _positive(grace, "grace", zero_ok=True)
+        self._lease = seconds(lease, "lease", positive=True)
+        self._poll_interval = seconds(poll_interval, "poll_interval", positive=True)
+        self._grace = seconds(grace, "grace")
         self._shutdown = shutdown
         self._until_empty = bool(until_empty)
         # Set once the due slots of the store's schedules have been enqueued
