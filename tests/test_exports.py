@@ -98,6 +98,7 @@ EXPORTS: dict[str, list[str]] = {
         "StoreBusy",
         "StoreError",
         "Success",
+        "check_job_fields",
         "check_json",
         "check_limit",
         "check_new_jobs",

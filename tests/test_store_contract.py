@@ -765,10 +765,10 @@ async def test_stored_data_is_isolated_from_the_caller(store: Store) -> None:
         (
             NewJob(task="t", max_attempts=0),
             ValueError,
-            "max_attempts must be at least 1",
+            "max_attempts must be >= 1",
         ),
-        (NewJob(task=""), ValueError, "task name must not be empty"),
-        (NewJob(task="t", queue=""), ValueError, "queue name must not be empty"),
+        (NewJob(task=""), ValueError, "task name must be a non-empty string"),
+        (NewJob(task="t", queue=""), ValueError, "queue must be a non-empty string"),
         (NewJob(task="t", run_at=math.inf), ValueError, "run_at must be a finite"),
         ("t", TypeError, "enqueue\\(\\) takes NewJob records"),
     ],

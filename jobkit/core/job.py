@@ -17,6 +17,7 @@ from typing import Any, TypeAlias
 import attrs
 
 from .. import _html
+from .._checks import stored_int
 
 JSON: TypeAlias = Any
 """A value that survives ``json.dumps``/``json.loads`` unchanged."""
@@ -323,6 +324,43 @@ def check_json(value: object, where: str = "payload") -> None:
         TypeError: payload['file'] holds '\udcff' at index 7, a lone surrogate that UTF-8 cannot encode
     """  # noqa: E501
     _check_json(value, where, MAX_JSON_DEPTH)
+
+
+def check_job_fields(
+    *,
+    task: object,
+    queue: object,
+    payload: object,
+    priority: object,
+    max_attempts: object,
+) -> None:
+    """Refuse job settings no store can keep, naming the setting that is wrong.
+
+    Every store applies it to each :class:`NewJob`, and a schedule to the job
+    it will enqueue, so that both refuse the same values in the same words.
+    ``max_attempts`` may be None (the task's default, decided at the claim).
+
+    Example::
+
+        >>> check_job_fields(task="t", queue="", payload={}, priority=0,
+        ...                  max_attempts=1)
+        Traceback (most recent call last):
+        ...
+        ValueError: queue must be a non-empty string, got ''
+    """
+    if not isinstance(task, str) or not task:
+        raise ValueError(f"task name must be a non-empty string, got {task!r}")
+    if not isinstance(queue, str) or not queue:
+        raise ValueError(f"queue must be a non-empty string, got {queue!r}")
+    if not isinstance(payload, dict):
+        raise TypeError(
+            f"payload must be a dict of keyword arguments, got "
+            f"{type(payload).__name__} (task {task!r})"
+        )
+    check_json(payload)
+    stored_int(priority, "priority")
+    if max_attempts is not None:
+        stored_int(max_attempts, "max_attempts", minimum=1)
 
 
 def _check_json(value: object, where: str, depth: int) -> None:

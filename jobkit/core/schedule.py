@@ -60,7 +60,7 @@ import attrs
 from .. import _html
 from .._checks import instant, seconds, stored_int
 from ..runtime.interval import MissedTickBehavior
-from .job import JSON, NewJob, check_json
+from .job import JSON, NewJob, check_job_fields, check_json
 
 if TYPE_CHECKING:
     from croniter import croniter as _Croniter
@@ -274,8 +274,6 @@ class Schedule:
         """
         if not isinstance(name, str) or not name:
             raise ValueError(f"schedule name must be a non-empty string, got {name!r}")
-        if not isinstance(task, str) or not task:
-            raise ValueError(f"task name must be a non-empty string, got {task!r}")
         if (every is None) == (cron is None):
             got = "both" if every is not None else "neither"
             raise ValueError(
@@ -301,20 +299,14 @@ class Schedule:
         else:
             zone = "UTC"
         payload = {} if payload is None else payload
-        if not isinstance(payload, dict):
-            raise TypeError(
-                f"payload must be a dict of keyword arguments, got "
-                f"{type(payload).__name__}"
-            )
-        check_json(payload)
-        if not isinstance(queue, str) or not queue:
-            raise ValueError(f"queue must be a non-empty string, got {queue!r}")
-        for value, what, least in (
-            (priority, "priority", None),
-            (max_attempts, "max_attempts", 1),
-            (max_burst, "max_burst", 1),
-        ):
-            stored_int(value, what, minimum=least)
+        check_job_fields(
+            task=task,
+            queue=queue,
+            payload=payload,
+            priority=priority,
+            max_attempts=max_attempts,
+        )
+        stored_int(max_burst, "max_burst", minimum=1)
         if not isinstance(misfire, MissedTickBehavior):
             raise TypeError(
                 f"misfire must be a jobkit.MissedTickBehavior, got {misfire!r}"

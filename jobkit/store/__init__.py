@@ -25,6 +25,7 @@ from ..core.job import NewJob as NewJob
 from ..core.job import Outcome as Outcome
 from ..core.job import Release as Release
 from ..core.job import Success as Success
+from ..core.job import check_job_fields as check_job_fields
 from ..core.job import check_json as check_json
 from ..core.schedule import FireResult as FireResult
 from ..core.schedule import Firing as Firing
@@ -65,6 +66,7 @@ __all__ = [
     "StoreBusy",
     "StoreError",
     "Success",
+    "check_job_fields",
     "check_json",
     "check_limit",
     "check_new_jobs",

@@ -21,8 +21,14 @@ from typing import Protocol, TypeAlias, runtime_checkable
 import attrs
 
 from .. import _html
-from .._checks import stored_int
-from ..core.job import Event, Job, JobState, NewJob, Outcome, check_json
+from ..core.job import (
+    Event,
+    Job,
+    JobState,
+    NewJob,
+    Outcome,
+    check_job_fields,
+)
 from ..core.schedule import FireResult, Schedule
 
 
@@ -377,24 +383,13 @@ def check_new_jobs(jobs: Sequence[NewJob]) -> None:
     for spec in jobs:
         if not isinstance(spec, NewJob):
             raise TypeError(f"enqueue() takes NewJob records, got {spec!r}")
-        if spec.max_attempts is not None and spec.max_attempts < 1:
-            raise ValueError(
-                f"max_attempts must be at least 1, got {spec.max_attempts} "
-                f"(task {spec.task!r})"
-            )
-        if not spec.task:
-            raise ValueError("task name must not be empty")
-        if not spec.queue:
-            raise ValueError("queue name must not be empty")
-        if not isinstance(spec.payload, dict):
-            raise TypeError(
-                f"payload must be a dict of keyword arguments, got "
-                f"{type(spec.payload).__name__} (task {spec.task!r})"
-            )
-        check_json(spec.payload)
-        stored_int(spec.priority, "priority")
-        if spec.max_attempts is not None:
-            stored_int(spec.max_attempts, "max_attempts")
+        check_job_fields(
+            task=spec.task,
+            queue=spec.queue,
+            payload=spec.payload,
+            priority=spec.priority,
+            max_attempts=spec.max_attempts,
+        )
         if spec.run_at is not None and not math.isfinite(spec.run_at):
             raise ValueError(f"run_at must be a finite time, got {spec.run_at!r}")
 
