@@ -56,7 +56,7 @@ from typing import Any
 import attrs
 import trio
 
-from ..core.job import EXPIRED_ERROR, Event, EventKind, Job, JobState
+from ..core.job import EXPIRED_ERROR, Event, EventKind, JobState
 from ..store.protocol import JobNotFound, PurgeTotals, QueueCounts, Store
 from ..store.tallies import ATTEMPTS_SERIES as _ATTEMPTS_SERIES
 from ..store.tallies import DURATION_BUCKETS, tally_events
@@ -738,10 +738,6 @@ class Metrics:
                 low = DURATION_BUCKETS[key - 1] if key > 0 else -math.inf
                 builder.counts[bisect.bisect_right(self._duration_bounds, low)] += n
                 builder.sum += total
-
-    def learn(self, job: Job) -> None:
-        """Remember the task and queue of ``job`` for the events that follow."""
-        self._labels[job.id] = (job.task, job.queue)
 
     async def _labels_for(
         self,
