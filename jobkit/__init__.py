@@ -91,8 +91,8 @@ from .queue.facade import Queue as Queue
 from .queue.facade import Task as Task
 from .queue.facade import TaskOptions as TaskOptions
 from .worker.worker import Worker as Worker
-from .worker.worker import WorkerStatistics as WorkerStatistics
-from .worker.worker import current_job as current_job
+from .worker.state import WorkerStatistics as WorkerStatistics
+from .worker.slots import current_job as current_job
 from .worker.worker import run_worker as run_worker
 
 # Schedules: periodic and cron jobs, stored, fired once per slot.

@@ -1212,7 +1212,7 @@ def test_describe_error_text_is_the_standard_traceback_every_time() -> None:
     """describe_error gives the standard traceback text (markers, chains) every call."""
     import traceback
 
-    from jobkit.worker.worker import describe_error
+    from jobkit.worker.tracebacks import describe_error
 
     def lookup(data: dict[str, Any]) -> Any:
         return data["a"]["b"] + 1
@@ -1241,7 +1241,7 @@ def test_describe_error_of_a_repeated_plain_failure_is_the_standard_traceback() 
     import functools
     import traceback
 
-    from jobkit.worker.worker import describe_error
+    from jobkit.worker.tracebacks import describe_error
 
     def deep(n: int) -> None:
         if n:

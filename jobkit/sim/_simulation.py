@@ -39,7 +39,8 @@ from ..core.retry import RetryPolicy
 from ..queue.facade import PreparedJob, Queue
 from ..store.memory import MemoryStore, _EventRow
 from ..store.protocol import Store
-from ..worker.worker import current_job, run_worker
+from ..worker.slots import current_job
+from ..worker.worker import run_worker
 from ._faults import (
     Attempt,
     Dependency,

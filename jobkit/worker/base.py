@@ -1,0 +1,58 @@
+"""The state a worker's parts share, declared once.
+
+:class:`~jobkit.Worker` is assembled from parts, one module each: slot
+tasks (:mod:`.slots`), lease upkeep (:mod:`.leases`), schedule firing
+(:mod:`.schedules`) and shutdown (:mod:`.shutdown`), on top of the claim loop
+in :mod:`.worker`. Each part reads and writes the attributes declared here,
+which ``Worker.__init__`` sets, and calls the few methods declared here,
+which another part defines.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING
+
+import trio
+
+if TYPE_CHECKING:
+    from ..queue.facade import Queue
+    from ..runtime.token import CancellationToken
+    from .settle import _Settler
+    from .state import _Attempt, _Counters, _Slot
+    from .storecalls import _StoreCaller
+
+
+class _WorkerState:
+    _queue: Queue
+    _concurrency: int
+    _queues: tuple[str, ...] | None
+    _lease: float
+    _poll_interval: float
+    _grace: float
+    _shutdown: CancellationToken | None
+    _until_empty: bool
+    _schedules_fired: trio.Event
+    _rng: random.Random
+    _caller: _StoreCaller
+    _settler: _Settler
+    _limiter: trio.CapacityLimiter | None
+    _running: dict[int, _Attempt]
+    _idle: list[_Slot]
+    _counters: _Counters
+    _poked: trio.Event | None
+    _slot_free: bool
+    _waiting: trio.CancelScope | None
+    _claiming: trio.CancelScope
+    _stopping: bool
+    _started: bool
+
+    # Defined by one part, called by others.
+    def _poke(self) -> None:
+        raise NotImplementedError
+
+    def _trio_time(self, at: float) -> float:
+        raise NotImplementedError
+
+    def _report(self, attempt: _Attempt, applied: bool, now: float) -> None:
+        raise NotImplementedError
