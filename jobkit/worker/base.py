@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import trio
 
 if TYPE_CHECKING:
+    from ..core.job import Job
     from ..queue.facade import Queue
     from ..runtime.token import CancellationToken
     from .settle import _Settler
@@ -55,4 +56,7 @@ class _WorkerState:
         raise NotImplementedError
 
     def _report(self, attempt: _Attempt, applied: bool, now: float) -> None:
+        raise NotImplementedError
+
+    def _start(self, nursery: trio.Nursery, job: Job) -> None:
         raise NotImplementedError

@@ -1,17 +1,23 @@
 """The worker: claims due jobs, runs their handlers, reports how each attempt went.
 
-One :class:`Worker` is a handful of small trio tasks that share its state:
+One :class:`Worker` is a handful of small trio tasks that share its state
+(declared in :mod:`.base`), each part in a module of its own:
 
-- the *claim loop* takes up to the free slots' worth of due jobs per store
-  call, then sleeps until the next job is due, the poll interval ends, a slot
-  frees up, or this process enqueues something;
-- up to ``concurrency`` *slot* tasks each run one attempt at a time: the
-  handler (on trio, or in a thread for a plain function) under its timeout,
-  then its outcome; between attempts a slot waits for the next claimed job;
-- the *settler* writes the outcomes of the attempts that finished meanwhile
-  in one store call;
-- the *maintainer* renews the leases of running attempts in one call, and
-  reaps leases that ran out (a crashed worker's jobs), every ``lease / 3``.
+- the *claim loop* (:mod:`.claims`) takes up to the free slots' worth of due
+  jobs per store call, then sleeps until the next job is due, the poll
+  interval ends, a slot frees up, or this process enqueues something;
+- up to ``concurrency`` *slot* tasks (:mod:`.slots`) each run one attempt at
+  a time: the handler (on trio, or in a thread for a plain function) under
+  its timeout, then its outcome; between attempts a slot waits for the next
+  claimed job; a failure's traceback is trimmed in :mod:`.tracebacks`;
+- the *settler* (:mod:`.settle`) writes the outcomes of the attempts that
+  finished meanwhile in one store call;
+- the *maintainer* (:mod:`.leases`) renews the leases of running attempts in
+  one call, and reaps leases that ran out (a crashed worker's jobs), every
+  ``lease / 3``;
+- the *scheduler* (:mod:`.schedules`) enqueues the due slots of schedules;
+- :mod:`.shutdown` stops claiming, drains within the grace and hands back
+  the rest; every store call retries through :mod:`.storecalls`.
 
 Store calls run on the trio thread: a trio-to-thread hop costs several times
 a whole SQLite transaction, so the worker batches instead of hopping.
@@ -19,9 +25,7 @@ a whole SQLite transaction, so the worker batches instead of hopping.
 
 from __future__ import annotations
 
-import functools
 import logging
-import math
 import random
 from collections.abc import Sequence
 from datetime import timedelta
@@ -30,12 +34,9 @@ import attrs
 import trio
 
 from .._checks import seconds
-from ..core.job import (
-    Job,
-    JobState,
-)
 from ..queue.facade import Queue
 from ..runtime.token import CancellationToken
+from .claims import _Claims
 from .leases import _Leases
 from .schedules import _Schedules
 from .settle import _Settler
@@ -49,12 +50,6 @@ __all__ = ["Worker", "run_worker"]
 logger = logging.getLogger("jobkit")
 
 
-#: How often a worker run with ``until_empty`` looks at the store while only
-#: jobs running in other workers keep it going (a power of two, so that its
-#: instants add up exactly).
-TAIL_CHECK = 1 / 16
-
-
 # -- store calls that survive store errors ------------------------------------------
 
 
@@ -64,7 +59,7 @@ TAIL_CHECK = 1 / 16
 # -- the worker ------------------------------------------------------------------
 
 
-class Worker(_Slots, _Leases, _Schedules, _Shutdown):
+class Worker(_Claims, _Slots, _Leases, _Schedules, _Shutdown):
     """Runs the jobs of a :class:`Queue`: claims, executes, retries, recovers.
 
     Usually started with :func:`run_worker`; build one directly to keep a
@@ -234,105 +229,6 @@ class Worker(_Slots, _Leases, _Schedules, _Shutdown):
             logger.info("worker stopped", extra={"statistics": self.statistics()})
 
     # -- claiming ----------------------------------------------------------------
-
-    async def _claim_loop(self, attempts: trio.Nursery) -> None:
-        while not self._stopping and not (
-            self._shutdown is not None and self._shutdown.cancelled
-        ):
-            # A fresh event before looking at the store, so that an enqueue
-            # landing while we look is not missed.
-            self._poked = trio.Event()
-            free = self._concurrency - len(self._running)
-            deadline = math.inf
-            if free > 0:
-                jobs = await self._caller.call(
-                    "claim", functools.partial(self._claim, free), shield=True
-                )
-                for job in jobs:
-                    self._start(attempts, job)
-                if len(jobs) == free:
-                    continue
-                next_deadline = await self._next_deadline()
-                if next_deadline is None:
-                    continue
-                deadline = next_deadline
-                if self._until_empty and not self._running:
-                    queued, running = await self._left()
-                    if not queued and not running:
-                        logger.info("worker stopping: nothing queued or running")
-                        self._stopping = True
-                        break
-                    if not queued:
-                        # Only jobs running in other workers keep it going, and
-                        # their end reaches no one in this process: look again
-                        # soon rather than at the next poll.
-                        deadline = min(deadline, trio.current_time() + TAIL_CHECK)
-            # With a slot free and nothing due before ``deadline``, an attempt
-            # that ends makes no job due unless it retries it (a release
-            # notifies like an enqueue): looking again would find nothing.
-            self._slot_free = free > 0
-            if deadline == math.inf:
-                # Every slot busy: only a poke can change anything, and a
-                # cancel scope would cost as much as the wait (once per attempt).
-                await self._poked.wait()
-            else:
-                with trio.move_on_at(deadline) as self._waiting:
-                    await self._poked.wait()
-                self._waiting = None
-            self._slot_free = False
-
-    async def _left(self) -> tuple[int, int]:
-        """How many jobs of the served queues are QUEUED (due or not), and RUNNING."""
-        await self._schedules_fired.wait()
-        store = self._queue.store
-        counts = await self._caller.call("counts", store.counts)
-        left = {JobState.QUEUED: 0, JobState.RUNNING: 0}
-        for (name, state), n in counts.counts.items():
-            if state in left and (self._queues is None or name in self._queues):
-                left[state] += n
-        if left[JobState.QUEUED]:
-            # Queued jobs of tasks this worker does not know wait for another.
-            queued = await self._caller.call("queued_tasks", store.queued_tasks)
-            left[JobState.QUEUED] = sum(
-                n
-                for (name, task), n in queued.items()
-                if task in self._queue.tasks
-                and (self._queues is None or name in self._queues)
-            )
-        return left[JobState.QUEUED], left[JobState.RUNNING]
-
-    async def _claim(self, limit: int) -> list[Job]:
-        # Only jobs of tasks this worker can run: a job of a task that only a
-        # newer deploy knows waits QUEUED for a worker that knows it. A job
-        # enqueued without max_attempts gets its task's policy's here.
-        tasks = self._queue.tasks
-        return await self._queue.store.claim(
-            queues=self._queues,
-            limit=limit,
-            now=self._queue.clock(),
-            lease=self._lease,
-            tasks=list(tasks),
-            max_attempts={
-                name: task.retry.max_attempts for name, task in tasks.items()
-            },
-        )
-
-    async def _next_deadline(self) -> float | None:
-        """Return the trio time to look again, or None if a job is due already."""
-        store = self._queue.store
-        clock = self._queue.clock
-        next_due = await self._caller.call(
-            "next_run_at",
-            lambda: store.next_run_at(
-                queues=self._queues, tasks=list(self._queue.tasks)
-            ),
-        )
-        poll = trio.current_time() + self._poll_interval
-        if next_due is None:
-            return poll
-        if next_due <= clock():
-            return None
-        return min(poll, self._trio_time(next_due))
 
     def _trio_time(self, at: float) -> float:
         """The trio time at which the queue's clock reads ``at``."""

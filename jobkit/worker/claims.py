@@ -1,0 +1,125 @@
+"""The claim loop: take due jobs for the free slots, then sleep until one may be due."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+
+import trio
+
+from ..core.job import (
+    Job,
+    JobState,
+)
+from .base import _WorkerState
+
+logger = logging.getLogger("jobkit")
+
+#: How often a worker run with ``until_empty`` looks at the store while only
+#: jobs running in other workers keep it going (a power of two, so that its
+#: instants add up exactly).
+TAIL_CHECK = 1 / 16
+
+
+class _Claims(_WorkerState):
+    """The claim loop and what it asks the store."""
+
+    async def _claim_loop(self, attempts: trio.Nursery) -> None:
+        while not self._stopping and not (
+            self._shutdown is not None and self._shutdown.cancelled
+        ):
+            # A fresh event before looking at the store, so that an enqueue
+            # landing while we look is not missed.
+            self._poked = trio.Event()
+            free = self._concurrency - len(self._running)
+            deadline = math.inf
+            if free > 0:
+                jobs = await self._caller.call(
+                    "claim", functools.partial(self._claim, free), shield=True
+                )
+                for job in jobs:
+                    self._start(attempts, job)
+                if len(jobs) == free:
+                    continue
+                next_deadline = await self._next_deadline()
+                if next_deadline is None:
+                    continue
+                deadline = next_deadline
+                if self._until_empty and not self._running:
+                    queued, running = await self._left()
+                    if not queued and not running:
+                        logger.info("worker stopping: nothing queued or running")
+                        self._stopping = True
+                        break
+                    if not queued:
+                        # Only jobs running in other workers keep it going, and
+                        # their end reaches no one in this process: look again
+                        # soon rather than at the next poll.
+                        deadline = min(deadline, trio.current_time() + TAIL_CHECK)
+            # With a slot free and nothing due before ``deadline``, an attempt
+            # that ends makes no job due unless it retries it (a release
+            # notifies like an enqueue): looking again would find nothing.
+            self._slot_free = free > 0
+            if deadline == math.inf:
+                # Every slot busy: only a poke can change anything, and a
+                # cancel scope would cost as much as the wait (once per attempt).
+                await self._poked.wait()
+            else:
+                with trio.move_on_at(deadline) as self._waiting:
+                    await self._poked.wait()
+                self._waiting = None
+            self._slot_free = False
+
+    async def _left(self) -> tuple[int, int]:
+        """How many jobs of the served queues are QUEUED (due or not), and RUNNING."""
+        await self._schedules_fired.wait()
+        store = self._queue.store
+        counts = await self._caller.call("counts", store.counts)
+        left = {JobState.QUEUED: 0, JobState.RUNNING: 0}
+        for (name, state), n in counts.counts.items():
+            if state in left and (self._queues is None or name in self._queues):
+                left[state] += n
+        if left[JobState.QUEUED]:
+            # Queued jobs of tasks this worker does not know wait for another.
+            queued = await self._caller.call("queued_tasks", store.queued_tasks)
+            left[JobState.QUEUED] = sum(
+                n
+                for (name, task), n in queued.items()
+                if task in self._queue.tasks
+                and (self._queues is None or name in self._queues)
+            )
+        return left[JobState.QUEUED], left[JobState.RUNNING]
+
+    async def _claim(self, limit: int) -> list[Job]:
+        # Only jobs of tasks this worker can run: a job of a task that only a
+        # newer deploy knows waits QUEUED for a worker that knows it. A job
+        # enqueued without max_attempts gets its task's policy's here.
+        tasks = self._queue.tasks
+        return await self._queue.store.claim(
+            queues=self._queues,
+            limit=limit,
+            now=self._queue.clock(),
+            lease=self._lease,
+            tasks=list(tasks),
+            max_attempts={
+                name: task.retry.max_attempts for name, task in tasks.items()
+            },
+        )
+
+    async def _next_deadline(self) -> float | None:
+        """Return the trio time to look again, or None if a job is due already."""
+        store = self._queue.store
+        clock = self._queue.clock
+        next_due = await self._caller.call(
+            "next_run_at",
+            lambda: store.next_run_at(
+                queues=self._queues, tasks=list(self._queue.tasks)
+            ),
+        )
+        poll = trio.current_time() + self._poll_interval
+        if next_due is None:
+            return poll
+        if next_due <= clock():
+            return None
+        return min(poll, self._trio_time(next_due))
