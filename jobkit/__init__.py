@@ -39,7 +39,8 @@ The rules, which ``tests/test_layers.py`` enforces on every import (lazy and
 - the core imports neither trio nor anything that does I/O or reads a clock:
   stores, the worker and the simulator all pass ``now`` in;
 - a store imports only the core and the store protocol: it never sees the
-  queue, the worker or the metrics.
+  queue, the worker or the metrics;
+- the examples import only the public modules, as users' code does.
 """
 
 import warnings

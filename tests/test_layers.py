@@ -45,6 +45,17 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
 )
 
+# The examples show users' code: they import only what users may import.
+PUBLIC_MODULES = (
+    "jobkit",
+    "jobkit.store",
+    "jobkit.charts",
+    "jobkit.sim",
+    "jobkit.sim.charts",
+    "jobkit.testing",
+    "jobkit.notebook",
+)
+
 # The core is pure: no event loop, no files, no network, no clock.
 CORE_MAY_NOT_IMPORT = ("trio", "sqlite3", "os", "socket", "threading", "time")
 
@@ -106,6 +117,12 @@ def violations(root: Path) -> list[str]:
                 found.append(f"{where}:{line}: the core imports {target}")
             if top != "jobkit":
                 continue
+            if (
+                name.startswith("jobkit.examples")
+                and target not in PUBLIC_MODULES
+                and not target.startswith("jobkit.examples")
+            ):
+                found.append(f"{where}:{line}: an example imports {target}")
             target_rank = layer_of(target)
             if target_rank is not None and target_rank > rank:
                 found.append(
@@ -152,13 +169,24 @@ def test_the_layers_drawn_in_the_docstring_are_the_ones_enforced() -> None:
         ("core/retry.py", "import time\n", "the core imports time"),
         ("observe/metrics.py", "import jobkit\n", "observe (jobkit.observe.metrics)"),
         ("new.py", "", "jobkit.new belongs to no layer"),
+        ("examples/app.py", "from .._checks import seconds\n", "an example imports"),
     ],
 )
 def test_a_planted_violation_is_reported(
     tmp_path: Path, path: str, source: str, expected: str
 ) -> None:
     root = tmp_path / "jobkit"
-    for package in ("", "runtime", "core", "store", "observe", "queue", "worker"):
+    packages = (
+        "",
+        "runtime",
+        "core",
+        "store",
+        "observe",
+        "queue",
+        "worker",
+        "examples",
+    )
+    for package in packages:
         (root / package).mkdir(parents=True, exist_ok=True)
         (root / package / "__init__.py").write_text("")
     for module in ("worker/worker.py", "queue/facade.py", "observe/metrics.py"):
