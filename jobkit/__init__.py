@@ -7,10 +7,10 @@ and a durable job queue with retries, backoff and dead letters.
 How the package is laid out
 ---------------------------
 Every public name is exported here; the public modules besides this one are
-:mod:`jobkit.store` (for writing and choosing stores), :mod:`jobkit.charts`,
-:mod:`jobkit.sim`, :mod:`jobkit.sim.charts`, :mod:`jobkit.testing` and
-:mod:`jobkit.notebook`. The sub-packages are layers, and each imports only
-the layers below it::
+:mod:`jobkit.store` and :mod:`jobkit.store.transitions` (for writing and
+choosing stores), :mod:`jobkit.charts`, :mod:`jobkit.sim`,
+:mod:`jobkit.sim.charts`, :mod:`jobkit.testing` and :mod:`jobkit.notebook`.
+The sub-packages are layers, and each imports only the layers below it::
 
     cli/  dashboard/  examples/  testing          the command line,
     notebook  _demo  __main__                     the apps, the book's helpers

@@ -49,6 +49,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 PUBLIC_MODULES = (
     "jobkit",
     "jobkit.store",
+    "jobkit.store.transitions",
     "jobkit.charts",
     "jobkit.sim",
     "jobkit.sim.charts",
