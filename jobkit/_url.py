@@ -9,7 +9,7 @@ from typing import Any
 
 from ._memory import MemoryStore
 from ._sqlite import SQLiteStore
-from ._store import Store
+from ._store import Store, StoreError
 
 __all__ = ["sqlite_path", "store_from_url"]
 
@@ -48,11 +48,15 @@ def sqlite_path(url: str | os.PathLike[str]) -> str | None:
     return urllib.parse.unquote(rest[3:])
 
 
-def store_from_url(url: str | os.PathLike[str], **options: Any) -> Store:
+def store_from_url(
+    url: str | os.PathLike[str], *, create: bool = True, **options: Any
+) -> Store:
     """Open the store ``url`` names: a file path, ``sqlite:///PATH``,
     ``postgresql://...`` (or ``postgres://``), or ``memory:``.
 
-    ``options`` go to the store's constructor (e.g. ``timeout=`` for
+    With ``create=False`` a store that does not exist yet is an error
+    (:class:`~jobkit.StoreError`) rather than created empty. ``options`` go to
+    the store's constructor (e.g. ``timeout=`` for
     :class:`~jobkit.PostgresStore`). A PostgreSQL URL may name the store's
     schema with a ``schema`` query parameter, which is not passed on to the
     server: ``postgresql://db.internal/app?schema=jobs``.
@@ -82,7 +86,7 @@ def store_from_url(url: str | os.PathLike[str], **options: Any) -> Store:
             options.setdefault("schema", schemas[-1])
             rest = urllib.parse.urlencode([(k, v) for k, v in query if k != "schema"])
             text = urllib.parse.urlunsplit(parts._replace(query=rest))
-        return PostgresStore(text, **options)
+        return PostgresStore(text, create=create, **options)
     if scheme == "memory":
         if text[match.end() :].strip("/") if match else "":
             raise ValueError(f"a memory store URL is just 'memory:', got {text!r}")
@@ -90,4 +94,6 @@ def store_from_url(url: str | os.PathLike[str], **options: Any) -> Store:
     path = sqlite_path(text)
     if path is None:
         raise ValueError(f"cannot open a store from {text!r}: expected {_KINDS}")
+    if not create and path != ":memory:" and not os.path.exists(path):
+        raise StoreError(f"no database at {path!r}")
     return SQLiteStore(path, **options)

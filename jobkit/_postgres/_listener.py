@@ -55,14 +55,12 @@ class _Hint:
 class Listener:
     """One LISTENing connection, shared by every task that waits for a hint."""
 
-    def __init__(
-        self, url: str, channel: str, where: str, settings: dict[str, Any]
-    ) -> None:
+    def __init__(self, url: str, channel: str, settings: dict[str, Any]) -> None:
         self._url = url
         self._channel = channel
-        self._where = where
         self._settings = settings
         self._conn: psycopg.Connection[Any] | None = None
+        self._connecting = trio.Lock()
         self._reading = False
         self._hint = _Hint()
         self._ever_connected = False
@@ -91,7 +89,7 @@ class Listener:
     async def _read(self) -> set[str] | None:
         if self._conn is None:
             reconnecting = self._ever_connected
-            await self._connect()
+            await self.connect()
             if reconnecting:
                 return _ALL  # notifications sent while disconnected are lost
         conn = self._conn
@@ -125,7 +123,13 @@ class Listener:
         conn, self._conn = self._conn, None
         if conn is not None:
             await trio.to_thread.run_sync(conn.close)
-        await self._connect()
+        await self.connect()
+
+    async def connect(self) -> None:
+        """Connect and LISTEN, unless connected; retry until it works."""
+        async with self._connecting:
+            if self._conn is None:
+                await self._connect()
 
     async def _connect(self) -> None:
         delay = _RECONNECT_FIRST

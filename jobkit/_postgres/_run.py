@@ -193,10 +193,10 @@ class Runner:
                     f"{self.where}: PostgreSQL refused {what}: "
                     f"{type(exc).__name__}: {first_line(str(exc))}"
                 ) from None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            pause = delay * (0.5 + self._rng.random() / 2)
+            if time.monotonic() + pause >= deadline:
                 raise self._gave_up(what, last, busy)
-            time.sleep(min(remaining, delay * (0.5 + self._rng.random() / 2)))
+            time.sleep(pause)
             delay = min(delay * 2, _MAX_DELAY)
 
     def _attempt(
@@ -205,9 +205,7 @@ class Runner:
         write: str,
         deadline: float,
     ) -> T:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise psycopg_pool.PoolTimeout("no time left")
+        remaining = max(0.001, deadline - time.monotonic())
         with self.pool.connection(timeout=remaining) as conn:
             me = threading.get_ident()
             self._active[me] = (deadline, conn)

@@ -164,6 +164,7 @@ class PostgresStore:
     idle workers in every process at once; it is a hint, and workers still
     poll.
 
+    With ``create=False`` a missing schema is an error rather than created.
     Opening blocks briefly (it connects and may create the schema), so do it
     before the event loop is busy, or in a thread. Needs the ``postgres``
     extra: ``pip install 'jobkit[postgres]'``.
@@ -192,6 +193,7 @@ class PostgresStore:
         timeout: float = 30.0,
         pool_size: int = 10,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        create: bool = True,
     ) -> None:
         if not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema):
             raise ValueError(
@@ -215,6 +217,7 @@ class PostgresStore:
         self._where = f"{_where(url)} schema {schema!r}"
         self._channel = f"jobkit.{schema}"
         self._closed = False
+        self._create = create
         self._sql = _Statements(schema)
         settings = {
             # A session that lost its client (a partition) must not hold row
@@ -229,7 +232,11 @@ class PostgresStore:
             url,
             min_size=1,
             max_size=pool_size,
-            kwargs={"autocommit": True, **settings},
+            kwargs={
+                "autocommit": True,
+                "application_name": f"jobkit-{schema}",
+                **settings,
+            },
             open=False,
             name=f"jobkit-{schema}",
             timeout=timeout,
@@ -248,7 +255,11 @@ class PostgresStore:
                 f"cannot connect to {_where(url)}: {first_line(str(exc))}"
             ) from None
         self._runner = Runner(pool, self._where, timeout)
-        self._listener = Listener(url, self._channel, self._where, settings)
+        self._listener = Listener(
+            url,
+            self._channel,
+            {"application_name": f"jobkit-{schema}-listener", **settings},
+        )
         try:
             self._runner.run(self._prepare, "opening the store", "sync")
         except BaseException:
@@ -268,6 +279,8 @@ class PostgresStore:
         )
         version = self._inspect(conn)
         if version is None:
+            if not self._create:
+                raise StoreError(f"{self._where} holds no jobkit store (not created)")
             conn.execute(
                 sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
                     sql.Identifier(self._schema)
@@ -741,6 +754,14 @@ class PostgresStore:
         """
         self._check_open()
         await self._listener.wait(None if queues is None else set(queues))
+
+    async def start_listening(self) -> None:
+        """Open the listening connection now, rather than on the first wait.
+
+        Once this returns, every later enqueue wakes :meth:`wait_for_jobs`.
+        """
+        self._check_open()
+        await self._listener.connect()
 
     # -- schedules (the ScheduleStore part) --------------------------------------
 
