@@ -373,6 +373,39 @@ def test_contention_is_retried_then_store_busy() -> None:
     runner.close()
 
 
+async def test_a_cancelled_call_returns_at_once_and_changes_nothing(
+    url: str, schema: str, store: PostgresStore
+) -> None:
+    """A call stuck behind a lock is cancelled at once; its transaction rolls back."""
+    [job_id] = await store.enqueue([NewJob(task="t")], now=0.0)
+    with psycopg.connect(url) as other:  # holds the job's row until the end
+        other.execute(
+            f"SELECT * FROM {schema}.jobs WHERE id = %s FOR UPDATE", (job_id,)
+        )
+        begin = trio.current_time()
+        with trio.move_on_after(0.3):
+            await store.cancel(job_id, now=1.0)
+        assert trio.current_time() - begin < 1.0
+    assert (await store.get(job_id)).state.value == "queued"
+    assert (await store.cancel(job_id, now=2.0)).state.value == "cancelled"
+
+
+def test_a_call_past_its_deadline_is_a_store_busy(url: str, schema: str) -> None:
+    """Waiting for another transaction's lock longer than timeout: StoreBusy."""
+
+    async def main() -> None:
+        async with PostgresStore(url, schema=schema, timeout=0.5) as s:
+            [job_id] = await s.enqueue([NewJob(task="t")], now=0.0)
+            with psycopg.connect(url) as other:
+                other.execute(
+                    f"SELECT * FROM {schema}.jobs WHERE id = %s FOR UPDATE", (job_id,)
+                )
+                with pytest.raises(StoreBusy, match=r"stayed busy for 0\.5 s"):
+                    await s.cancel(job_id, now=1.0)
+
+    trio.run(main)
+
+
 class _FakeConn:
     broken = closed = False
 
