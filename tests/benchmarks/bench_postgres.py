@@ -165,12 +165,12 @@ def main() -> None:
     print(f"  cycles, {TASKS} tasks, 8 jobs per call, NORMAL: {rate:,.0f} jobs/s")
 
     for label, values in zip(
-        ("enqueue call", "its commit"), trio.run(wake_ups, url, 200), strict=True
+        ("call", "commit"), trio.run(wake_ups, url, 200), strict=True
     ):
         values.sort()
         p50 = values[len(values) // 2] * 1e3
         p99 = values[int(len(values) * 0.99)] * 1e3
-        print(f"  wake-up, from the {label} elsewhere to the handler: ", end="")
+        print(f"  wake-up, enqueue elsewhere ({label}) to handler: ", end="")
         print(f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
 
     rates: dict[int, float] = {}
