@@ -438,14 +438,13 @@ async def test_a_lost_commit_is_applied_once(
     real = _run.Runner._transaction
     lost = [False]
 
-    def losing_commit(self: _run.Runner, conn: Any, body: Any, begin: bytes) -> Any:
+    def losing_commit(self: _run.Runner, conn: Any, body: Any, begin: Any) -> Any:
         if lost[0]:
             return real(self, conn, body, begin)
         lost[0] = True
-        cur = conn.execute(begin)
-        while cur.nextset():
-            pass
-        xid = cur.fetchone()[0]
+        for statement in begin:
+            conn.execute(statement)
+        xid = conn.execute(_run._XID).fetchone()[0]
         result = body(conn)
         conn.execute("COMMIT" if committed else "ROLLBACK")
         conn.close()  # the answer never arrives

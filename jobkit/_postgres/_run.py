@@ -67,11 +67,10 @@ _CONTENTION: Final = (
 
 
 _BEGIN: Final = {
-    "sync": b"BEGIN; SELECT pg_current_xact_id()::text",
-    "async": (
-        b"BEGIN; SET LOCAL synchronous_commit = off; SELECT pg_current_xact_id()::text"
-    ),
+    "sync": (b"BEGIN",),
+    "async": (b"BEGIN", b"SET LOCAL synchronous_commit = off"),
 }
+_XID: Final = b"SELECT pg_current_xact_id()::text"
 
 
 class _Retry(Exception):
@@ -289,17 +288,19 @@ class Runner:
         self,
         conn: psycopg.Connection[object],
         body: Callable[[psycopg.Connection[object]], T],
-        begin: bytes,
+        begin: tuple[bytes, ...],
     ) -> T:
         try:
-            # The transaction's id comes with BEGIN, in the same round trip:
-            # if the connection is lost while COMMIT is on its way, the
-            # server can still say whether it committed.
-            cur = conn.execute(begin)
-            while cur.nextset():
-                pass
-            xid: str = cur.fetchone()[0]  # type: ignore[index]
-            result = body(conn)
+            # Pipelined: BEGIN, the transaction's id and the body's first
+            # statement travel in one round trip. The id is known before
+            # COMMIT is sent, so if the connection is lost while COMMIT is on
+            # its way, the server can still say whether it committed.
+            with conn.pipeline():
+                for statement in begin:
+                    conn.execute(statement)
+                ids = conn.execute(_XID)
+                result = body(conn)
+            xid: str = ids.fetchone()[0]  # type: ignore[index]
         except BaseException:
             self._rollback(conn)
             raise

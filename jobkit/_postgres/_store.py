@@ -778,8 +778,8 @@ class PostgresStore:
                 old = _to_schedule(found)
                 if old.definition == schedule.definition:
                     return old
-                conn.execute(self._sql.remove_schedule, (schedule.name,))
-            if conn.execute(self._sql.insert_schedule, row).rowcount != 1:
+                conn.execute(self._sql.remove_schedule, (schedule.name,)).fetchall()
+            if conn.execute(self._sql.insert_schedule, row).fetchone() is None:
                 raise _Retry("another process stored the schedule at the same time")
             return schedule
 
@@ -795,7 +795,9 @@ class PostgresStore:
     async def remove_schedule(self, name: str) -> bool:
         """Delete a schedule (its jobs stay); return whether it existed."""
         return await self._write(
-            lambda conn: conn.execute(self._sql.remove_schedule, (name,)).rowcount == 1,
+            lambda conn: (
+                conn.execute(self._sql.remove_schedule, (name,)).fetchone() is not None
+            ),
             "remove_schedule",
         )
 
@@ -995,9 +997,11 @@ class _Statements:
         )
         self.insert_schedule = f(
             f"INSERT INTO {{s}}.schedules ({_SCHEDULE_FIELDS}) VALUES "
-            f"({', '.join(['%s'] * 17)}) ON CONFLICT (name) DO NOTHING"
+            f"({', '.join(['%s'] * 17)}) ON CONFLICT (name) DO NOTHING RETURNING 1"
         )
-        self.remove_schedule = f("DELETE FROM {s}.schedules WHERE name = %s")
+        self.remove_schedule = f(
+            "DELETE FROM {s}.schedules WHERE name = %s RETURNING 1"
+        )
         self.all_schedules = f(
             f"SELECT {_SCHEDULE_FIELDS} FROM {{s}}.schedules ORDER BY name"
         )
