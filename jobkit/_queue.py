@@ -23,6 +23,7 @@ import attrs
 import trio
 
 from . import _job
+from ._checks import stored_int
 from ._duration import seconds
 from ._interval import MissedTickBehavior
 from ._job import JSON, Event, EventKind, Job, JobState, NewJob, check_json
@@ -69,14 +70,6 @@ def _instant(value: float | datetime, name: str = "run_at") -> float:
         f"{name} must be a time in the queue clock's seconds or an aware "
         f"datetime, got {value!r}"
     )
-
-
-def _int(value: object, name: str, *, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return value
 
 
 def _name(value: object, what: str) -> str:
@@ -148,7 +141,7 @@ class PreparedJob:
             payload=payload,
             delay=None if delay is None else _duration(delay, "delay"),
             run_at=None if run_at is None else _instant(run_at),
-            priority=None if priority is None else _int(priority, "priority"),
+            priority=None if priority is None else stored_int(priority, "priority"),
             queue=None if queue is None else _name(queue, "queue"),
             unique_key=(
                 None if unique_key is None else _name(unique_key, "unique_key")
@@ -156,7 +149,7 @@ class PreparedJob:
             max_attempts=(
                 None
                 if max_attempts is None
-                else _int(max_attempts, "max_attempts", minimum=1)
+                else stored_int(max_attempts, "max_attempts", minimum=1)
             ),
         )
 
@@ -716,7 +709,7 @@ class Queue:
         if seconds == 0:
             raise ValueError("timeout must be > 0 seconds (or None for no limit)")
         _name(queue, "queue")
-        _int(priority, "priority")
+        stored_int(priority, "priority")
 
         def register(fn: Callable[P, R]) -> Task[P, R]:
             if not callable(fn):
