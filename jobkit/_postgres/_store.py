@@ -901,14 +901,17 @@ class _Statements:
             "max_attempts, priority, run_at, unique_key, n) ORDER BY n "
             "RETURNING id) SELECT id FROM new ORDER BY id"
         )
+        # The picked ids go in as an array, so that the update finds each row
+        # by primary key whatever plan the statement gets once prepared (a
+        # generic plan may otherwise join against a scan of the table).
         self.claim = f(
             f"UPDATE {{s}}.jobs AS j SET state = 'running', event = 'started', "
             f"attempts = j.attempts + 1, lease_until = %(until)s, "
-            f"updated_at = %(now)s FROM (SELECT id FROM {{s}}.jobs "
+            f"updated_at = %(now)s WHERE j.id = ANY(ARRAY(SELECT id FROM {{s}}.jobs "
             f"WHERE state = 'queued' AND run_at <= %(now)s "
             f"AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[])) "
             f"ORDER BY priority DESC, run_at, id LIMIT %(limit)s "
-            f"FOR UPDATE SKIP LOCKED) AS due WHERE j.id = due.id "
+            f"FOR UPDATE SKIP LOCKED)) "
             f"RETURNING {', '.join('j.' + c for c in _COLUMNS.split(', '))}"
         )
         self.settle = f(
