@@ -180,21 +180,31 @@ def test_claim_sql_agrees_with_claim_order(url: str, schema: str) -> None:
         trio.run(store.aclose)
 
 
-def test_the_claim_reads_the_partial_index(url: str, schema: str) -> None:
-    """The claim's plan scans jobs_claim (QUEUED rows only), never the whole table."""
+@pytest.mark.parametrize("backlog", ["finished", "queued"])
+def test_the_claim_plan_reads_indexes_only(url: str, schema: str, backlog: str) -> None:
+    """Among 20,000 finished (or queued) jobs, the claim, prepared and generic,
+    reads the partial index of QUEUED jobs and the primary key: no table scan."""
     store = PostgresStore(url, schema=schema)
-    try:
-        query = (
-            store._sql.claim.decode()
-            .replace("%(now)s", "1.0")
-            .replace("%(queues)s", "NULL")
-            .replace("%(limit)s", "1")
-            .replace("%(until)s", "2.0")
-        )
-        plan = "\n".join(row[0] for row in sql(url, "EXPLAIN " + query))
-        assert "jobs_claim" in plan and "Seq Scan" not in plan, plan
-    finally:
-        trio.run(store.aclose)
+    trio.run(store.aclose)
+    state = "succeeded" if backlog == "finished" else "queued"
+    sql(
+        url,
+        f"INSERT INTO {schema}.jobs (task, queue, payload, state, attempts, "
+        "max_attempts, priority, run_at, created_at, updated_at, event) "
+        f"SELECT 't', 'default', '{{}}', '{state}', 0, 1, 0, 0, 0, 0, 'enqueued' "
+        "FROM generate_series(1, 20000)",
+    )
+    sql(url, f"ANALYZE {schema}.jobs")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        query = store._sql.claim.decode()
+        for i, name in enumerate(["until", "now", "queues", "limit"], 1):
+            query = query.replace(f"%({name})s", f"${i}")
+        conn.execute(f"PREPARE claim (float8, float8, text[], bigint) AS {query}")  # type: ignore[call-overload]
+        rows = conn.execute("EXPLAIN EXECUTE claim (2.0, 1.0, NULL, 10)").fetchall()
+    plan = "\n".join(row[0] for row in rows)
+    assert "jobs_claim" in plan and "jobs_pkey" in plan, plan
+    assert "Seq Scan" not in plan, plan
 
 
 async def test_concurrent_claims_never_share_a_job(url: str, schema: str) -> None:
