@@ -304,6 +304,8 @@ def _check_json(value: object, where: str, depth: int) -> None:
 
 
 def _check_text(text: str, where: str) -> None:
+    # A lone surrogate (what os.fsdecode makes of a file name's undecodable
+    # bytes) lives happily in a str but has no UTF-8 form: a store refuses it.
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:

@@ -194,7 +194,9 @@ class Task(Generic[P, R]):
     Calling the task calls the function, so it stays testable as plain
     code; :meth:`enqueue` stores a job that a worker will run later as
     ``fn(**payload)``. Async handlers run on trio, plain functions in a
-    worker thread.
+    worker thread; a thread cannot be interrupted, so its job is not run
+    again, nor released at shutdown, until the thread returns, even past
+    its timeout (see :func:`run_worker`).
 
     Arguments are stored as JSON by parameter name, so enqueue takes the
     same arguments the function does and checks them against its signature
@@ -687,7 +689,9 @@ class Queue:
         store records, so keep it stable across deployments. ``retry`` is
         the task's :class:`RetryPolicy` (its ``max_attempts`` is stored on
         each job), ``timeout`` limits each attempt (a timeout is a failed
-        attempt), ``queue`` and ``priority`` are defaults for its jobs.
+        attempt; a plain function's thread runs on until it returns, and
+        the attempt fails then), ``queue`` and ``priority`` are defaults
+        for its jobs.
         Registering a second task under the same name raises ``ValueError``.
 
         Example::
