@@ -93,6 +93,28 @@ def fill_finished(store: PostgresStore, url: str, count: int) -> None:
         conn.execute(f"ALTER TABLE {store.schema}.jobs ENABLE TRIGGER jobs_inserted")
 
 
+def claim_pages(store: PostgresStore) -> int:
+    """Buffers one claim of one job touches (EXPLAIN ANALYZE, rolled back)."""
+    trio.run(functools.partial(store.enqueue, [NewJob(task="noop")] * 100, now=0.0))
+    vacuum_jobs(store)
+    params: dict[str, object] = {
+        "now": 1.0,
+        "queues": None,
+        "limit": 1,
+        "until": 61.0,
+        "tasks": None,
+        "default_tasks": [],
+        "defaults": [],
+    }
+    with psycopg.connect(store.url) as conn:
+        rows = conn.execute(
+            b"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + store._sql.claim, params
+        ).fetchall()
+        conn.rollback()
+    plan = rows[0][0][0]
+    return int(plan["Plan"]["Shared Hit Blocks"] + plan["Plan"]["Shared Read Blocks"])
+
+
 def vacuum_jobs(store: PostgresStore) -> None:
     """Start from a clean table and fresh statistics, as autovacuum keeps it."""
     with psycopg.connect(store.url, autocommit=True) as conn:
@@ -174,6 +196,7 @@ def main() -> None:
         print(f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
 
     rates: dict[int, float] = {}
+    pages: dict[int, int] = {}
     for finished in (0, args.finished):
         store = fresh(url)
         try:
@@ -182,12 +205,17 @@ def main() -> None:
                 trio.run(functools.partial(cycles, store, JOBS // 4, 1, 1, vacuum=True))
                 for _ in range(ROUNDS)
             )
+            pages[finished] = claim_pages(store)
         finally:
             trio.run(store.drop_schema)
     empty, full = rates[0], rates[args.finished]
     print(
         f"  claim+settle, 1 task: {empty:,.0f}/s with no finished jobs, "
         f"{full:,.0f}/s with {args.finished:,}: ratio {full / empty:.2f}"
+    )
+    print(
+        f"  pages one claim reads: {pages[0]} with no finished jobs, "
+        f"{pages[args.finished]} with {args.finished:,} (load-independent)"
     )
 
 
