@@ -153,11 +153,21 @@ class PostgresStore:
     serialization failure or a deadlock is retried with jittered backoff for
     up to ``timeout`` seconds (real time), after which
     :class:`~jobkit.StoreError` (or :class:`~jobkit.StoreBusy`, when other
-    transactions held the rows) is raised and the call changed nothing. The
-    one exception: a connection lost while COMMIT was on its way, with the
-    server then unreachable until the deadline, leaves the outcome unknown,
-    and the error says so. Otherwise the store asks the server whether that
-    commit happened, so no call is applied twice.
+    transactions held the rows) is raised and the call changed nothing. A
+    cancelled call returns at once and is rolled back the same way.
+
+    A connection lost while COMMIT was on its way leaves the outcome unknown
+    to the client. The store noted the transaction's id beforehand and asks
+    the server (``pg_xact_status``) whether it committed: if so the call
+    returns its result, if not it runs again, so no call is applied twice.
+    Only when the server cannot be asked before the deadline (or the caller
+    was cancelled at that moment) does the outcome stay unknown, and the
+    error says so. What a repeat would then do: an enqueue could store the
+    job twice unless it has a ``unique_key``; a settle or renewal is fenced
+    by the attempt number and answers ``False`` the second time; a claim that
+    did commit leaves its jobs RUNNING under a lease nobody renews, so they
+    run again once it expires (that attempt counts); cancel, requeue and
+    discard raise ``TransitionError`` the second time.
 
     Enqueues, and jobs becoming QUEUED again (a retry, a release, a
     requeue), send a NOTIFY that :meth:`wait_for_jobs` hears, which wakes
