@@ -42,6 +42,8 @@ from tests.test_cli import APP, env
 from tests.test_cli import jobkit as run_cli
 from tests.test_schedule import race
 
+pytestmark = pytest.mark.postgres
+
 
 @pytest.fixture
 def url() -> str:

@@ -28,7 +28,7 @@ from jobkit import Schedule
 from jobkit import _sqlite as sql
 from jobkit._schedule import due
 from jobkit._sqlite_schedules import TABLES
-from tests.helpers.stores import STORES, WatchedStore, dispose
+from tests.helpers.stores import STORES, WatchedStore, dispose, store_params
 
 HELPERS = Path(__file__).parent / "helpers"
 
@@ -314,7 +314,7 @@ async def test_a_store_without_schedules_is_named() -> None:
 # -- storage, on every store -----------------------------------------------------------
 
 
-@pytest.fixture(params=sorted(STORES))
+@pytest.fixture(params=store_params())
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
     s: Any = STORES[request.param](tmp_path)
     yield s

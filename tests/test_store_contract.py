@@ -29,10 +29,10 @@ from jobkit import (
     TransitionError,
 )
 from jobkit._job import EXPIRED_ERROR, Failure, Release, Success
-from tests.helpers.stores import STORES, dispose
+from tests.helpers.stores import STORES, dispose, store_params
 
 
-@pytest.fixture(params=sorted(STORES))
+@pytest.fixture(params=store_params())
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     made = STORES[request.param](tmp_path)
     try:

@@ -33,7 +33,8 @@ POSTGRES_URL = os.environ.get(
 
 
 @functools.cache
-def _postgres_problem() -> str | None:
+def postgres_problem() -> str | None:
+    """Why the PostgreSQL tests cannot run here, or None if they can."""
     try:
         import psycopg
     except ImportError:
@@ -47,7 +48,7 @@ def _postgres_problem() -> str | None:
 
 def postgres_url() -> str:
     """Return the test server's URL; skip the test (under $CI: fail) if it is down."""
-    problem = _postgres_problem()
+    problem = postgres_problem()
     if problem is not None:
         message = (
             f"{problem}; to run the PostgreSQL tests start a server or set "
@@ -89,12 +90,21 @@ def require(name: str) -> None:
         postgres_url()
 
 
+MARKS: dict[str, list[pytest.MarkDecorator]] = {"postgres": [pytest.mark.postgres]}
+"""Marks each store's tests carry: ``postgres`` ones are left out, with one
+line saying so, when no server answers (see ``tests/conftest.py``)."""
+
+
 def store_params(*, slow_remote: bool = False) -> list[Any]:
-    """Every name in :data:`STORES` as a pytest parameter, remote ones marked slow
-    if ``slow_remote`` (for tests that make thousands of calls)."""
+    """Every name in :data:`STORES` as a pytest parameter with its marks; remote
+    ones also marked slow if ``slow_remote`` (for tests of thousands of calls)."""
     return [
         pytest.param(
-            name, marks=[pytest.mark.slow] if slow_remote and name in REMOTE else []
+            name,
+            marks=[
+                *MARKS.get(name, []),
+                *([pytest.mark.slow] if slow_remote and name in REMOTE else []),
+            ],
         )
         for name in sorted(STORES)
     ]
