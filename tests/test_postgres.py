@@ -200,10 +200,22 @@ def test_the_claim_plan_reads_indexes_only(url: str, schema: str, backlog: str) 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SET plan_cache_mode = force_generic_plan")
         query = store._sql.claim.decode()
-        for i, name in enumerate(["until", "now", "queues", "limit"], 1):
+        names = [
+            "until",
+            "now",
+            "queues",
+            "tasks",
+            "limit",
+            "default_tasks",
+            "defaults",
+        ]
+        for i, name in enumerate(names, 1):
             query = query.replace(f"%({name})s", f"${i}")
-        conn.execute(f"PREPARE claim (float8, float8, text[], bigint) AS {query}")  # type: ignore[call-overload]
-        rows = conn.execute("EXPLAIN EXECUTE claim (2.0, 1.0, NULL, 10)").fetchall()
+        types = "float8, float8, text[], text[], bigint, text[], bigint[]"
+        conn.execute(f"PREPARE claim ({types}) AS {query}")  # type: ignore[call-overload]
+        rows = conn.execute(
+            "EXPLAIN EXECUTE claim (2.0, 1.0, NULL, NULL, 10, '{}', '{}')"
+        ).fetchall()
     plan = "\n".join(row[0] for row in rows)
     assert "jobs_claim" in plan and "jobs_pkey" in plan, plan
     assert "Seq Scan" not in plan, plan
@@ -253,36 +265,52 @@ def test_a_newer_jobkit_schema_is_refused_unchanged(url: str, schema: str) -> No
     assert sql(url, f"SELECT version FROM {schema}.jobkit_version") == [(newer,)]
 
 
-def test_an_older_schema_is_migrated_in_place(
-    url: str, schema: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Opening an older version runs the migrations, keeping every job and event."""
+V1 = Path(__file__).parent / "data" / "postgres_schema_v1.sql"
 
-    async def write() -> None:
-        async with PostgresStore(url, schema=schema) as s:
-            await s.enqueue([NewJob(task="old", payload={"n": 1})], now=5.0)
 
-    trio.run(write)
-    version = _schema.SCHEMA_VERSION
-    monkeypatch.setattr(_schema, "SCHEMA_VERSION", version + 1)
-    monkeypatch.setitem(
-        _schema.MIGRATIONS, version, ("ALTER TABLE {s}.jobs ADD COLUMN note text",)
-    )
+def make_version_1_schema(url: str, schema: str) -> None:
+    """A schema as jobkit wrote it at version 1, holding one job: dead, retried once."""
+    text = V1.read_text().replace("{s}", schema)
+    text = text.replace("{channel}", f"'jobkit.{schema}'")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")  # type: ignore[arg-type]
+        for statement in text.split("\n;\n"):
+            if statement.strip():
+                conn.execute(statement)  # type: ignore[call-overload]
+        conn.execute(
+            f"INSERT INTO {schema}.jobs (task, queue, payload, state, attempts, "  # type: ignore[arg-type]
+            "max_attempts, priority, run_at, created_at, updated_at, event) "
+            "VALUES ('old', 'default', '{\"n\": 1}', 'queued', 0, 3, 0, 5, 5, 5, "
+            "'enqueued')"
+        )
 
-    async def read() -> None:
+
+def test_a_version_1_schema_is_migrated_in_place(url: str, schema: str) -> None:
+    """Opening version 1 upgrades it to the current one; its jobs and events stay."""
+    make_version_1_schema(url, schema)
+
+    async def main() -> None:
         async with PostgresStore(url, schema=schema) as s:
             [job] = await s.list()
-            assert (job.task, job.payload, job.run_at) == ("old", {"n": 1}, 5.0)
+            assert (job.task, job.payload, job.run_at, job.max_attempts) == (
+                "old",
+                {"n": 1},
+                5.0,
+                3,
+            )
+            assert job.retry_delay is None
             assert [e.kind.value for _, e in await s.events()] == ["enqueued"]
+            # The new columns and tables work on the old rows.
+            [claimed] = await s.claim(queues=None, limit=1, now=6.0, lease=5.0)
+            failure = Failure(claimed.id, 1, "boom", retry_at=9.0, delay=3.0)
+            assert await s.settle([failure], now=6.0) == [True]
+            assert (await s.get(claimed.id)).retry_delay == 3.0
+            assert (await s.purge_totals()).version == 0
 
-    trio.run(read)
-    assert sql(url, f"SELECT version FROM {schema}.jobkit_version") == [(version + 1,)]
-    assert ("note",) in sql(
-        url,
-        "SELECT column_name FROM information_schema.columns "
-        "WHERE table_schema = %s AND table_name = 'jobs'",
-        schema,
-    )
+    trio.run(main)
+    assert sql(url, f"SELECT version FROM {schema}.jobkit_version") == [
+        (_schema.SCHEMA_VERSION,)
+    ]
 
 
 def test_processes_opening_a_new_schema_at_once_create_it_once(

@@ -23,8 +23,13 @@ from typing import Final
 
 __all__ = ["MIGRATIONS", "SCHEMA", "SCHEMA_VERSION", "VERSION_TABLE"]
 
-SCHEMA_VERSION: Final = 1
-"""The layout this jobkit writes, kept in the schema's version table."""
+SCHEMA_VERSION: Final = 2
+"""The layout this jobkit writes, kept in the schema's version table.
+
+Version 2 added ``jobs.retry_delay`` and the ``purged`` table (the totals
+purges fold deleted events into), and lets ``jobs.max_attempts`` be NULL: not
+decided until the first claim.
+"""
 
 VERSION_TABLE: Final = "jobkit_version"
 """The one-row table that marks a schema as jobkit's and names its version."""
@@ -35,6 +40,20 @@ COUNT_SHARDS: Final = 16
 Each connection adds its transitions to the row of its own shard (its server
 process id modulo this), so that workers finishing jobs at the same moment do
 not queue on one hot row; ``counts()`` sums the shards.
+"""
+
+# What purges folded the deleted events into (PurgeTotals.tallies), plus the
+# purge version in the row ('', '', 'version', 0): no task has an empty name.
+_PURGED: Final = """
+    CREATE TABLE {s}.purged (
+        task   text             NOT NULL,
+        queue  text             NOT NULL,
+        series text             NOT NULL,
+        key    bigint           NOT NULL,
+        n      bigint           NOT NULL,
+        total  double precision NOT NULL,
+        PRIMARY KEY (task, queue, series, key)
+    )
 """
 
 # A transition names itself in ``jobs.event``; the triggers turn each changed
@@ -55,7 +74,7 @@ SCHEMA: Final = (
         state        text             NOT NULL CHECK (state IN
                          ('queued', 'running', 'succeeded', 'dead', 'cancelled')),
         attempts     bigint           NOT NULL,
-        max_attempts bigint           NOT NULL,
+        max_attempts bigint,
         priority     bigint           NOT NULL,
         run_at       double precision NOT NULL,
         created_at   double precision NOT NULL,
@@ -64,7 +83,8 @@ SCHEMA: Final = (
         unique_key   text,
         last_error   text,
         result       text,
-        event        text             NOT NULL
+        event        text             NOT NULL,
+        retry_delay  double precision
     )
     """,
     """
@@ -87,11 +107,12 @@ SCHEMA: Final = (
         PRIMARY KEY (queue, state, shard)
     )
     """,
-    # Claim order; the queue rides along so a claim from some queues filters
-    # without visiting the table. Finished jobs are not in the index at all.
+    # Claim order; the queue and task ride along so a claim of some queues or
+    # tasks filters without visiting the table. Finished jobs are not in the
+    # index at all.
     """
-    CREATE INDEX jobs_claim ON {s}.jobs (priority DESC, run_at, id) INCLUDE (queue)
-        WHERE state = 'queued'
+    CREATE INDEX jobs_claim ON {s}.jobs (priority DESC, run_at, id)
+        INCLUDE (queue, task) WHERE state = 'queued'
     """,
     "CREATE INDEX jobs_lease ON {s}.jobs (lease_until) WHERE state = 'running'",
     "CREATE INDEX jobs_dead ON {s}.jobs (id) WHERE state = 'dead'",
@@ -203,12 +224,24 @@ SCHEMA: Final = (
     )
     """,
     "CREATE INDEX schedules_next ON {s}.schedules (next_slot)",
+    _PURGED,
     f"INSERT INTO {{s}}.{VERSION_TABLE} (application, version) "
     f"VALUES ('jobkit', {SCHEMA_VERSION})",
 )
 """Creates a new, empty store of version :data:`SCHEMA_VERSION`."""
 
-MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {}
+MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    1: (
+        "ALTER TABLE {s}.jobs ADD COLUMN retry_delay double precision",
+        "ALTER TABLE {s}.jobs ALTER COLUMN max_attempts DROP NOT NULL",
+        _PURGED,
+        "DROP INDEX {s}.jobs_claim",
+        """
+        CREATE INDEX jobs_claim ON {s}.jobs (priority DESC, run_at, id)
+            INCLUDE (queue, task) WHERE state = 'queued'
+        """,
+    ),
+}
 """The statements that take a schema from version N to N + 1, keyed by N.
 
 Each step only adds (columns with defaults, tables, indexes): an older

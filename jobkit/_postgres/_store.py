@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Literal, TypeVar
 
@@ -15,7 +15,7 @@ import psycopg_pool
 import trio
 from psycopg import sql
 
-from .. import _job, _schedule
+from .. import _job, _metrics, _schedule
 from .._job import Event, EventKind, Job, JobState, NewJob, Outcome
 from .._logging import first_line
 from .._schedule import FireResult, Firing, Schedule, check_schedule, warn_dropped
@@ -24,11 +24,16 @@ from .._sqlite_schedules import _to_schedule
 from .._store import (
     IncompatibleStore,
     JobNotFound,
+    PurgeTotals,
     QueueCounts,
     StoreError,
+    TallyKey,
+    add_tallies,
     check_limit,
+    check_list_cursor,
     check_new_jobs,
     check_outcomes,
+    check_tasks,
     check_time,
 )
 from . import _schema
@@ -45,7 +50,8 @@ _SCHEMA_NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 _COLUMNS: Final = (
     "id, task, queue, payload, state, attempts, max_attempts, priority, run_at, "
-    "created_at, updated_at, lease_until, unique_key, last_error, result"
+    "created_at, updated_at, lease_until, unique_key, last_error, result, "
+    "retry_delay"
 )
 
 _SCHEDULE_FIELDS: Final = (
@@ -88,6 +94,7 @@ def _to_job(row: tuple[Any, ...]) -> Job:
         unique_key,
         last_error,
         result,
+        retry_delay,
     ) = row
     return Job(
         job_id,
@@ -105,6 +112,7 @@ def _to_job(row: tuple[Any, ...]) -> Job:
         unique_key,
         last_error,
         None if result is None else _decode(result),
+        retry_delay,
     )
 
 
@@ -454,20 +462,39 @@ class PostgresStore:
         return result
 
     async def claim(
-        self, *, queues: Sequence[str] | None, limit: int, now: float, lease: float
+        self,
+        *,
+        queues: Sequence[str] | None,
+        limit: int,
+        now: float,
+        lease: float,
+        tasks: Sequence[str] | None = None,
+        max_attempts: Mapping[str, int] | None = None,
     ) -> list[Job]:
         """Start up to ``limit`` due jobs in claim order, with one statement.
 
         The statement picks the jobs with ``FOR UPDATE SKIP LOCKED`` off the
         partial index of QUEUED jobs: jobs another worker is claiming at the
-        same moment are passed over, not waited for.
+        same moment are passed over, not waited for. With ``tasks``, jobs of
+        other tasks stay QUEUED; a job enqueued without ``max_attempts`` gets
+        ``max_attempts[task]`` (or 1) in the same statement, for good.
         """
         check_limit(limit)
         names = _check_queues(queues)
-        if names == []:
+        only = check_tasks(tasks)
+        if names == [] or only == []:
             await trio.lowlevel.checkpoint()
             return []
-        params = {"now": now, "queues": names, "limit": limit, "until": now + lease}
+        defaults = dict(max_attempts or {})
+        params = {
+            "now": now,
+            "queues": names,
+            "tasks": only,
+            "limit": limit,
+            "until": now + lease,
+            "default_tasks": list(defaults),
+            "defaults": list(defaults.values()),
+        }
 
         def body(conn: _Conn) -> list[Job]:
             rows = conn.execute(self._sql.claim, params).fetchall()
@@ -486,7 +513,9 @@ class PostgresStore:
         """
         check_outcomes(outcomes)
         ids, attempts, kinds, results, errors, retry_ats = [], [], [], [], [], []
+        delays: list[float | None] = []
         for outcome in outcomes:
+            delay = None
             if isinstance(outcome, _job.Success):
                 kind = "success"
                 result = (
@@ -500,6 +529,7 @@ class PostgresStore:
             elif isinstance(outcome, _job.Failure):
                 kind, result = "failure", None
                 error, retry_at = outcome.error, outcome.retry_at
+                delay = outcome.delay
             else:
                 raise TypeError(
                     f"settle() takes Success, Failure or Release records, "
@@ -511,10 +541,11 @@ class PostgresStore:
             results.append(result)
             errors.append(error)
             retry_ats.append(retry_at)
+            delays.append(delay)
         if not ids:
             await trio.lowlevel.checkpoint()
             return []
-        params = (now, ids, attempts, kinds, results, errors, retry_ats)
+        params = (now, ids, attempts, kinds, results, errors, retry_ats, delays)
         pairs = list(zip(ids, attempts, strict=True))
 
         def body(conn: _Conn) -> list[bool]:
@@ -585,21 +616,38 @@ class PostgresStore:
         state: JobState | None = None,
         queue: str | None = None,
         limit: int | None = 100,
+        task: str | None = None,
+        newest_first: bool = False,
+        after_id: int | None = None,
+        before_id: int | None = None,
     ) -> builtins.list[Job]:
-        """Return jobs by state and queue, oldest id first."""
+        """Return jobs by state, queue and task, oldest id first (or newest).
+
+        ``after_id``/``before_id`` bound the ids: a keyset cursor, so a page
+        starts from a seek on the primary key however deep it is.
+        """
         check_limit(limit)
+        check_list_cursor(after_id, before_id)
         where = []
         params: builtins.list[Any] = []
         if state is not None:
             # A literal (from the enum), so the state's partial index applies.
             where.append(f"state = '{JobState(state).value}'")
-        if queue is not None:
-            where.append("queue = %s")
-            params.append(queue)
+        for column, op, value in (
+            ("queue", "=", queue),
+            ("task", "=", task),
+            ("id", ">", after_id),
+            ("id", "<", before_id),
+        ):
+            if value is not None:
+                where.append(f"{column} {op} %s")
+                params.append(value)
         text = f"SELECT {_COLUMNS} FROM {{s}}.jobs"
         if where:
             text += " WHERE " + " AND ".join(where)
-        text += " ORDER BY id LIMIT %s"
+        text += (
+            " ORDER BY id DESC LIMIT %s" if newest_first else " ORDER BY id LIMIT %s"
+        )
         params.append(limit)
         statement = self._sql.format(text)
         return await self._read(
@@ -632,6 +680,7 @@ class PostgresStore:
                     job.lease_until,
                     job.last_error,
                     job.updated_at,
+                    job.retry_delay,
                     job.id,
                 ),
             )
@@ -679,20 +728,32 @@ class PostgresStore:
         )
         return QueueCounts({(queue, _STATES[state]): n for queue, state, n in rows})
 
-    async def next_run_at(self, *, queues: Sequence[str] | None) -> float | None:
-        """Return the earliest ``run_at`` among QUEUED jobs of ``queues``, or None."""
+    async def next_run_at(
+        self, *, queues: Sequence[str] | None, tasks: Sequence[str] | None = None
+    ) -> float | None:
+        """Return the earliest ``run_at`` among QUEUED jobs of ``queues``, or None.
+
+        ``queues`` and ``tasks`` filter as in :meth:`claim`.
+        """
         names = _check_queues(queues)
-        if names == []:
+        only = check_tasks(tasks)
+        if names == [] or only == []:
             await trio.lowlevel.checkpoint()
             return None
+        params = {"queues": names, "tasks": only}
 
         def body(conn: _Conn) -> float | None:
-            (run_at,) = conn.execute(
-                self._sql.next_run_at, {"queues": names}
-            ).fetchone()  # type: ignore[misc]
+            (run_at,) = conn.execute(self._sql.next_run_at, params).fetchone()  # type: ignore[misc]
             return run_at  # type: ignore[no-any-return]
 
         return await self._read(body, "next_run_at")
+
+    async def queued_tasks(self) -> dict[tuple[str, str], int]:
+        """Return the number of QUEUED jobs per ``(queue, task)``."""
+        rows = await self._read(
+            lambda conn: conn.execute(self._sql.queued_tasks).fetchall(), "queued_tasks"
+        )
+        return {(queue, task): n for queue, task, n in rows}
 
     async def events(
         self, *, job_id: int | None = None, after: int = 0, limit: int | None = None
@@ -714,14 +775,38 @@ class PostgresStore:
     async def purge(self, *, before: float) -> int:
         """Delete finished jobs last changed before ``before``, with their events.
 
-        Finished means SUCCEEDED or CANCELLED; the newest job and the newest
-        event always stay. The jobs go a thousand per transaction, so that a
-        long purge holds no lock for long.
+        Finished means SUCCEEDED or CANCELLED; the newest job and the job of
+        the newest event always stay (their numbers are where the next ones
+        count from). The jobs go a thousand per transaction, so that a long
+        purge holds no lock for long; each transaction folds the events it
+        deletes into :meth:`purge_totals`.
         """
         check_time(before, "before")
 
         def batch(conn: _Conn) -> int:
-            return len(conn.execute(self._sql.purge, (before, _PURGE_BATCH)).fetchall())
+            ids = [
+                i for (i,) in conn.execute(self._sql.purgeable, (before, _PURGE_BATCH))
+            ]
+            if not ids:
+                return 0
+            history: dict[int, builtins.list[Event]] = {i: [] for i in ids}
+            for job_id, kind, at, attempt, error in conn.execute(
+                self._sql.purged_events, (ids,)
+            ):
+                history[job_id].append(Event(job_id, _KINDS[kind], at, attempt, error))
+            tallies: dict[TallyKey, tuple[int, float]] = {}
+            for job_id, task, queue in conn.execute(self._sql.purged_jobs, (ids,)):
+                add_tallies(
+                    tallies, _metrics.tally_events(task, queue, history[job_id])
+                )
+            tallies[("", "", "version", 0)] = (1, 0.0)
+            with conn.cursor() as cur:
+                cur.executemany(
+                    self._sql.add_purged,
+                    [(*key, n, total) for key, (n, total) in tallies.items()],
+                )
+            conn.execute(self._sql.delete_events, (ids,))
+            return len(conn.execute(self._sql.delete_jobs, (ids,)).fetchall())
 
         deleted = 0
         while True:
@@ -729,6 +814,21 @@ class PostgresStore:
             deleted += n
             if n < _PURGE_BATCH:
                 return deleted
+
+    async def purge_totals(self) -> PurgeTotals:
+        """Return what the events of purged jobs added up to."""
+        rows = await self._read(
+            lambda conn: conn.execute(self._sql.purge_totals).fetchall(),
+            "purge_totals",
+        )
+        version = 0
+        tallies: dict[TallyKey, tuple[int, float]] = {}
+        for task, queue, series, key, n, total in rows:
+            if task == "" and series == "version":
+                version = n
+            else:
+                tallies[(task, queue, series, key)] = (n, total)
+        return PurgeTotals(version, tallies)
 
     async def aclose(self) -> None:
         """Close the pool and the listener; the data stays. Closing twice is fine."""
@@ -911,15 +1011,20 @@ class _Statements:
             "max_attempts, priority, run_at, unique_key, n) ORDER BY n "
             "RETURNING id) SELECT id FROM new ORDER BY id"
         )
-        # The picked ids go in as an array, so that the update finds each row
-        # by primary key whatever plan the statement gets once prepared (a
+        # A job without max_attempts gets its task's default, or 1. The
+        # picked ids go in as an array, so that the update finds each row by
+        # primary key whatever plan the statement gets once prepared (a
         # generic plan may otherwise join against a scan of the table).
         self.claim = f(
             f"UPDATE {{s}}.jobs AS j SET state = 'running', event = 'started', "
             f"attempts = j.attempts + 1, lease_until = %(until)s, "
-            f"updated_at = %(now)s WHERE j.id = ANY(ARRAY(SELECT id FROM {{s}}.jobs "
+            f"updated_at = %(now)s, max_attempts = coalesce(j.max_attempts, "
+            f"(SELECT d.n FROM unnest(%(default_tasks)s::text[], "
+            f"%(defaults)s::bigint[]) AS d(task, n) WHERE d.task = j.task), 1) "
+            f"WHERE j.id = ANY(ARRAY(SELECT id FROM {{s}}.jobs "
             f"WHERE state = 'queued' AND run_at <= %(now)s "
             f"AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[])) "
+            f"AND (%(tasks)s::text[] IS NULL OR task = ANY(%(tasks)s::text[])) "
             f"ORDER BY priority DESC, run_at, id LIMIT %(limit)s "
             f"FOR UPDATE SKIP LOCKED)) "
             f"RETURNING {', '.join('j.' + c for c in _COLUMNS.split(', '))}"
@@ -928,25 +1033,31 @@ class _Statements:
             "UPDATE {s}.jobs AS j SET "
             "state = CASE WHEN o.kind = 'success' THEN 'succeeded' "
             "  WHEN o.kind = 'release' THEN 'queued' "
-            "  WHEN o.retry_at IS NULL OR j.attempts >= j.max_attempts THEN 'dead' "
+            "  WHEN o.retry_at IS NULL OR j.attempts >= coalesce(j.max_attempts, 1) "
+            "    THEN 'dead' "
             "  ELSE 'queued' END, "
             "event = CASE WHEN o.kind = 'success' THEN 'succeeded' "
             "  WHEN o.kind = 'release' THEN 'released' "
-            "  WHEN o.retry_at IS NULL OR j.attempts >= j.max_attempts THEN 'dead' "
+            "  WHEN o.retry_at IS NULL OR j.attempts >= coalesce(j.max_attempts, 1) "
+            "    THEN 'dead' "
             "  ELSE 'retried' END, "
             "attempts = CASE WHEN o.kind = 'release' THEN j.attempts - 1 "
             "  ELSE j.attempts END, "
             "run_at = CASE WHEN o.kind = 'release' THEN o.now "
             "  WHEN o.kind = 'failure' AND o.retry_at IS NOT NULL "
-            "    AND j.attempts < j.max_attempts THEN o.retry_at "
+            "    AND j.attempts < coalesce(j.max_attempts, 1) THEN o.retry_at "
             "  ELSE j.run_at END, "
+            "retry_delay = CASE WHEN o.kind = 'failure' AND o.retry_at IS NOT NULL "
+            "    AND j.attempts < coalesce(j.max_attempts, 1) THEN o.delay "
+            "  ELSE j.retry_delay END, "
             "result = CASE WHEN o.kind = 'success' THEN o.result ELSE j.result END, "
             "last_error = CASE WHEN o.kind = 'failure' THEN o.error "
             "  ELSE j.last_error END, "
             "lease_until = NULL, updated_at = o.now "
             "FROM (SELECT *, %s::float8 AS now FROM unnest(%s::bigint[], "
-            "%s::bigint[], %s::text[], %s::text[], %s::text[], %s::float8[]) "
-            "AS t(id, attempt, kind, result, error, retry_at)) AS o "
+            "%s::bigint[], %s::text[], %s::text[], %s::text[], %s::float8[], "
+            "%s::float8[]) AS t(id, attempt, kind, result, error, retry_at, delay)) "
+            "AS o "
             "WHERE j.id = o.id AND j.state = 'running' AND j.attempts = o.attempt "
             "RETURNING j.id, o.attempt"
         )
@@ -959,11 +1070,11 @@ class _Statements:
         )
         self.reap = f(
             f"UPDATE {{s}}.jobs AS j SET "
-            f"state = CASE WHEN attempts >= max_attempts THEN 'dead' "
+            f"state = CASE WHEN attempts >= coalesce(max_attempts, 1) THEN 'dead' "
             f"  ELSE 'queued' END, "
-            f"event = CASE WHEN attempts >= max_attempts THEN 'dead' "
+            f"event = CASE WHEN attempts >= coalesce(max_attempts, 1) THEN 'dead' "
             f"  ELSE 'expired' END, "
-            f"run_at = CASE WHEN attempts >= max_attempts THEN run_at "
+            f"run_at = CASE WHEN attempts >= coalesce(max_attempts, 1) THEN run_at "
             f"  ELSE %(now)s END, "
             f"last_error = %(error)s, lease_until = NULL, updated_at = %(now)s "
             f"WHERE id IN (SELECT id FROM {{s}}.jobs WHERE state = 'running' "
@@ -976,7 +1087,8 @@ class _Statements:
         )
         self.rewrite = f(
             "UPDATE {s}.jobs SET state = %s, event = %s, attempts = %s, run_at = %s, "
-            "lease_until = %s, last_error = %s, updated_at = %s WHERE id = %s"
+            "lease_until = %s, last_error = %s, updated_at = %s, retry_delay = %s "
+            "WHERE id = %s"
         )
         self.counts = f(
             "SELECT queue, state, sum(n)::bigint FROM {s}.counts "
@@ -984,7 +1096,12 @@ class _Statements:
         )
         self.next_run_at = f(
             "SELECT min(run_at) FROM {s}.jobs WHERE state = 'queued' "
-            "AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))"
+            "AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[])) "
+            "AND (%(tasks)s::text[] IS NULL OR task = ANY(%(tasks)s::text[]))"
+        )
+        self.queued_tasks = f(
+            "SELECT queue, task, count(*) FROM {s}.jobs WHERE state = 'queued' "
+            "GROUP BY queue, task"
         )
         self.events = f(
             "SELECT seq, job_id, kind, at, attempt, error FROM {s}.events "
@@ -994,16 +1111,37 @@ class _Statements:
             "SELECT seq, job_id, kind, at, attempt, error FROM {s}.events "
             "WHERE job_id = %s AND seq > %s ORDER BY seq LIMIT %s"
         )
-        # The newest job and the newest event stay: their numbers are where
-        # the next ones count from.
-        self.purge = f(
-            "WITH doomed AS (SELECT id FROM {s}.jobs "
-            "  WHERE state IN ('succeeded', 'cancelled') AND updated_at < %s "
-            "  AND id < (SELECT max(id) FROM {s}.jobs) ORDER BY id LIMIT %s), "
-            "gone_events AS (DELETE FROM {s}.events WHERE job_id IN "
-            "  (SELECT id FROM doomed) "
-            "  AND seq < (SELECT max(seq) FROM {s}.events)) "
-            "DELETE FROM {s}.jobs WHERE id IN (SELECT id FROM doomed) RETURNING id"
+        # The newest job and the job of the newest event stay: their numbers
+        # are where the next ones count from. Locked, so that a concurrent
+        # purge takes other jobs (or waits, and finds these gone).
+        self.purgeable = f(
+            "SELECT id FROM {s}.jobs WHERE state IN ('succeeded', 'cancelled') "
+            "AND updated_at < %s AND id < (SELECT max(id) FROM {s}.jobs) "
+            "AND id IS DISTINCT FROM "
+            "  (SELECT job_id FROM {s}.events ORDER BY seq DESC LIMIT 1) "
+            "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"
+        )
+        self.purged_events = f(
+            "SELECT job_id, kind, at, attempt, error FROM {s}.events "
+            "WHERE job_id = ANY(%s::bigint[]) ORDER BY seq"
+        )
+        self.purged_jobs = f(
+            "SELECT id, task, queue FROM {s}.jobs WHERE id = ANY(%s::bigint[])"
+        )
+        self.add_purged = f(
+            "INSERT INTO {s}.purged AS p (task, queue, series, key, n, total) "
+            "VALUES (%s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (task, queue, series, key) "
+            "DO UPDATE SET n = p.n + excluded.n, total = p.total + excluded.total"
+        )
+        self.delete_events = f(
+            "DELETE FROM {s}.events WHERE job_id = ANY(%s::bigint[])"
+        )
+        self.delete_jobs = f(
+            "DELETE FROM {s}.jobs WHERE id = ANY(%s::bigint[]) RETURNING id"
+        )
+        self.purge_totals = f(
+            "SELECT task, queue, series, key, n, total FROM {s}.purged"
         )
         self.schedule_for_update = f(
             f"SELECT {_SCHEDULE_FIELDS} FROM {{s}}.schedules WHERE name = %s FOR UPDATE"
