@@ -128,36 +128,48 @@ jobs = st.lists(
         st.sampled_from([-2, 0, 0, 1, 5]),
         st.sampled_from([0.0, 0.5, 1.0, 1.0, 3.25, 7.0]),
         st.sampled_from(["a", "b"]),
+        st.sampled_from(["t", "u"]),
     ),
     min_size=1,
     max_size=12,
 )
+Spec = tuple[int, float, str, str]
 
 
 def test_claim_sql_agrees_with_claim_order(url: str, schema: str) -> None:
-    """The claim statement hands out due jobs in exactly jobkit's claim_order."""
+    """The claim statement hands out due jobs in exactly jobkit's claim_order,
+    filtered by queue and task as the other stores filter."""
     store = PostgresStore(url, schema=schema, timeout=10.0)
     clock = [10.0]
 
     async def one(
-        specs: list[tuple[int, float, str]], limit: int, queues: list[str] | None
+        specs: list[Spec],
+        limit: int,
+        queues: list[str] | None,
+        tasks: list[str] | None,
     ) -> None:
         base = clock[0]
         now = base + 3.5
         clock[0] += 100.0
         ids = await store.enqueue(
             [
-                NewJob(task="t", priority=p, run_at=base + r, queue=q)
-                for p, r, q in specs
+                NewJob(task=t, priority=p, run_at=base + r, queue=q)
+                for p, r, q, t in specs
             ],
             now=base,
         )
         mine = [await store.get(i) for i in ids]
         due = [
-            j for j in mine if j.run_at <= now and (queues is None or j.queue in queues)
+            j
+            for j in mine
+            if j.run_at <= now
+            and (queues is None or j.queue in queues)
+            and (tasks is None or j.task in tasks)
         ]
         expected = [j.id for j in sorted(due, key=claim_order)][:limit]
-        got = await store.claim(queues=queues, limit=limit, now=now, lease=1.0)
+        got = await store.claim(
+            queues=queues, tasks=tasks, limit=limit, now=now, lease=1.0
+        )
         # Finish everything, so that the next example starts from no job.
         rest = await store.claim(queues=None, limit=100, now=base + 50.0, lease=1.0)
         await store.settle(
@@ -170,11 +182,15 @@ def test_claim_sql_agrees_with_claim_order(url: str, schema: str) -> None:
         jobs,
         st.integers(1, 14),
         st.sampled_from([None, ["a"], ["b"], ["b", "a"]]),
+        st.sampled_from([None, ["t"], ["u", "t"]]),
     )
     def check(
-        specs: list[tuple[int, float, str]], limit: int, queues: list[str] | None
+        specs: list[Spec],
+        limit: int,
+        queues: list[str] | None,
+        tasks: list[str] | None,
     ) -> None:
-        trio.run(one, specs, limit, queues)
+        trio.run(one, specs, limit, queues, tasks)
 
     try:
         check()
