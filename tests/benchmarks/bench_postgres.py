@@ -94,7 +94,11 @@ def fill_finished(store: PostgresStore, url: str, count: int) -> None:
 
 
 def claim_pages(store: PostgresStore) -> int:
-    """Buffers one claim of one job touches (EXPLAIN ANALYZE, rolled back)."""
+    """Buffers one claim of one job touches (EXPLAIN ANALYZE, rolled back).
+
+    The fewest of five claims in a row: the first ones may also tidy pages
+    that earlier work left (hint bits, pruning), which is not the claim's cost.
+    """
     trio.run(functools.partial(store.enqueue, [NewJob(task="noop")] * 100, now=0.0))
     vacuum_jobs(store)
     params: dict[str, object] = {
@@ -106,13 +110,16 @@ def claim_pages(store: PostgresStore) -> int:
         "default_tasks": [],
         "defaults": [],
     }
+    counts = []
     with psycopg.connect(store.url) as conn:
-        rows = conn.execute(
-            b"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + store._sql.claim, params
-        ).fetchall()
+        for _ in range(5):
+            [[[plan]]] = conn.execute(
+                b"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + store._sql.claim, params
+            ).fetchall()
+            top = plan["Plan"]
+            counts.append(int(top["Shared Hit Blocks"] + top["Shared Read Blocks"]))
         conn.rollback()
-    plan = rows[0][0][0]
-    return int(plan["Plan"]["Shared Hit Blocks"] + plan["Plan"]["Shared Read Blocks"])
+    return min(counts)
 
 
 def vacuum_jobs(store: PostgresStore) -> None:
