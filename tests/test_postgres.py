@@ -247,6 +247,33 @@ async def test_concurrent_claims_never_share_a_job(url: str, schema: str) -> Non
         await s.aclose()
 
 
+async def test_following_the_log_never_skips_a_late_commit(
+    url: str, schema: str, store: PostgresStore
+) -> None:
+    """An event numbered before another but committed after it is not skipped.
+
+    Another process's transaction takes sequence number 1 and stays open
+    while this one commits number 2: the log is read only up to what no
+    transaction in flight can still fill in, so a follower never steps past 1.
+    """
+    with psycopg.connect(url) as other:
+        other.execute(
+            "SELECT pg_advisory_xact_lock_shared(%s)", (store._sql.writers_lock,)
+        )
+        other.execute(
+            f"INSERT INTO {schema}.jobs (task, queue, payload, state, attempts, "  # type: ignore[arg-type]
+            "max_attempts, priority, run_at, created_at, updated_at, event) "
+            "VALUES ('late', 'default', '{}', 'queued', 0, 1, 0, 0, 0, 0, 'enqueued')"
+        )
+        await store.enqueue([NewJob(task="early")], now=0.0)
+        assert await store.events() == []
+        other.commit()
+    assert [(seq, e.kind.value) for seq, e in await store.events()] == [
+        (1, "enqueued"),
+        (2, "enqueued"),
+    ]
+
+
 # -- the schema ------------------------------------------------------------------------
 
 
@@ -396,7 +423,7 @@ async def test_killed_connections_are_retried_invisibly(
 
 def test_contention_is_retried_then_store_busy() -> None:
     """Serialization failures are retried; past the deadline they are StoreBusy."""
-    runner = _run.Runner(_FakePool(), "PostgreSQL test", timeout=0.3)  # type: ignore[arg-type]
+    runner = _run.Runner(_FakePool(), "PostgreSQL test", 0.3, 1)  # type: ignore[arg-type]
     failures = iter([psycopg.errors.SerializationFailure("x")] * 3)
 
     def flaky(conn: Any) -> str:

@@ -152,8 +152,19 @@ class _Abandoned(Exception):
 class Runner:
     """Runs store calls in threads on a connection pool, within a deadline each."""
 
-    def __init__(self, pool: psycopg_pool.ConnectionPool, where: str, timeout: float):
+    def __init__(
+        self,
+        pool: psycopg_pool.ConnectionPool,
+        where: str,
+        timeout: float,
+        writers_lock: int,
+    ):
         self.pool = pool
+        # Every write transaction holds this advisory lock, shared, from its
+        # start: a reader of the event log takes it exclusively for a moment
+        # to learn which sequence numbers no transaction in flight can still
+        # commit (see PostgresStore.events).
+        self._writing = (b"SELECT pg_advisory_xact_lock_shared(%s)", (writers_lock,))
         self.where = where
         self.timeout = timeout
         self._rng = random.Random()
@@ -298,6 +309,7 @@ class Runner:
             with conn.pipeline():
                 for statement in begin:
                     conn.execute(statement)
+                conn.execute(*self._writing)
                 ids = conn.execute(_XID)
                 result = body(conn)
             xid: str = ids.fetchone()[0]  # type: ignore[index]

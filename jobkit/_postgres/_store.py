@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import json
 import re
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Literal, TypeVar
@@ -272,7 +273,7 @@ class PostgresStore:
             raise StoreError(
                 f"cannot connect to {_where(url)}: {first_line(str(exc))}"
             ) from None
-        self._runner = Runner(pool, self._where, timeout)
+        self._runner = Runner(pool, self._where, timeout, self._sql.writers_lock)
         self._listener = Listener(
             url,
             self._channel,
@@ -758,19 +759,45 @@ class PostgresStore:
     async def events(
         self, *, job_id: int | None = None, after: int = 0, limit: int | None = None
     ) -> builtins.list[tuple[int, Event]]:
-        """Return ``(sequence, event)`` pairs after ``after``, oldest first."""
+        """Return ``(sequence, event)`` pairs after ``after``, oldest first.
+
+        Transactions in different connections take their sequence numbers
+        as they go and commit in another order, so the log as a whole is
+        read only up to a number that no transaction in flight can still
+        fill in below: that is what makes following it with ``after`` lose
+        nothing. To learn it, the reader waits (at most a tenth of a second)
+        for the write transactions in flight to end, holding new ones back
+        meanwhile; if one does not end in time, this returns no events and
+        the follower asks again later. One job's events need no such wait.
+        """
         check_limit(limit)
-        params: tuple[int | None, ...] = (after, limit)
-        statement = self._sql.events
         if job_id is not None:
-            statement, params = self._sql.job_events, (job_id, after, limit)
-        rows = await self._read(
-            lambda conn: conn.execute(statement, params).fetchall(), "events"
-        )
+            params = (job_id, after, limit)
+            rows = await self._read(
+                lambda conn: conn.execute(self._sql.job_events, params).fetchall(),
+                "events",
+            )
+        else:
+            rows = await self._read(
+                lambda conn: self._settled_events(conn, after, limit), "events"
+            )
         return [
             (seq, Event(job, _KINDS[kind], at, attempt, error))
             for seq, job, kind, at, attempt, error in rows
         ]
+
+    def _settled_events(
+        self, conn: _Conn, after: int, limit: int | None
+    ) -> builtins.list[tuple[Any, ...]]:
+        try:
+            with conn.transaction(), conn.pipeline():
+                conn.execute(b"SET LOCAL lock_timeout = '100ms'")
+                conn.execute(self._sql.wait_for_writers, (self._sql.writers_lock,))
+                row = conn.execute(self._sql.highest_event).fetchone()
+        except psycopg.errors.LockNotAvailable:
+            return []  # a writer is slow to finish: nothing is certain yet
+        assert row is not None
+        return conn.execute(self._sql.events, (after, row[0], limit)).fetchall()
 
     async def purge(self, *, before: float) -> int:
         """Delete finished jobs last changed before ``before``, with their events.
@@ -1105,8 +1132,11 @@ class _Statements:
         )
         self.events = f(
             "SELECT seq, job_id, kind, at, attempt, error FROM {s}.events "
-            "WHERE seq > %s ORDER BY seq LIMIT %s"
+            "WHERE seq > %s AND seq <= %s ORDER BY seq LIMIT %s"
         )
+        self.writers_lock = zlib.crc32(f"jobkit writers {schema}".encode())
+        self.wait_for_writers = b"SELECT pg_advisory_xact_lock(%s)"
+        self.highest_event = f("SELECT coalesce(max(seq), 0) FROM {s}.events")
         self.job_events = f(
             "SELECT seq, job_id, kind, at, attempt, error FROM {s}.events "
             "WHERE job_id = %s AND seq > %s ORDER BY seq LIMIT %s"
