@@ -96,8 +96,8 @@ def fill_finished(store: PostgresStore, url: str, count: int) -> None:
 def claim_pages(store: PostgresStore) -> int:
     """Buffers one claim of one job touches (EXPLAIN ANALYZE, rolled back).
 
-    The fewest of five claims in a row: the first ones may also tidy pages
-    that earlier work left (hint bits, pruning), which is not the claim's cost.
+    The fewest of five tries, each rolled back: the first ones may also tidy
+    pages that earlier work left (hint bits, pruning), not the claim's cost.
     """
     trio.run(functools.partial(store.enqueue, [NewJob(task="noop")] * 100, now=0.0))
     vacuum_jobs(store)
@@ -118,7 +118,7 @@ def claim_pages(store: PostgresStore) -> int:
             ).fetchall()
             top = plan["Plan"]
             counts.append(int(top["Shared Hit Blocks"] + top["Shared Read Blocks"]))
-        conn.rollback()
+            conn.rollback()
     return min(counts)
 
 
