@@ -21,8 +21,9 @@ The sub-packages are layers, and each imports only the layers below it::
     worker/              claims jobs and runs their handlers
     queue/               the Queue facade: tasks, enqueue, inspection
     observe/  charts     metrics, Prometheus text, logs, charts
-    store/               the Store protocol, its checks and errors;
-                         memory.py, sqlite/
+    store/               the Store protocol, its checks and errors,
+                         transitions, tallies; memory.py, sqlite/,
+                         postgres/, and url.py (store_from_url)
     core/                job records and pure transitions, claim order,
                          retry and backoff, schedules: no I/O, no clock
     runtime/             tasks, supervisors, join sets, intervals,
@@ -43,6 +44,7 @@ The rules, which ``tests/test_layers.py`` enforces on every import (lazy and
 - the examples import only the public modules, as users' code does.
 """
 
+import typing as _typing
 import warnings
 
 # Runtime: tasks, supervisors and join sets.
@@ -87,6 +89,7 @@ from .store.protocol import QueueCounts as QueueCounts
 from .store.protocol import Store as Store
 from .store.protocol import StoreBusy as StoreBusy
 from .store.protocol import StoreError as StoreError
+from .store.url import store_from_url as store_from_url
 from .queue.facade import PreparedJob as PreparedJob
 from .queue.facade import Queue as Queue
 from .queue.facade import Task as Task
@@ -152,6 +155,7 @@ __all__ = [
     "Store",
     "StoreBusy",
     "StoreError",
+    "store_from_url",
     "PreparedJob",
     "Queue",
     "Task",
@@ -189,11 +193,21 @@ def _fix_module_names() -> None:
 
 _fix_module_names()
 
+if _typing.TYPE_CHECKING:
+    from .store.postgres import PostgresStore as PostgresStore
+
 # Old names kept for one release; each use warns.
 _DEPRECATED = {"Event": ("JobEvent", JobEvent)}
 
 
-def __getattr__(name: str) -> object:
+def __getattr__(name: str) -> _typing.Any:
+    # PostgresStore needs psycopg, an optional dependency: imported on first use.
+    if name == "PostgresStore":
+        from .store.postgres import PostgresStore
+
+        PostgresStore.__module__ = "jobkit"
+        globals()[name] = PostgresStore
+        return PostgresStore
     if name in _DEPRECATED:
         new_name, obj = _DEPRECATED[name]
         warnings.warn(
@@ -203,3 +217,7 @@ def __getattr__(name: str) -> object:
         )
         return obj
     raise AttributeError(f"module 'jobkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "PostgresStore"})

@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any, TypeAlias
 
 from ..core.job import Event, EventKind, Job
+from ..runtime.tasks import first_line
 
 __all__ = [
     "FIELDS",
@@ -100,21 +101,6 @@ def job_fields(
         "duration": duration,
         "error": first_line(event.error),
     }
-
-
-def first_line(error: str | None) -> str | None:
-    """Return the summary line of a stored error (its traceback follows it).
-
-    Example::
-
-        >>> from jobkit.observe.logs import first_line
-        >>> first_line(chr(10).join(["ValueError: boom", "", "Traceback ..."]))
-        'ValueError: boom'
-    """
-    if error is None:
-        return None
-    lines = error.strip().splitlines()
-    return lines[0] if lines else ""
 
 
 def _message(event: Event, job: Job, duration: float | None) -> str:

@@ -38,6 +38,21 @@ _STATE_NAMES = {
 }
 
 
+def first_line(error: str | None) -> str | None:
+    """Return the summary line of a stored error (its traceback follows it).
+
+    Example::
+
+        >>> from jobkit.runtime.tasks import first_line
+        >>> first_line(chr(10).join(["ValueError: boom", "", "Traceback ..."]))
+        'ValueError: boom'
+    """
+    if error is None:
+        return None
+    lines = error.strip().splitlines()
+    return lines[0] if lines else ""
+
+
 def error_summary(exc: BaseException) -> str:
     """Return the one-line ``Type: message`` summary of an exception.
 

@@ -46,6 +46,7 @@ from .protocol import check_new_jobs as check_new_jobs
 from .protocol import check_outcomes as check_outcomes
 from .protocol import check_time as check_time
 from .sqlite.store import SQLiteStore as SQLiteStore
+from .url import store_from_url as store_from_url
 
 __all__ = [
     "EventKind",
@@ -75,6 +76,7 @@ __all__ = [
     "check_new_jobs",
     "check_outcomes",
     "check_time",
+    "store_from_url",
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -70,6 +71,12 @@ class _Claims(_WorkerState):
                     await self._poked.wait()
                 self._waiting = None
             self._slot_free = False
+
+    async def _listen(self, wait_for_jobs: Callable[..., Awaitable[object]]) -> None:
+        # Each hint wakes the claim loop, which polls all the same.
+        while True:
+            await wait_for_jobs(queues=self._queues)
+            self._poke()
 
     async def _left(self) -> tuple[int, int]:
         """How many jobs of the served queues are QUEUED (due or not), and RUNNING."""

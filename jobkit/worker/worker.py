@@ -214,6 +214,13 @@ class Worker(_Claims, _Slots, _Leases, _Schedules, _Shutdown):
                 service.start_soon(self._settler.run, name="jobkit settler")
                 service.start_soon(self._maintain, name="jobkit lease maintainer")
                 service.start_soon(self._fire_schedules, name="jobkit scheduler")
+                # A store that hears other processes' enqueues (PostgreSQL's
+                # NOTIFY) offers wait_for_jobs; the others need no such task.
+                wait_for_jobs = getattr(self._queue.store, "wait_for_jobs", None)
+                if wait_for_jobs is not None:
+                    service.start_soon(
+                        self._listen, wait_for_jobs, name="jobkit listener"
+                    )
                 if self._shutdown is not None:
                     service.start_soon(self._watch, self._shutdown)
                 async with trio.open_nursery() as attempts:
