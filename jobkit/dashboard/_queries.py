@@ -1,0 +1,248 @@
+"""The dashboard's reads: every one bounded, and served by the store's indexes.
+
+Pages call these functions, never the store directly, so that what a page
+costs is decided in one place: a page of jobs, one job's event chain, the
+per-queue counts the store keeps current, a seek for the earliest due job.
+The event log is followed incrementally (:class:`Activity`), from a position
+found by bisection, so a dashboard opened on a long log does not read it all.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections import Counter
+from collections.abc import Sequence
+
+import attrs
+
+from .._job import Event, EventKind, Job, JobState
+from .._store import QueueCounts, Store
+
+__all__ = [
+    "Activity",
+    "JobPage",
+    "QueueRow",
+    "Stuck",
+    "list_jobs",
+    "queue_rows",
+    "stuck_tasks",
+]
+
+PAGE_SIZES = (20, 50, 100)
+
+
+@attrs.frozen
+class JobPage:
+    """One page of a job listing, and the cursor of the next one (if any)."""
+
+    jobs: builtins.list[Job]
+    next_cursor: int | None
+
+
+async def list_jobs(
+    store: Store,
+    *,
+    state: JobState | None = None,
+    queue: str | None = None,
+    task: str | None = None,
+    newest_first: bool = True,
+    cursor: int | None = None,
+    limit: int = 50,
+) -> JobPage:
+    """Return a page of jobs, newest or oldest first, after the id ``cursor``.
+
+    ``cursor`` is the id of the last job of the previous page.
+    """
+    # The store lists oldest first, with no cursor: read the whole filtered
+    # list and cut the page out of it.
+    window = await store.list(state=state, queue=queue, limit=None)
+    if newest_first:
+        window.reverse()
+    if cursor is not None:
+        window = [
+            j for j in window if (j.id < cursor if newest_first else j.id > cursor)
+        ]
+    if task is not None:
+        window = [job for job in window if job.task == task]
+    page = window[: limit + 1]
+    more = len(page) > limit
+    page = page[:limit]
+    return JobPage(page, page[-1].id if more and page else None)
+
+
+@attrs.frozen
+class QueueRow:
+    """What the overview shows for one queue."""
+
+    name: str
+    counts: dict[JobState, int]
+    oldest_due: float | None
+    """The ``run_at`` of the job that has been due the longest, if one is due."""
+
+
+async def queue_rows(store: Store, counts: QueueCounts, now: float) -> list[QueueRow]:
+    """Per queue: its counts, and since when its longest-waiting due job waits."""
+    rows = []
+    for name in counts.queues:
+        oldest = None
+        if counts.get(name, JobState.QUEUED):
+            first = await store.next_run_at(queues=[name])
+            if first is not None and first <= now:
+                oldest = first
+        rows.append(
+            QueueRow(
+                name, {state: counts.get(name, state) for state in JobState}, oldest
+            )
+        )
+    return rows
+
+
+@attrs.frozen
+class Stuck:
+    """A task whose due jobs have waited longer than the overview's threshold."""
+
+    task: str
+    queue: str
+    waiting: int
+    oldest_due: float
+    registered: bool | None
+    """Whether the dashboard's queue has a handler for it; None if unknown."""
+
+
+async def stuck_tasks(
+    store: Store,
+    counts: QueueCounts,
+    *,
+    now: float,
+    threshold: float,
+    known_tasks: Sequence[str] | None,
+    sample: int = 200,
+) -> list[Stuck]:
+    """Tasks with due jobs waiting longer than ``threshold`` seconds.
+
+    The store does not know which tasks the running workers serve; a task
+    whose jobs wait long while others run is the sign it leaves. The oldest
+    ``sample`` queued jobs of each queue are looked at.
+    """
+    found: dict[tuple[str, str], tuple[int, float]] = {}
+    for name in counts.queues:
+        if not counts.get(name, JobState.QUEUED):
+            continue
+        for job in await store.list(state=JobState.QUEUED, queue=name, limit=sample):
+            if job.run_at <= now - threshold:
+                n, oldest = found.get((job.task, name), (0, job.run_at))
+                found[(job.task, name)] = (n + 1, min(oldest, job.run_at))
+    known = None if known_tasks is None else set(known_tasks)
+    return [
+        Stuck(task, queue, n, oldest, None if known is None else task in known)
+        for (task, queue), (n, oldest) in sorted(found.items())
+    ]
+
+
+async def _first_after(store: Store, after: int) -> tuple[int, Event] | None:
+    found = await store.events(after=after, limit=1)
+    return found[0] if found else None
+
+
+async def seq_before(store: Store, t: float) -> int:
+    """A sequence number whose events after it are (about) those at or after ``t``.
+
+    Found by probing the log with single-event reads, doubling then
+    bisecting: a few dozen reads by primary key, however long the log.
+    Events are in time order closely enough for a chart (each process
+    stamps its own).
+    """
+    first = await _first_after(store, 0)
+    if first is None or first[1].at >= t:
+        return 0
+    lo, step = first[0], 1  # every event up to lo is before t
+    while True:
+        probe = lo + step
+        found = await _first_after(store, probe - 1)
+        if found is None or found[1].at >= t:
+            hi = probe
+            break
+        lo, step = found[0], step * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        found = await _first_after(store, mid - 1)
+        if found is None or found[0] >= hi or found[1].at >= t:
+            hi = mid
+        else:
+            lo = found[0]
+    return lo
+
+
+_FAILED = frozenset({EventKind.RETRIED, EventKind.DEAD, EventKind.EXPIRED})
+
+
+@attrs.frozen
+class Bucket:
+    """Attempts that ended within one bucket of time."""
+
+    start: float
+    succeeded: int
+    failed: int
+
+    @property
+    def failure_rate(self) -> float | None:
+        """The share of ended attempts that failed; None if none ended."""
+        total = self.succeeded + self.failed
+        return None if total == 0 else self.failed / total
+
+
+class Activity:
+    """Follows the event log into per-bucket counts of the last ``window`` seconds.
+
+    Each :meth:`update` reads only the events recorded since the last one,
+    at most ``max_read`` of them (a dashboard falls behind a very busy queue
+    rather than slowing it down), starting the first time from the events of
+    the window alone.
+    """
+
+    def __init__(
+        self, *, window: float = 900.0, bucket: float = 30.0, max_read: int = 20_000
+    ) -> None:
+        self.window = window
+        self.bucket = bucket
+        self.max_read = max_read
+        self.seq: int | None = None
+        self.behind = False
+        """True if the last update stopped at ``max_read`` before the log's end."""
+        self.last_event_at: float | None = None
+        self._counts: dict[int, Counter[EventKind]] = {}
+
+    async def update(self, store: Store, now: float) -> None:
+        """Fold in the events since the last update."""
+        if self.seq is None:
+            self.seq = await seq_before(store, now - self.window)
+        read = 0
+        self.behind = False
+        while read < self.max_read:
+            batch = await store.events(
+                after=self.seq, limit=min(5000, self.max_read - read)
+            )
+            for seq, event in batch:
+                self.seq = seq
+                self.last_event_at = event.at
+                key = int(event.at // self.bucket)
+                self._counts.setdefault(key, Counter())[event.kind] += 1
+            read += len(batch)
+            if len(batch) < 5000:
+                break
+        else:
+            self.behind = True
+        oldest = int((now - self.window) // self.bucket)
+        for key in [k for k in self._counts if k < oldest]:
+            del self._counts[key]
+
+    def buckets(self, now: float) -> list[Bucket]:
+        """The window's buckets, oldest first, the current (partial) one last."""
+        last = int(now // self.bucket)
+        first = last - int(self.window // self.bucket) + 1
+        out = []
+        for key in range(first, last + 1):
+            counts = self._counts.get(key, Counter())
+            failed = sum(counts[kind] for kind in _FAILED)
+            out.append(Bucket(key * self.bucket, counts[EventKind.SUCCEEDED], failed))
+        return out
