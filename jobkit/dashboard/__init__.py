@@ -17,6 +17,7 @@ is escaped. It needs the ``web`` extra: ``pip install 'jobkit[web]'``.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from typing import cast
 
@@ -115,6 +116,9 @@ async def serve(
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
+    # Hypercorn's own start-up lines would go to stderr; a logger keeps them
+    # for whoever configures logging.
+    config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 1.0
     async with trio.open_nursery() as nursery:
         # Starlette types ASGI messages as plain dicts, Hypercorn as

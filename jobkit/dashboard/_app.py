@@ -397,10 +397,12 @@ async def overview(dash: Dashboard, request: Request) -> Response:
         else Safe("")
     )
     charts = render(
-        '<div class="two"><div><h2>Throughput</h2>{}'
+        '<div class="two"><div><h2>Throughput <span class="muted">'
+        "(attempts ended per {} s)</span></h2>{}"
         '<p class="legend"><span><i class="ok"></i>succeeded</span>'
         '<span><i class="fail"></i>failed</span></p></div>'
         "<div><h2>Failure rate</h2>{}</div></div>{}",
+        f"{activity.bucket:g}",
         activity_chart(buckets, activity.bucket),
         failure_chart(buckets, activity.bucket),
         behind,

@@ -17,8 +17,10 @@ from ._queries import Bucket
 
 __all__ = ["activity_chart", "failure_chart", "timeline_chart"]
 
-_W, _H = 720, 170
-_LEFT, _RIGHT, _TOP, _BOTTOM = 46, 12, 12, 24
+# Drawn about the size they are shown at, so the text keeps its size.
+_W, _H = 560, 170
+_LEFT, _RIGHT, _TOP, _BOTTOM = 40, 12, 12, 24
+_TIMELINE_W = 1100
 
 
 def _nice_max(value: float) -> float:
@@ -180,7 +182,7 @@ def timeline_chart(job: Job, events: Sequence[Event], now: float) -> Safe:
     lanes = 1 + len(spans)
     lane_h, left, right, top = 22, 84, 16, 8
     height = top + lanes * lane_h + 26
-    plot_w = _W - left - right
+    plot_w = _TIMELINE_W - left - right
 
     def x_of(t: float) -> float:
         return left + plot_w * (t - start) / span
@@ -194,7 +196,7 @@ def timeline_chart(job: Job, events: Sequence[Event], now: float) -> Safe:
                 '<line class="grid" x1="{}" x2="{}" y1="{y:.1f}" y2="{y:.1f}"/>'
                 '<text class="tick" x="{}" y="{ty:.1f}" text-anchor="end">{}</text>',
                 left,
-                _W - right,
+                _TIMELINE_W - right,
                 left - 6,
                 text,
                 y=y + lane_h,
@@ -263,7 +265,7 @@ def timeline_chart(job: Job, events: Sequence[Event], now: float) -> Safe:
     return render(
         '<svg class="chart timeline" viewBox="0 0 {} {}" role="img" '
         'aria-label="{}"><title>{}</title>{}</svg>',
-        _W,
+        _TIMELINE_W,
         height,
         label,
         label,
