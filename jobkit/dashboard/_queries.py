@@ -173,6 +173,9 @@ async def seq_before(store: Store, t: float) -> int:
     return lo
 
 
+# Events read per call while following the log.
+_BATCH = 5000
+
 _FAILED = frozenset({EventKind.RETRIED, EventKind.DEAD, EventKind.EXPIRED})
 
 
@@ -217,21 +220,20 @@ class Activity:
         if self.seq is None:
             self.seq = await seq_before(store, now - self.window)
         read = 0
-        self.behind = False
         while read < self.max_read:
-            batch = await store.events(
-                after=self.seq, limit=min(5000, self.max_read - read)
-            )
+            want = min(_BATCH, self.max_read - read)
+            batch = await store.events(after=self.seq, limit=want)
             for seq, event in batch:
                 self.seq = seq
                 self.last_event_at = event.at
                 key = int(event.at // self.bucket)
                 self._counts.setdefault(key, Counter())[event.kind] += 1
             read += len(batch)
-            if len(batch) < 5000:
+            if len(batch) < want:
+                self.behind = False
                 break
         else:
-            self.behind = True
+            self.behind = bool(await store.events(after=self.seq, limit=1))
         oldest = int((now - self.window) // self.bucket)
         for key in [k for k in self._counts if k < oldest]:
             del self._counts[key]
