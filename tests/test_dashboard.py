@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -533,9 +533,18 @@ async def test_seq_before_finds_where_a_time_starts(times: list[int], t: int) ->
     assert after == [float(at) for at in times if at >= t]
 
 
-async def test_activity_reads_only_new_events_and_at_most_max_read() -> None:
+STORES = {
+    "memory": MemoryStore,
+    "sqlite": lambda: jobkit.SQLiteStore(":memory:"),
+}
+
+
+@pytest.mark.parametrize("make", STORES.values(), ids=STORES.keys())
+async def test_activity_reads_only_new_events_and_at_most_max_read(
+    make: Callable[[], jobkit.Store],
+) -> None:
     """A busy log is followed in bounded steps; the page says when it lags."""
-    store = MemoryStore()
+    store = make()
     await store.enqueue([NewJob(task="t")] * 30, now=NOW - 10)
     activity = _queries.Activity(max_read=20)
     await activity.update(store, NOW)
@@ -545,8 +554,47 @@ async def test_activity_reads_only_new_events_and_at_most_max_read() -> None:
     await store.enqueue([NewJob(task="t")] * 20, now=NOW - 5)
     await activity.update(store, NOW)
     assert not activity.behind and activity.seq == 50
-    [bucket] = [b for b in activity.buckets(NOW) if b.start <= NOW - 5 < b.start + 30]
-    assert (bucket.succeeded, bucket.failed) == (0, 0)  # enqueued only
+    assert activity.last_event_at == NOW - 5
+    await store.aclose()
+
+
+outcomes = st.lists(
+    st.tuples(
+        st.floats(-100, 100).map(round), st.sampled_from(["ok", "retry", "dead"])
+    ),
+    max_size=30,
+)
+
+
+@given(outcomes, st.integers(1, 7))
+async def test_activity_counts_the_same_on_every_store(
+    ends: list[tuple[float, str]], max_read: int
+) -> None:
+    """SQLite's counts, added up in SQL, equal the ones folded event by event."""
+    found = []
+    for make in STORES.values():
+        store = make()
+        for i, (at, how) in enumerate(ends):
+            spec = NewJob(task="t", queue=f"q{i}", max_attempts=2)
+            [job_id] = await store.enqueue([spec], now=at)
+            await store.claim(queues=[f"q{i}"], limit=1, now=at, lease=9)
+            outcome: Any = (
+                Success(job_id, 1)
+                if how == "ok"
+                else Failure(job_id, 1, "x", None if how == "dead" else at + 1)
+            )
+            await store.settle([outcome], now=at)
+        activity = _queries.Activity(window=300, bucket=30, max_read=max_read)
+        while True:
+            await activity.update(store, 100.0)
+            if not activity.behind:
+                break
+        found.append(activity.buckets(100.0))
+        await store.aclose()
+    memory, sqlite = found
+    assert memory == sqlite
+    assert sum(b.succeeded for b in memory) == sum(how == "ok" for _, how in ends)
+    assert sum(b.failed for b in memory) == sum(how != "ok" for _, how in ends)
 
 
 # -- the command line ----------------------------------------------------------------
