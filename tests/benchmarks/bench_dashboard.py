@@ -36,8 +36,9 @@ import jobkit
 from jobkit.dashboard import create_app, serve
 
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
-JOBS = int(os.environ.get("BENCH_DASHBOARD_JOBS", "20000"))
-PAGES = ["/", "/jobs", "/jobs/1", "/dead", "/workers", "/metrics"]
+JOBS = int(os.environ.get("BENCH_DASHBOARD_JOBS", "40000"))
+PAGES = ["/", "/jobs", "/jobs/1", "/dead", "/workers"]
+SCRAPE = 15.0  # seconds between two reads of /metrics, as Prometheus does
 
 
 def build_queue(db: str) -> jobkit.Queue:
@@ -140,6 +141,7 @@ def poll(url: str) -> None:
     import signal
 
     times: list[float] = []
+    metrics: list[float] = []
     stop = False
 
     def on_term(signum: int, frame: object) -> None:
@@ -147,19 +149,25 @@ def poll(url: str) -> None:
         stop = True
 
     signal.signal(signal.SIGTERM, on_term)
+    scraped = -SCRAPE
     with httpx.Client(base_url=url, timeout=30) as client:
         while not stop:
             tick = time.perf_counter()
-            for page in PAGES:
+            scrape = tick - scraped >= SCRAPE
+            for page in PAGES + (["/metrics"] if scrape else []):
                 started = time.perf_counter()
                 client.get(page).raise_for_status()
                 times.append(time.perf_counter() - started)
+                if page == "/metrics":
+                    scraped = started
+                    metrics.append(times.pop())
             time.sleep(max(0.0, 1.0 - (time.perf_counter() - tick)))
     print(" ".join(f"{t:.6f}" for t in times))
     if os.environ.get("BENCH_DASHBOARD_PAGES"):
         for i, page in enumerate(PAGES):
             mine = sorted(times[i :: len(PAGES)])
             print(page, f"{statistics.median(mine) * 1000:.1f}ms", file=sys.stderr)
+        print("/metrics", [f"{t * 1000:.0f}ms" for t in metrics], file=sys.stderr)
 
 
 def main() -> int:
