@@ -296,11 +296,15 @@ async def test_the_login_page_sets_a_cookie_that_opens_the_pages() -> None:
         )
         assert right.status_code == 303 and right.headers["location"] == "/jobs/1"
         assert (await client.get("/jobs/1")).status_code == 200
-        away = await client.post(
-            "/login",
-            data={"csrf": token, "token": "s3cret", "next": "//evil.example/x"},
-        )
-    assert away.headers["location"] == "/"
+        for elsewhere in (
+            "//evil.example/x",
+            "/\\evil.example",
+            "https://evil.example",
+        ):
+            away = await client.post(
+                "/login", data={"csrf": token, "token": "s3cret", "next": elsewhere}
+            )
+            assert away.headers["location"] == "/", elsewhere
 
 
 # -- reads -------------------------------------------------------------------------
@@ -556,6 +560,16 @@ async def test_activity_reads_only_new_events_and_at_most_max_read(
     assert not activity.behind and activity.seq == 50
     assert activity.last_event_at == NOW - 5
     await store.aclose()
+
+
+async def test_activity_starts_at_the_window_and_knows_the_last_event_before() -> None:
+    """Events older than the window are not read, but the last one is still shown."""
+    store = MemoryStore()
+    await store.enqueue([NewJob(task="t")] * 3, now=NOW - 5000)
+    activity = _queries.Activity(window=900)
+    await activity.update(store, NOW)
+    assert activity.seq == 3 and activity.last_event_at == NOW - 5000
+    assert sum(b.succeeded + b.failed for b in activity.buckets(NOW)) == 0
 
 
 outcomes = st.lists(

@@ -980,7 +980,12 @@ async def dead_action(dash: Dashboard, request: Request) -> Response:
 
 def _safe_next(request: Request, target: str | None) -> str:
     base = _base(request)
-    if target and target.startswith(base + "/") and not target.startswith("//"):
+    # A path of this app only: "//host" and "/\\host" lead browsers elsewhere.
+    if (
+        target
+        and target.startswith(base + "/")
+        and not target.startswith(("//", "/\\"))
+    ):
         return target
     return base + "/"
 

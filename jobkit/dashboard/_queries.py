@@ -228,6 +228,10 @@ class Activity:
         """Fold in the events since the last update."""
         if self.seq is None:
             self.seq = await seq_before(store, now - self.window)
+            # The last event before the window still says when work last
+            # happened, should nothing have happened since.
+            before = await _first_after(store, self.seq - 1) if self.seq else None
+            self.last_event_at = None if before is None else before[1].at
         if isinstance(store, SQLiteStore):
             await self._fold_sqlite(store)
         else:
