@@ -135,6 +135,24 @@ async def test_a_post_from_another_origin_is_refused_even_with_the_token() -> No
     assert (await store.get(3)).state is JobState.QUEUED
 
 
+async def test_a_post_through_a_proxy_that_ends_tls_is_accepted() -> None:
+    """Behind a proxy the scheme differs and the host may be forwarded: same site."""
+    store = await filled_store()
+    app = create_app(store, clock=lambda: NOW)
+    async with client_for(app, base="http://10.0.0.5:8080") as client:
+        token = csrf_of((await client.get("/jobs/3")).text)
+        answer = await client.post(
+            "/jobs/3/cancel",
+            data={"csrf": token},
+            headers={
+                "origin": "https://jobs.example.com",
+                "x-forwarded-host": "jobs.example.com",
+            },
+        )
+    assert answer.status_code == 303
+    assert (await store.get(3)).state is JobState.CANCELLED
+
+
 async def test_cancel_a_queued_job_from_its_page() -> None:
     """The page's own form cancels the job and comes back to it with a message."""
     store = await filled_store()

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp
 
 from .._queue import Queue
 from .._store import Store
-from ._app import Dashboard, _Guard, build
+from ._app import Dashboard, build
 
 __all__ = ["create_app", "serve"]
 
@@ -77,7 +77,7 @@ def create_app(
         stuck_after=stuck_after,
         clock=clock,
     )
-    return _Guard(build(dash), dash)
+    return build(dash)
 
 
 async def serve(
