@@ -362,6 +362,8 @@ async def test_jobs_page_filters_by_state_queue_and_task() -> None:
 
         assert await ids() == [4, 3, 2, 1]
         assert await ids(state="queued") == [4, 3]
+        page = (await client.get("/jobs", params={"state": "queued"})).text
+        assert "2 jobs match." in page
         assert await ids(queue="emails") == [3, 2]
         assert await ids(task="mail", state="running") == [2]
         assert await ids(task="report", order="oldest") == [4]

@@ -16,7 +16,7 @@ from starlette.responses import (
 
 from .._job import TERMINAL_STATES, Job, JobState, TransitionError
 from .._metrics import attempt_spans, collect_metrics
-from .._store import JobNotFound, ScheduleStore, StoreError
+from .._store import JobNotFound, QueueCounts, ScheduleStore, StoreError
 from . import _queries
 from ._html import Safe, age, join, pretty_json, render, when
 from ._layout import (
@@ -204,7 +204,8 @@ async def jobs_page(dash: Dashboard, request: Request) -> Response:
         cursor=cursor,
         limit=size,
     )
-    queues = (await store.counts()).queues
+    counts = await store.counts()
+    queues = counts.queues
 
     def options(values: list[str], chosen: str | None, empty: str) -> Safe:
         return join(
@@ -269,8 +270,22 @@ async def jobs_page(dash: Dashboard, request: Request) -> Response:
             )
         )
     pager = render('<div class="pager">{}</div>', join(links))
-    body = render("{}{}{}", filters, jobs_table(request, page.jobs, now), pager)
+    body = render(
+        "{}{}{}{}",
+        filters,
+        _matching(counts, state, queue) if task is None else Safe(""),
+        jobs_table(request, page.jobs, now),
+        pager,
+    )
     return frame(dash, request, "Jobs", body, here="/jobs", live=cursor is None)
+
+
+def _matching(counts: QueueCounts, state: JobState | None, queue: str | None) -> Safe:
+    """How many jobs the filter matches, from the counts the store keeps."""
+    states = list(JobState) if state is None else [state]
+    names = counts.queues if queue is None else [queue]
+    total = sum(counts.get(name, s) for name in names for s in states)
+    return render('<p class="note">{} jobs match.</p>', f"{total:,}")
 
 
 async def job_page(dash: Dashboard, request: Request) -> Response:
