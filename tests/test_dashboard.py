@@ -447,6 +447,29 @@ async def test_overview_counts_waits_and_tasks_no_worker_runs() -> None:
     assert "task=mail" not in stuck  # its due job waited 30 s only
 
 
+class ListCounting(MemoryStore):
+    """A MemoryStore that notes the arguments of each ``list`` call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listed: list[dict[str, Any]] = []
+
+    async def list(self, **options: Any) -> list[jobkit.Job]:  # type: ignore[override]
+        self.listed.append(options)
+        return await super().list(**options)
+
+
+async def test_overview_reads_no_queued_jobs_while_workers_keep_up() -> None:
+    """Only a queue whose oldest due job is late has its queued jobs looked at."""
+    store = ListCounting()
+    await store.enqueue([NewJob(task="t", queue="fresh")] * 500, now=NOW - 5)
+    await store.enqueue([NewJob(task="t", queue="late")], now=NOW - 500)
+    app = create_app(store, clock=lambda: NOW)
+    async with client_for(app) as client:
+        assert (await client.get("/")).status_code == 200
+    assert [options.get("queue") for options in store.listed] == ["late"]
+
+
 async def test_overview_charts_the_attempts_of_the_last_minutes() -> None:
     """The throughput chart has a bar per outcome and bucket, from the event log."""
     store = MemoryStore()

@@ -65,7 +65,7 @@ async def overview(dash: Dashboard, request: Request) -> Response:
     activity = await dash.activity_now(now)
     known = None if dash.queue is None else list(dash.queue.tasks)
     stuck = await _queries.stuck_tasks(
-        store, counts, now=now, threshold=dash.stuck_after, known_tasks=known
+        store, queues, now=now, threshold=dash.stuck_after, known_tasks=known
     )
     cards = join(
         render(

@@ -112,7 +112,7 @@ class Stuck:
 
 async def stuck_tasks(
     store: Store,
-    counts: QueueCounts,
+    queues: Sequence[QueueRow],
     *,
     now: float,
     threshold: float,
@@ -122,17 +122,20 @@ async def stuck_tasks(
     """Tasks with due jobs waiting longer than ``threshold`` seconds.
 
     The store does not know which tasks the running workers serve; a task
-    whose jobs wait long while others run is the sign it leaves. The oldest
-    ``sample`` queued jobs of each queue are looked at.
+    whose jobs wait long while others run is the sign it leaves. Only the
+    queues whose longest-waiting due job is that late are looked at (their
+    oldest ``sample`` queued jobs): while workers keep up this reads nothing.
     """
     found: dict[tuple[str, str], tuple[int, float]] = {}
-    for name in counts.queues:
-        if not counts.get(name, JobState.QUEUED):
+    for row in queues:
+        if row.oldest_due is None or row.oldest_due > now - threshold:
             continue
-        for job in await store.list(state=JobState.QUEUED, queue=name, limit=sample):
+        for job in await store.list(
+            state=JobState.QUEUED, queue=row.name, limit=sample
+        ):
             if job.run_at <= now - threshold:
-                n, oldest = found.get((job.task, name), (0, job.run_at))
-                found[(job.task, name)] = (n + 1, min(oldest, job.run_at))
+                n, oldest = found.get((job.task, row.name), (0, job.run_at))
+                found[(job.task, row.name)] = (n + 1, min(oldest, job.run_at))
     known = None if known_tasks is None else set(known_tasks)
     return [
         Stuck(task, queue, n, oldest, None if known is None else task in known)
