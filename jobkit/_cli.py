@@ -1088,6 +1088,9 @@ def cmd_schedules(args: argparse.Namespace) -> int:
 DASHBOARD_TOKEN_ENV = "JOBKIT_DASHBOARD_TOKEN"
 """The environment variable that ``dashboard --token`` defaults to."""
 
+DASHBOARD_NICENESS = 10
+"""How much lower than its caller's the dashboard's CPU priority is."""
+
 
 def _port(text: str) -> int:
     value = _whole_number(text, 0, "a port is 0..65535 (0: any free port)")
@@ -1105,6 +1108,8 @@ def add_dashboard(commands: Subparsers) -> None:
         "schedules, the leases workers hold, /metrics and /health. It listens\n"
         "on 127.0.0.1 unless --host says otherwise; bound elsewhere, give it\n"
         f"a --token (or ${DASHBOARD_TOKEN_ENV}) that every request must carry.\n"
+        f"It runs at a lower CPU priority (nice +{DASHBOARD_NICENESS}) than the shell\n"
+        "that started it, so that workers on the same host come first.\n"
         "Needs the web extra: pip install 'jobkit[web]'.",
         cmd_dashboard,
         epilog=(
@@ -1147,6 +1152,10 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
             "pip install 'jobkit[web]'"
         ) from None
     store = open_store(db_path(args), create=False)
+    if hasattr(os, "nice"):
+        # The workers' time matters more than the page's: on a busy host the
+        # scheduler lets them go first.
+        os.nice(DASHBOARD_NICENESS)
     app = create_app(
         store, read_only=args.read_only, token=args.token, refresh=args.refresh
     )

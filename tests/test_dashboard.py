@@ -7,6 +7,7 @@ through the same pages in Chromium over real HTTP.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -676,7 +677,7 @@ def test_cli_dashboard_refuses_a_missing_database(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_cli_dashboard_serves_until_interrupted(tmp_path: Path) -> None:
-    """The command prints its address, answers there, and stops on SIGINT."""
+    """The command prints its address, answers there at low priority, stops on SIGINT."""
     import signal
 
     db = str(tmp_path / "jobs.db")
@@ -693,5 +694,8 @@ def test_cli_dashboard_serves_until_interrupted(tmp_path: Path) -> None:
         health = httpx.get(url.group(1) + "/health", timeout=10)
         assert health.json()["jobs"]["queued"] == 1
         assert url.group(1).startswith("http://127.0.0.1:")
+        # Lower priority than its parent's, so workers on the host come first.
+        mine = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, process.pid) == min(19, mine + 10)
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=20) == 0

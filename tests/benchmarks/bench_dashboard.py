@@ -5,9 +5,10 @@ needs the ``web`` extra). A worker with 10 slots runs trivial async jobs on
 a fresh SQLite file at full speed until the queue is empty:
 
 - alone: the baseline;
-- beside ``jobkit dashboard`` in another process, which a client (a third
-  process, standing in for a browser) asks for every page once a second:
-  overview, jobs, a job's detail, dead letters and workers;
+- beside ``jobkit dashboard`` in another process (which lowers its own CPU
+  priority), which a client (a third process, at the lowest priority,
+  standing in for a browser on another machine) asks for every page once a
+  second: overview, jobs, a job's detail, dead letters and workers;
 - the same, with ``/metrics`` read every 15 s as well, as Prometheus would;
 - with the dashboard mounted in the worker's own process and event loop,
   polled the same two ways: the embedded case, where every read a page
@@ -138,6 +139,9 @@ def poll(url: str, scrape: bool) -> None:
         stop = True
 
     signal.signal(signal.SIGTERM, on_term)
+    # A browser would run on another machine: here the client stands in
+    # for it at a low priority, so that it takes little from the worker.
+    os.nice(19)
     times: list[float] = []
     scraped = -SCRAPE
     rounds = 0
