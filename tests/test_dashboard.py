@@ -677,7 +677,7 @@ def test_cli_dashboard_refuses_a_missing_database(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_cli_dashboard_serves_until_interrupted(tmp_path: Path) -> None:
-    """The command prints its address, answers there at low priority, stops on SIGINT."""
+    """It prints its address, answers there at low priority, and stops on SIGINT."""
     import signal
 
     db = str(tmp_path / "jobs.db")
