@@ -130,6 +130,8 @@ def test_a_payload_holding_a_script_shows_as_text(driver: Any, site: Site) -> No
     assert SCRIPT_PAYLOAD in text_of(driver, "#live")
     assert "<b>bold</b> & co" in text_of(driver, "#live")
     assert driver.execute_script("return window.pwned === undefined")
+    # Nothing the page loads is missing or refused by its own policy.
+    assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
 
 
 def test_cancel_from_the_page_and_refuse_a_cross_site_form(

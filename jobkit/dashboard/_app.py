@@ -38,7 +38,7 @@ from ._pages import (
     schedules_page,
     workers_page,
 )
-from ._static import CSS, JS
+from ._static import CSS, ICON, JS
 
 __all__ = ["Dashboard", "Forbidden", "build"]
 
@@ -214,6 +214,9 @@ def build(dash: Dashboard) -> ASGIApp:
     async def js(request: Request) -> Response:
         return Response(JS, media_type="text/javascript")
 
+    async def icon(request: Request) -> Response:
+        return Response(ICON, media_type="image/svg+xml")
+
     routes = [
         Route("/", bind(overview)),
         Route("/jobs", bind(jobs_page)),
@@ -225,6 +228,7 @@ def build(dash: Dashboard) -> ASGIApp:
         Route("/health", bind(health_page)),
         Route("/static/dashboard.css", css),
         Route("/static/dashboard.js", js),
+        Route("/static/icon.svg", icon),
     ]
     if not dash.read_only:
         routes += [

@@ -103,12 +103,14 @@ def frame(
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         "<title>{} · jobkit</title>"
+        '<link rel="icon" href="{}/static/icon.svg" type="image/svg+xml">'
         '<link rel="stylesheet" href="{}/static/dashboard.css">'
         '<script src="{}/static/dashboard.js" defer></script></head><body>'
         '<header><div class="brand">jobkit</div><nav>{}</nav>'
         '<div class="mode">{}</div></header>'
         '<main><h1>{}</h1>{}{}<div id="live"{}>{}</div></main></body></html>',
         title,
+        base_path(request),
         base_path(request),
         base_path(request),
         nav,

@@ -132,3 +132,11 @@ JS: Final = """\
   }, every);
 })();
 """
+
+ICON: Final = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
+    '<rect width="16" height="16" rx="3" fill="#1d2433"/>'
+    '<rect x="3" y="9" width="2" height="4" fill="#2e8b57"/>'
+    '<rect x="7" y="5" width="2" height="8" fill="#2e8b57"/>'
+    '<rect x="11" y="7" width="2" height="6" fill="#e08a1e"/></svg>'
+)
