@@ -67,52 +67,71 @@ async def overview(dash: Dashboard, request: Request) -> Response:
     stuck = await _queries.stuck_tasks(
         store, queues, now=now, threshold=dash.stuck_after, known_tasks=known
     )
-    cards = join(
-        render(
-            '<div><div class="what">{}</div><div class="n">{}</div></div>',
-            state.value,
-            counts.total(state),
-        )
-        for state in (JobState.QUEUED, JobState.RUNNING, JobState.DEAD)
+    body = render(
+        '<div class="cards">{}</div><h2>Queues</h2>{}{}'
+        "<h2>Waiting longer than {}</h2>"
+        '<p class="note">Due jobs no worker has started for {}: no running worker '
+        "may serve their task, or the workers are saturated. (The store does "
+        "not know which tasks the workers serve.)</p>{}",
+        _cards(counts, activity, now),
+        _queue_table(request, queues, now),
+        _charts(activity, now),
+        age(dash.stuck_after),
+        age(dash.stuck_after),
+        _stuck_table(request, stuck, now),
     )
+    return frame(dash, request, "Overview", body, here="")
+
+
+def _card(what: str, value: object) -> Safe:
+    return render(
+        '<div><div class="what">{}</div><div class="n">{}</div></div>', what, value
+    )
+
+
+def _last_event(activity: _queries.Activity, now: float) -> str:
     last = activity.last_event_at
-    cards = join(
+    return "none yet" if last is None else f"{age(now - last)} ago"
+
+
+def _cards(counts: QueueCounts, activity: _queries.Activity, now: float) -> Safe:
+    states = (JobState.QUEUED, JobState.RUNNING, JobState.DEAD)
+    return join(
         [
-            cards,
-            render(
-                '<div><div class="what">last event</div><div class="n">{}</div></div>',
-                "none yet" if last is None else f"{age(now - last)} ago",
-            ),
+            *(_card(state.value, counts.total(state)) for state in states),
+            _card("last event", _last_event(activity, now)),
         ]
     )
-    rows = []
-    for q in queues:
-        waiting = "-" if q.oldest_due is None else age(now - q.oldest_due)
-        rows.append(
-            render(
-                '<tr><td><a href="{}">{}</a></td>{}<td class=num>{}</td></tr>',
-                link(request, "/jobs", queue=q.name),
-                q.name,
-                join(
-                    render(
-                        '<td class=num><a href="{}">{}</a></td>',
-                        link(request, "/jobs", queue=q.name, state=s.value),
-                        q.counts[s],
-                    )
-                    for s in JobState
-                ),
-                waiting,
-            )
+
+
+def _queue_table(request: Request, queues: list[_queries.QueueRow], now: float) -> Safe:
+    if not queues:
+        return Safe('<p class="note">The store holds no jobs yet.</p>')
+    rows = (
+        render(
+            '<tr><td><a href="{}">{}</a></td>{}<td class=num>{}</td></tr>',
+            link(request, "/jobs", queue=q.name),
+            q.name,
+            join(
+                render(
+                    '<td class=num><a href="{}">{}</a></td>',
+                    link(request, "/jobs", queue=q.name, state=s.value),
+                    q.counts[s],
+                )
+                for s in JobState
+            ),
+            "-" if q.oldest_due is None else age(now - q.oldest_due),
         )
+        for q in queues
+    )
     head = render(
         "<tr><th>queue</th>{}<th class=num>oldest due job waiting</th></tr>",
         join(render("<th class=num>{}</th>", s.value) for s in JobState),
     )
-    table = (
-        render("<table>{}{}</table>", head, join(rows))
-        if rows
-        else Safe('<p class="note">The store holds no jobs yet.</p>')
-    )
+    return render("<table>{}{}</table>", head, join(rows))
+
+
+def _charts(activity: _queries.Activity, now: float) -> Safe:
     buckets = activity.buckets(now)
     behind = (
         Safe(
@@ -122,7 +141,7 @@ async def overview(dash: Dashboard, request: Request) -> Response:
         if activity.behind
         else Safe("")
     )
-    charts = render(
+    return render(
         '<div class="two"><div><h2>Throughput <span class="muted">'
         "(attempts ended per {} s)</span></h2>{}"
         '<p class="legend"><span><i class="ok"></i>succeeded</span>'
@@ -133,7 +152,13 @@ async def overview(dash: Dashboard, request: Request) -> Response:
         failure_chart(buckets, activity.bucket),
         behind,
     )
-    stuck_rows = [
+
+
+def _stuck_table(request: Request, stuck: list[_queries.Stuck], now: float) -> Safe:
+    if not stuck:
+        return Safe('<p class="note">None.</p>')
+    handler = {None: Safe("unknown"), True: Safe("yes")}
+    rows = (
         render(
             '<tr><td><a href="{}">{}</a></td><td>{}</td><td class=num>{}</td>'
             "<td class=num>{}</td><td>{}</td></tr>",
@@ -142,38 +167,15 @@ async def overview(dash: Dashboard, request: Request) -> Response:
             s.queue,
             s.waiting,
             age(now - s.oldest_due),
-            "unknown"
-            if s.registered is None
-            else "yes"
-            if s.registered
-            else Safe('<span class="warn">no</span>'),
+            handler.get(s.registered, Safe('<span class="warn">no</span>')),
         )
         for s in stuck
-    ]
-    stuck_html = (
-        render(
-            "<table><tr><th>task</th><th>queue</th><th class=num>due jobs waiting</th>"
-            "<th class=num>longest wait</th><th>handler in this app</th></tr>"
-            "{}</table>",
-            join(stuck_rows),
-        )
-        if stuck_rows
-        else Safe('<p class="note">None.</p>')
     )
-    body = render(
-        '<div class="cards">{}</div><h2>Queues</h2>{}{}'
-        "<h2>Waiting longer than {}</h2>"
-        '<p class="note">Due jobs no worker has started for {}: no running worker '
-        "may serve their task, or the workers are saturated. (The store does "
-        "not know which tasks the workers serve.)</p>{}",
-        cards,
-        table,
-        charts,
-        age(dash.stuck_after),
-        age(dash.stuck_after),
-        stuck_html,
+    return render(
+        "<table><tr><th>task</th><th>queue</th><th class=num>due jobs waiting</th>"
+        "<th class=num>longest wait</th><th>handler in this app</th></tr>{}</table>",
+        join(rows),
     )
-    return frame(dash, request, "Overview", body, here="")
 
 
 def _choice(request: Request, name: str) -> str | None:
@@ -556,7 +558,6 @@ async def workers_page(dash: Dashboard, request: Request) -> Response:
     counts = await store.counts()
     activity = await dash.activity_now(now)
     lapsed = [j for j in held if j.lease_until is not None and j.lease_until < now]
-    last = activity.last_event_at
     rows = join(
         render(
             '<tr><td class=num><a href="{}">{}</a></td><td>{}</td><td>{}</td>'
@@ -597,14 +598,14 @@ async def workers_page(dash: Dashboard, request: Request) -> Response:
         "they hold. A worker renews its leases while it runs a job; a lease that "
         "ran out means its worker is gone, and the job goes back to the queue "
         "when a worker next reaps.</p>"
-        '<div class="cards"><div><div class="what">jobs held</div>'
-        '<div class="n">{}</div></div>'
-        '<div><div class="what">leases run out</div><div class="n">{}</div></div>'
-        '<div><div class="what">last event</div><div class="n">{}</div></div></div>'
-        "<h2>Leases held{}</h2>{}",
-        counts.total(JobState.RUNNING),
-        len(lapsed),
-        "none yet" if last is None else f"{age(now - last)} ago",
+        '<div class="cards">{}</div><h2>Leases held{}</h2>{}',
+        join(
+            [
+                _card("jobs held", counts.total(JobState.RUNNING)),
+                _card("leases run out", len(lapsed)),
+                _card("last event", _last_event(activity, now)),
+            ]
+        ),
         shown,
         table,
     )
