@@ -675,6 +675,25 @@ def test_cli_dashboard_refuses_a_missing_database(tmp_path: Path) -> None:
     assert not (tmp_path / "none.db").exists()
 
 
+def test_cli_dashboard_refuses_a_foreign_file_and_a_bad_port(tmp_path: Path) -> None:
+    """A file that is not jobkit's is left as it was; a bad port is a usage error."""
+    import sqlite3
+
+    foreign = tmp_path / "other.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.close()
+    before = foreign.read_bytes()
+    refused = run_cli("dashboard", "--db", str(foreign))
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("jobkit: error: ")
+    assert "not a jobkit database" in refused.stderr
+    assert len(refused.stderr.splitlines()) == 1
+    assert foreign.read_bytes() == before
+    port = run_cli("dashboard", "--db", str(foreign), "--port", "70000")
+    assert port.returncode == 2 and "a port is 0..65535" in port.stderr
+
+
 @pytest.mark.slow
 def test_cli_dashboard_serves_until_interrupted(tmp_path: Path) -> None:
     """It prints its address, answers there at low priority, and stops on SIGINT."""
