@@ -352,6 +352,50 @@ async def test_jobs_page_pages_newest_or_oldest_first() -> None:
     assert [i for page in oldest for i in page] == list(range(1, 46))
 
 
+@given(
+    st.lists(st.sampled_from(["a", "b"]), min_size=0, max_size=60),
+    st.sampled_from([None, "a", "b"]),
+    st.booleans(),
+    st.integers(1, 7),
+)
+async def test_list_jobs_pages_through_every_match_in_order(
+    tasks: list[str], task: str | None, newest_first: bool, size: int
+) -> None:
+    """Following the cursors yields each matching job once, in order."""
+    store = MemoryStore()
+    for name in tasks:
+        await store.enqueue([NewJob(task=name)], now=NOW)
+    seen, cursor, pages = [], None, 0
+    while True:
+        page = await _queries.list_jobs(
+            store, task=task, newest_first=newest_first, cursor=cursor, limit=size
+        )
+        assert len(page.jobs) <= size
+        seen += [job.id for job in page.jobs]
+        pages += 1
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    expected = [i for i, name in enumerate(tasks, 1) if task in (None, name)]
+    assert seen == (expected[::-1] if newest_first else expected)
+
+
+async def test_list_jobs_with_an_unindexed_filter_reads_a_bounded_range(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A task filter that matches nothing stops after its budget and says where."""
+    monkeypatch.setattr(_queries, "_WINDOW", 10)
+    monkeypatch.setattr(_queries, "_WINDOWS", 2)
+    store = MemoryStore()
+    await store.enqueue([NewJob(task="a")] * 50, now=NOW)
+    page = await _queries.list_jobs(store, task="b", limit=5)
+    assert page.jobs == [] and page.searched_to == page.next_cursor == 31
+    rest = await _queries.list_jobs(store, task="b", limit=5, cursor=page.next_cursor)
+    assert rest.searched_to == 11
+    oldest = await _queries.list_jobs(store, task="b", newest_first=False, limit=5)
+    assert oldest.searched_to == 20
+
+
 async def test_jobs_page_filters_by_state_queue_and_task() -> None:
     """Each filter narrows the list to the jobs that match it."""
     app = create_app(await filled_store(), clock=lambda: NOW)

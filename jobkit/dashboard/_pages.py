@@ -271,6 +271,18 @@ async def jobs_page(dash: Dashboard, request: Request) -> Response:
                 link(request, "/jobs", after=page.next_cursor, **filters_now),
             )
         )
+    if page.searched_to is not None:
+        links.insert(
+            0,
+            render(
+                '<span class="muted">Looked through the ids down to {}; the next '
+                "page looks further.</span>"
+                if order == "newest"
+                else '<span class="muted">Looked through the ids up to {}; the next '
+                "page looks further.</span>",
+                page.searched_to,
+            ),
+        )
     pager = render('<div class="pager">{}</div>', join(links))
     body = render(
         "{}{}{}{}",

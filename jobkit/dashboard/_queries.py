@@ -38,6 +38,16 @@ class JobPage:
 
     jobs: builtins.list[Job]
     next_cursor: int | None
+    searched_to: int | None = None
+    """Set when the page stopped at its budget of ids, not because it was full."""
+
+
+# States every store keeps an index of; listing one costs what its jobs do.
+_INDEXED_STATES = frozenset({JobState.QUEUED, JobState.RUNNING, JobState.DEAD})
+# A filter no index serves looks at the ids a window at a time, and at no
+# more than this many ids per page.
+_WINDOW = 10_000
+_WINDOWS = 10
 
 
 async def list_jobs(
@@ -52,23 +62,60 @@ async def list_jobs(
 ) -> JobPage:
     """Return a page of jobs, newest or oldest first, after the id ``cursor``.
 
-    ``cursor`` is the id of the last job of the previous page.
+    ``cursor`` is the id the previous page ended at (exclusive). Every page
+    costs a bounded read: a seek on the primary key when nothing is
+    filtered, the state's own index for queued, running and dead jobs, and
+    otherwise a walk over at most ``_WINDOW * _WINDOWS`` ids.
     """
-    # The store lists oldest first, with no cursor: read the whole filtered
-    # list and cut the page out of it.
-    window = await store.list(state=state, queue=queue, limit=None)
-    if newest_first:
-        window.reverse()
-    if cursor is not None:
-        window = [
-            j for j in window if (j.id < cursor if newest_first else j.id > cursor)
-        ]
-    if task is not None:
-        window = [job for job in window if job.task == task]
-    page = window[: limit + 1]
-    more = len(page) > limit
-    page = page[:limit]
-    return JobPage(page, page[-1].id if more and page else None)
+
+    async def fetch(after: int | None, before: int | None, n: int) -> list[Job]:
+        return await store.list(
+            state=state,
+            queue=queue,
+            task=task,
+            newest_first=newest_first,
+            after_id=after,
+            before_id=before,
+            limit=n,
+        )
+
+    if (state is None and queue is None and task is None) or state in _INDEXED_STATES:
+        jobs = await fetch(
+            None if newest_first else cursor,
+            cursor if newest_first else None,
+            limit + 1,
+        )
+        more = len(jobs) > limit
+        return JobPage(jobs[:limit], jobs[limit - 1].id if more else None)
+    newest = await store.list(newest_first=True, limit=1)
+    if not newest:
+        return JobPage([], None)
+    top = newest[0].id
+    found: builtins.list[Job] = []
+    # The open interval of ids the next window covers: (low, high).
+    high = (top + 1 if cursor is None else cursor) if newest_first else None
+    low = None if newest_first else (0 if cursor is None else cursor)
+    for _ in range(_WINDOWS):
+        if newest_first:
+            assert high is not None
+            low = max(0, high - 1 - _WINDOW)
+        else:
+            assert low is not None
+            high = low + 1 + _WINDOW
+        found += await fetch(low, high, limit + 1 - len(found))
+        if len(found) > limit:
+            return JobPage(found[:limit], found[limit - 1].id)
+        done = low == 0 if newest_first else high > top
+        if done:
+            return JobPage(found, None)
+        if newest_first:
+            high = low + 1
+        else:
+            low = high - 1
+    # The budget ran out before the page filled: the next page goes on
+    # from where this one stopped looking.
+    edge = high if newest_first else low
+    return JobPage(found, edge, searched_to=edge)
 
 
 @attrs.frozen
