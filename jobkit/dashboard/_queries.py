@@ -59,13 +59,15 @@ async def list_jobs(
     newest_first: bool = True,
     cursor: int | None = None,
     limit: int = 50,
+    window: int = _WINDOW,
+    windows: int = _WINDOWS,
 ) -> JobPage:
     """Return a page of jobs, newest or oldest first, after the id ``cursor``.
 
     ``cursor`` is the id the previous page ended at (exclusive). Every page
     costs a bounded read: a seek on the primary key when nothing is
     filtered, the state's own index for queued, running and dead jobs, and
-    otherwise a walk over at most ``_WINDOW * _WINDOWS`` ids.
+    otherwise a walk over at most ``windows`` ranges of ``window`` ids.
     """
 
     async def fetch(after: int | None, before: int | None, n: int) -> list[Job]:
@@ -95,13 +97,13 @@ async def list_jobs(
     # The open interval of ids the next window covers: (low, high).
     high = (top + 1 if cursor is None else cursor) if newest_first else None
     low = None if newest_first else (0 if cursor is None else cursor)
-    for _ in range(_WINDOWS):
+    for _ in range(windows):
         if newest_first:
             assert high is not None
-            low = max(0, high - 1 - _WINDOW)
+            low = max(0, high - 1 - window)
         else:
             assert low is not None
-            high = low + 1 + _WINDOW
+            high = low + 1 + window
         found += await fetch(low, high, limit + 1 - len(found))
         if len(found) > limit:
             return JobPage(found[:limit], found[limit - 1].id)
