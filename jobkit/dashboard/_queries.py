@@ -1,10 +1,16 @@
-"""The dashboard's reads: every one bounded, and served by the store's indexes.
+"""The dashboard's reads that could grow with the store, each kept bounded.
 
-Pages call these functions, never the store directly, so that what a page
-costs is decided in one place: a page of jobs, one job's event chain, the
-per-queue counts the store keeps current, a seek for the earliest due job.
-The event log is followed incrementally (:class:`Activity`), from a position
-found by bisection, so a dashboard opened on a long log does not read it all.
+- a page of jobs: the store's keyset cursor, or, for a filter no index
+  serves, a walk over a bounded range of ids (:func:`list_jobs`);
+- how long each queue's oldest due job has waited: a seek for the earliest
+  due job (:func:`queue_rows`);
+- the tasks left waiting: only in queues whose oldest due job is late
+  (:func:`stuck_tasks`);
+- the event log, followed incrementally (:class:`Activity`) from a position
+  found by bisection, so a dashboard opened on a long log does not read it.
+
+The pages' other reads are small by nature: one job and its event chain,
+the counts the store keeps current, at most a page of leases.
 """
 
 from __future__ import annotations
