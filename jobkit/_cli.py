@@ -1232,7 +1232,7 @@ def add_dashboard(commands: Subparsers) -> None:
         commands,
         "dashboard",
         "serve a web page to watch and operate the queue",
-        "Serve the dashboard of the database --db: queues, jobs, dead letters,\n"
+        "Serve the dashboard of the store --db: queues, jobs, dead letters,\n"
         "schedules, the leases workers hold, /metrics and /health. It listens\n"
         "on 127.0.0.1 unless --host says otherwise; bound elsewhere, give it\n"
         f"a --token (or ${DASHBOARD_TOKEN_ENV}) that every request must carry.\n"
@@ -1248,7 +1248,12 @@ def add_dashboard(commands: Subparsers) -> None:
         db=False,
     )
     parser.add_argument(
-        "--db", metavar="PATH", help=f"the SQLite database file (default: ${DB_ENV})"
+        "--db",
+        metavar="PATH",
+        help=(
+            "the store: an SQLite file (or sqlite:///PATH), postgresql://... "
+            f"(default: ${DB_ENV})"
+        ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
     parser.add_argument(

@@ -759,7 +759,17 @@ def test_cli_dashboard_serves_until_interrupted(tmp_path: Path) -> None:
     db = str(tmp_path / "jobs.db")
     assert run_cli("enqueue", "--db", db, "t").returncode == 0
     with subprocess.Popen(
-        [sys.executable, "-m", "jobkit", "dashboard", "--db", db, "--port", "0"],
+        # A URL names the store as well as a path does.
+        [
+            sys.executable,
+            "-m",
+            "jobkit",
+            "dashboard",
+            "--db",
+            f"sqlite:///{db}",
+            "--port",
+            "0",
+        ],
         stderr=subprocess.PIPE,
         text=True,
     ) as process:
