@@ -186,7 +186,9 @@ def plot_runs(
 ) -> Axes:
     """Draw who ran what when: one row per job, a bar per run, coloured by host.
 
-    A run that was stopped rather than returned is hatched. ``cut`` shades
+    Runs of the same job share its row, one lane each, so runs that
+    overlapped in time show one above the other. A run that was stopped
+    rather than returned is hatched. ``cut`` shades
     the span during which a host was cut off; ``marks`` are ``(job_id, at,
     label)`` instants drawn as ticks on a job's row (a lease expiring, say).
 
@@ -199,6 +201,7 @@ def plot_runs(
         ['job 1', 'job 2']
     """
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     if ax is None:
         _, ax = plt.subplots(figsize=(9, 3.5))
@@ -208,27 +211,33 @@ def plot_runs(
     row = {job: i for i, job in enumerate(jobs)}
     if cut is not None:
         ax.axvspan(*cut, color="tab:red", alpha=0.08, label="a host cut off")
-    labelled: set[str] = set()
-    for r in runs:
-        label = None if r.host in labelled else r.host
-        labelled.add(r.host)
-        ax.barh(
-            row[r.job_id],
-            max(r.end - r.start, 0.05),
-            left=r.start,
-            height=0.6,
-            color=colors[r.host],
-            edgecolor="black",
-            linewidth=0.5,
-            hatch="//" if r.stopped else None,
-            label=label,
-        )
-        ax.text(r.start + 0.05, row[r.job_id] + 0.1, f"#{r.attempt}", fontsize=7)
+    # Runs of one job share its row in lanes, so that overlapping runs show.
+    lanes: dict[int, list[Run]] = {}
+    for r in sorted(runs, key=lambda r: r.start):
+        lanes.setdefault(r.job_id, []).append(r)
+    for job_id, mine in lanes.items():
+        height = 0.7 / len(mine)
+        for i, r in enumerate(mine):
+            y = row[job_id] - 0.35 + (i + 0.5) * height
+            ax.barh(
+                y,
+                max(r.end - r.start, 0.05),
+                left=r.start,
+                height=height * 0.9,
+                color=colors[r.host],
+                edgecolor="black",
+                linewidth=0.5,
+                hatch="//" if r.stopped else None,
+            )
+            ax.text(r.start + 0.05, y, f"#{r.attempt}", fontsize=7, va="center")
     for job_id, at, text in marks:
-        ax.plot(at, row[job_id], marker="v", color="black", markersize=7)
-        ax.annotate(text, (at, row[job_id] - 0.35), fontsize=8, ha="center")
+        ax.plot(at, row[job_id] - 0.45, marker="v", color="black", markersize=7)
+        ax.annotate(text, (at, row[job_id] - 0.6), fontsize=8, ha="center")
     ax.set_yticks(range(len(jobs)), [f"job {j}" for j in jobs])
-    ax.set_ylim(len(jobs) - 0.4, -0.9)
+    ax.set_ylim(len(jobs) - 0.4, -1.0)
+    ax.set_xlim(left=0)
     ax.set_xlabel("time (s)")
-    ax.legend(loc="lower right", fontsize=8)
+    handles, _ = ax.get_legend_handles_labels()  # the shaded span, if any
+    handles += [Patch(facecolor=colors[h], edgecolor="black", label=h) for h in hosts]
+    ax.legend(handles=handles, loc="lower right", fontsize=8)
     return ax
