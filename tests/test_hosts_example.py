@@ -46,41 +46,38 @@ def _silent(sock: socket.socket, seconds: float = 0.3) -> bool:
 def test_a_cut_holds_bytes_and_a_heal_delivers_them(echo_port: int) -> None:
     """While cut, nothing comes back and nothing is closed; healed, it all arrives."""
     with NetCut("127.0.0.1", echo_port) as net:
-        client = socket.create_connection(("127.0.0.1", net.port))
-        client.sendall(b"before")
-        assert client.recv(1024) == b"before"
-        net.cut()
-        client.sendall(b"during")
-        assert _silent(client)
-        net.heal()
-        client.settimeout(5)
-        assert client.recv(1024) == b"during"
-        client.close()
+        with socket.create_connection(("127.0.0.1", net.port)) as client:
+            client.sendall(b"before")
+            assert client.recv(1024) == b"before"
+            net.cut()
+            client.sendall(b"during")
+            assert _silent(client)
+            net.heal()
+            client.settimeout(5)
+            assert client.recv(1024) == b"during"
 
 
 def test_a_new_connection_hangs_while_cut(echo_port: int) -> None:
     """A connection opened during a cut is accepted, then reaches the server on heal."""
     with NetCut("127.0.0.1", echo_port) as net:
         net.cut()
-        client = socket.create_connection(("127.0.0.1", net.port))
-        client.sendall(b"hello")
-        assert _silent(client)
-        net.heal()
-        client.settimeout(5)
-        assert client.recv(1024) == b"hello"
-        client.close()
+        with socket.create_connection(("127.0.0.1", net.port)) as client:
+            client.sendall(b"hello")
+            assert _silent(client)
+            net.heal()
+            client.settimeout(5)
+            assert client.recv(1024) == b"hello"
 
 
 def test_close_ends_the_connections(echo_port: int) -> None:
     """Closing the proxy closes the connections it carried."""
     net = NetCut("127.0.0.1", echo_port)
-    client = socket.create_connection(("127.0.0.1", net.port))
-    client.sendall(b"x")
-    assert client.recv(1024) == b"x"
-    net.close()
-    client.settimeout(5)
-    assert client.recv(1024) == b""
-    client.close()
+    with socket.create_connection(("127.0.0.1", net.port)) as client:
+        client.sendall(b"x")
+        assert client.recv(1024) == b"x"
+        net.close()
+        client.settimeout(5)
+        assert client.recv(1024) == b""
 
 
 def test_url_points_at_the_proxy() -> None:
