@@ -45,16 +45,18 @@ def _silent(sock: socket.socket, seconds: float = 0.3) -> bool:
 
 def test_a_cut_holds_bytes_and_a_heal_delivers_them(echo_port: int) -> None:
     """While cut, nothing comes back and nothing is closed; healed, it all arrives."""
-    with NetCut("127.0.0.1", echo_port) as net:
-        with socket.create_connection(("127.0.0.1", net.port)) as client:
-            client.sendall(b"before")
-            assert client.recv(1024) == b"before"
-            net.cut()
-            client.sendall(b"during")
-            assert _silent(client)
-            net.heal()
-            client.settimeout(5)
-            assert client.recv(1024) == b"during"
+    with (
+        NetCut("127.0.0.1", echo_port) as net,
+        socket.create_connection(("127.0.0.1", net.port)) as client,
+    ):
+        client.sendall(b"before")
+        assert client.recv(1024) == b"before"
+        net.cut()
+        client.sendall(b"during")
+        assert _silent(client)
+        net.heal()
+        client.settimeout(5)
+        assert client.recv(1024) == b"during"
 
 
 def test_a_new_connection_hangs_while_cut(echo_port: int) -> None:
