@@ -8,7 +8,9 @@ client's connection neither closes nor delivers, and the server sees nothing.
 from __future__ import annotations
 
 import socket
+import struct
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -55,6 +57,12 @@ class EchoServer:
                 if not data:
                     self.closed.set()
                     return
+                if data == b"RST":
+                    # As a server whose process was killed: a reset, not a FIN.
+                    conn.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                    return
                 with self._lock:
                     self.received += len(data)
                 conn.sendall(data)
@@ -86,6 +94,14 @@ def round_trip(sock: socket.socket, data: bytes) -> bytes:
         assert chunk, "the connection closed"
         got += chunk
     return got
+
+
+def wait_open(proxy: NetProxy, n: int) -> None:
+    """Wait until the proxy has accepted ``n`` connections (the kernel does first)."""
+    deadline = time.monotonic() + 5
+    while proxy.stats()["open"] != n:
+        assert time.monotonic() < deadline, "the proxy did not accept the connection"
+        time.sleep(0.005)
 
 
 def nothing_arrives(sock: socket.socket) -> None:
@@ -160,12 +176,25 @@ def test_reset_closes_every_connection_with_a_reset(
         assert round_trip(sock, b"again") == b"again"
 
 
+def test_a_server_reset_reaches_the_client_and_the_proxy_carries_on(
+    proxy: NetProxy,
+) -> None:
+    with connect(proxy) as sock:
+        sock.sendall(b"RST")
+        with pytest.raises(ConnectionResetError):
+            sock.recv(1)
+    assert proxy.stats()["open"] == 0
+    with connect(proxy) as sock:
+        assert round_trip(sock, b"still here") == b"still here"
+
+
 def test_reset_during_a_partition_keeps_the_partition(
     proxy: NetProxy, echo: EchoServer
 ) -> None:
     proxy.partition()
     with connect(proxy) as sock:
         sock.sendall(b"x")
+        wait_open(proxy, 1)
         assert proxy.reset()["mode"] == "partition"
         with pytest.raises(ConnectionResetError):
             sock.recv(1)

@@ -126,20 +126,26 @@ class _Proxy:
         up: bool,
         scope: trio.CancelScope,
     ) -> None:
-        while True:
-            await self.gate()
-            data = await src.receive_some(65536)
-            if not data:
-                scope.cancel()  # one side closed: so does the proxy
-                return
-            # Bytes read just before a partition are held until it heals:
-            # nothing crosses a cut link.
-            await self.gate()
-            await dst.send_all(data)
-            if up:
-                self.bytes_up += len(data)
-            else:
-                self.bytes_down += len(data)
+        try:
+            while True:
+                await self.gate()
+                data = await src.receive_some(65536)
+                if not data:
+                    break
+                # Bytes read just before a partition are held until it heals:
+                # nothing crosses a cut link.
+                await self.gate()
+                # Counted before the send returns: by the time the far end has
+                # read them, a ``stats`` answer includes them.
+                if up:
+                    self.bytes_up += len(data)
+                else:
+                    self.bytes_down += len(data)
+                await dst.send_all(data)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        # One side closed or broke: the proxy closes both.
+        scope.cancel()
 
     async def control(self, stream: trio.abc.Stream) -> None:
         buffer = b""
