@@ -43,6 +43,7 @@ from ._retry import RetryPolicy
 from ._schedule import Schedule
 from ._sqlite import SQLiteStore
 from ._store import JobNotFound, Store, StoreError
+from ._url import sqlite_path, store_from_url
 
 __all__ = ["COMMANDS", "CLIError", "load_app", "open_store"]
 
@@ -116,8 +117,17 @@ def db_path(args: argparse.Namespace) -> str:
     return path
 
 
-def open_store(path: str, *, create: bool) -> SQLiteStore:
-    """Open the SQLite database at ``path``; only create it when ``create``."""
+def open_store(url: str, *, create: bool) -> Store:
+    """Open the store ``url`` names (see ``store_from_url``); create it only when
+    ``create``."""
+    try:
+        path = sqlite_path(url)
+        if path is None:
+            return store_from_url(url, create=create)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    except StoreError as exc:
+        raise CLIError(first_line(str(exc)) or type(exc).__name__) from None
     if os.path.isdir(path):
         raise CLIError(f"{path!r} is a directory, not a database file")
     if not os.path.exists(path):
@@ -141,7 +151,7 @@ def open_store(path: str, *, create: bool) -> SQLiteStore:
 
 def run_with_store(
     args: argparse.Namespace,
-    body: Callable[[SQLiteStore], Awaitable[T]],
+    body: Callable[[Any], Awaitable[T]],
     *,
     create: bool = False,
 ) -> T:
@@ -305,7 +315,10 @@ def _db_options() -> argparse.ArgumentParser:
     parent.add_argument(
         "--db",
         metavar="PATH",
-        help=f"the SQLite database file (default: ${DB_ENV})",
+        help=(
+            "the store: an SQLite file (or sqlite:///PATH), postgresql://... "
+            f"(default: ${DB_ENV})"
+        ),
     )
     parent.add_argument(
         "--json", action="store_true", help="print JSON instead of a table"

@@ -669,6 +669,7 @@ class Worker:
                 service.start_soon(self._settler.run, name="jobkit settler")
                 service.start_soon(self._maintain, name="jobkit lease maintainer")
                 service.start_soon(self._fire_schedules, name="jobkit scheduler")
+                service.start_soon(self._listen, name="jobkit listener")
                 if self._shutdown is not None:
                     service.start_soon(self._watch, self._shutdown)
                 async with trio.open_nursery() as attempts:
@@ -733,6 +734,17 @@ class Worker:
                     await self._poked.wait()
                 self._waiting = None
             self._slot_free = False
+
+    async def _listen(self) -> None:
+        # A store that hears other processes' enqueues (PostgreSQL's NOTIFY)
+        # offers wait_for_jobs: each hint wakes the claim loop, which polls
+        # all the same.
+        wait_for_jobs = getattr(self._queue.store, "wait_for_jobs", None)
+        if wait_for_jobs is None:
+            return
+        while True:
+            await wait_for_jobs(queues=self._queues)
+            self._poke()
 
     async def _empty(self) -> bool:
         """True if no job of the served queues is QUEUED (due or not) or RUNNING."""

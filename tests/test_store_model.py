@@ -1,9 +1,9 @@
-"""MemoryStore, SQLiteStore and a small model run the same operations and must agree.
+"""Every store and a small model run the same operations and must agree.
 
 Hypothesis drives a random sequence of enqueues (with delays, priorities and
 unique keys), claims, settles (success, retry, permanent failure, release,
 and stale attempts), lease renewals, clock advances, reaps, cancels, requeues
-and discards. After every step the two stores and the model must hold the
+and discards. After every step the stores and the model must hold the
 same jobs, field for field, the same events per job, the same counts and the
 same next due times, and the queue's invariants must hold.
 
@@ -18,6 +18,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -38,13 +39,12 @@ from jobkit import (
     Job,
     JobNotFound,
     JobState,
-    MemoryStore,
     NewJob,
-    SQLiteStore,
     Store,
     TransitionError,
 )
 from jobkit._job import EXPIRED_ERROR, Failure, Outcome, Release, Success
+from tests.helpers.stores import STORES, available_stores, dispose
 
 QUEUES = ["a", "b"]
 Q, R = JobState.QUEUED, JobState.RUNNING
@@ -276,8 +276,7 @@ class StoreMachine(RuleBasedStateMachine):
         super().__init__()
         self.dir = tempfile.mkdtemp(prefix="jobkit-model-")
         self.stores: dict[str, Store] = {
-            "memory": MemoryStore(),
-            "sqlite": SQLiteStore(f"{self.dir}/jobs.db"),
+            name: STORES[name](Path(self.dir)) for name in available_stores()
         }
         self.model = Model()
         self.now = 0.0
@@ -289,7 +288,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         for store in self.stores.values():
-            trio.run(store.aclose)
+            trio.run(dispose, store)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def agree(self, name: str, expected: tuple[str, Any], **calls: Any) -> None:
@@ -474,7 +473,7 @@ class StoreMachine(RuleBasedStateMachine):
 
 
 def test_stores_agree_with_a_model_of_the_queue() -> None:
-    """MemoryStore, SQLiteStore and the model agree after every step of random runs."""
+    """Every store and the model agree after every step of random runs."""
     run_state_machine_as_test(
         StoreMachine, settings=settings(stateful_step_count=30, deadline=None)
     )

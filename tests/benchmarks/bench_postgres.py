@@ -1,0 +1,129 @@
+"""Benchmark: PostgresStore's claim+settle cycles, and claims among finished jobs.
+
+Run it with ``python tests/benchmarks/bench_postgres.py [URL]`` against a
+PostgreSQL server (default ``$JOBKIT_TEST_POSTGRES_URL`` or the local one);
+``--finished 500000`` sets the size of the finished backlog (slow to build).
+Each part works in a schema of its own, dropped afterwards.
+
+- **cycles**: 8 trio tasks each claim one job and settle it (Success), over
+  and over, for ``JOBS`` jobs enqueued beforehand; each store call is one
+  thread hop and one transaction. Shown for ``synchronous="NORMAL"`` (the
+  default: claims and settles do not wait for the disk) and ``"FULL"``.
+- **batched**: the same with claims of 8 and one settle per batch, as a busy
+  worker does.
+- **finished**: the claim rate (one task, claim+settle of single jobs) with
+  no finished jobs, then with ``--finished`` SUCCEEDED jobs in the table:
+  the claim reads the partial index of QUEUED jobs, so the ratio should stay
+  near 1.
+
+Each figure is the median of ``ROUNDS`` rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+import uuid
+from typing import Literal
+
+import psycopg
+import trio
+
+from jobkit import NewJob, PostgresStore
+from jobkit._job import Success
+
+JOBS = 4000
+TASKS = 8
+ROUNDS = 3
+DEFAULT_URL = os.environ.get(
+    "JOBKIT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def fresh(url: str, synchronous: Literal["NORMAL", "FULL"] = "NORMAL") -> PostgresStore:
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    return PostgresStore(url, schema=schema, synchronous=synchronous)
+
+
+async def cycles(store: PostgresStore, jobs: int, tasks: int, batch: int) -> float:
+    await store.enqueue([NewJob(task="noop")] * jobs, now=0.0)
+    done = 0
+
+    async def work() -> None:
+        nonlocal done
+        while True:
+            claimed = await store.claim(queues=None, limit=batch, now=1.0, lease=60.0)
+            if not claimed:
+                return
+            await store.settle([Success(j.id, j.attempts) for j in claimed], now=2.0)
+            done += len(claimed)
+
+    start = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(tasks):
+            nursery.start_soon(work)
+    elapsed = time.perf_counter() - start
+    assert done == jobs, done
+    return jobs / elapsed
+
+
+def fill_finished(store: PostgresStore, url: str, count: int) -> None:
+    """Insert ``count`` SUCCEEDED jobs directly, in bulk (no events: not needed)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"ALTER TABLE {store.schema}.jobs DISABLE TRIGGER jobs_inserted")
+        conn.execute(
+            f"INSERT INTO {store.schema}.jobs (task, queue, payload, state, "
+            "attempts, max_attempts, priority, run_at, created_at, updated_at, "
+            "event) SELECT 'old', 'default', '{}', 'succeeded', 1, 1, 0, 0, 0, 0, "
+            f"'succeeded' FROM generate_series(1, {count})"
+        )
+        conn.execute(f"ALTER TABLE {store.schema}.jobs ENABLE TRIGGER jobs_inserted")
+        conn.execute(f"VACUUM ANALYZE {store.schema}.jobs")
+
+
+def run_cycles(
+    url: str, tasks: int, batch: int, synchronous: Literal["NORMAL", "FULL"]
+) -> float:
+    rates = []
+    for _ in range(ROUNDS):
+        store = fresh(url, synchronous=synchronous)
+        try:
+            rates.append(trio.run(cycles, store, JOBS, tasks, batch))
+        finally:
+            trio.run(store.drop_schema)
+    return statistics.median(rates)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url", nargs="?", default=DEFAULT_URL)
+    parser.add_argument("--finished", type=int, default=500_000)
+    args = parser.parse_args()
+    url = args.url
+
+    print(f"PostgresStore at {url}: {JOBS} jobs, median of {ROUNDS} rounds")
+    modes: tuple[Literal["NORMAL", "FULL"], ...] = ("NORMAL", "FULL")
+    for synchronous in modes:
+        rate = run_cycles(url, TASKS, 1, synchronous)
+        print(f"  cycles, {TASKS} tasks, 1 job per call, {synchronous}: {rate:,.0f}/s")
+    rate = run_cycles(url, TASKS, 8, "NORMAL")
+    print(f"  cycles, {TASKS} tasks, 8 jobs per call, NORMAL: {rate:,.0f} jobs/s")
+
+    empty = run_cycles(url, 1, 1, "NORMAL")
+    store = fresh(url)
+    try:
+        fill_finished(store, url, args.finished)
+        rates = [trio.run(cycles, store, JOBS // 2, 1, 1) for _ in range(ROUNDS)]
+    finally:
+        trio.run(store.drop_schema)
+    full = statistics.median(rates)
+    print(
+        f"  claim+settle, 1 task: {empty:,.0f}/s with no finished jobs, "
+        f"{full:,.0f}/s with {args.finished:,}: ratio {full / empty:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

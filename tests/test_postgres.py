@@ -1,0 +1,593 @@
+"""What PostgresStore adds to the shared store tests.
+
+SQL claim order, the schema's versions, failures and retries, wake-ups, and
+the command line on a postgresql:// URL.
+
+Every test works in a schema of its own on the test server (see
+``tests/helpers/stores.py``), dropped afterwards; without a server they skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import jobkit
+from jobkit import (
+    IncompatibleStore,
+    NewJob,
+    PostgresStore,
+    Schedule,
+    StoreBusy,
+    StoreError,
+)
+from jobkit._job import Failure, Success, claim_order
+from jobkit._postgres import _run, _schema
+from tests.helpers.stores import fresh_schema, postgres_url
+from tests.test_cli import APP
+from tests.test_cli import jobkit as run_cli
+
+
+@pytest.fixture
+def url() -> str:
+    return postgres_url()
+
+
+@pytest.fixture
+def schema(url: str) -> Iterator[str]:
+    """A schema name of this test's own, dropped at the end whatever it holds."""
+    name = fresh_schema()
+    yield name
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def store(url: str, schema: str) -> AsyncIterator[PostgresStore]:
+    async with PostgresStore(url, schema=schema, timeout=10.0) as s:
+        yield s
+
+
+def sql(url: str, text: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Run one statement on a connection of its own; return its rows."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(text, params or None)  # type: ignore[call-overload]
+        return cur.fetchall() if cur.description else []
+
+
+def tables(url: str, schema: str) -> list[str]:
+    return [
+        name
+        for (name,) in sql(
+            url,
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = %s ORDER BY 1",
+            schema,
+        )
+    ]
+
+
+# -- the package ---------------------------------------------------------------------
+
+
+def test_import_jobkit_does_not_import_psycopg() -> None:
+    """jobkit needs only trio and attrs; psycopg comes with jobkit.PostgresStore."""
+    code = (
+        "import sys, jobkit; assert 'psycopg' not in sys.modules; "
+        "jobkit.PostgresStore; assert 'psycopg' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_store_from_url_opens_each_kind(url: str, schema: str, tmp_path: Path) -> None:
+    """Paths and sqlite:/// open SQLite, memory: a MemoryStore, postgresql: Postgres."""
+
+    async def main() -> None:
+        path = tmp_path / "a.db"
+        for given_url in (str(path), f"sqlite:///{path}"):
+            s = jobkit.store_from_url(given_url)
+            assert isinstance(s, jobkit.SQLiteStore) and s.path == str(path)
+            await s.aclose()
+        assert isinstance(jobkit.store_from_url("memory:"), jobkit.MemoryStore)
+        pg = jobkit.store_from_url(f"{url}?schema={schema}")
+        assert isinstance(pg, PostgresStore) and pg.schema == schema
+        await pg.aclose()
+        other = jobkit.store_from_url(
+            url.replace("postgresql:", "postgres:"), schema=schema
+        )
+        await other.aclose()
+
+    trio.run(main)
+    for bad in ("redis://localhost/0", "sqlite://relative.db", "memory:x"):
+        with pytest.raises(ValueError, match=r"sqlite|memory"):
+            jobkit.store_from_url(bad)
+
+
+# -- claims ----------------------------------------------------------------------------
+
+
+jobs = st.lists(
+    st.tuples(
+        st.sampled_from([-2, 0, 0, 1, 5]),
+        st.sampled_from([0.0, 0.5, 1.0, 1.0, 3.25, 7.0]),
+        st.sampled_from(["a", "b"]),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+def test_claim_sql_agrees_with_claim_order(url: str, schema: str) -> None:
+    """The claim statement hands out due jobs in exactly jobkit's claim_order."""
+    store = PostgresStore(url, schema=schema, timeout=10.0)
+    clock = [10.0]
+
+    async def one(
+        specs: list[tuple[int, float, str]], limit: int, queues: list[str] | None
+    ) -> None:
+        base = clock[0]
+        now = base + 3.5
+        clock[0] += 100.0
+        ids = await store.enqueue(
+            [
+                NewJob(task="t", priority=p, run_at=base + r, queue=q)
+                for p, r, q in specs
+            ],
+            now=base,
+        )
+        mine = [await store.get(i) for i in ids]
+        due = [
+            j for j in mine if j.run_at <= now and (queues is None or j.queue in queues)
+        ]
+        expected = [j.id for j in sorted(due, key=claim_order)][:limit]
+        got = await store.claim(queues=queues, limit=limit, now=now, lease=1.0)
+        assert [j.id for j in got] == expected
+        # Clear the table for the next example: finish everything.
+        rest = await store.claim(queues=None, limit=100, now=base + 50.0, lease=1.0)
+        await store.settle(
+            [Success(j.id, j.attempts) for j in [*got, *rest]], now=base + 50.0
+        )
+
+    @settings(max_examples=40, deadline=None)
+    @given(
+        jobs,
+        st.integers(1, 14),
+        st.sampled_from([None, ["a"], ["b"], ["b", "a"]]),
+    )
+    def check(
+        specs: list[tuple[int, float, str]], limit: int, queues: list[str] | None
+    ) -> None:
+        trio.run(one, specs, limit, queues)
+
+    try:
+        check()
+    finally:
+        trio.run(store.aclose)
+
+
+def test_the_claim_reads_the_partial_index(url: str, schema: str) -> None:
+    """The claim's plan scans jobs_claim (QUEUED rows only), never the whole table."""
+    store = PostgresStore(url, schema=schema)
+    try:
+        query = (
+            store._sql.claim.decode()
+            .replace("%(now)s", "1.0")
+            .replace("%(queues)s", "NULL")
+            .replace("%(limit)s", "1")
+            .replace("%(until)s", "2.0")
+        )
+        plan = "\n".join(row[0] for row in sql(url, "EXPLAIN " + query))
+        assert "jobs_claim" in plan and "Seq Scan" not in plan, plan
+    finally:
+        trio.run(store.aclose)
+
+
+async def test_concurrent_claims_never_share_a_job(url: str, schema: str) -> None:
+    """Eight stores (eight pools) claiming at once get every job exactly once."""
+    stores = [PostgresStore(url, schema=schema, pool_size=2) for _ in range(8)]
+    await stores[0].enqueue([NewJob(task="t")] * 400, now=0.0)
+    claimed: list[int] = []
+
+    async def drain(s: PostgresStore) -> None:
+        while batch := await s.claim(queues=None, limit=3, now=1.0, lease=60.0):
+            claimed.extend(j.id for j in batch)
+
+    async with trio.open_nursery() as nursery:
+        for s in stores:
+            nursery.start_soon(drain, s)
+    assert sorted(claimed) == list(range(1, 401))
+    for s in stores:
+        await s.aclose()
+
+
+# -- the schema ------------------------------------------------------------------------
+
+
+def test_a_foreign_schema_is_refused_unchanged(url: str, schema: str) -> None:
+    """A schema holding another application's tables is refused, and left as it was."""
+    sql(url, f"CREATE SCHEMA {schema}")
+    sql(url, f"CREATE TABLE {schema}.jobs (id int, what text)")
+    sql(url, f"INSERT INTO {schema}.jobs VALUES (1, 'theirs')")
+    with pytest.raises(IncompatibleStore, match=r"another application.*jobs"):
+        PostgresStore(url, schema=schema)
+    assert tables(url, schema) == ["jobs"]
+    assert sql(url, f"SELECT * FROM {schema}.jobs") == [(1, "theirs")]
+
+
+def test_a_newer_jobkit_schema_is_refused_unchanged(url: str, schema: str) -> None:
+    """A schema written by a newer jobkit is refused with both versions named."""
+    trio.run(PostgresStore(url, schema=schema).aclose)
+    before = tables(url, schema)
+    newer = _schema.SCHEMA_VERSION + 1
+    sql(url, f"UPDATE {schema}.jobkit_version SET version = {newer}")
+    with pytest.raises(IncompatibleStore, match=f"version {newer}, newer than"):
+        PostgresStore(url, schema=schema)
+    assert tables(url, schema) == before
+    assert sql(url, f"SELECT version FROM {schema}.jobkit_version") == [(newer,)]
+
+
+def test_an_older_schema_is_migrated_in_place(
+    url: str, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening an older version runs the migrations, keeping every job and event."""
+
+    async def write() -> None:
+        async with PostgresStore(url, schema=schema) as s:
+            await s.enqueue([NewJob(task="old", payload={"n": 1})], now=5.0)
+
+    trio.run(write)
+    version = _schema.SCHEMA_VERSION
+    monkeypatch.setattr(_schema, "SCHEMA_VERSION", version + 1)
+    monkeypatch.setitem(
+        _schema.MIGRATIONS, version, ("ALTER TABLE {s}.jobs ADD COLUMN note text",)
+    )
+
+    async def read() -> None:
+        async with PostgresStore(url, schema=schema) as s:
+            [job] = await s.list()
+            assert (job.task, job.payload, job.run_at) == ("old", {"n": 1}, 5.0)
+            assert [e.kind.value for _, e in await s.events()] == ["enqueued"]
+
+    trio.run(read)
+    assert sql(url, f"SELECT version FROM {schema}.jobkit_version") == [(version + 1,)]
+    assert ("note",) in sql(
+        url,
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = %s AND table_name = 'jobs'",
+        schema,
+    )
+
+
+def test_processes_opening_a_new_schema_at_once_create_it_once(
+    url: str, schema: str
+) -> None:
+    """Eight threads opening the same new schema at once all succeed; one created it."""
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            trio.run(PostgresStore(url, schema=schema).aclose)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sql(url, f"SELECT count(*) FROM {schema}.jobkit_version") == [(1,)]
+
+
+def test_create_false_refuses_a_missing_schema(url: str, schema: str) -> None:
+    """With create=False a missing store is an error, and no schema appears."""
+    with pytest.raises(StoreError, match="holds no jobkit store"):
+        PostgresStore(url, schema=schema, create=False)
+    assert sql(url, "SELECT 1 FROM pg_namespace WHERE nspname = %s", schema) == []
+
+
+def test_bad_arguments_are_refused() -> None:
+    """A bad schema name, timeout or pool size is refused before connecting."""
+    for kwargs, match in [
+        ({"schema": "Robert'); DROP"}, "schema must be"),
+        ({"timeout": 0}, "timeout must be"),
+        ({"pool_size": 0}, "pool_size must be"),
+        ({"synchronous": "OFF"}, "synchronous must be"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            PostgresStore("postgresql://nowhere.invalid/x", **kwargs)
+
+
+def test_an_unreachable_server_is_a_store_error() -> None:
+    """No server at the address: StoreError naming it, within the timeout."""
+    with pytest.raises(
+        StoreError, match=r"cannot connect to PostgreSQL 127\.0\.0\.1:1"
+    ):
+        PostgresStore("postgresql://postgres@127.0.0.1:1/test", timeout=1.0)
+
+
+# -- failures --------------------------------------------------------------------------
+
+
+def terminate(url: str, application: str) -> int:
+    """End every server process serving connections named ``application``."""
+    rows = sql(
+        url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE application_name = %s",
+        application,
+    )
+    return len(rows)
+
+
+async def test_killed_connections_are_retried_invisibly(
+    url: str, schema: str, store: PostgresStore
+) -> None:
+    """After the server ends every connection of the pool, calls still succeed."""
+    await store.enqueue([NewJob(task="t")] * 3, now=0.0)
+    assert terminate(url, f"jobkit-{schema}") >= 1
+    jobs = await store.claim(queues=None, limit=3, now=1.0, lease=5.0)
+    assert len(jobs) == 3
+    assert await store.settle([Success(j.id, 1) for j in jobs], now=2.0) == [True] * 3
+
+
+def test_contention_is_retried_then_store_busy() -> None:
+    """Serialization failures are retried; past the deadline they are StoreBusy."""
+    runner = _run.Runner(_FakePool(), "PostgreSQL test", timeout=0.3)  # type: ignore[arg-type]
+    failures = iter([psycopg.errors.SerializationFailure("x")] * 3)
+
+    def flaky(conn: Any) -> str:
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return "done"
+
+    assert runner.run(flaky, "a test", "") == "done"
+
+    def always(conn: Any) -> None:
+        raise psycopg.errors.DeadlockDetected("deadlock detected")
+
+    with pytest.raises(StoreBusy, match=r"stayed busy for 0\.3 s.*deadlock detected"):
+        runner.run(always, "a test", "")
+
+    def broken(conn: Any) -> None:
+        raise psycopg.errors.SyntaxError("syntax error at or near 'SELEC'")
+
+    with pytest.raises(StoreError, match="refused a test: SyntaxError: syntax"):
+        runner.run(broken, "a test", "")
+    runner.close()
+
+
+class _FakeConn:
+    broken = closed = False
+
+
+class _FakePool:
+    """Hands out a connection that is never used: the bodies above ignore it."""
+
+    @contextlib.contextmanager
+    def connection(self, timeout: float) -> Iterator[_FakeConn]:
+        yield _FakeConn()
+
+    def check(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("committed", [True, False])
+async def test_a_lost_commit_is_applied_once(
+    url: str,
+    schema: str,
+    store: PostgresStore,
+    committed: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The connection drops as COMMIT goes out: the store asks, and applies it once.
+
+    Committed: the server did commit, so the call returns its result without
+    running again. Not committed: the transaction was rolled back, so the
+    call runs again. Either way exactly one job is stored.
+    """
+    real = _run.Runner._transaction
+    lost = [False]
+
+    def losing_commit(self: _run.Runner, conn: Any, body: Any, begin: bytes) -> Any:
+        if lost[0]:
+            return real(self, conn, body, begin)
+        lost[0] = True
+        cur = conn.execute(begin)
+        while cur.nextset():
+            pass
+        xid = cur.fetchone()[0]
+        result = body(conn)
+        conn.execute("COMMIT" if committed else "ROLLBACK")
+        conn.close()  # the answer never arrives
+        raise _run._Gone(
+            psycopg.OperationalError("server closed the connection"), xid, result
+        )
+
+    monkeypatch.setattr(_run.Runner, "_transaction", losing_commit)
+    ids = await store.enqueue([NewJob(task="t")], now=0.0)
+    assert lost[0]
+    jobs = await store.list()
+    assert [j.id for j in jobs] == ids and len(ids) == 1
+    assert len(await store.events()) == 1
+
+
+# -- wake-ups --------------------------------------------------------------------------
+
+
+async def test_an_enqueue_elsewhere_wakes_a_waiter(url: str, schema: str) -> None:
+    """wait_for_jobs returns when another store (another process) enqueues."""
+    async with (
+        PostgresStore(url, schema=schema) as here,
+        PostgresStore(url, schema=schema) as there,
+    ):
+        for queues, enqueued, wakes in [
+            (None, "a", True),
+            (["mail"], "mail", True),
+            (["mail"], "other", False),
+        ]:
+            woke = trio.Event()
+
+            async def wait(
+                queues: list[str] | None = queues, woke: trio.Event = woke
+            ) -> None:
+                await here.wait_for_jobs(queues=queues)
+                woke.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(wait)
+                await here.start_listening()
+                await there.enqueue([NewJob(task="t", queue=enqueued)], now=0.0)
+                with trio.move_on_after(5 if wakes else 0.5):
+                    await woke.wait()
+                assert woke.is_set() == wakes
+                nursery.cancel_scope.cancel()
+
+
+async def test_a_retry_and_a_schedule_firing_wake_waiters(
+    url: str, schema: str
+) -> None:
+    """A job that becomes QUEUED again, or a schedule's job, sends a hint too."""
+    async with (
+        PostgresStore(url, schema=schema) as here,
+        PostgresStore(url, schema=schema) as there,
+    ):
+        await there.enqueue([NewJob(task="t", max_attempts=3)], now=0.0)
+        [job] = await there.claim(queues=None, limit=1, now=0.0, lease=9.0)
+        await there.put_schedule(
+            Schedule.create("tick", "t", every=10, start=0.0, now=0.0)
+        )
+
+        async def woken_by(action: Any) -> None:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(action)
+                with trio.fail_after(5):
+                    await here.wait_for_jobs()
+                nursery.cancel_scope.cancel()
+
+        await here.start_listening()
+
+        async def retry() -> None:
+            await trio.sleep(0.05)
+            await there.settle([Failure(job.id, 1, "boom", retry_at=60.0)], now=1.0)
+
+        async def fire() -> None:
+            await trio.sleep(0.05)
+            await there.fire_schedules(now=0.0)
+
+        await woken_by(retry)
+        await woken_by(fire)
+
+
+async def test_a_dropped_listener_reconnects_and_hints_once(
+    url: str, schema: str
+) -> None:
+    """The server ends the listening connection: it is back, and waiters poll once."""
+    async with (
+        PostgresStore(url, schema=schema) as here,
+        PostgresStore(url, schema=schema) as there,
+    ):
+        await here.start_listening()
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+
+                async def kill() -> None:
+                    await trio.sleep(0.05)
+                    assert terminate(url, f"jobkit-{schema}-listener") == 1
+
+                nursery.start_soon(kill)
+                await here.wait_for_jobs()  # the hint after the reconnect
+        assert here._listener.reconnects == 1
+        # LISTENing again: an enqueue elsewhere is heard.
+        async with trio.open_nursery() as nursery:
+
+            async def enqueue() -> None:
+                await trio.sleep(0.05)
+                await there.enqueue([NewJob(task="t")], now=0.0)
+
+            nursery.start_soon(enqueue)
+            with trio.fail_after(5):
+                await here.wait_for_jobs()
+
+
+@pytest.mark.slow
+async def test_a_worker_starts_a_job_enqueued_elsewhere_at_once(
+    url: str, schema: str
+) -> None:
+    """An idle worker polling once a minute runs another process's job within 1 s."""
+    started = trio.Event()
+    async with (
+        PostgresStore(url, schema=schema) as here,
+        PostgresStore(url, schema=schema) as there,
+    ):
+        queue = jobkit.Queue(here)
+
+        @queue.task()
+        async def ping() -> None:
+            started.set()
+
+        token = jobkit.CancellationToken()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                functools.partial(
+                    jobkit.run_worker, queue, poll_interval=60, shutdown=token
+                )
+            )
+            await trio.sleep(0.3)  # the worker has polled and is idle
+            begin = trio.current_time()
+            await there.enqueue([NewJob(task="ping")], now=0.0)
+            with trio.fail_after(5):
+                await started.wait()
+            assert trio.current_time() - begin < 1.0
+            token.cancel()
+
+
+# -- the command line ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_cli_works_on_postgres(url: str, schema: str, tmp_path: Path) -> None:
+    """enqueue, worker, stats, dead, requeue and metrics take a postgresql:// --db."""
+    (tmp_path / "app.py").write_text(APP)
+    db = f"{url}?schema={schema}"
+    for args in (["add", '{"a": 1, "b": 2}'], ["boom"]):
+        done = run_cli("enqueue", *args, "--app", "app:queue", "--db", db, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    worker = [
+        "worker",
+        "app:queue",
+        "--db",
+        db,
+        "--until-empty",
+        "--poll-interval",
+        "0.05",
+    ]
+    done = run_cli(*worker, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    stats = json.loads(run_cli("stats", "--db", db, "--json", cwd=tmp_path).stdout)
+    assert stats, stats
+    dead = json.loads(run_cli("dead", "--db", db, "--json", cwd=tmp_path).stdout)
+    assert [(j["id"], j["task"]) for j in dead] == [(2, "boom")]
+    done = run_cli("requeue", "2", "--db", db, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    jobs = json.loads(run_cli("jobs", "--db", db, "--json", cwd=tmp_path).stdout)
+    assert {j["id"]: j["state"] for j in jobs} == {1: "succeeded", 2: "queued"}
+    metrics = run_cli("metrics", "--db", db, cwd=tmp_path).stdout
+    assert "jobkit_jobs_succeeded_total" in metrics or "jobkit_" in metrics
+    # Read commands never create a store.
+    missing = run_cli("stats", "--db", f"{url}?schema={schema}_none", cwd=tmp_path)
+    assert missing.returncode == 1 and "holds no jobkit store" in missing.stderr
