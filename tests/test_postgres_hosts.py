@@ -46,7 +46,7 @@ def test_kill_9_chaos_loses_nothing(cluster: Cluster) -> None:
     hosts = list(cluster.proxies)
     for host in hosts:
         cluster.start(host, concurrency=8, lease=LEASE)
-    ids = cluster.enqueue(2000, seconds=0.02)
+    ids = cluster.enqueue(2000, seconds=0.05)
     rng = random.Random(13)
     for threshold in (300, 700, 1100, 1500):
         wait_until(
@@ -54,6 +54,13 @@ def test_kill_9_chaos_loses_nothing(cluster: Cluster) -> None:
             f"{threshold} jobs to succeed",
         )
         host = rng.choice(hosts)
+        pid = cluster.workers[host].pid
+        wait_until(
+            lambda pid=pid: any(
+                r.pid == pid and r.how == "open" for r in cluster.runs()
+            ),
+            f"{host} to be running a job",
+        )
         cluster.kill(host)
         cluster.start(host, concurrency=8, lease=LEASE)
     wait_until(
@@ -82,7 +89,7 @@ def test_kill_9_chaos_loses_nothing(cluster: Cluster) -> None:
 @pytest.mark.xfail(reason="the worker does not fence itself yet")
 def test_partitioned_host_fences_itself(cluster: Cluster) -> None:
     """A host cut off mid-job stops its handlers before its leases end."""
-    data = partition_experiment(cluster, jobs=4, seconds=6.0, lease=LEASE)
+    data = partition_experiment(cluster, lease=LEASE)
     states = cluster.states()
     assert {state for state, _ in states.values()} == {"succeeded"}
     runs = cluster.runs()

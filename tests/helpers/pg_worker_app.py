@@ -2,14 +2,15 @@
 
 Usage::
 
-    python pg_worker_app.py enqueue URL SCHEMA --count N --seconds S
+    python pg_worker_app.py enqueue URL SCHEMA --count N --seconds S [--then T]
     python pg_worker_app.py work URL SCHEMA --log-dir DIR [--concurrency C]
         [--lease L] [--timeout T] [--ready-file PATH]
 
 Only jobkit's public API is used, as an application would. The single task,
 ``record``, appends a ``start`` line to ``DIR/exec-<pid>.log`` when it
-begins, then sleeps ``seconds``, then appends ``end`` (it returned) or
-``stop`` (it was cancelled: a shutdown, a lost lease or a fence). A line is
+begins, sleeps ``seconds`` (``then`` on a later attempt), then appends
+``end`` (it returned) or ``stop`` (it was cancelled: a shutdown, a lost
+lease or a fence). A line is
 ``KIND JOB_ID ATTEMPT PID WALL_TIME``; a process killed with -9 leaves a
 ``start`` without its end. SIGINT/SIGTERM shut the worker down gracefully.
 """
@@ -50,9 +51,11 @@ def build_queue(
             os.close(fd)
 
     @queue.task(retry=jobkit.RetryPolicy(10, jobkit.Backoff.constant(0.05)))
-    async def record(n: int, seconds: float) -> int:
+    async def record(n: int, seconds: float, then: float | None = None) -> int:
         note("start")
         ended = False
+        if then is not None and jobkit.current_job().attempts > 1:
+            seconds = then
         try:
             await trio.sleep(seconds)
             ended = True
@@ -70,7 +73,7 @@ async def enqueue(args: argparse.Namespace) -> None:
     for start in range(0, args.count, 1000):
         batch = range(start, min(args.count, start + 1000))
         ids += await queue.enqueue_many(
-            [task.prepare(n=i, seconds=args.seconds) for i in batch]
+            [task.prepare(n=i, seconds=args.seconds, then=args.then) for i in batch]
         )
     print(" ".join(map(str, ids)))
     await queue.store.aclose()
@@ -107,6 +110,7 @@ def main(argv: list[str]) -> int:
         if name == "enqueue":
             p.add_argument("--count", type=int, required=True)
             p.add_argument("--seconds", type=float, default=0.1)
+            p.add_argument("--then", type=float)
         else:
             p.add_argument("--log-dir", required=True)
             p.add_argument("--concurrency", type=int, default=4)

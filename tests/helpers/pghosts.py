@@ -129,8 +129,14 @@ class Cluster:
         self.procs.append((tag, proc))
         return proc
 
-    def enqueue(self, count: int, seconds: float) -> list[int]:
-        """Enqueue ``count`` jobs directly (not through a proxy); return their ids."""
+    def enqueue(
+        self, count: int, seconds: float, then: float | None = None
+    ) -> list[int]:
+        """Enqueue ``count`` jobs directly (not through a proxy); return their ids.
+
+        Each runs ``seconds`` on its first attempt, ``then`` on later ones.
+        """
+        more = [] if then is None else ["--then", str(then)]
         proc = self._spawn(
             "producer",
             "enqueue",
@@ -140,6 +146,7 @@ class Cluster:
             str(count),
             "--seconds",
             str(seconds),
+            *more,
         )
         assert proc.wait(timeout=60) == 0, self.stderr(proc)
         tag = next(t for t, p in self.procs if p is proc)
@@ -297,13 +304,19 @@ def overlaps(runs: Iterable[Run]) -> list[tuple[Run, Run]]:
 
 
 def partition_experiment(
-    cluster: Cluster, *, jobs: int = 4, seconds: float = 6.0, lease: float = 2.0
+    cluster: Cluster,
+    *,
+    jobs: int = 4,
+    seconds: float = 30.0,
+    then: float = 1.0,
+    lease: float = 2.0,
 ) -> dict[str, Any]:
     """Cut host0 off while it runs jobs; heal it once the others ran everything.
 
-    host0 starts first and takes ``jobs`` jobs that each run ``seconds``
-    (longer than the lease, so that they renew it); then host1 and host2
-    start with slots to spare, and host0's link is cut. Once every job has
+    host0 starts first and takes ``jobs`` jobs whose first attempt runs
+    ``seconds``, far longer than the lease (a later attempt runs ``then``);
+    then host1 and host2 start with slots to spare, and host0's link is
+    cut. Once every job has
     succeeded the link heals, host1 and host2 stop, and ``jobs`` short jobs
     show that host0 works again.
 
@@ -314,7 +327,7 @@ def partition_experiment(
     """
     t0 = cluster.t0
     cluster.start("host0", concurrency=jobs, lease=lease)
-    ids = cluster.enqueue(jobs, seconds)
+    ids = cluster.enqueue(jobs, seconds, then)
     cut = cluster.workers["host0"].pid
 
     def running_on_host0() -> set[int]:
