@@ -272,7 +272,7 @@ class System:
         assert row is not None
         return int(row[0])
 
-    def wait_done(self, timeout: float = 300) -> None:
+    def wait_done(self, timeout: float = 3600) -> None:
         wait_until(lambda: self.unfinished() == 0, timeout, "every job to finish")
 
     def close(self) -> None:
@@ -364,6 +364,7 @@ def main() -> None:
                         with running(name, args.url, tmp, processes) as system:
                             rate = throughput(system, args.jobs)
                         rates.setdefault((name, processes), []).append(rate)
+                        print(f"  {name}, {processes} process(es): {rate:,.0f} jobs/s")
                 for name in order:
                     with running(name, args.url, tmp, 1) as system:
                         delays[name] += wake_ups(
@@ -376,6 +377,10 @@ def main() -> None:
                     backlog["finished"].append(throughput(full, args.jobs))
                 finally:
                     full.stop()
+                print(
+                    f"  jobkit among 0 / {args.finished:,} finished jobs: "
+                    f"{backlog['none'][-1]:,.0f} / {backlog['finished'][-1]:,.0f} jobs/s"
+                )
                 print(f"  round {r + 1} of {args.rounds} done", flush=True)
         finally:
             full.close()
