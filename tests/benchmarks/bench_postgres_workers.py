@@ -377,9 +377,10 @@ def main() -> None:
                     backlog["finished"].append(throughput(full, args.jobs))
                 finally:
                     full.stop()
+                none, full_rate = backlog["none"][-1], backlog["finished"][-1]
                 print(
                     f"  jobkit among 0 / {args.finished:,} finished jobs: "
-                    f"{backlog['none'][-1]:,.0f} / {backlog['finished'][-1]:,.0f} jobs/s"
+                    f"{none:,.0f} / {full_rate:,.0f} jobs/s"
                 )
                 print(f"  round {r + 1} of {args.rounds} done", flush=True)
         finally:
