@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from . import _cli
 
 
+class _Parser(argparse.ArgumentParser):
+    """Report a usage error in one line, as every other refusal is reported."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"jobkit: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="jobkit",
         description="Run and inspect jobkit job queues.",
         epilog=(

@@ -3,7 +3,9 @@
 Each command is a function that adds its sub-parser (``add_*``) and a
 handler that returns the exit status. Handlers raise :class:`CLIError` for
 anything the user can fix; ``main`` prints it as one line, ``jobkit: error:
-...``, and exits with status 1 (argparse's own usage errors exit with 2).
+...``, and exits with status 1. A refusal by the store or by the library's
+own argument checks is printed the same way, never as a traceback; a usage
+error (an argument argparse cannot parse) is one such line too, with status 2.
 
 Read commands never create or change a database: a missing file is an error,
 and :class:`~jobkit.SQLiteStore` refuses a foreign or corrupt file without
@@ -20,6 +22,7 @@ import json
 import logging
 import math
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -27,8 +30,10 @@ from typing import Any, TextIO, TypeVar
 
 import trio
 
+from ._checks import INT64_MAX, INT64_MIN
 from ._job import (
     JSON,
+    MAX_JSON_DEPTH,
     TERMINAL_STATES,
     Job,
     JobState,
@@ -172,6 +177,28 @@ def run_with_store(
         raise CLIError(str(exc)) from None
     except StoreError as exc:
         raise CLIError(first_line(str(exc)) or type(exc).__name__) from None
+    except sqlite3.Error as exc:
+        raise database_error(store.path, exc) from None
+
+
+_SQLITE_READONLY, _SQLITE_CORRUPT, _SQLITE_NOTADB = 8, 11, 26
+
+
+def database_error(path: str, exc: sqlite3.Error) -> CLIError:
+    """Say in one line what SQLite refused about the file at ``path``."""
+    text = first_line(str(exc)) or type(exc).__name__
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code == _SQLITE_READONLY:
+        return CLIError(
+            f"cannot write to {path!r} ({text}): check the permissions of the "
+            "file and of its directory"
+        )
+    if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        return CLIError(
+            f"{path!r} is damaged ({text}): restore it "
+            "from a backup, or try the sqlite3 shell's .recover"
+        )
+    return CLIError(f"{path!r}: {text}")
 
 
 def when(t: float | None) -> str:
@@ -274,7 +301,40 @@ def _whole_number(
         raise argparse.ArgumentTypeError(f"{expected}, got {text!r}") from None
     if value < minimum:
         raise argparse.ArgumentTypeError(f"{too_small}, got {value}")
+    if value > INT64_MAX:
+        # Every number the store keeps is a signed 64-bit integer.
+        raise argparse.ArgumentTypeError(f"must be at most {INT64_MAX}, got {value}")
     return value
+
+
+def _priority(text: str) -> int:
+    return _whole_number(text, INT64_MIN, f"must be at least {INT64_MIN}")
+
+
+def _not_utf8(text: str) -> str | None:
+    """Describe where ``text`` holds bytes that were not UTF-8, or return None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # Python hands such bytes over as lone surrogates U+DC80..U+DCFF.
+        code = ord(text[exc.start])
+        shown = (
+            f"the byte {code - 0xDC00:#04x}"
+            if code >= 0xDC80
+            else repr(text[exc.start])
+        )
+        return f"holds {shown} at character {exc.start}, which is not UTF-8"
+    return None
+
+
+def _name(text: str) -> str:
+    """A task, queue or key name: some UTF-8 text."""
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    problem = _not_utf8(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def _positive_int(text: str) -> int:
@@ -385,6 +445,7 @@ def add_worker(commands: Subparsers) -> None:
         "--queue",
         action="append",
         dest="queues",
+        type=_name,
         metavar="Q",
         help="serve only this queue; repeat for several (default: all)",
     )
@@ -503,7 +564,9 @@ def add_enqueue(commands: Subparsers) -> None:
             "      --app myapp.jobs:queue --db jobs.db"
         ),
     )
-    parser.add_argument("task", metavar="TASK", help="the task's registered name")
+    parser.add_argument(
+        "task", type=_name, metavar="TASK", help="the task's registered name"
+    )
     parser.add_argument(
         "payload", metavar="PAYLOAD", nargs="?", help="a JSON object of arguments"
     )
@@ -516,8 +579,12 @@ def add_enqueue(commands: Subparsers) -> None:
         help="one argument; VALUE is read as JSON, else as a string",
     )
     parser.add_argument("--app", metavar="APP", help="module:attribute naming a Queue")
-    parser.add_argument("--queue", metavar="Q", help="the queue to put it on")
-    parser.add_argument("--priority", type=int, metavar="N", help="higher runs first")
+    parser.add_argument(
+        "--queue", type=_name, metavar="Q", help="the queue to put it on"
+    )
+    parser.add_argument(
+        "--priority", type=_priority, metavar="N", help="higher runs first"
+    )
     parser.add_argument(
         "--delay", type=_seconds, metavar="SECONDS", help="run no sooner than this"
     )
@@ -526,16 +593,31 @@ def add_enqueue(commands: Subparsers) -> None:
     )
     parser.add_argument(
         "--unique-key",
+        type=_name,
         metavar="KEY",
         help="store nothing while a job with this key is queued or running",
     )
+
+
+def _load_json(text: str, what: str) -> JSON:
+    """Parse ``text``; refuse bytes that are not UTF-8 and runaway nesting."""
+    problem = _not_utf8(text)
+    if problem is not None:
+        raise CLIError(f"{what} {problem}")
+    try:
+        value: JSON = json.loads(text)
+    except RecursionError:
+        raise CLIError(
+            f"{what} is nested deeper than {MAX_JSON_DEPTH} levels of lists and objects"
+        ) from None
+    return value
 
 
 def _payload(args: argparse.Namespace) -> dict[str, JSON]:
     payload: dict[str, JSON] = {}
     if args.payload is not None:
         try:
-            value = json.loads(args.payload)
+            value = _load_json(args.payload, "PAYLOAD")
         except json.JSONDecodeError as exc:
             raise CLIError(f"PAYLOAD is not valid JSON: {exc}") from None
         if not isinstance(value, dict):
@@ -548,13 +630,16 @@ def _payload(args: argparse.Namespace) -> dict[str, JSON]:
         key, eq, text = item.partition("=")
         if not eq or not key:
             raise CLIError(f"--arg takes KEY=VALUE, got {item!r}")
+        problem = _not_utf8(key)
+        if problem is not None:
+            raise CLIError(f"--arg KEY {problem}")
         try:
-            payload[key] = json.loads(text)
+            payload[key] = _load_json(text, f"--arg {key}")
         except json.JSONDecodeError:
             payload[key] = text
     try:
         check_json(payload)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise CLIError(str(exc)) from None
     return payload
 
@@ -622,7 +707,7 @@ def add_jobs(commands: Subparsers) -> None:
 
 def _add_listing_options(parser: argparse.ArgumentParser) -> None:
     """--queue and --limit, as every command that lists jobs takes them."""
-    parser.add_argument("--queue", metavar="Q", help="only this queue")
+    parser.add_argument("--queue", type=_name, metavar="Q", help="only this queue")
     parser.add_argument(
         "--limit",
         type=_limit,
@@ -839,7 +924,9 @@ def _ids_or_all(parser: argparse.ArgumentParser, *, all_dead: bool) -> None:
         parser.add_argument(
             "--all-dead", action="store_true", help="every dead job (of --queue)"
         )
-        parser.add_argument("--queue", metavar="Q", help="with --all-dead: one queue")
+        parser.add_argument(
+            "--queue", type=_name, metavar="Q", help="with --all-dead: one queue"
+        )
 
 
 def add_requeue(commands: Subparsers) -> None:
@@ -1120,6 +1207,16 @@ def run(args: argparse.Namespace) -> int:
         return handler(args)
     except CLIError as exc:
         print(f"jobkit: error: {exc}", file=sys.stderr)
+        return 1
+    except (StoreError, ValueError, TypeError) as exc:
+        # A refusal by the store or by an argument check that no command
+        # turned into a CLIError: its message is meant for the user.
+        print(
+            f"jobkit: error: {first_line(str(exc)) or _one_line(exc)}", file=sys.stderr
+        )
+        return 1
+    except (sqlite3.Error, ArithmeticError, RecursionError) as exc:
+        print(f"jobkit: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         # ``jobkit jobs | head``: the reader left; not an error worth a trace.

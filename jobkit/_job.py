@@ -229,12 +229,23 @@ class TransitionError(ValueError):
     """
 
 
+MAX_JSON_DEPTH = 100
+"""How deeply a payload or result may nest lists and objects.
+
+Far more than any real argument list needs, and far below what would
+exhaust Python's recursion limit while checking, storing or loading it."""
+
+
 def check_json(value: object, where: str = "payload") -> None:
-    """Raise ``TypeError`` naming the first part of ``value`` that is not plain JSON.
+    r"""Raise ``TypeError`` naming the first part of ``value`` that is not plain JSON.
 
     Plain JSON means dicts with string keys, lists, strings, finite numbers,
     booleans and None: what round-trips through ``json`` unchanged. Tuples are
-    refused too, because they would come back as lists.
+    refused too, because they would come back as lists, and so are strings
+    with a lone surrogate (what ``os.fsdecode`` makes of a file name's
+    undecodable bytes), which have no UTF-8 form for a store to keep. A value
+    nested deeper than :data:`MAX_JSON_DEPTH` lists and objects raises
+    ``ValueError``.
 
     Example::
 
@@ -243,16 +254,35 @@ def check_json(value: object, where: str = "payload") -> None:
         Traceback (most recent call last):
         ...
         TypeError: payload['when'] is a set ({1, 2}), which is not JSON-serializable
-    """
-    if value is None or isinstance(value, (bool, str, int)):
+        >>> check_json({"file": "report-\udcff.csv"})
+        Traceback (most recent call last):
+        ...
+        TypeError: payload['file'] holds '\udcff' at index 7, a lone surrogate that UTF-8 cannot encode
+    """  # noqa: E501
+    _check_json(value, where, MAX_JSON_DEPTH)
+
+
+def _check_json(value: object, where: str, depth: int) -> None:
+    # ``where`` is built for each item as the walk goes down, so that the
+    # message can name the exact place; ``depth`` is what nesting is left.
+    if isinstance(value, str):
+        if not value.isascii():
+            _check_text(value, where)
+        return
+    if value is None or isinstance(value, (bool, int)):
         return
     if isinstance(value, float):
         if not math.isfinite(value):
             raise TypeError(f"{where} is {value!r}, which JSON cannot represent")
         return
+    if isinstance(value, (list, dict)) and depth == 0:
+        root = where.partition("[")[0]
+        raise ValueError(
+            f"{root} is nested deeper than {MAX_JSON_DEPTH} levels of lists and objects"
+        )
     if isinstance(value, list):
         for i, item in enumerate(value):
-            check_json(item, f"{where}[{i}]")
+            _check_json(item, f"{where}[{i}]", depth - 1)
         return
     if isinstance(value, dict):
         for key, item in value.items():
@@ -261,7 +291,9 @@ def check_json(value: object, where: str = "payload") -> None:
                     f"{where} has the key {key!r} of type {type(key).__name__}; "
                     "JSON object keys must be strings"
                 )
-            check_json(item, f"{where}[{key!r}]")
+            if not key.isascii():
+                _check_text(key, f"{where} key {key!r}")
+            _check_json(item, f"{where}[{key!r}]", depth - 1)
         return
     shown = repr(value)
     if len(shown) > 60:
@@ -269,6 +301,18 @@ def check_json(value: object, where: str = "payload") -> None:
     raise TypeError(
         f"{where} is a {type(value).__name__} ({shown}), which is not JSON-serializable"
     )
+
+
+def _check_text(text: str, where: str) -> None:
+    # A lone surrogate (what os.fsdecode makes of a file name's undecodable
+    # bytes) lives happily in a str but has no UTF-8 form: a store refuses it.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise TypeError(
+            f"{where} holds {text[exc.start : exc.end]!r} at index {exc.start}, "
+            "a lone surrogate that UTF-8 cannot encode"
+        ) from None
 
 
 def dump_json(value: JSON, where: str = "payload") -> str:

@@ -23,6 +23,7 @@ import attrs
 import trio
 
 from . import _job
+from ._checks import stored_int
 from ._duration import seconds
 from ._interval import MissedTickBehavior
 from ._job import JSON, Event, EventKind, Job, JobState, NewJob, check_json
@@ -69,14 +70,6 @@ def _instant(value: float | datetime, name: str = "run_at") -> float:
         f"{name} must be a time in the queue clock's seconds or an aware "
         f"datetime, got {value!r}"
     )
-
-
-def _int(value: object, name: str, *, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return value
 
 
 def _name(value: object, what: str) -> str:
@@ -148,7 +141,7 @@ class PreparedJob:
             payload=payload,
             delay=None if delay is None else _duration(delay, "delay"),
             run_at=None if run_at is None else _instant(run_at),
-            priority=None if priority is None else _int(priority, "priority"),
+            priority=None if priority is None else stored_int(priority, "priority"),
             queue=None if queue is None else _name(queue, "queue"),
             unique_key=(
                 None if unique_key is None else _name(unique_key, "unique_key")
@@ -156,7 +149,7 @@ class PreparedJob:
             max_attempts=(
                 None
                 if max_attempts is None
-                else _int(max_attempts, "max_attempts", minimum=1)
+                else stored_int(max_attempts, "max_attempts", minimum=1)
             ),
         )
 
@@ -201,7 +194,9 @@ class Task(Generic[P, R]):
     Calling the task calls the function, so it stays testable as plain
     code; :meth:`enqueue` stores a job that a worker will run later as
     ``fn(**payload)``. Async handlers run on trio, plain functions in a
-    worker thread.
+    worker thread; a thread cannot be interrupted, so its job is not run
+    again, nor released at shutdown, until the thread returns, even past
+    its timeout (see :func:`run_worker`).
 
     Arguments are stored as JSON by parameter name, so enqueue takes the
     same arguments the function does and checks them against its signature
@@ -694,7 +689,9 @@ class Queue:
         store records, so keep it stable across deployments. ``retry`` is
         the task's :class:`RetryPolicy` (its ``max_attempts`` is stored on
         each job), ``timeout`` limits each attempt (a timeout is a failed
-        attempt), ``queue`` and ``priority`` are defaults for its jobs.
+        attempt; a plain function's thread runs on until it returns, and
+        the attempt fails then), ``queue`` and ``priority`` are defaults
+        for its jobs.
         Registering a second task under the same name raises ``ValueError``.
 
         Example::
@@ -716,7 +713,7 @@ class Queue:
         if seconds == 0:
             raise ValueError("timeout must be > 0 seconds (or None for no limit)")
         _name(queue, "queue")
-        _int(priority, "priority")
+        stored_int(priority, "priority")
 
         def register(fn: Callable[P, R]) -> Task[P, R]:
             if not callable(fn):

@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ._checks import stored_int
 from ._duration import seconds
 from ._interval import MissedTickBehavior
 from ._job import JSON, NewJob, check_json
@@ -322,10 +323,7 @@ class Schedule:
             (max_attempts, "max_attempts", 1),
             (max_burst, "max_burst", 1),
         ):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{what} must be an int, got {value!r}")
-            if least is not None and value < least:
-                raise ValueError(f"{what} must be >= {least}, got {value!r}")
+            stored_int(value, what, minimum=least)
         if not isinstance(misfire, MissedTickBehavior):
             raise TypeError(
                 f"misfire must be a jobkit.MissedTickBehavior, got {misfire!r}"

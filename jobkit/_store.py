@@ -20,6 +20,7 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
+from ._checks import stored_int
 from ._job import Event, Job, JobState, NewJob, Outcome, check_json
 from ._schedule import FireResult, Schedule
 
@@ -288,6 +289,9 @@ def check_new_jobs(jobs: Sequence[NewJob]) -> None:
                 f"{type(spec.payload).__name__} (task {spec.task!r})"
             )
         check_json(spec.payload)
+        stored_int(spec.priority, "priority")
+        if spec.max_attempts is not None:
+            stored_int(spec.max_attempts, "max_attempts")
         if spec.run_at is not None and not math.isfinite(spec.run_at):
             raise ValueError(f"run_at must be a finite time, got {spec.run_at!r}")
 

@@ -63,6 +63,11 @@ T = TypeVar("T")
 #: How long a worker that is being cancelled may spend handing its leases back.
 RELEASE_TIMEOUT = 5.0
 
+#: How often a worker run with ``until_empty`` looks at the store while only
+#: jobs running in other workers keep it going (a power of two, so that its
+#: instants add up exactly).
+TAIL_CHECK = 1 / 16
+
 #: Tracebacks stored on a job are cut to this many characters (the end is kept).
 MAX_TRACEBACK = 8000
 
@@ -371,18 +376,41 @@ def describe_error(error: BaseException) -> str:
         _remember_frames(error, te)
     if len(trace) > MAX_TRACEBACK:
         trace = "...\n" + trace[-MAX_TRACEBACK:]
-    return f"{summary}\n\n{trace}"
+    text = f"{summary}\n\n{trace}"
+    if not text.isascii():
+        # A message may hold text that UTF-8 cannot encode (a lone surrogate
+        # from a file name): stored as is, it would make the settle fail.
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 # -- store calls that survive store errors ------------------------------------------
 
 
+class _GaveUp(Exception):
+    """A store call failed after the worker stopped retrying them."""
+
+
+#: What a store raises for data it cannot hold, rather than for being
+#: unavailable: retrying the same call cannot help.
+_REFUSED = (ValueError, TypeError, OverflowError, RecursionError)
+
+
 class _StoreCaller:
-    """Runs store calls; a failing call is logged and retried with backoff."""
+    """Runs store calls; a failing call is logged and retried with backoff.
+
+    Once :meth:`stop_retrying` is called (a stopping worker's grace is
+    over), a failing call raises :class:`_GaveUp` instead, and a call
+    waiting to retry tries once more at once.
+    """
 
     def __init__(self, rng: random.Random) -> None:
         self._rng = rng
         self._backoff = Backoff.exponential(0.05, 5.0, jitter="equal")
+        self._stopped = trio.Event()
+
+    def stop_retrying(self) -> None:
+        self._stopped.set()
 
     async def call(
         self,
@@ -390,7 +418,9 @@ class _StoreCaller:
         fn: Callable[[], Awaitable[T]],
         *,
         shield: bool = False,
+        refused: tuple[type[Exception], ...] = (),
     ) -> T:
+        """``fn()``'s result; errors of the ``refused`` types are raised at once."""
         # ``fn`` is called afresh on every try, so each one reads the clock anew.
         failures = 0
         while True:
@@ -402,8 +432,18 @@ class _StoreCaller:
                         result = await fn()
                 else:
                     result = await fn()
+            except refused:
+                raise
             except Exception as exc:
                 failures += 1
+                if self._stopped.is_set():
+                    logger.error(
+                        "store %s failed while the worker stops; not retrying",
+                        what,
+                        exc_info=exc,
+                        extra={"store_call": what, "failures": failures},
+                    )
+                    raise _GaveUp(what) from exc
                 delay = self._backoff.delay(failures, rng=self._rng)
                 if failures == 1:
                     logger.error(
@@ -423,7 +463,8 @@ class _StoreCaller:
                         exc,
                         extra={"store_call": what, "failures": failures},
                     )
-                await trio.sleep(delay)
+                with trio.move_on_after(delay):
+                    await self._stopped.wait()
             else:
                 if failures:
                     logger.warning(
@@ -442,7 +483,12 @@ class _Settler:
     """Writes the outcomes that piled up since the last write in one store call.
 
     Each written outcome is handed to ``finish`` with whether the store
-    applied it and the time it was written.
+    applied it and the time it was written. An outcome the store refuses
+    (its data, not its availability) never holds up the others: the batch
+    is split until the refused one is alone, which then becomes a failure
+    saying why. Outcomes that cannot be written at all, after the worker
+    stopped retrying, go to ``drop``: their leases expire and the jobs run
+    again, as after a crash.
     """
 
     def __init__(
@@ -450,10 +496,12 @@ class _Settler:
         queue: Queue,
         caller: _StoreCaller,
         finish: Callable[[_Attempt, bool, float], None],
+        drop: Callable[[_Attempt], None],
     ) -> None:
         self._queue = queue
         self._caller = caller
         self._finish = finish
+        self._drop = drop
         self._pending: list[_Attempt] = []
         self._ready = trio.Event()
         self._writing = 0  # settle calls in flight
@@ -467,8 +515,7 @@ class _Settler:
             # Nothing to batch with: write it from the attempt's slot task,
             # which spares a switch to the settler when jobs come one at a
             # time.
-            [applied], now = await self._write([attempt])
-            self._finish(attempt, applied, now)
+            await self._write([attempt])
             return
         # Attempts that finish together share one store call. Their tasks
         # end here rather than wait for it: the settler finishes them, which
@@ -476,14 +523,58 @@ class _Settler:
         self._pending.append(attempt)
         self._ready.set()
 
-    async def _write(self, batch: list[_Attempt]) -> tuple[list[bool], float]:
+    async def _write(self, batch: list[_Attempt]) -> None:
         self._writing += 1
         try:
-            return await self._caller.call(
-                "settle", functools.partial(self._settle, batch)
+            applied, now = await self._caller.call(
+                "settle", functools.partial(self._settle, batch), refused=_REFUSED
             )
+        except _REFUSED as exc:
+            refusal: Exception | None = exc
+        except _GaveUp:
+            for attempt in batch:
+                self._drop(attempt)
+            return
+        else:
+            refusal = None
         finally:
             self._writing -= 1
+        if refusal is None:
+            for attempt, ok in zip(batch, applied, strict=True):
+                self._finish(attempt, ok, now)
+        elif len(batch) > 1:
+            half = len(batch) // 2
+            await self._write(batch[:half])
+            await self._write(batch[half:])
+        else:
+            await self._write_refused(batch[0], refusal)
+
+    async def _write_refused(self, attempt: _Attempt, refusal: Exception) -> None:
+        """Write, as a failure, the outcome of an attempt the store refused."""
+        job, outcome = attempt.job, attempt.outcome
+        why = f"{type(refusal).__name__}: {refusal}".splitlines()[0]
+        if isinstance(outcome, Success):
+            error, retry_at = f"the store refused the handler's result ({why})", None
+        elif isinstance(outcome, Failure) and not outcome.error.startswith(
+            "the store refused"
+        ):
+            first = ascii(outcome.error.splitlines()[0] if outcome.error else "")
+            error = f"the store refused the error text {first} ({why})"
+            retry_at = outcome.retry_at
+        else:
+            logger.error(
+                "the store refused the outcome of job %d (%s) attempt %d; its "
+                "lease expires and it runs again",
+                job.id,
+                job.task,
+                job.attempts,
+                exc_info=refusal,
+                extra=_log_fields(job),
+            )
+            self._drop(attempt)
+            return
+        attempt.outcome = Failure(job.id, job.attempts, error, retry_at)
+        await self._write([attempt])
 
     async def _settle(self, batch: list[_Attempt]) -> tuple[list[bool], float]:
         now = self._queue.clock()
@@ -495,12 +586,24 @@ class _Settler:
             await self._ready.wait()
             self._ready = trio.Event()
             batch, self._pending = self._pending, []
-            applied, now = await self._write(batch)
-            for attempt, ok in zip(batch, applied, strict=True):
-                self._finish(attempt, ok, now)
+            await self._write(batch)
 
 
 # -- the worker ------------------------------------------------------------------
+
+
+def _check_payload(task: Task[Any, Any], payload: dict[str, Any]) -> None:
+    """Raise :class:`Permanent` if the handler cannot be called with ``payload``."""
+    signature = task._signature
+    if signature is None:
+        return  # a builtin's: it checks its arguments when called
+    try:
+        signature.bind(**payload)
+    except TypeError as exc:
+        # The same payload would fail the same way on every attempt.
+        raise Permanent(
+            f"the payload of task {task.name!r} does not fit its handler: {exc}"
+        ) from None
 
 
 def _positive(value: float | timedelta, name: str, *, zero_ok: bool = False) -> float:
@@ -585,7 +688,7 @@ class Worker:
         self._schedules_fired = trio.Event()
         self._rng = rng if rng is not None else random.Random()
         self._caller = _StoreCaller(self._rng)
-        self._settler = _Settler(queue, self._caller, self._finish)
+        self._settler = _Settler(queue, self._caller, self._finish, self._drop)
         self._limiter: trio.CapacityLimiter | None = None
         self._running: dict[int, _Attempt] = {}
         self._idle: list[_Slot] = []
@@ -595,6 +698,7 @@ class Worker:
         self._poked: trio.Event | None = None
         self._slot_free = False  # the claim loop waits with a slot free
         self._waiting: trio.CancelScope | None = None  # ... until this deadline
+        self._claiming = trio.CancelScope()  # the claim loop, and its store calls
         self._stopping = False
         self._started = False
 
@@ -674,7 +778,8 @@ class Worker:
                     service.start_soon(self._watch, self._shutdown)
                 async with trio.open_nursery() as attempts:
                     task_status.started(self)
-                    await self._claim_loop(attempts)
+                    with self._claiming:
+                        await self._claim_loop(attempts)
                     await self._drain()
                     attempts.cancel_scope.cancel()  # the parked slots
                 service.cancel_scope.cancel()
@@ -692,6 +797,9 @@ class Worker:
                 self._grace,
             )
         self._stopping = True
+        # Also ends a store call the claim loop is retrying: a store that
+        # keeps failing must not keep the worker from stopping.
+        self._claiming.cancel()
         self._poke()
 
     # -- claiming ----------------------------------------------------------------
@@ -717,10 +825,17 @@ class Worker:
                 if next_deadline is None:
                     continue
                 deadline = next_deadline
-                if self._until_empty and not self._running and await self._empty():
-                    logger.info("worker stopping: nothing queued or running")
-                    self._stopping = True
-                    break
+                if self._until_empty and not self._running:
+                    queued, running = await self._left()
+                    if not queued and not running:
+                        logger.info("worker stopping: nothing queued or running")
+                        self._stopping = True
+                        break
+                    if not queued:
+                        # Only jobs running in other workers keep it going, and
+                        # their end reaches no one in this process: look again
+                        # soon rather than at the next poll.
+                        deadline = min(deadline, trio.current_time() + TAIL_CHECK)
             # With a slot free and nothing due before ``deadline``, an attempt
             # that ends makes no job due unless it retries it (a release
             # notifies like an enqueue): looking again would find nothing.
@@ -746,16 +861,15 @@ class Worker:
             await wait_for_jobs(queues=self._queues)
             self._poke()
 
-    async def _empty(self) -> bool:
-        """True if no job of the served queues is QUEUED (due or not) or RUNNING."""
+    async def _left(self) -> tuple[int, int]:
+        """How many jobs of the served queues are QUEUED (due or not), and RUNNING."""
         await self._schedules_fired.wait()
         counts = await self._caller.call("counts", self._queue.store.counts)
-        return not any(
-            n
-            for (name, state), n in counts.counts.items()
-            if state in (JobState.QUEUED, JobState.RUNNING)
-            and (self._queues is None or name in self._queues)
-        )
+        left = {JobState.QUEUED: 0, JobState.RUNNING: 0}
+        for (name, state), n in counts.counts.items():
+            if state in left and (self._queues is None or name in self._queues):
+                left[state] += n
+        return left[JobState.QUEUED], left[JobState.RUNNING]
 
     async def _claim(self, limit: int) -> list[Job]:
         return await self._queue.store.claim(
@@ -855,6 +969,20 @@ class Worker:
             self._queue._listeners.notify(attempt.job.queue)
         self._retire(attempt)
 
+    def _drop(self, attempt: _Attempt) -> None:
+        """Give up on writing the attempt's outcome: its lease runs out instead."""
+        job = attempt.job
+        logger.error(
+            "job %d (%s) attempt %d: its outcome could not be written; the job "
+            "runs again once its lease expires",
+            job.id,
+            job.task,
+            job.attempts,
+            extra=_log_fields(job, event="dropped"),
+        )
+        attempt.outcome = None
+        self._retire(attempt)
+
     def _retire(self, attempt: _Attempt) -> None:
         # A lost attempt may still be winding down when the reaped job is
         # claimed again under the same id: leave the new attempt's entry.
@@ -903,13 +1031,18 @@ class Worker:
                     f"no task named {job.task!r} is registered with this "
                     f"worker's queue (known: {known})"
                 )
+            shape = task._shape
+            if shape is None or not shape.accepts(job.payload):
+                _check_payload(task, job.payload)
             result = await self._invoke(task, job)
             try:
                 check_json(result, "result")
-            except TypeError as exc:
+            except (TypeError, ValueError) as exc:
                 # The side effects happened; running it again would repeat
                 # them and fail the same way.
-                raise Permanent(f"the handler's {exc}") from exc
+                raise Permanent(
+                    f"the handler's result is not storable JSON: {exc}"
+                ) from exc
         except Exception as exc:
             return exc, None
         finally:
@@ -920,18 +1053,24 @@ class Worker:
         timeout = task.timeout
         if timeout is None:
             return await self._call(task, job)
-        with trio.move_on_after(timeout):
-            return await self._call(task, job)
+        with trio.move_on_after(timeout) as scope:
+            result = await self._call(task, job)
+            # A thread returns whenever it ends, its deadline passed or not.
+            if not scope.cancel_called:
+                return result
         raise trio.TooSlowError(f"attempt timed out after {timeout:g}s")
 
     async def _call(self, task: Task[Any, Any], job: Job) -> Any:
         if task.is_async:
             return await task.fn(**job.payload)
         call = functools.partial(task.fn, **job.payload)
-        # A thread cannot be interrupted: on timeout or shutdown it is
-        # abandoned, finishes in the background, and its result is dropped.
+        # A thread cannot be interrupted, so the attempt waits for it even
+        # past its timeout or the shutdown grace, its lease renewed: were it
+        # abandoned, the job could run again while this thread still runs.
+        # trio.from_thread.check_cancelled() in the handler raises once the
+        # attempt is asked to stop, for handlers that can stop early.
         return await trio.to_thread.run_sync(
-            call, abandon_on_cancel=True, limiter=self._limiter
+            call, abandon_on_cancel=False, limiter=self._limiter
         )
 
     async def _failure(
@@ -1102,14 +1241,16 @@ class Worker:
         if self._running:
             logger.warning(
                 "grace period over: cancelling %d running jobs and releasing "
-                "their leases",
+                "their leases (handlers in threads run on until they return)",
                 len(self._running),
                 extra={"job_ids": sorted(self._running)},
             )
         for attempt in self._running.values():
             attempt.stop()
         # The cancelled attempts end at once, with outcomes the settler is
-        # still to write: wait for that, as the store is still there.
+        # still to write: wait for that, but a store that keeps failing now
+        # gets one more try per outcome, then the leases are left to expire.
+        self._caller.stop_retrying()
         while self._running:
             self._poked = trio.Event()
             await self._poked.wait()
@@ -1227,6 +1368,18 @@ async def run_worker(
       each attempt under its task's timeout (a timeout is a failed attempt)
       and in a fresh copy of the worker's context: a context variable a
       handler sets (a request id for its logs) never reaches the next job;
+    - never runs a job again while a thread of an earlier attempt still
+      runs: a thread cannot be interrupted, so an attempt past its timeout
+      keeps its slot and its renewed lease until the thread returns, and
+      only then fails as timed out (its result dropped). A handler that can
+      stop early calls ``trio.from_thread.check_cancelled()``, which raises
+      once its attempt timed out or must stop;
+    - binds each payload to the handler's parameters before calling it: a
+      missing or unknown argument fails the job at once, for good (a
+      ``TypeError`` raised inside the handler is retried like any error);
+    - fails a job for good whose result cannot be stored (not JSON, or
+      text UTF-8 cannot encode) and escapes such text in error messages,
+      so that one job's data never holds up another job's outcome;
     - on failure asks the task's :class:`RetryPolicy` (drawing jitter from
       ``rng``) and stores the error on the job as ``"ExcType: message"``, a
       blank line, and the traceback;
@@ -1239,7 +1392,8 @@ async def run_worker(
       that ran out elsewhere (a crashed attempt counts as an attempt);
     - sleeps until the next job is due, at most ``poll_interval``, and wakes
       at once when this process enqueues a job;
-    - logs store errors and retries them with backoff; they never stop it;
+    - logs store errors and retries them with backoff; they never stop it,
+      nor keep it from stopping;
     - enqueues the due slots of the store's schedules
       (:meth:`Queue.schedule`; all of them, whatever ``queues`` it serves)
       at each next slot and at least every ``poll_interval``; with several
@@ -1250,13 +1404,24 @@ async def run_worker(
     then cancels the rest and releases their leases (the jobs are QUEUED
     again with their attempt not counted, so another worker starts them
     at once) and returns. A handler running in a thread cannot be
-    interrupted: it is abandoned and its result dropped.
+    interrupted: the worker waits for it, its lease renewed, and settles
+    what it returns, so a worker with thread handlers may stop later than
+    ``grace`` (give a process manager's stop timeout room for the longest).
+    A store that keeps failing does not hold it up: once the grace is over,
+    each outcome it could not write gets one more try, then the worker
+    returns and leaves those jobs' leases to expire, after which they run
+    again (at least once, as after a crash).
 
     With ``until_empty=True`` it also stops by itself, the same graceful
     way, once it runs nothing and the store holds no job of its queues that
     is QUEUED (due now or later: it waits for retries and delayed jobs) or
     RUNNING (in another worker, which may still retry it): a batch run
-    from cron, a script or a test that drains the queue and exits.
+    from cron, a script or a test that drains the queue and exits. It looks
+    when its own last attempt ends, at each job's due time, every
+    ``poll_interval``, and, while only jobs running in other workers keep
+    it going (whose end no event of this process reports), every
+    1/16 s: it stops within 1/16 s (or its ``poll_interval``, if shorter)
+    of another worker settling the last job.
 
     If instead the worker is cancelled from outside (its nursery's cancel
     scope), it still hands back every lease it holds, in one shielded store

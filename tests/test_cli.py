@@ -627,6 +627,122 @@ def test_a_bad_payload_is_refused_before_storing(workdir: Path) -> None:
     assert not Path(db).exists()
 
 
+def test_refused_input_is_one_line_and_creates_no_database(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Arguments no store can keep are refused by name, never with a traceback."""
+    monkeypatch.chdir(workdir)
+    db = str(workdir / "jobs.db")
+    deep = "[" * 5000 + "]" * 5000
+    nested = "[" * 500 + "]" * 500
+
+    def argv(*args: str | bytes) -> list[str]:
+        # Bytes as Python hands a command line's non-UTF-8 bytes over.
+        return [os.fsdecode(a) for a in args]
+
+    cases: list[tuple[list[str], int, str]] = [
+        (argv("enqueue", ""), 2, "argument TASK: must not be empty"),
+        (argv("enqueue", b"add\xff"), 2, "TASK: holds the byte 0xff at character 3"),
+        (argv("enqueue", "add", "--queue", ""), 2, "--queue: must not be empty"),
+        (argv("enqueue", "add", "--unique-key", ""), 2, "--unique-key: must not be"),
+        (
+            argv("enqueue", "add", "--priority", "99999999999999999999"),
+            2,
+            "--priority: must be at most 9223372036854775807",
+        ),
+        (
+            argv("enqueue", "add", "--priority", "-9223372036854775809"),
+            2,
+            "--priority: must be at least -9223372036854775808",
+        ),
+        (
+            argv("enqueue", "add", "--max-attempts", "9223372036854775808"),
+            2,
+            "--max-attempts: must be at most 9223372036854775807",
+        ),
+        (
+            argv("enqueue", "add", b'{"a": "r-\xff.csv"}'),
+            1,
+            "PAYLOAD holds the byte 0xff at character 9, which is not UTF-8",
+        ),
+        (argv("enqueue", "add", "--arg", b"a=\xfe"), 1, "--arg a holds the byte 0xfe"),
+        (
+            argv("enqueue", "add", f'{{"a": {deep}}}'),
+            1,
+            "PAYLOAD is nested deeper than 100 levels",
+        ),
+        (
+            argv("enqueue", "add", f'{{"a": {nested}}}'),
+            1,
+            "payload is nested deeper than 100 levels",
+        ),
+        (
+            argv("enqueue", "add", '{"a": ["\\ud800"]}'),
+            1,
+            "payload['a'][0] holds '\\ud800' at index 0, a lone surrogate",
+        ),
+        (argv("show", "99999999999999999999"), 2, "ID: must be at most"),
+        (argv("jobs", "--queue", ""), 2, "--queue: must not be empty"),
+    ]
+    for args, status, text in cases:
+        try:
+            code = main([*args, "--db", db])
+        except SystemExit as exit_info:  # a usage error, from argparse
+            code = exit_info.code  # type: ignore[assignment]
+        out, err = capsys.readouterr()
+        assert (code, out) == (status, ""), (args[:3], err)
+        assert err.startswith("jobkit: error: ") and err.count("\n") == 1, err
+        assert text in err
+    assert not Path(db).exists()
+
+
+def test_a_read_only_database_is_a_one_line_error(workdir: Path) -> None:
+    """Writing to a file the process may only read names the file and the cause."""
+    db = workdir / "jobs.db"
+    make_db(db, queued=1)
+    if os.geteuid() == 0:
+        # Permissions do not stop root; an immutable file does.
+        if subprocess.run(["chattr", "+i", str(db)], check=False).returncode:
+            pytest.skip("running as root without chattr +i")
+        undo = ["chattr", "-i", str(db)]
+    else:
+        db.chmod(0o444)
+        undo = ["chmod", "644", str(db)]
+    try:
+        result = jobkit("enqueue", "add", "--db", str(db), cwd=workdir)
+    finally:
+        subprocess.run(undo, check=True)
+    message = one_line_error(result)
+    assert message == (
+        f"jobkit: error: cannot write to {str(db)!r} (attempt to write a readonly "
+        "database): check the permissions of the file and of its directory"
+    )
+    assert states(db) == {1: "queued"}
+
+
+def test_a_damaged_jobs_table_is_a_one_line_error(workdir: Path) -> None:
+    """A file whose header is intact but whose jobs table is not is named damaged."""
+    db = workdir / "jobs.db"
+    make_db(db, queued=200)
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        (root,) = conn.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'jobs'"
+        ).fetchone()
+        (size,) = conn.execute("PRAGMA page_size").fetchone()
+    with db.open("r+b") as f:
+        f.seek((root - 1) * size)
+        f.write(b"\xff" * size)
+    commands = [["jobs"], ["show", "3"], ["enqueue", "add"], ["metrics"]]
+    results = jobkit_all([[*cmd, "--db", str(db)] for cmd in commands], workdir)
+    for result in results:
+        assert one_line_error(result) == (
+            f"jobkit: error: {str(db)!r} is damaged (database disk image is "
+            "malformed): restore it from a backup, or try the sqlite3 shell's "
+            ".recover"
+        )
+
+
 def test_no_database_given(workdir: Path) -> None:
     """Without --db or $JOBKIT_DB the error says how to give one."""
     assert "pass --db PATH or set JOBKIT_DB" in one_line_error(

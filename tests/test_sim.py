@@ -326,6 +326,95 @@ def test_a_crash_takes_every_job_of_that_worker_down_with_it() -> None:
     assert trace.violations() == []
 
 
+@attrs.frozen
+class CrashFirstJobAtOnce(Fault):
+    """Kills the worker the instant job 1's first attempt begins."""
+
+    async def inject(self, attempt: Attempt) -> None:
+        if (attempt.job.id, attempt.number) == (1, 1):
+            await attempt.crash()
+
+
+def test_a_crash_ends_the_claimed_attempts_whose_handlers_had_not_started() -> None:
+    """Jobs claimed in the same batch as the crashing one are crashed with it."""
+    trace = Simulation(
+        0,
+        workload=Burst(3),
+        concurrency=3,
+        faults=FaultPlan(CrashFirstJobAtOnce(), Latency.constant(1)),
+    ).run()
+    # One claim takes all three at 0; job 1's handler kills the process
+    # before the other two handlers begin. Lease 30 s, restart after 5 s,
+    # reaped on the new process's first sweep after 30 s, at 35.
+    assert rows(trace, "time", "kind", "job", "attempt", "worker", "cause") == [
+        (0.0, "enqueued", 1, 0, None, None),
+        (0.0, "enqueued", 2, 0, None, None),
+        (0.0, "enqueued", 3, 0, None, None),
+        (0.0, "started", 1, 1, "w1", None),
+        (0.0, "started", 2, 1, "w1", None),
+        (0.0, "started", 3, 1, "w1", None),
+        (0.0, "crashed", 1, 1, "w1", "crash"),
+        (0.0, "crashed", 2, 1, "w1", "worker crashed"),
+        (0.0, "crashed", 3, 1, "w1", "worker crashed"),
+        (5.0, "restarted", None, None, "w1.2", None),
+        (35.0, "expired", 1, 1, "w1", "crash"),
+        (35.0, "expired", 2, 1, "w1", "crash"),
+        (35.0, "expired", 3, 1, "w1", "crash"),
+        (35.0, "started", 1, 2, "w1.2", None),
+        (35.0, "started", 2, 2, "w1.2", None),
+        (35.0, "started", 3, 2, "w1.2", None),
+        (36.0, "succeeded", 3, 2, "w1.2", None),
+        (36.0, "succeeded", 2, 2, "w1.2", None),
+        (36.0, "succeeded", 1, 2, "w1.2", None),
+    ]
+    first = [(s.job, s.crashed_at, s.end) for s in trace.spans() if s.attempt == 1]
+    assert first == [(1, 0.0, 35.0), (2, 0.0, 35.0), (3, 0.0, 35.0)]
+    assert trace.summary().crashes == 1
+    assert trace.violations() == []
+
+
+@attrs.frozen
+class SlowFirstAttempt(Fault):
+    """Job 1's first attempt works for 5 s, longer than its lease."""
+
+    async def inject(self, attempt: Attempt) -> None:
+        if attempt.number == 1:
+            attempt.note("slow")
+            await trio.sleep(5)
+
+
+def test_an_expiry_takes_its_cause_from_before_the_lease_was_lost() -> None:
+    """What the attempt did after its lease ended is not why the lease ended."""
+    trace = Simulation(
+        0,
+        workload=Burst(1),
+        concurrency=1,
+        lease=3,
+        retry=RetryPolicy(2, Backoff.constant(1)),
+        faults=FaultPlan(
+            SlowFirstAttempt(),
+            TransientErrors(1.0),
+            StoreErrors(1.0, operations={"renew"}),
+        ),
+    ).run()
+    # The renewals fail, so the lease taken at 0 ends at 3 and the sweep
+    # every lease/3 = 1 s reaps it at 4, while the attempt is still slow;
+    # its transient error at 5 comes too late to be recorded. The one slot
+    # is busy until then, so the second attempt starts at 5.
+    assert rows(trace, "time", "kind", "attempt", "cause") == [
+        (0.0, "enqueued", 0, None),
+        (0.0, "started", 1, None),
+        (1.0, "store_error", None, None),
+        (2.0, "store_error", None, None),
+        (3.0, "store_error", None, None),
+        (4.0, "expired", 1, "slow"),
+        (4.0, "store_error", None, None),
+        (5.0, "started", 2, None),
+        (5.0, "dead", 2, "transient"),
+        (5.0, "store_error", None, None),
+    ]
+
+
 def test_a_poison_job_that_always_crashes_its_worker_ends_dead() -> None:
     """Crashed attempts count, so a job that kills every worker goes dead."""
     trace = Simulation(

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobkit import Backoff, RetryPolicy
+from jobkit._job import EXPIRED_ERROR
 from jobkit.sim import (
     Burst,
     Crash,
@@ -201,3 +202,50 @@ def test_keyed_streams_stay_in_the_unit_interval(seed: int, keys: list[int]) -> 
     draws = [a.random() for _ in range(20)]
     assert all(0.0 <= x < 1.0 for x in draws)
     assert draws == [b.random() for _ in range(20)]
+
+
+@st.composite
+def crashing_simulations(draw: st.DrawFn) -> Simulation:
+    # Without store errors or hangs the worker keeps every lease alive, so
+    # only a crash can make one expire.
+    steps = draw(
+        st.lists(
+            st.one_of(
+                latencies(),
+                st.builds(Crash, st.floats(0.05, 0.5), per_job=st.booleans()),
+                st.builds(TransientErrors, chance),
+            ),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    return Simulation(
+        draw(st.integers(0, 2**32)),
+        workload=Burst(draw(st.integers(1, 12))),
+        faults=FaultPlan(*steps),
+        retry=draw(policies()),
+        workers=draw(st.integers(1, 2)),
+        concurrency=draw(st.integers(1, 4)),
+        lease=draw(st.floats(1.0, 10.0)),
+        restart_delay=draw(st.floats(0.0, 5.0)),
+        progress=False,
+    )
+
+
+@settings(max_examples=40)
+@given(crashing_simulations())
+def test_every_attempt_a_crash_ended_is_recorded_as_crashed(sim: Simulation) -> None:
+    """Each expired lease follows a crash of the worker holding it, and says so."""
+    trace = sim.run(until=HORIZON)
+    crashed = {
+        (e.job, e.attempt): (e.time, e.worker) for e in trace if e.kind == "crashed"
+    }
+    started = {(e.job, e.attempt): e.worker for e in trace if e.kind == "started"}
+    for key, (_, worker) in crashed.items():
+        assert started[key] == worker
+    for e in trace:
+        if e.kind == "expired" or (e.kind == "dead" and e.error == EXPIRED_ERROR):
+            key = (e.job, e.attempt)
+            assert key in crashed, e
+            assert crashed[key][0] <= e.time
+            assert e.cause == "crash"

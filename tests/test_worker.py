@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -302,6 +307,114 @@ async def test_sync_handler_runs_in_a_thread_with_current_job() -> None:
             job = await store.wait_for(job_id, *DONE)
     assert (job.state, job.result) == (JobState.SUCCEEDED, "A.PNG")
     assert seen == [(False, job_id)]
+
+
+# Threads run in real time while a MockClock jumps whenever trio is idle, so
+# these tests wait on what a thread has done, never on the instant it did it.
+
+
+async def test_a_timed_out_thread_keeps_its_job_until_it_returns(
+    autojump_clock: Any,
+) -> None:
+    """Past its timeout a thread still holds its job: no second run meanwhile."""
+    queue, store = make_queue(attempts=2, delay=1)
+    entered = trio.Event()
+    release = threading.Event()
+    started: list[int] = []
+
+    @queue.task(timeout=3)
+    def block() -> str:
+        started.append(jobkit.current_job().attempts)
+        trio.from_thread.run_sync(entered.set)
+        release.wait(60)
+        return "late"
+
+    try:
+        async with worker_running(queue, lease=3, concurrency=2) as _:
+            job_id = await block.enqueue()
+            await entered.wait()
+            await trio.sleep(100)  # the lease is renewed all along
+            job = await queue.get(job_id)
+            assert (job.state, job.attempts, started) == (JobState.RUNNING, 1, [1])
+            assert job.lease_until is not None
+            assert job.lease_until > trio.current_time()
+            released = trio.current_time()
+            release.set()
+            await store.wait_until(job_id, lambda job: job.attempts == 2)
+            returned = trio.current_time()
+    finally:
+        release.set()
+    kinds = [(kind, at) for kind, at, _ in await timeline(queue, job_id)]
+    assert kinds[:2] == [("enqueued", 0.0), ("started", 0.0)]
+    (retried, failed_at), (restarted, rerun_at) = kinds[2:4]
+    assert (retried, restarted) == ("retried", "started")
+    assert released <= failed_at <= returned and failed_at < rerun_at
+    events = await queue.events(job_id=job_id)
+    assert events[2][1].error is not None
+    assert events[2][1].error.startswith("TooSlowError: attempt timed out after 3s")
+
+
+async def test_a_thread_can_stop_early_when_its_attempt_times_out(
+    autojump_clock: Any,
+) -> None:
+    """trio.from_thread.check_cancelled() raises in a thread whose attempt timed out."""
+    queue, store = make_queue(attempts=1)
+    ended: list[str] = []
+
+    @queue.task(timeout=3)
+    def poll() -> None:
+        try:
+            while True:
+                trio.from_thread.check_cancelled()
+                trio.from_thread.run(trio.sleep, 1)
+        except BaseException as exc:
+            ended.append(type(exc).__name__)
+            raise
+
+    async with worker_running(queue) as _:
+        job = await store.wait_for(await poll.enqueue(), *DONE)
+    assert (job.state, ended) == (JobState.DEAD, ["Cancelled"])
+    assert job.last_error is not None
+    assert job.last_error.startswith("TooSlowError: attempt timed out after 3s")
+
+
+async def test_shutdown_waits_for_a_thread_and_settles_what_it_returns(
+    autojump_clock: Any,
+) -> None:
+    """At the end of the grace a thread's job is not released to run elsewhere."""
+    queue, store = make_queue()
+    entered = trio.Event()
+    release = threading.Event()
+    runs: list[int] = []
+
+    @queue.task()
+    def block() -> str:
+        runs.append(jobkit.current_job().attempts)
+        trio.from_thread.run_sync(entered.set)
+        release.wait(60)
+        return "finished"
+
+    first = CancellationToken()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                partial(jobkit.run_worker, queue, shutdown=first, grace=2, lease=3)
+            )
+            job_id = await block.enqueue()
+            await entered.wait()
+            async with worker_running(queue, poll_interval=1) as (other, _):
+                first.cancel()
+                await trio.sleep(100)  # far past the grace
+                job = await queue.get(job_id)
+                assert (job.state, job.attempts, runs) == (JobState.RUNNING, 1, [1])
+                assert job.lease_until is not None
+                assert job.lease_until > trio.current_time()
+                release.set()
+                job = await store.wait_for(job_id, *DONE)
+    finally:
+        release.set()
+    assert (job.state, job.result, runs) == (JobState.SUCCEEDED, "finished", [1])
+    assert other.statistics().claimed == 0
 
 
 async def test_current_job_in_an_async_handler(autojump_clock: Any) -> None:
@@ -790,9 +903,227 @@ async def test_unknown_task_and_bad_result_are_failures(autojump_clock: Any) -> 
     assert (bad_job.state, bad_job.attempts) == (JobState.DEAD, 1)
     assert bad_job.last_error is not None
     assert bad_job.last_error.splitlines()[0] == (
-        "Permanent: the handler's result is a set ({1, 2}), "
-        "which is not JSON-serializable"
+        "Permanent: the handler's result is not storable JSON: "
+        "result is a set ({1, 2}), which is not JSON-serializable"
     )
+
+
+# -- outcomes a store cannot hold ---------------------------------------------------
+
+ODD_NAME = os.fsdecode(b"r-\xff.csv")  # a lone surrogate, as from a file name
+
+
+async def test_an_unstorable_result_fails_its_job_alone(
+    autojump_clock: Any, tmp_path: Path
+) -> None:
+    """Text UTF-8 cannot encode fails that job for good; the others settle."""
+    store = SQLiteStore(tmp_path / "jobs.db")
+    queue = Queue(store, clock=trio.current_time)
+
+    @queue.task(retry=RetryPolicy(3, Backoff.constant(1)))
+    async def name(odd: bool) -> str:
+        await trio.sleep(1)
+        return ODD_NAME if odd else "r-.csv"
+
+    odd = await name.enqueue(odd=True)
+    fine = [await name.enqueue(odd=False) for _ in range(3)]
+    with trio.fail_after(60):
+        await Worker(queue, concurrency=4, until_empty=True).run()
+    assert trio.current_time() == 1.0
+    assert [(await queue.get(i)).state for i in fine] == [JobState.SUCCEEDED] * 3
+    job = await queue.get(odd)
+    assert (job.state, job.attempts) == (JobState.DEAD, 1)
+    assert job.last_error is not None
+    assert job.last_error.splitlines()[0] == (
+        "Permanent: the handler's result is not storable JSON: result holds "
+        "'\\udcff' at index 2, a lone surrogate that UTF-8 cannot encode"
+    )
+    await store.aclose()
+
+
+async def test_error_text_utf8_cannot_encode_is_stored_escaped(
+    autojump_clock: Any, inner: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error message with a lone surrogate is stored with a backslash escape."""
+    # The logged traceback keeps the surrogate, which pytest-xdist cannot
+    # send back from its worker process.
+    caplog.set_level(logging.CRITICAL, logger="jobkit")
+    queue, store = make_queue(attempts=2, delay=1, inner=inner)
+
+    @queue.task()
+    async def read() -> None:
+        raise FileNotFoundError(f"no such file: {ODD_NAME}")
+
+    async with worker_running(queue) as _:
+        job = await store.wait_for(await read.enqueue(), *DONE)
+    assert (job.state, job.attempts) == (JobState.DEAD, 2)
+    assert job.last_error is not None
+    assert job.last_error.splitlines()[0] == (
+        "FileNotFoundError: no such file: r-\\udcff.csv"
+    )
+
+
+async def test_an_outcome_the_store_refuses_is_split_from_its_batch(
+    autojump_clock: Any, inner: Store
+) -> None:
+    """A result JSON cannot write fails its job; the batch's others still land."""
+    queue, store = make_queue(attempts=3, inner=inner)
+
+    @queue.task()
+    async def power(n: int) -> int:
+        await trio.sleep(1)
+        return 10**n  # 10**5000 has more digits than int -> str may make
+
+    ids = [await power.enqueue(n=n) for n in (1, 5000, 2, 3)]
+    async with worker_running(queue, concurrency=4) as _:
+        jobs = await store.wait_all(ids, *DONE)
+    assert [(j.state, j.result) for j in jobs] == [
+        (JobState.SUCCEEDED, 10),
+        (JobState.DEAD, None),
+        (JobState.SUCCEEDED, 100),
+        (JobState.SUCCEEDED, 1000),
+    ]
+    assert [j.updated_at for j in jobs] == [1.0] * 4
+    assert jobs[1].last_error is not None
+    assert jobs[1].last_error.startswith(
+        "the store refused the handler's result (ValueError: Exceeds the limit"
+    )
+
+
+async def test_shutdown_ends_within_the_grace_while_settles_keep_failing(
+    autojump_clock: Any,
+) -> None:
+    """A store that refuses every settle cannot keep a stopping worker running."""
+    queue, store = make_queue()
+
+    @queue.task()
+    async def work(seconds: float) -> str:
+        await trio.sleep(seconds)
+        return "done"
+
+    store.failures = {"settle": 10**9}
+    token = CancellationToken()
+    with trio.fail_after(1000):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                partial(jobkit.run_worker, queue, shutdown=token, grace=5)
+            )
+            ids = [await work.enqueue(seconds=s) for s in (1, 100)]
+            await trio.sleep(2)
+            token.cancel()
+    assert trio.current_time() == 7.0
+    # Never settled: their leases expire and the jobs run again elsewhere.
+    assert [(await queue.get(i)).state for i in ids] == [JobState.RUNNING] * 2
+
+
+async def test_shutdown_ends_at_once_while_claims_keep_failing(
+    autojump_clock: Any,
+) -> None:
+    """A claim being retried against a failing store ends when shutdown comes."""
+    queue, store = make_queue()
+    store.failures = {"claim": 10**9}
+    token = CancellationToken()
+    with trio.fail_after(1000):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(jobkit.run_worker, queue, shutdown=token))
+            await trio.sleep(30)
+            token.cancel()
+    assert trio.current_time() == 30.0
+
+
+FAILING_SETTLE_APP = """
+import jobkit
+
+class FailingSettle(jobkit.SQLiteStore):
+    async def settle(self, outcomes, *, now):
+        raise OSError("the disk is gone")
+
+queue = jobkit.Queue(FailingSettle("jobs.db"))
+
+@queue.task()
+async def quick() -> str:
+    return "done"
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_worker_whose_settles_keep_failing(tmp_path: Path) -> None:
+    """A real worker process exits on SIGTERM within its grace, store failing."""
+    (tmp_path / "failing_app.py").write_text(FAILING_SETTLE_APP)
+
+    async def fill() -> None:
+        queue = Queue(SQLiteStore(tmp_path / "jobs.db"))
+        queue.task(name="quick")(trio.lowlevel.checkpoint)
+        await queue.enqueue_many([queue.tasks["quick"].prepare() for _ in range(3)])
+        await queue.store.aclose()
+
+    trio.run(fill)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobkit", "worker", "failing_app:queue", "--grace", "1"],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "JOBKIT_DB": ""},
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "store settle failed" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        _, rest = proc.communicate(timeout=30)
+        elapsed = time.monotonic() - signalled
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, rest
+    assert elapsed < 1 + 5  # the grace, and a store call or two
+    assert "store settle failed while the worker stops; not retrying" in rest
+
+
+# -- payloads that do not fit -----------------------------------------------------
+
+
+async def test_a_payload_that_does_not_fit_the_handler_is_dead_at_once(
+    autojump_clock: Any,
+) -> None:
+    """An unknown or missing argument fails the job for good, before it runs."""
+    queue, store = make_queue(attempts=5)
+    calls: list[dict[str, Any]] = []
+
+    @queue.task()
+    async def send_welcome(user_id: int, lang: str = "en", **extra: Any) -> None:
+        calls.append(extra)
+        if extra:
+            raise TypeError("a TypeError from inside the handler")
+
+    @queue.task()
+    async def strict(user_id: int) -> None: ...
+
+    extra, missing, inside = await store.enqueue(
+        [
+            NewJob("strict", {"user_id": 1, "extra": True}, max_attempts=5),
+            NewJob("send_welcome", {"lang": "fr"}, max_attempts=5),
+            NewJob("send_welcome", {"user_id": 1, "x": 1}, max_attempts=5),
+        ],
+        now=0.0,
+    )
+    async with worker_running(queue) as _:
+        jobs = await store.wait_all([extra, missing, inside], *DONE)
+    assert [(j.state, j.attempts) for j in jobs] == [
+        (JobState.DEAD, 1),
+        (JobState.DEAD, 1),
+        (JobState.DEAD, 5),  # raised inside: retried like any error
+    ]
+    assert [j.last_error.splitlines()[0] for j in jobs if j.last_error] == [
+        "Permanent: the payload of task 'strict' does not fit its handler: "
+        "got an unexpected keyword argument 'extra'",
+        "Permanent: the payload of task 'send_welcome' does not fit its handler: "
+        "missing a required argument: 'user_id'",
+        "TypeError: a TypeError from inside the handler",
+    ]
+    assert calls == [{"x": 1}] * 5
 
 
 def test_worker_refuses_bad_options() -> None:
@@ -982,6 +1313,30 @@ async def test_until_empty_waits_for_a_job_running_elsewhere(
     assert trio.current_time() == 40.0
     job = await queue.get(job_id)
     assert (job.state, job.attempts, job.result) == (JobState.SUCCEEDED, 2, "done")
+
+
+async def test_until_empty_ends_soon_after_another_process_settles_the_last_job(
+    autojump_clock: Any, tmp_path: Path
+) -> None:
+    """Waiting only on a job another process runs, it looks every 1/16 s."""
+    here = SQLiteStore(tmp_path / "jobs.db")
+    there = WatchedStore(SQLiteStore(tmp_path / "jobs.db"))  # another process's
+    queues = [Queue(store, clock=trio.current_time) for store in (here, there)]
+    for queue in queues:
+        queue.task(name="work")(trio.sleep)
+    token = CancellationToken()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            partial(jobkit.run_worker, queues[1], shutdown=token, poll_interval=100)
+        )
+        job_id = await queues[1].enqueue("work", {"seconds": 5.52})
+        await there.wait_for(job_id, JobState.RUNNING)
+        await Worker(queues[0], poll_interval=100, until_empty=True).run()
+        assert trio.current_time() == 5.5625  # the first look after 5.52
+        token.cancel()
+    assert (await queues[0].get(job_id)).state is JobState.SUCCEEDED
+    await here.aclose()
+    await there.aclose()
 
 
 async def test_until_empty_still_stops_on_its_shutdown_token(

@@ -408,11 +408,15 @@ class Crash(_Chance):
     """With ``probability``, the worker process dies at this point of the attempt.
 
     Everything the process was running stops at once and nothing is
-    reported to the store, as with ``kill -9`` or an out-of-memory kill. The
-    store recovers the job when its lease expires, counting the crashed
-    attempt as failed; the simulation restarts the process after its
-    ``restart_delay``. Put latencies around the crash in the plan to crash
-    mid-job: ``FaultPlan(Latency.constant(1), Crash(0.01), Latency.constant(1))``.
+    reported to the store, as with ``kill -9`` or an out-of-memory kill.
+    Every attempt the process held ends with it, jobs it had claimed but not
+    yet begun included; the trace records each as ``crashed`` at that instant
+    (cause ``"crash"`` for the attempt that struck, ``"worker crashed"`` for
+    the others). The store recovers each job when its lease expires,
+    counting the crashed attempt as failed; the simulation restarts the
+    process after its ``restart_delay``. Put latencies around the crash in
+    the plan to crash mid-job:
+    ``FaultPlan(Latency.constant(1), Crash(0.01), Latency.constant(1))``.
 
     Example::
 

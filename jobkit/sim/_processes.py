@@ -44,6 +44,7 @@ class Process:
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     gone: bool = False
     crashed: bool = False
+    crashed_at: float | None = None
     ops: int = 0
     inflight: dict[tuple[int, int], Attempt] = attrs.Factory(dict)
 
@@ -135,7 +136,7 @@ class LabStore:
     async def settle(self, outcomes: Sequence[Outcome], *, now: float) -> list[bool]:
         process, fail = self._before("settle")
         applied = await self._inner.settle(outcomes, now=now)
-        self._run.settled(outcomes, applied, now)
+        self._run.settled(process, outcomes, applied, now)
         self._after(process, "settle", fail)
         return applied
 

@@ -144,6 +144,14 @@ class _Run:
         self.delays: dict[tuple[int, int], float] = {}
         self.dues: dict[tuple[int, int], float] = {}
         self.causes: dict[tuple[int, int], str] = {}
+        # The cause as it stood when the store reaped the attempt: what the
+        # attempt did after it lost its lease did not make it lose it.
+        self.expiry_causes: dict[tuple[int, int], str | None] = {}
+        # Attempts whose jobs the store holds for a worker process: claimed,
+        # neither settled nor reaped yet. A crash ends every one of them,
+        # whether its handler had started or not.
+        self.held: dict[tuple[int, int], Process] = {}
+        self.crash_events: dict[tuple[int, int], TraceEvent] = {}
         self.errors: dict[tuple[int, int], BaseException] = {}
         self.max_attempts: dict[int, int] = {}
         self.calls: list[Call] = []
@@ -167,22 +175,38 @@ class _Run:
     # -- notes from the store layer ------------------------------------------------
 
     def claimed(self, process: Process, jobs: Sequence[Job]) -> None:
+        held = self.held
         for job in jobs:
-            self.workers[(job.id, job.attempts)] = process.name
+            key = (job.id, job.attempts)
+            self.workers[key] = process.name
             self.max_attempts[job.id] = job.max_attempts
+            held[key] = process
+            if process.crashed_at is not None:
+                # The claim committed after its process had died.
+                self._crashed(process, key, process.crashed_at, "worker crashed")
         self.started += len(jobs)
 
     def settled(
-        self, outcomes: Sequence[Outcome], applied: Sequence[bool], now: float
+        self,
+        process: Process,
+        outcomes: Sequence[Outcome],
+        applied: Sequence[bool],
+        now: float,
     ) -> None:
         finished = 0
+        held = self.held
         for outcome, ok in zip(outcomes, applied, strict=True):
             if not ok:
                 continue
+            key = (outcome.job_id, outcome.attempt)
+            held.pop(key, None)
+            if process.crashed_at is not None:
+                # The settle committed after its process had died: the crash
+                # did not end this attempt after all.
+                self._uncrashed(key)
             if isinstance(outcome, Success):
                 finished += 1
             elif isinstance(outcome, Failure):
-                key = (outcome.job_id, outcome.attempt)
                 if outcome.retry_at is None or outcome.attempt >= self.max_attempts.get(
                     outcome.job_id, math.inf
                 ):
@@ -194,6 +218,12 @@ class _Run:
         self._finished(finished)
 
     def reaped(self, jobs: Sequence[Job]) -> None:
+        for job in jobs:
+            key = (job.id, job.attempts)
+            self.held.pop(key, None)
+            self.expiry_causes[key] = (
+                "crash" if key in self.crash_events else self.causes.get(key)
+            )
         self._finished(sum(job.state is JobState.DEAD for job in jobs))
 
     def store_error(self, process: Process, op: str, *, committed: bool) -> None:
@@ -231,23 +261,34 @@ class _Run:
     async def crash(self, attempt: Attempt) -> NoReturn:
         process = worker_process()
         now = trio.current_time()
-        for key, running in sorted(process.inflight.items()):
-            self.causes[key] = "crash"
-            self.system_events.append(
-                TraceEvent(
-                    time=now,
-                    kind="crashed",
-                    job=key[0],
-                    attempt=key[1],
-                    worker=process.name,
-                    cause="crash" if running is attempt else "worker crashed",
-                )
+        # Claimed attempts whose handlers had not begun, or had ended with
+        # their outcome not yet written, die too; so does a handler still
+        # running after its lease was lost.
+        ended = {key for key, holder in self.held.items() if holder is process}
+        ended.update(process.inflight)
+        mine = (attempt.job.id, attempt.number)
+        for key in sorted(ended):
+            self._crashed(
+                process, key, now, "crash" if key == mine else "worker crashed"
             )
         process.gone = True
         process.crashed = True
+        process.crashed_at = now
         process.scope.cancel()
         await trio.sleep_forever()
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _crashed(
+        self, process: Process, key: tuple[int, int], at: float, cause: str
+    ) -> None:
+        event = TraceEvent(at, "crashed", key[0], key[1], process.name, cause=cause)
+        self.crash_events[key] = event
+        self.system_events.append(event)
+
+    def _uncrashed(self, key: tuple[int, int]) -> None:
+        event = self.crash_events.pop(key, None)
+        if event is not None:
+            self.system_events.remove(event)
 
     async def call(self, dependency: Dependency, attempt: Attempt) -> None:
         state = self.dependencies[dependency.name]
@@ -394,11 +435,12 @@ class _Run:
                 for seq, e in await store.events()
             ]
         jobs = {job.id: job for job in await store.list(limit=None)}
-        workers, delays, dues, causes = (
+        workers, delays, dues, causes, expiry_causes = (
             self.workers,
             self.delays,
             self.dues,
             self.causes,
+            self.expiry_causes,
         )
         events: list[TraceEvent] = []
         append = events.append
@@ -426,9 +468,11 @@ class _Run:
                     error,
                     delays.get(key) if retried else None,
                     dues.get(key) if retried else None,
-                    causes.get(key)
-                    if kind != "enqueued" and kind != "started"
-                    else None,
+                    None
+                    if kind == "enqueued" or kind == "started"
+                    else expiry_causes[key]
+                    if key in expiry_causes and (kind == "expired" or kind == "dead")
+                    else causes.get(key),
                 )
             )
         if self.system_events or not in_order:
