@@ -178,7 +178,8 @@ def run_with_store(
     except StoreError as exc:
         raise CLIError(first_line(str(exc)) or type(exc).__name__) from None
     except sqlite3.Error as exc:
-        raise database_error(store.path, exc) from None
+        url = db_path(args)
+        raise database_error(sqlite_path(url) or url, exc) from None
 
 
 _SQLITE_READONLY, _SQLITE_CORRUPT, _SQLITE_NOTADB = 8, 11, 26

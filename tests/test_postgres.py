@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 import jobkit
 from jobkit import (
     IncompatibleStore,
+    MissedTickBehavior,
     NewJob,
     PostgresStore,
     Schedule,
@@ -37,8 +38,9 @@ from jobkit import (
 from jobkit._job import Failure, Success, claim_order
 from jobkit._postgres import _run, _schema
 from tests.helpers.stores import fresh_schema, postgres_url
-from tests.test_cli import APP
+from tests.test_cli import APP, env
 from tests.test_cli import jobkit as run_cli
+from tests.test_schedule import race
 
 
 @pytest.fixture
@@ -154,12 +156,12 @@ def test_claim_sql_agrees_with_claim_order(url: str, schema: str) -> None:
         ]
         expected = [j.id for j in sorted(due, key=claim_order)][:limit]
         got = await store.claim(queues=queues, limit=limit, now=now, lease=1.0)
-        assert [j.id for j in got] == expected
-        # Clear the table for the next example: finish everything.
+        # Finish everything, so that the next example starts from no job.
         rest = await store.claim(queues=None, limit=100, now=base + 50.0, lease=1.0)
         await store.settle(
             [Success(j.id, j.attempts) for j in [*got, *rest]], now=base + 50.0
         )
+        assert [j.id for j in got] == expected
 
     @settings(max_examples=40, deadline=None)
     @given(
@@ -178,21 +180,31 @@ def test_claim_sql_agrees_with_claim_order(url: str, schema: str) -> None:
         trio.run(store.aclose)
 
 
-def test_the_claim_reads_the_partial_index(url: str, schema: str) -> None:
-    """The claim's plan scans jobs_claim (QUEUED rows only), never the whole table."""
+@pytest.mark.parametrize("backlog", ["finished", "queued"])
+def test_the_claim_plan_reads_indexes_only(url: str, schema: str, backlog: str) -> None:
+    """Among 20,000 finished (or queued) jobs, the claim, prepared and generic,
+    reads the partial index of QUEUED jobs and the primary key: no table scan."""
     store = PostgresStore(url, schema=schema)
-    try:
-        query = (
-            store._sql.claim.decode()
-            .replace("%(now)s", "1.0")
-            .replace("%(queues)s", "NULL")
-            .replace("%(limit)s", "1")
-            .replace("%(until)s", "2.0")
-        )
-        plan = "\n".join(row[0] for row in sql(url, "EXPLAIN " + query))
-        assert "jobs_claim" in plan and "Seq Scan" not in plan, plan
-    finally:
-        trio.run(store.aclose)
+    trio.run(store.aclose)
+    state = "succeeded" if backlog == "finished" else "queued"
+    sql(
+        url,
+        f"INSERT INTO {schema}.jobs (task, queue, payload, state, attempts, "
+        "max_attempts, priority, run_at, created_at, updated_at, event) "
+        f"SELECT 't', 'default', '{{}}', '{state}', 0, 1, 0, 0, 0, 0, 'enqueued' "
+        "FROM generate_series(1, 20000)",
+    )
+    sql(url, f"ANALYZE {schema}.jobs")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        query = store._sql.claim.decode()
+        for i, name in enumerate(["until", "now", "queues", "limit"], 1):
+            query = query.replace(f"%({name})s", f"${i}")
+        conn.execute(f"PREPARE claim (float8, float8, text[], bigint) AS {query}")  # type: ignore[call-overload]
+        rows = conn.execute("EXPLAIN EXECUTE claim (2.0, 1.0, NULL, 10)").fetchall()
+    plan = "\n".join(row[0] for row in rows)
+    assert "jobs_claim" in plan and "jobs_pkey" in plan, plan
+    assert "Seq Scan" not in plan, plan
 
 
 async def test_concurrent_claims_never_share_a_job(url: str, schema: str) -> None:
@@ -371,6 +383,39 @@ def test_contention_is_retried_then_store_busy() -> None:
     runner.close()
 
 
+async def test_a_cancelled_call_returns_at_once_and_changes_nothing(
+    url: str, schema: str, store: PostgresStore
+) -> None:
+    """A call stuck behind a lock is cancelled at once; its transaction rolls back."""
+    [job_id] = await store.enqueue([NewJob(task="t")], now=0.0)
+    with psycopg.connect(url) as other:  # holds the job's row until the end
+        other.execute(
+            f"SELECT * FROM {schema}.jobs WHERE id = %s FOR UPDATE", (job_id,)
+        )
+        begin = trio.current_time()
+        with trio.move_on_after(0.3):
+            await store.cancel(job_id, now=1.0)
+        assert trio.current_time() - begin < 1.0
+    assert (await store.get(job_id)).state.value == "queued"
+    assert (await store.cancel(job_id, now=2.0)).state.value == "cancelled"
+
+
+def test_a_call_past_its_deadline_is_a_store_busy(url: str, schema: str) -> None:
+    """Waiting for another transaction's lock longer than timeout: StoreBusy."""
+
+    async def main() -> None:
+        async with PostgresStore(url, schema=schema, timeout=0.5) as s:
+            [job_id] = await s.enqueue([NewJob(task="t")], now=0.0)
+            with psycopg.connect(url) as other:
+                other.execute(
+                    f"SELECT * FROM {schema}.jobs WHERE id = %s FOR UPDATE", (job_id,)
+                )
+                with pytest.raises(StoreBusy, match=r"stayed busy for 0\.5 s"):
+                    await s.cancel(job_id, now=1.0)
+
+    trio.run(main)
+
+
 class _FakeConn:
     broken = closed = False
 
@@ -403,14 +448,13 @@ async def test_a_lost_commit_is_applied_once(
     real = _run.Runner._transaction
     lost = [False]
 
-    def losing_commit(self: _run.Runner, conn: Any, body: Any, begin: bytes) -> Any:
+    def losing_commit(self: _run.Runner, conn: Any, body: Any, begin: Any) -> Any:
         if lost[0]:
             return real(self, conn, body, begin)
         lost[0] = True
-        cur = conn.execute(begin)
-        while cur.nextset():
-            pass
-        xid = cur.fetchone()[0]
+        for statement in begin:
+            conn.execute(statement)
+        xid = conn.execute(_run._XID).fetchone()[0]
         result = body(conn)
         conn.execute("COMMIT" if committed else "ROLLBACK")
         conn.close()  # the answer never arrives
@@ -424,6 +468,43 @@ async def test_a_lost_commit_is_applied_once(
     jobs = await store.list()
     assert [j.id for j in jobs] == ids and len(ids) == 1
     assert len(await store.events()) == 1
+
+
+@pytest.mark.slow
+def test_three_processes_enqueue_each_slot_once(url: str, schema: str) -> None:
+    """Three processes firing one database at the same 200 instants: each slot once."""
+    db = f"{url}?schema={schema}"
+
+    async def declare() -> None:
+        async with PostgresStore(url, schema=schema) as s:
+            await s.put_schedule(
+                Schedule.create(
+                    "tick",
+                    "t",
+                    every=1.0,
+                    start=0.0,
+                    now=0.0,
+                    misfire=MissedTickBehavior.BURST,
+                )
+            )
+            await s.put_schedule(
+                Schedule.create("other", "t", every=2.0, start=0.0, now=0.0)
+            )
+
+    trio.run(declare)
+    fired = race(db, 3, 0.0, 99.5, 0.5)  # type: ignore[arg-type]
+    slots = sorted((name, slot) for out in fired for name, slot, _ in out)
+    assert slots == sorted(
+        [("tick", float(k)) for k in range(100)]
+        + [("other", 2.0 * k) for k in range(50)]
+    )
+
+    async def keys() -> list[str | None]:
+        async with PostgresStore(url, schema=schema) as s:
+            return [j.unique_key for j in await s.list(limit=None)]
+
+    stored = trio.run(keys)
+    assert len(stored) == 150 == len(set(stored))
 
 
 # -- wake-ups --------------------------------------------------------------------------
@@ -587,7 +668,17 @@ def test_cli_works_on_postgres(url: str, schema: str, tmp_path: Path) -> None:
     jobs = json.loads(run_cli("jobs", "--db", db, "--json", cwd=tmp_path).stdout)
     assert {j["id"]: j["state"] for j in jobs} == {1: "succeeded", 2: "queued"}
     metrics = run_cli("metrics", "--db", db, cwd=tmp_path).stdout
-    assert "jobkit_jobs_succeeded_total" in metrics or "jobkit_" in metrics
+    assert "jobkit_" in metrics
+    # $JOBKIT_DB is the default of --db.
+    from_env = subprocess.run(
+        [sys.executable, "-m", "jobkit", "jobs", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**env(), "JOBKIT_DB": db},
+        timeout=30,
+    )
+    assert [j["id"] for j in json.loads(from_env.stdout)] == [1, 2], from_env.stderr
     # Read commands never create a store.
     missing = run_cli("stats", "--db", f"{url}?schema={schema}_none", cwd=tmp_path)
     assert missing.returncode == 1 and "holds no jobkit store" in missing.stderr

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import pytest
 import trio
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -44,7 +45,7 @@ from jobkit import (
     TransitionError,
 )
 from jobkit._job import EXPIRED_ERROR, Failure, Outcome, Release, Success
-from tests.helpers.stores import STORES, available_stores, dispose
+from tests.helpers.stores import STORES, dispose, require, store_params
 
 QUEUES = ["a", "b"]
 Q, R = JobState.QUEUED, JobState.RUNNING
@@ -272,11 +273,13 @@ delays = st.sampled_from([None, None, 0.0, 1.5, 4.0])
 
 
 class StoreMachine(RuleBasedStateMachine):
+    store_names: tuple[str, ...] = ()
+
     def __init__(self) -> None:
         super().__init__()
         self.dir = tempfile.mkdtemp(prefix="jobkit-model-")
         self.stores: dict[str, Store] = {
-            name: STORES[name](Path(self.dir)) for name in available_stores()
+            name: STORES[name](Path(self.dir)) for name in self.store_names
         }
         self.model = Model()
         self.now = 0.0
@@ -472,8 +475,11 @@ class StoreMachine(RuleBasedStateMachine):
         assert all(n == 1 for n in holders.values())
 
 
-def test_stores_agree_with_a_model_of_the_queue() -> None:
-    """Every store and the model agree after every step of random runs."""
+@pytest.mark.parametrize("name", store_params(slow_remote=True))
+def test_stores_agree_with_a_model_of_the_queue(name: str) -> None:
+    """Each store and the model agree after every step of random runs."""
+    require(name)
+    machine = type("Machine", (StoreMachine,), {"store_names": (name,)})
     run_state_machine_as_test(
-        StoreMachine, settings=settings(stateful_step_count=30, deadline=None)
+        machine, settings=settings(stateful_step_count=30, deadline=None)
     )

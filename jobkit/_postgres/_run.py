@@ -61,16 +61,16 @@ _CONTENTION: Final = (
     psycopg.errors.SerializationFailure,
     psycopg.errors.DeadlockDetected,
     psycopg.errors.LockNotAvailable,
+    psycopg.errors.QueryCanceled,  # statement_timeout: waited for locks too long
     psycopg.errors.UniqueViolation,
 )
 
 
 _BEGIN: Final = {
-    "sync": b"BEGIN; SELECT pg_current_xact_id()::text",
-    "async": (
-        b"BEGIN; SET LOCAL synchronous_commit = off; SELECT pg_current_xact_id()::text"
-    ),
+    "sync": (b"BEGIN",),
+    "async": (b"BEGIN", b"SET LOCAL synchronous_commit = off"),
 }
+_XID: Final = b"SELECT pg_current_xact_id()::text"
 
 
 class _Retry(Exception):
@@ -115,6 +115,40 @@ def shut_socket(conn: psycopg.Connection[object]) -> None:
         sock.close()
 
 
+class _Call:
+    """One store call in flight: its deadline and the connection it is using.
+
+    Abandoning it (the caller was cancelled, or the deadline passed long
+    ago) shuts that connection's socket, so that the thread's wait ends at
+    once and its transaction is rolled back by the server, unless COMMIT
+    was already on its way; and the thread starts no further attempt.
+    """
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.abandoned = False
+        self._conn: psycopg.Connection[object] | None = None
+        # Taken by the call's thread and by whoever abandons it, so that a
+        # connection is never shut after it went back to the pool.
+        self._lock = threading.Lock()
+
+    def use(self, conn: psycopg.Connection[object] | None) -> None:
+        with self._lock:
+            if self.abandoned and conn is not None:
+                raise _Abandoned
+            self._conn = conn
+
+    def abandon(self) -> None:
+        with self._lock:
+            self.abandoned = True
+            if self._conn is not None:
+                shut_socket(self._conn)
+
+
+class _Abandoned(Exception):
+    """The call was abandoned before it could take a connection."""
+
+
 class Runner:
     """Runs store calls in threads on a connection pool, within a deadline each."""
 
@@ -123,8 +157,8 @@ class Runner:
         self.where = where
         self.timeout = timeout
         self._rng = random.Random()
-        # thread id -> (deadline, connection) of each call in a network wait.
-        self._active: dict[int, tuple[float, psycopg.Connection[object]]] = {}
+        # The calls in flight (a dict used as an ordered set).
+        self._active: dict[_Call, None] = {}
         self._stop = threading.Event()
         self._watchdog = threading.Thread(
             target=self._watch, name=f"jobkit watchdog {where}", daemon=True
@@ -137,9 +171,9 @@ class Runner:
     def _watch(self) -> None:
         while not self._stop.wait(_WATCH_EVERY):
             now = time.monotonic()
-            for deadline, conn in list(self._active.values()):
-                if now > deadline + _WATCH_GRACE:
-                    shut_socket(conn)
+            for call in list(self._active):
+                if now > call.deadline + _WATCH_GRACE and not call.abandoned:
+                    call.abandon()
 
     async def call(
         self, body: Callable[[psycopg.Connection[object]], T], *, what: str, write: str
@@ -150,21 +184,52 @@ class Runner:
         a transaction whose COMMIT waits until the server has flushed it to
         disk; ``"async"`` for one whose COMMIT does not wait (a server crash
         may forget it, never half of it).
+
+        A cancelled caller returns at once: the call is abandoned (see
+        :class:`_Call`); it may still have committed if COMMIT was on its way.
         """
-        return await trio.to_thread.run_sync(self.run, body, what, write)
+        call = _Call(time.monotonic() + self.timeout)
+        try:
+            return await trio.to_thread.run_sync(
+                self.run, body, what, write, call, abandon_on_cancel=True
+            )
+        except trio.Cancelled:
+            call.abandon()
+            raise
 
     def run(
-        self, body: Callable[[psycopg.Connection[object]], T], what: str, write: str
+        self,
+        body: Callable[[psycopg.Connection[object]], T],
+        what: str,
+        write: str,
+        call: _Call | None = None,
     ) -> T:
         """The blocking part of :meth:`call`, on the calling thread."""
-        deadline = time.monotonic() + self.timeout
+        if call is None:
+            call = _Call(time.monotonic() + self.timeout)
+        self._active[call] = None
+        try:
+            return self._run(body, what, write, call)
+        finally:
+            del self._active[call]
+
+    def _run(
+        self,
+        body: Callable[[psycopg.Connection[object]], T],
+        what: str,
+        write: str,
+        call: _Call,
+    ) -> T:
+        deadline = call.deadline
         delay = _FIRST_DELAY
         busy = False
         last: BaseException | None = None
         while True:
             try:
-                return self._attempt(body, write, deadline)
+                return self._attempt(body, write, call)
             except _Gone as gone:
+                if call.abandoned:
+                    raise self._overran(what, gone.error) from None
                 last, busy = gone.error, False
                 self._discard_broken()
                 committed = (
@@ -186,8 +251,12 @@ class Runner:
             except psycopg_pool.PoolTimeout as exc:
                 last, busy = exc, self._pool_busy()
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                if call.abandoned:
+                    raise self._overran(what, exc) from None
                 last, busy = exc, False
                 self._discard_broken()
+            except _Abandoned:
+                raise self._overran(what, last) from None
             except psycopg.Error as exc:
                 raise StoreError(
                     f"{self.where}: PostgreSQL refused {what}: "
@@ -203,34 +272,35 @@ class Runner:
         self,
         body: Callable[[psycopg.Connection[object]], T],
         write: str,
-        deadline: float,
+        call: _Call,
     ) -> T:
-        remaining = max(0.001, deadline - time.monotonic())
+        remaining = max(0.001, call.deadline - time.monotonic())
         with self.pool.connection(timeout=remaining) as conn:
-            me = threading.get_ident()
-            self._active[me] = (deadline, conn)
+            call.use(conn)
             try:
                 if not write:
                     return body(conn)
                 return self._transaction(conn, body, _BEGIN[write])
             finally:
-                del self._active[me]
+                call.use(None)
 
     def _transaction(
         self,
         conn: psycopg.Connection[object],
         body: Callable[[psycopg.Connection[object]], T],
-        begin: bytes,
+        begin: tuple[bytes, ...],
     ) -> T:
         try:
-            # The transaction's id comes with BEGIN, in the same round trip:
-            # if the connection is lost while COMMIT is on its way, the
-            # server can still say whether it committed.
-            cur = conn.execute(begin)
-            while cur.nextset():
-                pass
-            xid: str = cur.fetchone()[0]  # type: ignore[index]
-            result = body(conn)
+            # Pipelined: BEGIN, the transaction's id and the body's first
+            # statement travel in one round trip. The id is known before
+            # COMMIT is sent, so if the connection is lost while COMMIT is on
+            # its way, the server can still say whether it committed.
+            with conn.pipeline():
+                for statement in begin:
+                    conn.execute(statement)
+                ids = conn.execute(_XID)
+                result = body(conn)
+            xid: str = ids.fetchone()[0]  # type: ignore[index]
         except BaseException:
             self._rollback(conn)
             raise
@@ -285,6 +355,14 @@ class Runner:
         # The pool timed out: either every connection is in use (busy) or
         # none can be made (the server is unreachable).
         return int(self.pool.get_stats().get("pool_size", 0)) > 0
+
+    def _overran(self, what: str, last: BaseException | None) -> StoreError:
+        reason = "" if last is None else f" ({first_line(str(last))})"
+        return StoreError(
+            f"{self.where} did not answer {what} within {self.timeout:g} s; its "
+            f"connection was closed, and the call rolled back unless it was "
+            f"committing{reason}"
+        )
 
     def _gave_up(self, what: str, last: BaseException | None, busy: bool) -> StoreError:
         reason = "" if last is None else f" (last error: {first_line(str(last))})"

@@ -778,8 +778,8 @@ class PostgresStore:
                 old = _to_schedule(found)
                 if old.definition == schedule.definition:
                     return old
-                conn.execute(self._sql.remove_schedule, (schedule.name,))
-            if conn.execute(self._sql.insert_schedule, row).rowcount != 1:
+                conn.execute(self._sql.remove_schedule, (schedule.name,)).fetchall()
+            if conn.execute(self._sql.insert_schedule, row).fetchone() is None:
                 raise _Retry("another process stored the schedule at the same time")
             return schedule
 
@@ -795,7 +795,9 @@ class PostgresStore:
     async def remove_schedule(self, name: str) -> bool:
         """Delete a schedule (its jobs stay); return whether it existed."""
         return await self._write(
-            lambda conn: conn.execute(self._sql.remove_schedule, (name,)).rowcount == 1,
+            lambda conn: (
+                conn.execute(self._sql.remove_schedule, (name,)).fetchone() is not None
+            ),
             "remove_schedule",
         )
 
@@ -899,14 +901,17 @@ class _Statements:
             "max_attempts, priority, run_at, unique_key, n) ORDER BY n "
             "RETURNING id) SELECT id FROM new ORDER BY id"
         )
+        # The picked ids go in as an array, so that the update finds each row
+        # by primary key whatever plan the statement gets once prepared (a
+        # generic plan may otherwise join against a scan of the table).
         self.claim = f(
             f"UPDATE {{s}}.jobs AS j SET state = 'running', event = 'started', "
             f"attempts = j.attempts + 1, lease_until = %(until)s, "
-            f"updated_at = %(now)s FROM (SELECT id FROM {{s}}.jobs "
+            f"updated_at = %(now)s WHERE j.id = ANY(ARRAY(SELECT id FROM {{s}}.jobs "
             f"WHERE state = 'queued' AND run_at <= %(now)s "
             f"AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[])) "
             f"ORDER BY priority DESC, run_at, id LIMIT %(limit)s "
-            f"FOR UPDATE SKIP LOCKED) AS due WHERE j.id = due.id "
+            f"FOR UPDATE SKIP LOCKED)) "
             f"RETURNING {', '.join('j.' + c for c in _COLUMNS.split(', '))}"
         )
         self.settle = f(
@@ -995,9 +1000,11 @@ class _Statements:
         )
         self.insert_schedule = f(
             f"INSERT INTO {{s}}.schedules ({_SCHEDULE_FIELDS}) VALUES "
-            f"({', '.join(['%s'] * 17)}) ON CONFLICT (name) DO NOTHING"
+            f"({', '.join(['%s'] * 17)}) ON CONFLICT (name) DO NOTHING RETURNING 1"
         )
-        self.remove_schedule = f("DELETE FROM {s}.schedules WHERE name = %s")
+        self.remove_schedule = f(
+            "DELETE FROM {s}.schedules WHERE name = %s RETURNING 1"
+        )
         self.all_schedules = f(
             f"SELECT {_SCHEDULE_FIELDS} FROM {{s}}.schedules ORDER BY name"
         )

@@ -16,12 +16,18 @@ Each part works in a schema of its own, dropped afterwards.
   the claim reads the partial index of QUEUED jobs, so the ratio should stay
   near 1.
 
+- **wake-up**: an idle worker (default poll interval, 1 s) on one store; jobs
+  enqueued one at a time through a second store, as another process would:
+  the time from the enqueue call to the handler's start, p50 and p99. The
+  hint travels by NOTIFY; without it the wait would be up to the poll.
+
 Each figure is the median of ``ROUNDS`` rounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import time
@@ -31,6 +37,7 @@ from typing import Literal
 import psycopg
 import trio
 
+import jobkit
 from jobkit import NewJob, PostgresStore
 from jobkit._job import Success
 
@@ -47,8 +54,12 @@ def fresh(url: str, synchronous: Literal["NORMAL", "FULL"] = "NORMAL") -> Postgr
     return PostgresStore(url, schema=schema, synchronous=synchronous)
 
 
-async def cycles(store: PostgresStore, jobs: int, tasks: int, batch: int) -> float:
+async def cycles(
+    store: PostgresStore, jobs: int, tasks: int, batch: int, *, vacuum: bool = False
+) -> float:
     await store.enqueue([NewJob(task="noop")] * jobs, now=0.0)
+    if vacuum:
+        await trio.to_thread.run_sync(vacuum_jobs, store)
     done = 0
 
     async def work() -> None:
@@ -80,7 +91,49 @@ def fill_finished(store: PostgresStore, url: str, count: int) -> None:
             f"'succeeded' FROM generate_series(1, {count})"
         )
         conn.execute(f"ALTER TABLE {store.schema}.jobs ENABLE TRIGGER jobs_inserted")
+
+
+def vacuum_jobs(store: PostgresStore) -> None:
+    """Start from a clean table and fresh statistics, as autovacuum keeps it."""
+    with psycopg.connect(store.url, autocommit=True) as conn:
         conn.execute(f"VACUUM ANALYZE {store.schema}.jobs")
+
+
+async def wake_ups(url: str, count: int) -> tuple[list[float], list[float]]:
+    """Per job: from the enqueue call to the handler, and from its commit."""
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    latencies: list[float] = []
+    after_commit: list[float] = []
+    async with (
+        PostgresStore(url, schema=schema) as here,
+        PostgresStore(url, schema=schema) as there,
+    ):
+        queue = jobkit.Queue(here)
+        started = trio.Event()
+
+        @queue.task()
+        async def ping(sent: float) -> None:
+            now = time.time()
+            latencies.append(now - sent)
+            after_commit.append(now)
+            started.set()
+
+        token = jobkit.CancellationToken()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                functools.partial(jobkit.run_worker, queue, shutdown=token)
+            )
+            for _ in range(count):
+                await trio.sleep(0.02)  # the worker is idle again
+                started = trio.Event()
+                job = NewJob(task="ping", payload={"sent": time.time()})
+                await there.enqueue([job], now=time.time())
+                committed = time.time()
+                await started.wait()
+                after_commit[-1] -= committed
+            token.cancel()
+        await here.drop_schema()
+    return latencies, after_commit
 
 
 def run_cycles(
@@ -111,14 +164,27 @@ def main() -> None:
     rate = run_cycles(url, TASKS, 8, "NORMAL")
     print(f"  cycles, {TASKS} tasks, 8 jobs per call, NORMAL: {rate:,.0f} jobs/s")
 
-    empty = run_cycles(url, 1, 1, "NORMAL")
-    store = fresh(url)
-    try:
-        fill_finished(store, url, args.finished)
-        rates = [trio.run(cycles, store, JOBS // 2, 1, 1) for _ in range(ROUNDS)]
-    finally:
-        trio.run(store.drop_schema)
-    full = statistics.median(rates)
+    for label, values in zip(
+        ("call", "commit"), trio.run(wake_ups, url, 200), strict=True
+    ):
+        values.sort()
+        p50 = values[len(values) // 2] * 1e3
+        p99 = values[int(len(values) * 0.99)] * 1e3
+        print(f"  wake-up, enqueue elsewhere ({label}) to handler: ", end="")
+        print(f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+
+    rates: dict[int, float] = {}
+    for finished in (0, args.finished):
+        store = fresh(url)
+        try:
+            fill_finished(store, url, finished)
+            rates[finished] = statistics.median(
+                trio.run(functools.partial(cycles, store, JOBS // 4, 1, 1, vacuum=True))
+                for _ in range(ROUNDS)
+            )
+        finally:
+            trio.run(store.drop_schema)
+    empty, full = rates[0], rates[args.finished]
     print(
         f"  claim+settle, 1 task: {empty:,.0f}/s with no finished jobs, "
         f"{full:,.0f}/s with {args.finished:,}: ratio {full / empty:.2f}"

@@ -18,6 +18,7 @@ import os
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -78,12 +79,25 @@ STORES: dict[str, Callable[[Path], Store]] = {
 """Every store the shared tests run on: a name and a factory of a fresh, empty store."""
 
 
-def available_stores() -> list[str]:
-    """The names in :data:`STORES` whose backend answers (all of them under $CI)."""
-    names = sorted(STORES)
-    if _postgres_problem() is not None and not os.environ.get("CI"):
-        names.remove("postgres")
-    return names
+REMOTE: frozenset[str] = frozenset({"postgres"})
+"""The stores reached over a connection: each call costs a round trip or more."""
+
+
+def require(name: str) -> None:
+    """Skip the test (under $CI: fail it) if the store ``name`` cannot be reached."""
+    if name == "postgres":
+        postgres_url()
+
+
+def store_params(*, slow_remote: bool = False) -> list[Any]:
+    """Every name in :data:`STORES` as a pytest parameter, remote ones marked slow
+    if ``slow_remote`` (for tests that make thousands of calls)."""
+    return [
+        pytest.param(
+            name, marks=[pytest.mark.slow] if slow_remote and name in REMOTE else []
+        )
+        for name in sorted(STORES)
+    ]
 
 
 async def dispose(store: Store) -> None:
