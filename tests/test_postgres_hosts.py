@@ -86,7 +86,6 @@ def test_kill_9_chaos_loses_nothing(cluster: Cluster) -> None:
     assert set(runs_by_job(runs)) == set(ids)
 
 
-@pytest.mark.xfail(reason="the worker does not fence itself yet")
 def test_partitioned_host_fences_itself(cluster: Cluster) -> None:
     """A host cut off mid-job stops its handlers before its leases end."""
     data = partition_experiment(cluster, lease=LEASE)
