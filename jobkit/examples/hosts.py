@@ -229,7 +229,9 @@ def plot_runs(
                 linewidth=0.5,
                 hatch="//" if r.stopped else None,
             )
-            ax.text(r.start + 0.05, y, f"#{r.attempt}", fontsize=7, va="center")
+            label = f"#{r.attempt}"
+            box = {"facecolor": "white", "edgecolor": "none", "pad": 0.5}
+            ax.text(r.start + 0.05, y, label, fontsize=7, va="center", bbox=box)
     for job_id, at, text in marks:
         ax.plot(at, row[job_id] - 0.45, marker="v", color="black", markersize=7)
         ax.annotate(text, (at, row[job_id] - 0.6), fontsize=8, ha="center")
@@ -239,5 +241,9 @@ def plot_runs(
     ax.set_xlabel("time (s)")
     handles, _ = ax.get_legend_handles_labels()  # the shaded span, if any
     handles += [Patch(facecolor=colors[h], edgecolor="black", label=h) for h in hosts]
+    if any(r.stopped for r in runs):
+        handles.append(
+            Patch(facecolor="white", edgecolor="black", hatch="//", label="stopped")
+        )
     ax.legend(handles=handles, loc="lower right", fontsize=8)
     return ax
