@@ -11,7 +11,11 @@ One :class:`Worker` is a handful of small trio tasks that share its state:
 - the *settler* writes the outcomes of the attempts that finished meanwhile
   in one store call;
 - the *maintainer* renews the leases of running attempts in one call, and
-  reaps leases that ran out (a crashed worker's jobs), every ``lease / 3``.
+  reaps leases that ran out (a crashed worker's jobs), every ``lease / 3``;
+- while a renewal is on its way or after one failed, each handler runs
+  under a deadline a margin before its lease ends, lifted when a renewal
+  lands: when renewals keep failing, the handler stops before another
+  worker may reap the job and run it.
 
 Store calls run on the trio thread: a trio-to-thread hop costs several times
 a whole SQLite transaction, so the worker batches instead of hopping.
@@ -68,6 +72,17 @@ RELEASE_TIMEOUT = 5.0
 #: instants add up exactly).
 TAIL_CHECK = 1 / 16
 
+#: The share of a lease before its end at which an attempt that could not
+#: renew it is stopped: time for the cancellation to land, and for the
+#: clocks of the worker hosts to disagree, before another worker may reap it.
+FENCE_MARGIN = 1 / 6
+
+#: The error stored on an attempt stopped because its lease could not be renewed.
+FENCED_ERROR = (
+    "lease not renewed: the worker could not reach the store and stopped the "
+    "attempt before its lease ran out"
+)
+
 #: Tracebacks stored on a job are cut to this many characters (the end is kept).
 MAX_TRACEBACK = 8000
 
@@ -114,7 +129,8 @@ class WorkerStatistics:
     then either ``retried`` or ``dead`` (unless its lease was lost).
     ``released`` counts attempts handed back unfinished at shutdown, and
     ``lost`` those whose lease another worker had already reaped, so their
-    outcome was discarded.
+    outcome was discarded. ``fenced`` counts attempts stopped because their
+    leases could not be renewed in time (each is also a failed attempt).
 
     Example::
 
@@ -132,6 +148,7 @@ class WorkerStatistics:
     dead: int
     released: int
     lost: int
+    fenced: int = 0
 
 
 @attrs.define
@@ -143,6 +160,7 @@ class _Counters:
     dead: int = 0
     released: int = 0
     lost: int = 0
+    fenced: int = 0
 
 
 @attrs.define(eq=False)
@@ -157,6 +175,10 @@ class _Attempt:
     """Another worker reaped the lease: the result must not be reported."""
     stopped: bool = False
     """Asked to stop: its lease was lost, or the shutdown grace ran out."""
+    lease_until: float = math.inf
+    """When its lease ends, as far as this worker knows (the queue's clock)."""
+    fenced: bool = False
+    """Stopped because its lease could not be renewed before it ran out."""
     scope: trio.CancelScope | None = None
     """Its slot's cancel scope, while the handler runs."""
 
@@ -690,6 +712,11 @@ class Worker:
         self._idle: list[_Slot] = []
         self._counters = _Counters()
         self._poked: trio.Event | None = None
+        self._margin = self._lease * FENCE_MARGIN
+        # The fence: while a renewal is on its way or after one failed, each
+        # handler runs under a deadline a margin before its lease ends.
+        self._renewing = False
+        self._renew_failed = False
         self._slot_free = False  # the claim loop waits with a slot free
         self._waiting: trio.CancelScope | None = None  # ... until this deadline
         self._claiming = trio.CancelScope()  # the claim loop, and its store calls
@@ -918,6 +945,8 @@ class Worker:
 
     def _start(self, nursery: trio.Nursery, job: Job) -> None:
         attempt = _Attempt(job)
+        if job.lease_until is not None:
+            attempt.lease_until = job.lease_until
         self._running[job.id] = attempt
         self._counters.claimed += 1
         if not self._idle:
@@ -965,6 +994,16 @@ class Worker:
         job = attempt.job
         if attempt.lost:
             attempt.outcome = None
+        elif cancelled and not attempt.stopped:
+            # Only the slot's deadline cancels without a stop: the lease could
+            # not be renewed in time. As for an expired lease, the attempt
+            # counts, so that a job whose worker can never renew it ends DEAD
+            # rather than loop; it is retried after the task's backoff,
+            # whatever its retry_on.
+            self._fenced(attempt)
+            task = self._queue._tasks.get(job.task)
+            failure = await self._failure(job, task, RetryLater())
+            attempt.outcome = attrs.evolve(failure, error=FENCED_ERROR)
         elif cancelled:
             attempt.outcome = Release(job.id, job.attempts)
         elif error is not None:
@@ -1043,6 +1082,8 @@ class Worker:
         attempt.scope = scope
         if attempt.stopped:
             scope.cancel()
+        if self._renewing or self._renew_failed:
+            self._arm_fence(attempt)
         try:
             if task is None:
                 known = ", ".join(sorted(self._queue.tasks)) or "none"
@@ -1066,6 +1107,8 @@ class Worker:
             return exc, None
         finally:
             attempt.scope = None
+            if scope.deadline != math.inf:
+                scope.deadline = math.inf
         return None, result
 
     async def _invoke(self, task: Task[Any, Any], job: Job) -> Any:
@@ -1166,11 +1209,18 @@ class Worker:
         running = [a for a in self._running.values() if not a.lost]
         if not running:
             return
+        now = self._queue.clock()
+        # Armed while a renewal is on its way (it may hang on a cut network)
+        # and after one failed; a renewal that lands disarms it.
+        self._renewing = True
+        for attempt in running:
+            self._arm_fence(attempt)
         try:
             owned = await self._queue.store.renew(
-                [a.key for a in running], now=self._queue.clock(), lease=self._lease
+                [a.key for a in running], now=now, lease=self._lease
             )
         except Exception as exc:
+            self._renew_failed = True
             logger.error(
                 "store renew failed for %d leases; trying again in %gs",
                 len(running),
@@ -1179,10 +1229,18 @@ class Worker:
                 extra={"store_call": "renew"},
             )
             return
+        finally:
+            self._renewing = False
+        self._renew_failed = False
+        until = now + self._lease
         for attempt, ok in zip(running, owned, strict=True):
+            if ok:
+                attempt.lease_until = until
+                if attempt.scope is not None:
+                    attempt.scope.deadline = math.inf
             # An attempt with an outcome may have been settled while the
             # renewal was on its way: the settle, not this, tells if it lost.
-            if not ok and not attempt.lost and attempt.outcome is None:
+            elif not attempt.lost and attempt.outcome is None:
                 attempt.lost = True
                 self._counters.lost += 1
                 logger.warning(
@@ -1194,6 +1252,26 @@ class Worker:
                     extra=_log_fields(attempt.job),
                 )
                 attempt.stop()
+
+    def _arm_fence(self, attempt: _Attempt) -> None:
+        """Stop the attempt's handler a margin before its lease ends."""
+        if attempt.scope is not None:
+            fence = self._trio_time(attempt.lease_until - self._margin)
+            attempt.scope.deadline = fence
+
+    def _fenced(self, attempt: _Attempt) -> None:
+        attempt.fenced = True
+        self._counters.fenced += 1
+        job = attempt.job
+        logger.warning(
+            "job %d (%s) attempt %d: its lease could not be renewed and ends in "
+            "%gs; stopped it, so that no other worker runs it at the same time",
+            job.id,
+            job.task,
+            job.attempts,
+            self._margin,
+            extra=_log_fields(job, event="fenced"),
+        )
 
     async def _reap(self) -> None:
         now = self._queue.clock()
@@ -1376,6 +1454,13 @@ async def run_worker(
     - holds each running job's lease for ``lease`` seconds and renews all of
       them in one call every ``lease / 3``; at the same pace reaps leases
       that ran out elsewhere (a crashed attempt counts as an attempt);
+    - fences itself: when renewals keep failing (the store unreachable, a
+      network cut), it cancels a job's handler ``lease / 6`` before the
+      lease ends and records a failed attempt, retried after the task's
+      backoff (whatever its ``retry_on``) or DEAD if it was the last, as an
+      expired lease counts; so no two workers ever run the job at the same
+      time, as long as the hosts' clocks agree within that margin (a
+      handler running in a thread cannot be stopped: it is abandoned);
     - sleeps until the next job is due, at most ``poll_interval``, and wakes
       at once when this process enqueues a job;
     - logs store errors and retries them with backoff; they never stop it,
