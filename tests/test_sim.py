@@ -383,8 +383,8 @@ class SlowFirstAttempt(Fault):
             await trio.sleep(5)
 
 
-def test_an_expiry_takes_its_cause_from_before_the_lease_was_lost() -> None:
-    """What the attempt did after its lease ended is not why the lease ended."""
+def test_a_fenced_attempt_takes_its_cause_from_before_it_was_stopped() -> None:
+    """An attempt whose lease cannot be renewed is stopped, and its cause kept."""
     trace = Simulation(
         0,
         workload=Burst(1),
@@ -397,22 +397,20 @@ def test_an_expiry_takes_its_cause_from_before_the_lease_was_lost() -> None:
             StoreErrors(1.0, operations={"renew"}),
         ),
     ).run()
-    # The renewals fail, so the lease taken at 0 ends at 3 and the sweep
-    # every lease/3 = 1 s reaps it at 4, while the attempt is still slow;
-    # its transient error at 5 comes too late to be recorded. The one slot
-    # is busy until then, so the second attempt starts at 5.
+    # The renewals at 1 and 2 fail, so the lease taken at 0 would end at 3:
+    # the worker stops the still slow attempt half a second before (lease/6)
+    # and records it as failed, retried after the 1 s backoff; no other
+    # worker ever reaps it. The second attempt fails for good at once.
     assert rows(trace, "time", "kind", "attempt", "cause") == [
         (0.0, "enqueued", 0, None),
         (0.0, "started", 1, None),
         (1.0, "store_error", None, None),
         (2.0, "store_error", None, None),
-        (3.0, "store_error", None, None),
-        (4.0, "expired", 1, "slow"),
-        (4.0, "store_error", None, None),
-        (5.0, "started", 2, None),
-        (5.0, "dead", 2, "transient"),
-        (5.0, "store_error", None, None),
+        (2.5, "retried", 1, "slow"),
+        (3.5, "started", 2, None),
+        (3.5, "dead", 2, "transient"),
     ]
+    assert trace.violations() == []
 
 
 def test_a_poison_job_that_always_crashes_its_worker_ends_dead() -> None:

@@ -8,6 +8,9 @@
   outbox of sent e-mails), kept apart from jobkit's tables.
 - :mod:`jobkit.examples.timeline`: reads the example's structured log lines
   back into a timeline of its lifecycle steps, and charts the shutdown.
+- :mod:`jobkit.examples.hosts`: worker hosts on one PostgreSQL database, a
+  network link between one of them and the server that can be cut, and a
+  chart of which host ran which job when (chapter 9 of the book).
 
-The examples need the ``web`` extra: ``pip install 'jobkit[web]'``.
+The web app and its helpers need the ``web`` extra: ``pip install 'jobkit[web]'``.
 """

@@ -42,6 +42,9 @@ class _WorkerState:
     _idle: list[_Slot]
     _counters: _Counters
     _poked: trio.Event | None
+    _margin: float
+    _renewing: bool
+    _renew_failed: bool
     _slot_free: bool
     _waiting: trio.CancelScope | None
     _claiming: trio.CancelScope
@@ -59,4 +62,10 @@ class _WorkerState:
         raise NotImplementedError
 
     def _start(self, nursery: trio.Nursery, job: Job) -> None:
+        raise NotImplementedError
+
+    def _arm_fence(self, attempt: _Attempt) -> None:
+        raise NotImplementedError
+
+    def _fenced(self, attempt: _Attempt) -> None:
         raise NotImplementedError

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
+import math
 from contextvars import ContextVar
 from typing import Any
 
@@ -25,6 +26,7 @@ from ..core.retry import Permanent, RetryLater
 from ..observe.logs import log_job_event, logs_job_event
 from ..queue.facade import Task
 from .base import _WorkerState
+from .leases import FENCED_ERROR
 from .state import _Attempt, _log_fields, _Slot
 from .tracebacks import describe_error
 
@@ -88,6 +90,8 @@ class _Slots(_WorkerState):
 
     def _start(self, nursery: trio.Nursery, job: Job) -> None:
         attempt = _Attempt(job)
+        if job.lease_until is not None:
+            attempt.lease_until = job.lease_until
         self._running[job.id] = attempt
         self._counters.claimed += 1
         if not self._idle:
@@ -133,6 +137,16 @@ class _Slots(_WorkerState):
         job = attempt.job
         if attempt.lost:
             attempt.outcome = None
+        elif cancelled and not attempt.stopped:
+            # Only the slot's deadline cancels without a stop: the lease could
+            # not be renewed in time. As for an expired lease, the attempt
+            # counts, so that a job whose worker can never renew it ends DEAD
+            # rather than loop; it is retried after the task's backoff,
+            # whatever its retry_on.
+            self._fenced(attempt)
+            task = self._queue.tasks.get(job.task)
+            failure = await self._failure(job, task, RetryLater())
+            attempt.outcome = attrs.evolve(failure, error=FENCED_ERROR)
         elif cancelled:
             attempt.outcome = Release(job.id, job.attempts)
         elif error is not None:
@@ -211,6 +225,8 @@ class _Slots(_WorkerState):
         attempt.scope = scope
         if attempt.stopped:
             scope.cancel()
+        if self._renewing or self._renew_failed:
+            self._arm_fence(attempt)
         try:
             if task is None:
                 known = ", ".join(sorted(self._queue.tasks)) or "none"
@@ -234,6 +250,8 @@ class _Slots(_WorkerState):
             return exc, None
         finally:
             attempt.scope = None
+            if scope.deadline != math.inf:
+                scope.deadline = math.inf
         return None, result
 
     async def _invoke(self, task: Task[Any, Any], job: Job) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import attrs
 import trio
 
@@ -21,7 +23,8 @@ class WorkerStatistics:
     then either ``retried`` or ``dead`` (unless its lease was lost).
     ``released`` counts attempts handed back unfinished at shutdown, and
     ``lost`` those whose lease another worker had already reaped, so their
-    outcome was discarded.
+    outcome was discarded. ``fenced`` counts attempts stopped because their
+    leases could not be renewed in time (each is also a failed attempt).
 
     Example::
 
@@ -39,6 +42,7 @@ class WorkerStatistics:
     dead: int
     released: int
     lost: int
+    fenced: int = 0
 
 
 @attrs.define
@@ -50,6 +54,7 @@ class _Counters:
     dead: int = 0
     released: int = 0
     lost: int = 0
+    fenced: int = 0
 
 
 @attrs.define(eq=False)
@@ -64,6 +69,10 @@ class _Attempt:
     """Another worker reaped the lease: the result must not be reported."""
     stopped: bool = False
     """Asked to stop: its lease was lost, or the shutdown grace ran out."""
+    lease_until: float = math.inf
+    """When its lease ends, as far as this worker knows (the queue's clock)."""
+    fenced: bool = False
+    """Stopped because its lease could not be renewed before it ran out."""
     scope: trio.CancelScope | None = None
     """Its slot's cancel scope, while the handler runs."""
 

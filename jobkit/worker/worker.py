@@ -14,7 +14,10 @@ One :class:`Worker` is a handful of small trio tasks that share its state
   finished meanwhile in one store call;
 - the *maintainer* (:mod:`.leases`) renews the leases of running attempts in
   one call, and reaps leases that ran out (a crashed worker's jobs), every
-  ``lease / 3``;
+  ``lease / 3``; while a renewal is on its way or after one failed, each
+  handler runs under a deadline a margin before its lease ends, lifted when
+  a renewal lands: when renewals keep failing, the handler stops before
+  another worker may reap the job and run it;
 - the *scheduler* (:mod:`.schedules`) enqueues the due slots of schedules;
 - :mod:`.shutdown` stops claiming, drains within the grace and hands back
   the rest; every store call retries through :mod:`.storecalls`.
@@ -37,7 +40,7 @@ from .._checks import seconds
 from ..queue.facade import Queue
 from ..runtime.token import CancellationToken
 from .claims import _Claims
-from .leases import _Leases
+from .leases import FENCE_MARGIN, _Leases
 from .schedules import _Schedules
 from .settle import _Settler
 from .shutdown import _Shutdown
@@ -137,6 +140,11 @@ class Worker(_Claims, _Slots, _Leases, _Schedules, _Shutdown):
         self._idle: list[_Slot] = []
         self._counters = _Counters()
         self._poked: trio.Event | None = None
+        self._margin = self._lease * FENCE_MARGIN
+        # The fence: while a renewal is on its way or after one failed, each
+        # handler runs under a deadline a margin before its lease ends.
+        self._renewing = False
+        self._renew_failed = False
         self._slot_free = False  # the claim loop waits with a slot free
         self._waiting: trio.CancelScope | None = None  # ... until this deadline
         self._claiming = trio.CancelScope()  # the claim loop, and its store calls
@@ -301,6 +309,13 @@ async def run_worker(
     - holds each running job's lease for ``lease`` seconds and renews all of
       them in one call every ``lease / 3``; at the same pace reaps leases
       that ran out elsewhere (a crashed attempt counts as an attempt);
+    - fences itself: when renewals keep failing (the store unreachable, a
+      network cut), it cancels a job's handler ``lease / 6`` before the
+      lease ends and records a failed attempt, retried after the task's
+      backoff (whatever its ``retry_on``) or DEAD if it was the last, as an
+      expired lease counts; so no two workers ever run the job at the same
+      time, as long as the hosts' clocks agree within that margin (a
+      handler running in a thread cannot be stopped: it is abandoned);
     - sleeps until the next job is due, at most ``poll_interval``, and wakes
       at once when this process enqueues a job;
     - logs store errors and retries them with backoff; they never stop it,
