@@ -40,8 +40,8 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typing(session: nox.Session) -> None:
     """Type-check the package with mypy in strict mode."""
-    # croniter ships no type information of its own.
-    session.install("-e", ".[test]", "mypy", "types-croniter")
+    # croniter and tqdm ship no type information of their own.
+    session.install("-e", ".[test]", "mypy", "types-croniter", "types-tqdm")
     session.run("mypy")
 
 

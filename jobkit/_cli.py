@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import re
 import sqlite3
 import sys
 import time
@@ -56,8 +57,8 @@ T = TypeVar("T")
 DB_ENV = "JOBKIT_DB"
 """The environment variable that ``--db`` defaults to."""
 
-PROGRESS_EVERY = 500
-"""Long operations report progress on stderr after every this many jobs."""
+APP_ENV = "JOBKIT_APP"
+"""The environment variable that ``--app`` defaults to."""
 
 
 class CLIError(Exception):
@@ -119,6 +120,11 @@ def db_path(args: argparse.Namespace) -> str:
     if not path:
         raise CLIError(f"no database given: pass --db PATH or set {DB_ENV}")
     return path
+
+
+def app_spec(args: argparse.Namespace) -> str | None:
+    """Return ``--app``, or ``$JOBKIT_APP``, or None when neither is given."""
+    return args.app or os.environ.get(APP_ENV) or None
 
 
 def open_store(path: str, *, create: bool) -> SQLiteStore:
@@ -254,25 +260,19 @@ def job_to_json(job: Job) -> dict[str, JSON]:
     }
 
 
-class Progress:
-    """Report ``done/total`` on stderr every :data:`PROGRESS_EVERY` items."""
+def progress_bar(items: Sequence[T], verb: str) -> Iterable[T]:
+    """Iterate ``items`` under a tqdm bar on stderr when a person watches it.
 
-    def __init__(self, verb: str, total: int, *, every: int = PROGRESS_EVERY) -> None:
-        self.verb = verb
-        self.total = total
-        self.every = every
-        self.done = 0
-        self.started = time.monotonic()
-
-    def step(self) -> None:
-        self.done += 1
-        if self.done % self.every == 0 and self.done < self.total:
-            rate = self.done / max(1e-9, time.monotonic() - self.started)
-            print(
-                f"jobkit: {self.verb} {self.done}/{self.total} ({rate:.0f}/s)",
-                file=sys.stderr,
-                flush=True,
-            )
+    Only on a terminal, and only with tqdm installed (the ``progress``
+    extra); a log file or a pipe gets no bar.
+    """
+    if not sys.stderr.isatty():
+        return items
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, desc=verb, unit="job", leave=False, file=sys.stderr)
 
 
 # -- argument types ----------------------------------------------------------------
@@ -335,13 +335,30 @@ def _job_id(text: str) -> int:
     return _whole_number(text, 1, "job ids start at 1", expected="a job id is a number")
 
 
-def _seconds(text: str) -> float:
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"([0-9.]+(?:e[+-]?[0-9]+)?)(ms|s|m|h|d)?", re.IGNORECASE)
+
+
+def duration(text: str) -> float:
+    """Seconds from ``30``, ``1.5``, ``500ms``, ``90s``, ``10m``, ``12h`` or ``7d``."""
+    match = _DURATION.fullmatch(text.strip())
     try:
-        value = float(text)
+        if match is None:
+            raise ValueError
+        value = float(match[1]) * _UNITS[(match[2] or "s").lower()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 seconds, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected seconds or a duration such as 90s, 10m, 12h or 7d, got {text!r}"
+        ) from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite duration, got {text!r}")
+    return value
+
+
+def _positive_duration(text: str) -> float:
+    value = duration(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text!r}")
     return value
 
 
@@ -360,17 +377,34 @@ def _limit(text: str) -> int | None:
     return None if value == 0 else value
 
 
-def _db_options() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument(
+def add_global_options(
+    parser: argparse.ArgumentParser, *, top: bool, app: bool = True
+) -> None:
+    """Add --db, --json and (if ``app``) --app, which go before or after a command.
+
+    A command's copies default to SUPPRESS, so that a value given before the
+    command is kept when none is given after it.
+    """
+    unset = None if top else argparse.SUPPRESS
+    parser.add_argument(
         "--db",
         metavar="PATH",
+        default=unset,
         help=f"the SQLite database file (default: ${DB_ENV})",
     )
-    parent.add_argument(
-        "--json", action="store_true", help="print JSON instead of a table"
+    if app:
+        parser.add_argument(
+            "--app",
+            metavar="APP",
+            default=unset,
+            help=f"module:attribute naming a Queue (default: ${APP_ENV})",
+        )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="print JSON (worker: log one JSON object per line)",
     )
-    return parent
 
 
 Subparsers = Any  # argparse's _SubParsersAction is private
@@ -385,15 +419,17 @@ def _add(
     *,
     epilog: str | None = None,
     db: bool = True,
+    app: bool = False,
 ) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(
         name,
         help=summary,
         description=description,
         epilog=epilog,
-        parents=[_db_options()] if db else [],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    if db:
+        add_global_options(parser, top=False, app=app)
     parser.set_defaults(handler=handler)
     return parser
 
@@ -412,15 +448,23 @@ def add_worker(commands: Subparsers) -> None:
         "--grace seconds to finish, the rest are released for another worker.\n"
         "A second Ctrl-C stops at once. With --until-empty it also stops by\n"
         "itself once nothing of its queues is queued (due now or later) or\n"
-        "running: a batch run from cron or a script.",
+        "running: a batch run from cron or a script. APP may be given as\n"
+        f"--app or ${APP_ENV} instead.",
         cmd_worker,
         epilog=(
             "examples:\n"
             "  jobkit worker myapp.jobs:queue --db jobs.db --concurrency 8\n"
-            "  jobkit worker myapp.jobs:queue --db jobs.db --until-empty"
+            "  jobkit worker myapp.jobs:queue --db jobs.db --until-empty\n"
+            "  JOBKIT_APP=myapp.jobs:queue JOBKIT_DB=jobs.db jobkit worker --json"
         ),
+        app=True,
     )
-    parser.add_argument("app", metavar="APP", help="module:attribute naming a Queue")
+    parser.add_argument(
+        "app_argument",
+        nargs="?",
+        metavar="APP",
+        help="module:attribute naming a Queue (or --app)",
+    )
     parser.add_argument(
         "--concurrency",
         type=_positive_int,
@@ -438,21 +482,21 @@ def add_worker(commands: Subparsers) -> None:
     )
     parser.add_argument(
         "--lease",
-        type=_seconds,
+        type=_positive_duration,
         default=30.0,
         metavar="SECONDS",
         help="lease length, renewed every third of it (default 30)",
     )
     parser.add_argument(
         "--poll-interval",
-        type=_seconds,
+        type=_positive_duration,
         default=1.0,
         metavar="SECONDS",
         help="how often to look for jobs enqueued elsewhere (default 1)",
     )
     parser.add_argument(
         "--grace",
-        type=_seconds,
+        type=duration,
         default=10.0,
         metavar="SECONDS",
         help="time running jobs get to finish at shutdown (default 10)",
@@ -465,8 +509,8 @@ def add_worker(commands: Subparsers) -> None:
     parser.add_argument(
         "--log-format",
         choices=["text", "json"],
-        default="text",
-        help="log lines as text or as one JSON object each (default text)",
+        help="log lines as text or as one JSON object each (default text; "
+        "--json: json)",
     )
     parser.add_argument(
         "--log-level",
@@ -491,16 +535,30 @@ def _configure_logging(fmt: str, level: str) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    spec = app_spec(args)
+    if args.app_argument and args.app and args.app_argument != args.app:
+        raise CLIError(f"APP given twice: {args.app_argument!r} and --app {args.app!r}")
+    spec = args.app_argument or spec
+    if spec is None:
+        raise CLIError(f"no APP given: pass module:attribute, --app or set {APP_ENV}")
     # Import the application before touching the database: a wrong APP must
     # not leave a new, empty database behind.
-    queue = load_app(args.app)
-    if args.lease <= 0 or args.poll_interval <= 0:
-        raise CLIError("--lease and --poll-interval must be > 0 seconds")
+    queue = load_app(spec)
     if not (args.db or os.environ.get(DB_ENV)) and queue.has_store:
         store: Store = queue.store  # the application chose its own store
     else:
         store = queue.store = open_store(db_path(args), create=True)
-    _configure_logging(args.log_format, args.log_level)
+    log_format = args.log_format or ("json" if args.json else "text")
+    _configure_logging(log_format, args.log_level)
+    where = getattr(store, "path", None) or type(store).__name__
+    tasks = ", ".join(sorted(queue.tasks)) or "none"
+    logging.getLogger("jobkit.cli").info(
+        "serving %s on %s: tasks %s",
+        spec,
+        where,
+        tasks,
+        extra={"app": spec, "database": where, "tasks": sorted(queue.tasks)},
+    )
 
     from ._token import CancellationToken, cancel_on_signals
     from ._worker import run_worker
@@ -547,9 +605,10 @@ def add_enqueue(commands: Subparsers) -> None:
         epilog=(
             "examples:\n"
             '  jobkit enqueue send_email \'{"to": "ada@example.com"}\' --db jobs.db\n'
-            "  jobkit enqueue resize --arg path=a.png --arg width=64 --delay 60 \\\n"
+            "  jobkit enqueue resize --arg path=a.png --arg width=64 --delay 10m \\\n"
             "      --app myapp.jobs:queue --db jobs.db"
         ),
+        app=True,
     )
     parser.add_argument(
         "task", type=_name, metavar="TASK", help="the task's registered name"
@@ -565,7 +624,6 @@ def add_enqueue(commands: Subparsers) -> None:
         metavar="KEY=VALUE",
         help="one argument; VALUE is read as JSON, else as a string",
     )
-    parser.add_argument("--app", metavar="APP", help="module:attribute naming a Queue")
     parser.add_argument(
         "--queue", type=_name, metavar="Q", help="the queue to put it on"
     )
@@ -573,7 +631,7 @@ def add_enqueue(commands: Subparsers) -> None:
         "--priority", type=_priority, metavar="N", help="higher runs first"
     )
     parser.add_argument(
-        "--delay", type=_seconds, metavar="SECONDS", help="run no sooner than this"
+        "--delay", type=duration, metavar="SECONDS", help="run no sooner than this"
     )
     parser.add_argument(
         "--max-attempts", type=_positive_int, metavar="N", help="attempts allowed"
@@ -633,10 +691,11 @@ def _payload(args: argparse.Namespace) -> dict[str, JSON]:
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
     payload = _payload(args)
-    queue = load_app(args.app) if args.app else None
+    spec = app_spec(args)
+    queue = load_app(spec) if spec else None
     if queue is not None and args.task not in queue.tasks:
         known = ", ".join(sorted(queue.tasks)) or "none"
-        raise CLIError(f"no task {args.task!r} on {args.app}; its tasks: {known}")
+        raise CLIError(f"no task {args.task!r} on {spec}; its tasks: {known}")
 
     async def body(store: SQLiteStore) -> int:
         if queue is not None:
@@ -721,11 +780,27 @@ def _jobs_table(jobs: Sequence[Job]) -> str:
     return render_table(headers, rows, right="id,attempts")
 
 
-def cmd_jobs(args: argparse.Namespace) -> int:
+def list_jobs(args: argparse.Namespace, state: JobState | None) -> list[Job]:
+    """Return the jobs a listing shows; say on stderr when --limit left some out."""
+    limit: int | None = args.limit
+
     async def body(store: SQLiteStore) -> list[Job]:
-        return await store.list(state=args.state, queue=args.queue, limit=args.limit)
+        # One more than shown tells whether there are more.
+        more = None if limit is None else min(limit + 1, INT64_MAX)
+        return await store.list(state=state, queue=args.queue, limit=more)
 
     jobs = run_with_store(args, body)
+    if limit is not None and len(jobs) > limit:
+        del jobs[limit:]
+        print(
+            f"jobkit: showing the first {limit} jobs; more match (--limit 0 shows all)",
+            file=sys.stderr,
+        )
+    return jobs
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    jobs = list_jobs(args, args.state)
     if args.json:
         print_json([job_to_json(job) for job in jobs])
     elif jobs:
@@ -825,13 +900,13 @@ def add_wait(commands: Subparsers) -> None:
     parser.add_argument("id", type=_job_id, metavar="ID", help="the job's id")
     parser.add_argument(
         "--timeout",
-        type=_seconds,
+        type=duration,
         metavar="SECONDS",
         help="give up after this long (default: wait as long as it takes)",
     )
     parser.add_argument(
         "--poll-interval",
-        type=_seconds,
+        type=_positive_duration,
         default=0.5,
         metavar="SECONDS",
         help="how often to look (default 0.5)",
@@ -839,9 +914,6 @@ def add_wait(commands: Subparsers) -> None:
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    if args.poll_interval <= 0:
-        raise CLIError("--poll-interval must be > 0 seconds")
-
     async def body(store: SQLiteStore) -> Job:
         queue = Queue(store)
         with trio.move_on_after(math.inf if args.timeout is None else args.timeout):
@@ -876,10 +948,7 @@ def add_dead(commands: Subparsers) -> None:
 
 
 def cmd_dead(args: argparse.Namespace) -> int:
-    async def body(store: SQLiteStore) -> list[Job]:
-        return await store.list(state=JobState.DEAD, queue=args.queue, limit=args.limit)
-
-    jobs = run_with_store(args, body)
+    jobs = list_jobs(args, JobState.DEAD)
     if args.json:
         print_json([job_to_json(job) for job in jobs])
         return 0
@@ -891,7 +960,7 @@ def cmd_dead(args: argparse.Namespace) -> int:
             job.id,
             job.task,
             job.queue,
-            job.attempts,
+            f"{job.attempts}/{job.max_attempts}",
             when(job.updated_at),
             clip(job.last_error, 60),
         ]
@@ -946,7 +1015,10 @@ def add_discard(commands: Subparsers) -> None:
     _ids_or_all(parser, all_dead=False)
 
 
-async def _dead_jobs(store: SQLiteStore, ids: Sequence[int]) -> list[int]:
+async def _jobs_in(
+    store: SQLiteStore, ids: Sequence[int], state: JobState
+) -> list[int]:
+    """Return ``ids`` without repeats if every one is in ``state``, else refuse."""
     problems = []
     for job_id in dict.fromkeys(ids):
         try:
@@ -954,15 +1026,17 @@ async def _dead_jobs(store: SQLiteStore, ids: Sequence[int]) -> list[int]:
         except JobNotFound:
             problems.append(f"no job with id {job_id}")
             continue
-        if job.state is not JobState.DEAD:
-            problems.append(f"job {job_id} is {job.state.value}, not dead")
+        if job.state is not state:
+            problems.append(f"job {job_id} is {job.state.value}, not {state.value}")
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise CLIError("; ".join(problems[:3]) + more + "; nothing was changed")
     return list(dict.fromkeys(ids))
 
 
-def _operate(args: argparse.Namespace, verb: str, past: str) -> int:
+def _operate(
+    args: argparse.Namespace, verb: str, past: str, state: JobState = JobState.DEAD
+) -> int:
     every = getattr(args, "all_dead", False)
     if every and args.ids:
         raise CLIError("give job ids or --all-dead, not both")
@@ -979,12 +1053,10 @@ def _operate(args: argparse.Namespace, verb: str, past: str) -> int:
             jobs = await store.list(state=JobState.DEAD, queue=args.queue, limit=None)
             ids = [job.id for job in jobs]
         else:
-            ids = await _dead_jobs(store, args.ids)
-        queue = Queue(store)
-        action = queue.requeue if verb == "requeue" else queue.discard
-        progress = Progress(past, len(ids))
+            ids = await _jobs_in(store, args.ids, state)
+        action = getattr(Queue(store), verb)
         changed = []
-        for job_id in ids:
+        for job_id in progress_bar(ids, verb):
             try:
                 await action(job_id)
             except TransitionError as exc:
@@ -992,7 +1064,6 @@ def _operate(args: argparse.Namespace, verb: str, past: str) -> int:
                 print(f"jobkit: skipped: {exc}", file=sys.stderr)
             else:
                 changed.append(job_id)
-            progress.step()
         return changed
 
     changed = run_with_store(args, body)
@@ -1010,6 +1081,25 @@ def cmd_requeue(args: argparse.Namespace) -> int:
 
 def cmd_discard(args: argparse.Namespace) -> int:
     return _operate(args, "discard", "discarded")
+
+
+def add_cancel(commands: Subparsers) -> None:
+    parser = _add(
+        commands,
+        "cancel",
+        "cancel jobs that have not started",
+        "Move queued jobs to cancelled: no worker will run them. A running job\n"
+        "cannot be cancelled this way (its handler decides how to stop). Every\n"
+        "ID is checked first: if one is unknown or not queued, nothing is\n"
+        "changed.",
+        cmd_cancel,
+        epilog="example:\n  jobkit cancel 17 18 --db jobs.db",
+    )
+    _ids_or_all(parser, all_dead=False)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    return _operate(args, "cancel", "cancelled", JobState.QUEUED)
 
 
 # -- stats, metrics --------------------------------------------------------------------
@@ -1047,22 +1137,6 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _age(text: str) -> float:
-    number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
-    try:
-        value = float(number) * _UNITS[unit]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected an age such as 3600, 90m, 12h or 7d, got {text!r}"
-        ) from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be an age >= 0, got {text!r}")
-    return value
-
-
 def add_purge(commands: Subparsers) -> None:
     parser = _add(
         commands,
@@ -1078,10 +1152,10 @@ def add_purge(commands: Subparsers) -> None:
     )
     parser.add_argument(
         "--older-than",
-        type=_age,
+        type=duration,
         required=True,
         metavar="AGE",
-        help="seconds, or a number with s, m, h or d (7d: a week)",
+        help="seconds, or a number with ms, s, m, h or d (7d: a week)",
     )
 
 
@@ -1178,6 +1252,7 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
     add_dead,
     add_requeue,
     add_discard,
+    add_cancel,
     add_stats,
     add_purge,
     add_metrics,
@@ -1206,7 +1281,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"jobkit: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except BrokenPipeError:
-        # ``jobkit jobs | head``: the reader left; not an error worth a trace.
+        # ``jobkit jobs | head``: the reader has all it wanted. Exit quietly
+        # and with 0, as Unix tools do; the null device takes what Python
+        # still flushes at exit.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return 1
+        return 0
