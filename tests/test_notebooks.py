@@ -14,6 +14,7 @@ NOTEBOOKS = _book.notebook_paths()
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a chapter's simulations take minutes on a busy host
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_executes(path: Path) -> None:
     """The notebook runs without error in a fresh kernel."""
