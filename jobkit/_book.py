@@ -2,6 +2,18 @@
 
 Used by the test suite (every notebook must run top to bottom in a fresh
 kernel) and by ``nox -s chapters``. Run as ``python -m jobkit._book render``.
+
+Two kinds of cell get special treatment on the page:
+
+- a code cell whose source is hidden (``"jupyter": {"source_hidden": true}``
+  in its metadata, how JupyterLab folds a cell) is a worked answer: the
+  chapter shows it, with its output, inside a folded ``<details>`` block;
+- a code cell tagged ``check`` asserts that the figures the prose quotes
+  are the ones the cells computed; the tests run it, the page leaves it out.
+
+Outputs are cleaned of machine detail on the way: tracebacks are shortened
+as :func:`jobkit.notebook.short_traceback` does, and the checkout's and the
+temporary folders' paths are dropped.
 """
 
 from __future__ import annotations
@@ -57,6 +69,61 @@ def title_of(nb: Any, fallback: str) -> str:
     return fallback
 
 
+ANSWER_SUMMARY = "The experiment: code and output (click to unfold)"
+# The notebooks keep their databases and logs in tempfile.mkdtemp folders.
+_TEMP_DIR = re.compile(r"(?:/private)?/(?:tmp|var/folders/\S+?/T)/jobkit-[\w-]+/")
+
+
+def is_answer(cell: Any) -> bool:
+    """Whether ``cell`` is a worked answer: a code cell with its source hidden."""
+    meta = cell.get("metadata", {})
+    hidden = meta.get("jupyter", {}).get("source_hidden")
+    return bool(cell.cell_type == "code" and hidden and not is_check(cell))
+
+
+def is_check(cell: Any) -> bool:
+    """Whether ``cell`` checks the prose's figures (tagged ``check``)."""
+    return "check" in cell.get("metadata", {}).get("tags", [])
+
+
+def clean_text(text: str) -> str:
+    """Return output text without machine paths and with short tracebacks."""
+    from jobkit.notebook import short_traceback
+
+    text = short_traceback(text)
+    text = _TEMP_DIR.sub("", text)
+    return text.replace(str(ROOT) + "/", "")
+
+
+def for_the_page(nb: Any) -> Any:
+    """Return a copy of the executed ``nb`` arranged for reading on a page."""
+    import copy
+
+    import nbformat
+
+    page = copy.deepcopy(nb)
+    cells = []
+    for cell in page.cells:
+        if is_check(cell):
+            continue
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream":
+                output["text"] = clean_text(output["text"])
+            elif output.get("output_type") == "error":
+                output["traceback"] = [clean_text(t) for t in output["traceback"]]
+            elif "text/plain" in output.get("data", {}):
+                output["data"]["text/plain"] = clean_text(output["data"]["text/plain"])
+        if is_answer(cell):
+            summary = f"<details>\n<summary>{ANSWER_SUMMARY}</summary>\n"
+            cells.append(nbformat.v4.new_markdown_cell(summary))  # type: ignore[no-untyped-call]
+            cells.append(cell)
+            cells.append(nbformat.v4.new_markdown_cell("</details>"))  # type: ignore[no-untyped-call]
+        else:
+            cells.append(cell)
+    page.cells = cells
+    return page
+
+
 def render(paths: list[Path] | None = None) -> list[Path]:
     """Execute each notebook and write it as Markdown with figures into chapters/."""
     from nbconvert import MarkdownExporter
@@ -65,7 +132,7 @@ def render(paths: list[Path] | None = None) -> list[Path]:
     written = []
     index = ["# jobkit: the book", "", "Rendered, executed chapters.", ""]
     for path in paths or notebook_paths():
-        nb = execute(path)
+        nb = for_the_page(execute(path))
         stem = path.stem
         exporter = MarkdownExporter()  # type: ignore[no-untyped-call]
         body, resources = exporter.from_notebook_node(

@@ -3,11 +3,14 @@
 It runs a durable queue on a real SQLite file (with a restart that loses
 nothing, retries and a dead letter), the runtime in virtual time, and a
 retry storm in the fault-injection laboratory, then says where the book is.
+The database is left in place, and the tour ends with the ``jobkit``
+commands that look into it.
 """
 
 from __future__ import annotations
 
 import logging
+import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -56,7 +59,7 @@ async def _drain(queue: jobkit.Queue, *, concurrency: int) -> float:
     return time.perf_counter() - started
 
 
-async def _durable_queue(folder: Path) -> None:
+async def _durable_queue(folder: Path) -> int:
     path = folder / "jobs.db"
     _section("A durable queue on SQLite")
     producer = _build_queue(path)
@@ -77,15 +80,20 @@ async def _durable_queue(folder: Path) -> None:
     )
     charge = await worker_side.get(ids[-2])
     print(f"'charge' needed {charge.attempts} attempts and returned {charge.result!r}")
+    await _history(worker_side, charge.id)
     [dead] = await worker_side.dead()
     reason = (dead.last_error or "").splitlines()[0]
     print(f"dead letter: job {dead.id} ({dead.task}): {reason}")
-    await worker_side.discard(dead.id)
-    print(f"discarded job {dead.id}; the file keeps its history of events:")
-    for _, event in await worker_side.events(job_id=charge.id):
+    print(f"it stays in the file, for a person to requeue or discard; job {dead.id}:")
+    await _history(worker_side, dead.id)
+    await worker_side.store.aclose()
+    return dead.id
+
+
+async def _history(queue: jobkit.Queue, job_id: int) -> None:
+    for _, event in await queue.events(job_id=job_id):
         error = f"  ({event.error.splitlines()[0]})" if event.error else ""
         print(f"   attempt {event.attempt}: {event.kind.value}{error}")
-    await worker_side.store.aclose()
 
 
 async def _runtime() -> str:
@@ -95,12 +103,22 @@ async def _runtime() -> str:
             js.spawn(trio.sleep, seconds, name=f"sleep {seconds}s")
         while (result := await js.join_next()) is not None:
             lines.append(f"   t={trio.current_time():.0f}s  {result.name} finished")
+    # The ticker starts where the join set ended, t=4 s: the first tick is
+    # due at once, then every 5 s on that grid.
+    start = trio.current_time()
     ticker = jobkit.interval(5.0, missed_tick_behavior=jobkit.MissedTickBehavior.SKIP)
     ticks = []
     for _ in range(4):
         ticks.append(await ticker.tick())
         if len(ticks) == 2:
             await trio.sleep(12)  # a clean-up run that overruns two periods
+    lines.append(
+        f"an interval of 5 s with SKIP, created at t={start:g} s (where the join set"
+    )
+    lines.append(
+        "ended), so its grid is 4, 9, 14, 19, 24 s; the run after the tick at 9 s"
+    )
+    lines.append("takes 12 s, so the tick due at 14 s comes late and 19 s is skipped:")
     lines.append(f"   SKIP ticks after a 12 s overrun: {ticks}")
     return "\n".join(lines)
 
@@ -130,11 +148,27 @@ def _retry_storm() -> None:
         )
 
 
+def _next_steps(db: Path, dead_id: int) -> None:
+    _section("Your turn")
+    print("The queue's database is still there. Look into it with:")
+    where = shlex.quote(str(db))
+    for command, what in (
+        ("stats", "jobs per queue and state"),
+        ("jobs", "every job"),
+        ("dead", "the dead letter, with its error"),
+        (f"show {dead_id}", "one job, with its traceback and history"),
+        ("metrics", "the counters, in Prometheus's text format"),
+    ):
+        print(f"   jobkit {command} --db {where}".ljust(60) + f"# {what}")
+    print(f"and delete it with: rm -r {shlex.quote(str(db.parent))}")
+
+
 def main() -> int:
     """Run the tour and return the process exit status."""
     logging.getLogger("jobkit").setLevel(logging.CRITICAL)
-    with tempfile.TemporaryDirectory(prefix="jobkit-demo-") as folder:
-        trio.run(_durable_queue, Path(folder))
+    # Kept on purpose, for the commands printed at the end.
+    folder = Path(tempfile.mkdtemp(prefix="jobkit-demo-"))
+    dead_id = trio.run(_durable_queue, folder)
     _section("The structured runtime (virtual time)")
     print("a join set with limit=2 runs sleeps of 3, 1, 2, 1 s:")
     print(testing.run_virtual(_runtime))
@@ -142,4 +176,5 @@ def main() -> int:
     _section("The book")
     print("chapter 7 charts the storm above; every chapter, executed, is in")
     print(f"{CHAPTERS} (render them again with: nox -s chapters)")
+    _next_steps(folder / "jobs.db", dead_id)
     return 0

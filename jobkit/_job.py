@@ -17,6 +17,8 @@ from typing import Any, TypeAlias
 
 import attrs
 
+from . import _html
+
 JSON: TypeAlias = Any
 """A value that survives ``json.dumps``/``json.loads`` unchanged."""
 
@@ -98,6 +100,11 @@ class Job:
         ...           created_at=0.0, updated_at=0.0)
         >>> job.state.value, job.attempts
         ('queued', 0)
+        >>> job
+        <Job 1 send_email on 'default': queued, 0/5 attempts, due t=0s>
+
+    In a notebook a job shows as a table of its fields; times on an epoch
+    clock show as UTC dates, and the last error as its first line.
     """
 
     id: int
@@ -119,6 +126,46 @@ class Job:
     unique_key: str | None = None
     last_error: str | None = None
     result: JSON = None
+
+    def __repr__(self) -> str:
+        tried = f"{self.attempts}/{self.max_attempts} attempts"
+        if self.state is JobState.QUEUED:
+            where = f"{tried}, due {_html.when(self.run_at)}"
+        elif self.state is JobState.RUNNING:
+            where = f"attempt {self.attempts}/{self.max_attempts}, lease until "
+            where += _html.when(self.lease_until)
+        else:
+            where = f"after {tried}, at {_html.when(self.updated_at)}"
+        error = _html.first_line(self.last_error, 60)
+        if error and self.state is not JobState.SUCCEEDED:
+            where += f", error {error!r}"
+        state = self.state.value
+        return f"<Job {self.id} {self.task} on {self.queue!r}: {state}, {where}>"
+
+    def _repr_html_(self) -> str:
+        pairs: list[tuple[str, object]] = [
+            ("state", self.state.value),
+            ("attempts", f"{self.attempts} of {self.max_attempts}"),
+            ("payload", json.dumps(self.payload, ensure_ascii=False)),
+            ("priority", self.priority),
+            ("due", _html.when(self.run_at)),
+            ("created", _html.when(self.created_at)),
+            ("updated", _html.when(self.updated_at)),
+        ]
+        if self.lease_until is not None:
+            pairs.append(("lease until", _html.when(self.lease_until)))
+        if self.unique_key is not None:
+            pairs.append(("unique key", self.unique_key))
+        if self.result is not None:
+            pairs.append(("result", json.dumps(self.result, ensure_ascii=False)))
+        if self.last_error:
+            earlier = (
+                " (an earlier attempt)" if self.state is JobState.SUCCEEDED else ""
+            )
+            error = _html.first_line(self.last_error, 200)
+            pairs.append(("last error" + earlier, error))
+        title = f"job {self.id}: {self.task} on {self.queue!r}"
+        return _html.fields(pairs, title=title)
 
 
 @attrs.frozen

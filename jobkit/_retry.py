@@ -8,6 +8,7 @@ what the worker does.
 
 from __future__ import annotations
 
+import html
 import math
 import operator
 import random
@@ -17,6 +18,7 @@ from typing import Literal, TypeAlias
 
 import attrs
 
+from . import _html
 from ._checks import int_at_least
 from ._duration import seconds
 
@@ -309,6 +311,46 @@ class Backoff:
             out.append(previous)
         return out
 
+    def envelope(self, attempts: int = 10) -> list[tuple[float, float]]:
+        """Return ``(lowest, highest)`` wait after each of ``attempts`` failures.
+
+        For no, full and equal jitter that is :meth:`bounds`; decorrelated
+        jitter draws from an interval that depends on the previous wait, so
+        its envelope is every value a wait can have reached by then, from
+        ``base`` up to ``min(cap, base * 3**n)``.
+
+        Example::
+
+            >>> Backoff.exponential(1, 60, jitter="decorrelated").envelope(4)
+            [(1.0, 3.0), (1.0, 9.0), (1.0, 27.0), (1.0, 60.0)]
+            >>> Backoff.exponential(1, 60, jitter="equal").envelope(3)
+            [(0.5, 1.0), (1.0, 2.0), (2.0, 4.0)]
+        """
+        out: list[tuple[float, float]] = []
+        reach = self.base
+        for attempt in range(1, int_at_least(attempts, "attempts", 1) + 1):
+            if self.jitter == "decorrelated":
+                reach = min(self.cap, reach * 3)
+                out.append((min(self.base, self.cap), reach))
+            else:
+                out.append(self.bounds(attempt))
+        return out
+
+    def _svg(self, attempts: int) -> str:
+        spans = self.envelope(attempts)
+        return _html.envelope_svg(
+            [lo for lo, _ in spans],
+            [hi for _, hi in spans],
+            [self.nominal(n) for n in range(1, attempts + 1)],
+        )
+
+    def _repr_html_(self) -> str:
+        return (
+            f"<div><code>{html.escape(repr(self))}</code><br>"
+            "the waits after failed attempts 1 to 10: the line without jitter, "
+            "the band what jitter may draw</div>" + self._svg(10)
+        )
+
     def __repr__(self) -> str:
         jitter = "" if self.jitter is None else f", jitter={self.jitter!r}"
         if self.kind == "constant":
@@ -449,6 +491,23 @@ class RetryPolicy:
             Backoff.exponential(1.0, 300.0, factor=2.0, jitter='full')
         """
         return cls(5, Backoff.exponential(1, 300, jitter="full"))
+
+    def _repr_html_(self) -> str:
+        waits = max(1, self.max_attempts - 1)
+        longest = sum(hi for _, hi in self.backoff.envelope(waits))
+        names = ", ".join(t.__name__ for t in self.retry_on) or "nothing"
+        pairs: list[tuple[str, object]] = [
+            ("attempts", f"at most {self.max_attempts}, the first included"),
+            ("backoff", repr(self.backoff)),
+            ("retries", names),
+        ]
+        if self.give_up_on:
+            pairs.append(
+                ("gives up at once on", ", ".join(t.__name__ for t in self.give_up_on))
+            )
+        pairs.append(("dead within", f"{longest:g} s of the first failure, at most"))
+        svg = self.backoff._svg(waits) if self.max_attempts > 1 else ""
+        return _html.fields(pairs, title="RetryPolicy") + svg
 
     def decide(
         self,

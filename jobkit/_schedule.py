@@ -47,6 +47,7 @@ Cron expressions need the optional ``croniter`` package (``pip install
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import zoneinfo
@@ -56,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from . import _html
 from ._checks import stored_int
 from ._duration import seconds
 from ._interval import MissedTickBehavior
@@ -396,6 +398,25 @@ class Schedule:
         if self.every is not None:
             return f"every {self.every:g}s"
         return f"cron {self.cron} ({self.tz})"
+
+    def _repr_html_(self) -> str:
+        pairs: list[tuple[str, object]] = [
+            ("task", f"{self.task} on {self.queue!r}"),
+            ("payload", json.dumps(self.payload, ensure_ascii=False)),
+            ("grid", self.spec),
+            (
+                "after downtime",
+                self.misfire.name
+                + (
+                    f" (at most {self.max_burst} slots)"
+                    if self.misfire is MissedTickBehavior.BURST
+                    else ""
+                ),
+            ),
+            ("next slot", _html.when(self.next_slot)),
+            ("last slot", _html.when(self.last_slot)),
+        ]
+        return _html.fields(pairs, title=f"schedule {self.name!r}")
 
     # -- slot arithmetic ---------------------------------------------------------
 

@@ -20,6 +20,7 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
+from . import _html
 from ._checks import stored_int
 from ._job import Event, Job, JobState, NewJob, Outcome, check_json
 from ._schedule import FireResult, Schedule
@@ -108,6 +109,13 @@ class QueueCounts:
     def queues(self) -> list[str]:
         """The queue names that have at least one job, sorted."""
         return sorted({q for q, _ in self.counts})
+
+    def _repr_html_(self) -> str:
+        rows = [[q, *(self.get(q, s) for s in JobState)] for q in self.queues]
+        if len(self.queues) > 1:
+            rows.append(["all queues", *(self.total(s) for s in JobState)])
+        head = ["queue", *(s.value for s in JobState)]
+        return _html.table(rows, head=head, title="jobs per queue and state")
 
 
 @runtime_checkable

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from . import _job, _metrics, _retry
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
 
     from matplotlib.axes import Axes
 
@@ -46,8 +46,12 @@ if TYPE_CHECKING:
 __all__ = [
     "attempts_per_job",
     "backoff_delays",
+    "concurrency",
+    "counter_rates",
     "durations",
+    "job_timeline",
     "queue_depth",
+    "slot_runs",
     "throughput",
 ]
 
@@ -382,8 +386,10 @@ def backoff_delays(
     """Plot the delays a policy waits after each failed attempt.
 
     The black line is the un-jittered value; with jitter, the shaded band is
-    the interval each delay is drawn from (for decorrelated jitter, the
-    widest one, from ``base`` to ``cap``) and the dots are ``runs`` sampled
+    the interval each delay is drawn from (for decorrelated jitter, whose
+    interval depends on the previous wait, every value a wait can reach by
+    that attempt: ``base`` to ``min(cap, base * 3**n)``) and the dots are
+    ``runs`` sampled
     sequences from seeded generators, each fed its previous delay as a job
     that keeps failing would be. ``attempts`` defaults to the retry policy's
     ``max_attempts - 1`` (the waits a job can see), or 10.
@@ -419,12 +425,10 @@ def backoff_delays(
         label="no jitter",
     )
     if backoff.jitter is not None:
-        if backoff.jitter == "decorrelated":
-            lows = [backoff.base] * count
-            highs = [backoff.cap] * count
-        else:
-            lows = [backoff.bounds(n)[0] for n in xs]
-            highs = [backoff.bounds(n)[1] for n in xs]
+        # For decorrelated jitter, every value a wait can have reached by
+        # then, not one draw's interval (which depends on the previous wait).
+        lows = [lo for lo, _ in backoff.envelope(count)]
+        highs = [hi for _, hi in backoff.envelope(count)]
         ax.fill_between(
             xs,
             lows,
@@ -451,4 +455,232 @@ def backoff_delays(
     ax.set_xticks(xs)
     ax.set_ylim(bottom=0)
     ax.legend(loc="upper left")
+    return ax
+
+
+_OUTCOMES: dict[_job.EventKind | None, tuple[str, str]] = {
+    _job.EventKind.SUCCEEDED: ("tab:green", "attempt succeeded"),
+    _job.EventKind.RETRIED: ("tab:orange", "attempt failed, retried later"),
+    _job.EventKind.DEAD: ("tab:red", "attempt failed, job dead"),
+    _job.EventKind.EXPIRED: ("tab:purple", "worker died, lease expired"),
+    _job.EventKind.RELEASED: ("tab:gray", "released at shutdown"),
+    None: ("tab:blue", "still running"),
+}
+
+
+def job_timeline(
+    events: Iterable[Event | tuple[int, Event]],
+    ax: Axes | None = None,
+    *,
+    jobs: Sequence[Job] | None = None,
+    until: float | None = None,
+) -> Axes:
+    """Draw each job's life as a row: a thin line while it waits, a bar per attempt.
+
+    Bars are coloured by how the attempt ended (succeeded, retried, dead,
+    lease expired, released) and labelled with the attempt's number; a tick
+    marks the enqueue. ``jobs`` (from ``queue.list()``) names the rows by
+    task; without it rows are named by job id. An attempt still running is
+    drawn up to ``until`` (default: the last event).
+
+    Example::
+
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> from jobkit import Event, EventKind
+        >>> from jobkit.charts import job_timeline
+        >>> ax = job_timeline([
+        ...     Event(1, EventKind.ENQUEUED, 0.0, 0),
+        ...     Event(1, EventKind.STARTED, 0.0, 1),
+        ...     Event(1, EventKind.RETRIED, 2.0, 1, "boom"),
+        ...     Event(1, EventKind.STARTED, 5.0, 2),
+        ...     Event(1, EventKind.SUCCEEDED, 6.0, 2),
+        ... ])
+        >>> [t.get_text() for t in ax.get_yticklabels()]
+        ['job 1']
+    """
+    from ._metrics import attempt_spans
+
+    pairs = [e if isinstance(e, _job.Event) else e[1] for e in events]
+    spans = attempt_spans(pairs)
+    created = {e.job_id: e.at for e in pairs if e.kind is _job.EventKind.ENQUEUED}
+    end = until if until is not None else max((e.at for e in pairs), default=0.0)
+    names = {j.id: f"job {j.id}: {j.task}" for j in jobs or ()}
+    ids = [j.id for j in jobs] if jobs is not None else sorted(created)
+    ax = _axes(ax)
+    seen: set[_job.EventKind | None] = set()
+    for row, job_id in enumerate(ids):
+        mine = [s for s in spans if s.job_id == job_id]
+        start = created.get(job_id, min((s.start for s in mine), default=0.0))
+        last = max((end if s.end is None else s.end for s in mine), default=end)
+        ax.hlines(row, start, last, color="gray", linewidth=1, zorder=0)
+        ax.plot(start, row, marker="|", color="black", markersize=12)
+        for s in mine:
+            color, label = _OUTCOMES[s.outcome]
+            stop = end if s.end is None else s.end
+            ax.barh(
+                row,
+                max(stop - s.start, 0.25),
+                left=s.start,
+                height=0.5,
+                color=color,
+                edgecolor="black",
+                linewidth=0.5,
+                label=None if s.outcome in seen else label,
+            )
+            seen.add(s.outcome)
+            ax.text(s.start + 0.15, row - 0.32, f"#{s.attempt}", fontsize=7)
+    ax.set_yticks(range(len(ids)), [names.get(i, f"job {i}") for i in ids])
+    ax.invert_yaxis()
+    ax.set_xlabel("time (s)")
+    if seen:
+        ax.legend(loc="lower right", fontsize=8)
+    return ax
+
+
+def concurrency(
+    spans: Iterable[tuple[float, float]],
+    ax: Axes | None = None,
+    *,
+    label: str | None = None,
+    color: str | None = None,
+) -> Axes:
+    """Plot how many of the ``(start, end)`` intervals are open at each moment.
+
+    An interval that ends exactly when another starts leaves the count
+    unchanged at that instant, so back-to-back work reads as one level.
+
+    Example::
+
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> from jobkit.charts import concurrency
+        >>> ax = concurrency([(0, 2), (1, 3), (2, 4)])
+        >>> [int(y) for y in ax.get_lines()[0].get_ydata()]
+        [0, 1, 2, 2, 1, 0]
+    """
+    change: dict[float, int] = collections.defaultdict(int)
+    for start, end in spans:
+        change[start] += 1
+        change[end] -= 1
+    times, counts, running = [0.0], [0], 0
+    for t in sorted(change):
+        running += change[t]
+        times.append(t)
+        counts.append(running)
+    ax = _axes(ax)
+    ax.step(times, counts, where="post", label=label, color=color)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("running at once")
+    ax.set_ylim(bottom=0)
+    return ax
+
+
+def counter_rates(
+    snapshots: Sequence[tuple[float, _metrics.MetricsSnapshot]],
+    ax: Axes | None = None,
+    *,
+    bars: Sequence[str] = ("enqueued", "succeeded"),
+    lines: Sequence[str] = ("retried",),
+) -> Axes:
+    """Plot counter increases between consecutive ``(time, snapshot)`` pairs.
+
+    That is what Prometheus's ``rate()`` does with a counter: the rate is
+    the difference between two readings, here drawn at the middle of the
+    interval it covers, as side-by-side bars for ``bars`` and lines with
+    dots for ``lines``. The y axis reads "per interval", so snapshots taken
+    a minute apart give increases per minute.
+
+    Example::
+
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> from jobkit import MetricsSnapshot
+        >>> from jobkit.charts import counter_rates
+        >>> empty = MetricsSnapshot.empty()
+        >>> ax = counter_rates([(0.0, empty), (60.0, empty)])
+        >>> [float(y) for y in ax.get_lines()[0].get_ydata()]
+        [0.0]
+    """
+    pairs = list(itertools.pairwise(snapshots))
+    middles = [(t0 + t1) / 2 for (t0, _), (t1, _) in pairs]
+    step = min((t1 - t0 for (t0, _), (t1, _) in pairs), default=1.0)
+    width = 0.8 * step / max(1, len(bars))
+    ax = _axes(ax)
+    palette = {"enqueued": "tab:blue", "succeeded": "tab:green", "retried": "tab:red"}
+    for i, name in enumerate(bars):
+        offset = (i - (len(bars) - 1) / 2) * width
+        increases = [s1.total(name) - s0.total(name) for (_, s0), (_, s1) in pairs]
+        ax.bar(
+            [m + offset for m in middles],
+            increases,
+            width=width,
+            color=palette.get(name),
+            label=f"{name} per interval",
+        )
+    for name in lines:
+        increases = [s1.total(name) - s0.total(name) for (_, s0), (_, s1) in pairs]
+        ax.plot(
+            middles,
+            increases,
+            "o-",
+            color=palette.get(name, "black"),
+            label=f"{name} per interval",
+        )
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("increase between snapshots")
+    ax.legend(loc="upper right")
+    return ax
+
+
+def slot_runs(
+    rows: Mapping[str, Sequence[tuple[float, float]]],
+    ax: Axes | None = None,
+) -> Axes:
+    """Plot, per schedule, each slot (open circle) and when its job ran (dot).
+
+    ``rows`` maps a row label (a schedule, a policy) to ``(slot, ran)``
+    pairs; a line joins a slot to a run that came late, and the count of
+    runs that share one instant is written next to it when there are
+    several, as after an outage.
+
+    Example::
+
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> from jobkit.charts import slot_runs
+        >>> ax = slot_runs({"SKIP": [(0, 0), (10, 25), (30, 30)]})
+        >>> [t.get_text() for t in ax.get_yticklabels()]
+        ['SKIP']
+    """
+    ax = _axes(ax)
+    for row, pairs in enumerate(rows.values()):
+        for slot, ran in pairs:
+            if ran > slot:
+                ax.plot([slot, ran], [row, row], color="tab:blue", lw=1, alpha=0.6)
+        ax.scatter(
+            [s for s, _ in pairs],
+            [row] * len(pairs),
+            s=45,
+            facecolors="none",
+            edgecolors="tab:blue",
+            zorder=3,
+            label="slot" if row == 0 else None,
+        )
+        ax.scatter(
+            [r for _, r in pairs],
+            [row] * len(pairs),
+            s=14,
+            color="tab:orange",
+            zorder=4,
+            label="its job ran" if row == 0 else None,
+        )
+        for ran, count in collections.Counter(r for _, r in pairs).items():
+            if count > 1:
+                ax.annotate(
+                    f"{count} jobs",
+                    (ran, row),
+                    xytext=(6, 7),
+                    textcoords="offset points",
+                    fontsize=8,
+                )
+    ax.set_yticks(range(len(rows)), list(rows))
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.set_xlabel("time (s)")
     return ax

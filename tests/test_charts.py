@@ -243,3 +243,56 @@ def test_backoff_delays_of_a_retry_policy_shows_its_waits() -> None:
         charts.backoff_delays(3.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="attempts must be a positive integer"):
         charts.backoff_delays(policy, attempts=0)
+
+
+def test_decorrelated_band_is_what_each_wait_can_reach() -> None:
+    """Attempt 1 draws from [base, 3 base]; the band widens by 3x up to the cap."""
+    backoff = Backoff.exponential(1, 60, jitter="decorrelated")
+    ax = charts.backoff_delays(backoff, attempts=6, runs=20, seed=7)
+    band = ax.collections[0].get_paths()[0].vertices
+    tops = {round(float(x)): float(y) for x, y in band if y > 1.0}
+    assert [tops[n] for n in range(1, 7)] == [3.0, 9.0, 27.0, 60.0, 60.0, 60.0]
+    for run in ax.get_lines()[1:]:
+        for n, delay in zip(range(1, 7), run.get_ydata(), strict=True):
+            assert 1.0 <= delay <= tops[n]
+
+
+def test_concurrency_counts_open_intervals_back_to_back_as_one_level() -> None:
+    """Two intervals meeting at an instant keep the count level there."""
+    ax = charts.concurrency([(0.0, 1.0), (1.0, 2.0), (0.5, 1.5)])
+    line = ax.get_lines()[0]
+    assert floats(line.get_xdata()) == [0.0, 0.0, 0.5, 1.0, 1.5, 2.0]
+    assert [int(y) for y in line.get_ydata()] == [0, 1, 2, 2, 1, 0]
+
+
+def test_counter_rates_are_increases_between_snapshots() -> None:
+    """Bars show each counter's increase over each interval, at its middle."""
+    import jobkit
+
+    async def main() -> list[tuple[float, jobkit.MetricsSnapshot]]:
+        queue = jobkit.Queue(jobkit.MemoryStore(), clock=trio.current_time)
+
+        @queue.task()
+        async def t() -> None: ...
+
+        snapshots = [(0.0, await queue.metrics())]
+        for at, count in ((60.0, 5), (120.0, 2)):
+            for _ in range(count):
+                await t.enqueue()
+            await trio.sleep_until(at)
+            snapshots.append((at, await queue.metrics()))
+        return snapshots
+
+    snapshots = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    ax = charts.counter_rates(snapshots, bars=("enqueued",), lines=("retried",))
+    heights = [patch.get_height() for patch in ax.patches]
+    assert heights == [5, 2]
+    assert floats(ax.get_lines()[0].get_xdata()) == [30.0, 90.0]
+
+
+def test_slot_runs_joins_late_runs_and_counts_a_catch_up() -> None:
+    """A late run gets a line to its slot; several runs at one instant are counted."""
+    ax = charts.slot_runs({"BURST": [(40, 95), (50, 95), (100, 100)]})
+    joined = [line for line in ax.get_lines() if len(line.get_xdata()) == 2]
+    assert [floats(line.get_xdata()) for line in joined] == [[40.0, 95.0], [50.0, 95.0]]
+    assert [t.get_text() for t in ax.texts] == ["2 jobs"]

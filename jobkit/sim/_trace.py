@@ -253,6 +253,44 @@ class Summary:
     wall: float
     """Wall-clock seconds the run took."""
 
+    def _rows(self) -> list[tuple[str, str]]:
+        s = self
+        rows: list[tuple[str, str]] = [
+            ("jobs", f"{s.jobs}"),
+            ("succeeded / dead", f"{s.succeeded} / {s.dead}"),
+            ("unfinished", f"{s.unfinished}"),
+            ("attempts (per job)", f"{s.attempts} ({s.attempts_per_job:.2f})"),
+            ("most attempts on one job", f"{s.max_attempts}"),
+            (
+                "latency p50 / p95 / max",
+                f"{_fmt(s.latency_p50)} / {_fmt(s.latency_p95)} / "
+                f"{_fmt(s.latency_max)}",
+            ),
+        ]
+        if s.calls:
+            rows.append(("dependency calls (refused)", f"{s.calls} ({s.refused})"))
+            rows.append(("peak load on the dependency", f"{s.peak_load}"))
+        if s.crashes or s.expired:
+            rows.append(
+                ("worker crashes / leases expired", f"{s.crashes} / {s.expired}")
+            )
+        if s.store_errors:
+            rows.append(("store errors", f"{s.store_errors}"))
+        rows.append(("virtual time", f"{s.end:,.1f}s"))
+        rows.append(("wall time", f"{s.wall:.2f}s"))
+        return rows
+
+    def _table(self) -> str:
+        body = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+            f"<td style='text-align:right'>{html.escape(v)}</td></tr>"
+            for k, v in self._rows()
+        )
+        return f"<table>{body}</table>"
+
+    def _repr_html_(self) -> str:
+        return f"<div><strong>Summary of a simulated run</strong>{self._table()}</div>"
+
     @property
     def attempts_per_job(self) -> float:
         """Mean attempts per job."""
@@ -837,40 +875,11 @@ class Trace:
         return f"<Trace {self.label!r} seed={self.seed}: {self._headline()}>"
 
     def _repr_html_(self) -> str:
-        s = self.summary()
-        rows: list[tuple[str, str]] = [
-            ("jobs", f"{s.jobs}"),
-            ("succeeded / dead", f"{s.succeeded} / {s.dead}"),
-            ("unfinished", f"{s.unfinished}"),
-            ("attempts (per job)", f"{s.attempts} ({s.attempts_per_job:.2f})"),
-            ("most attempts on one job", f"{s.max_attempts}"),
-            (
-                "latency p50 / p95 / max",
-                f"{_fmt(s.latency_p50)} / {_fmt(s.latency_p95)} / "
-                f"{_fmt(s.latency_max)}",
-            ),
-        ]
-        if s.calls:
-            rows.append(("dependency calls (refused)", f"{s.calls} ({s.refused})"))
-            rows.append(("peak load on the dependency", f"{s.peak_load}"))
-        if s.crashes or s.expired:
-            rows.append(
-                ("worker crashes / leases expired", f"{s.crashes} / {s.expired}")
-            )
-        if s.store_errors:
-            rows.append(("store errors", f"{s.store_errors}"))
-        rows.append(("virtual time", f"{s.end:,.1f}s"))
-        rows.append(("wall time", f"{s.wall:.2f}s"))
-        body = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
-            f"<td style='text-align:right'>{html.escape(v)}</td></tr>"
-            for k, v in rows
-        )
         title = html.escape(f"Trace {self.label!r}, seed {self.seed}")
         note = ""
         if self.interrupted:
             note = "<p><b>interrupted</b>: the figures cover the run so far.</p>"
-        return f"<div><b>{title}</b>{note}<table>{body}</table></div>"
+        return f"<div><b>{title}</b>{note}{self.summary()._table()}</div>"
 
     def __iter__(self) -> Iterator[TraceEvent]:
         return iter(self.events)

@@ -1,0 +1,176 @@
+"""Small helpers that keep the book's notebook cells short and their output clean.
+
+A notebook is read on a page, so its output should show what the reader's
+code did, not where this machine keeps its files:
+
+- :func:`short_traceback` rewrites a traceback the same way everywhere:
+  jobkit's own frames are folded into one line, a notebook cell is named
+  ``<cell>``, and any other file by its name alone;
+- :func:`show_logs` prints the ``jobkit`` logger's records in the notebook,
+  with their tracebacks shortened;
+- :func:`run_cli` runs the ``jobkit`` command line against a database, as a
+  reader would in a shell, and prints what it answered.
+
+Nothing here is needed to use jobkit; it only uses the standard library.
+
+Example::
+
+    >>> from jobkit.notebook import short_traceback
+    >>> print(short_traceback('  File "/tmp/ipykernel_7/42.py", line 3, in f'))
+      File "<cell>", line 3, in f
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["run_cli", "short_traceback", "show_logs"]
+
+_PACKAGE = str(Path(__file__).resolve().parent)
+_FRAME = re.compile(r'^(\s*)File "([^"]+)", line (\d+), in (.+)$')
+_CELL = re.compile(r"ipykernel_\d+[/\\]\d+\.py$")
+
+
+def _is_jobkit(path: str) -> bool:
+    return path.startswith(_PACKAGE + os.sep) or "/jobkit/_" in path
+
+
+def short_traceback(text: str) -> str:
+    """Return ``text`` with its tracebacks shortened for a page.
+
+    Each run of frames inside jobkit's own modules becomes one line,
+    ``... (N frames in jobkit)``, with the source lines under them; a frame
+    in a notebook cell names the file ``<cell>``; any other file is named by
+    its last path component. Lines that are not frames pass through as they
+    are, so whole log output can be handed in.
+
+    Example::
+
+        >>> tb = '''Traceback (most recent call last):
+        ...   File "/venv/lib/jobkit/_worker.py", line 9, in _execute
+        ...     result = await self._invoke(task, job)
+        ...   File "/home/ada/shop/tasks.py", line 4, in charge
+        ...     raise KeyError("acme")
+        ... KeyError: 'acme'
+        ... '''
+        >>> print(short_traceback(tb))
+        Traceback (most recent call last):
+          ... (1 frame in jobkit)
+          File "tasks.py", line 4, in charge
+            raise KeyError("acme")
+        KeyError: 'acme'
+    """
+    out: list[str] = []
+    hidden = 0
+
+    def folded() -> str:
+        return f"{indent}... ({hidden} frame{'s' * (hidden > 1)} in jobkit)"
+
+    indent = "  "
+    skipping = False
+    for line in text.splitlines():
+        frame = _FRAME.match(line)
+        if frame:
+            lead, path, number, where = frame.groups()
+            if _is_jobkit(path):
+                hidden += 1
+                indent, skipping = lead, True
+                continue
+            if hidden:
+                out.append(folded())
+                hidden = 0
+            skipping = False
+            name = "<cell>" if _CELL.search(path) else re.split(r"[/\\]", path)[-1]
+            out.append(f'{lead}File "{name}", line {number}, in {where}')
+            continue
+        if skipping and line.startswith(indent + " "):
+            continue  # the source and ^^^ markers under a hidden frame
+        if hidden:
+            out.append(folded())
+            hidden = 0
+        skipping = False
+        out.append(line)
+    if hidden:
+        out.append(folded())
+    return "\n".join(out)
+
+
+class _ShortFormatter(logging.Formatter):
+    def formatException(self, ei: object) -> str:
+        return short_traceback(super().formatException(ei))  # type: ignore[arg-type]
+
+
+def show_logs(
+    level: int | str = logging.INFO,
+    *,
+    fmt: str = "%(levelname)s %(name)s: %(message)s",
+    logger: str = "jobkit",
+) -> logging.Handler:
+    """Print ``logger``'s records on stdout with short tracebacks; return the handler.
+
+    Calling it again replaces the handler it installed before, so a
+    notebook can run the cell twice without printing every line twice.
+
+    Example::
+
+        >>> import logging
+        >>> from jobkit.notebook import show_logs
+        >>> handler = show_logs("WARNING", logger="jobkit.example")
+        >>> logging.getLogger("jobkit.example").warning("disk %d%% full", 91)
+        WARNING jobkit.example: disk 91% full
+    """
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_ShortFormatter(fmt))
+    handler.set_name("jobkit.notebook")
+    log = logging.getLogger(logger)
+    log.handlers[:] = [h for h in log.handlers if h.get_name() != "jobkit.notebook"]
+    log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False
+    return handler
+
+
+def run_cli(
+    *args: str,
+    db: str | os.PathLike[str],
+    cwd: str | os.PathLike[str] | None = None,
+    show: bool = True,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``jobkit ARGS`` on the database ``db``, print what it says, and return it.
+
+    The command runs as its own process, exactly as typed in a shell with
+    ``JOBKIT_DB`` set; ``cwd`` is where it looks for an ``--app`` module.
+    With ``show`` the command line is printed after a ``$``, then its
+    output, with the database's folder written as ``.`` so the page shows
+    no machine paths.
+
+    Example::
+
+        >>> import tempfile, pathlib
+        >>> from jobkit.notebook import run_cli
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> done = run_cli("stats", db=folder / "jobs.db", show=False)
+        >>> done.returncode, done.stderr.startswith("jobkit: error:")
+        (1, True)
+    """
+    env = {**os.environ, "JOBKIT_DB": str(db)}
+    done = subprocess.run(
+        [sys.executable, "-m", "jobkit", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if show:
+        folder = str(Path(db).resolve().parent)
+        print("$ jobkit", " ".join(args))
+        print((done.stdout + done.stderr).replace(folder + os.sep, ""))
+    return done
