@@ -445,7 +445,7 @@ def add_worker(commands: Subparsers) -> None:
         "Run a worker for the tasks registered on APP's queue, on the database\n"
         "--db (or on the store APP's queue already has). SIGINT or SIGTERM\n"
         "shut it down gracefully: no new jobs are claimed, running ones get\n"
-        "--grace seconds to finish, the rest are released for another worker.\n"
+        "--grace to finish, the rest are released for another worker.\n"
         "A second Ctrl-C stops at once. With --until-empty it also stops by\n"
         "itself once nothing of its queues is queued (due now or later) or\n"
         "running: a batch run from cron or a script. APP may be given as\n"
@@ -484,21 +484,21 @@ def add_worker(commands: Subparsers) -> None:
         "--lease",
         type=_positive_duration,
         default=30.0,
-        metavar="SECONDS",
+        metavar="DURATION",
         help="lease length, renewed every third of it (default 30)",
     )
     parser.add_argument(
         "--poll-interval",
         type=_positive_duration,
         default=1.0,
-        metavar="SECONDS",
+        metavar="DURATION",
         help="how often to look for jobs enqueued elsewhere (default 1)",
     )
     parser.add_argument(
         "--grace",
         type=duration,
         default=10.0,
-        metavar="SECONDS",
+        metavar="DURATION",
         help="time running jobs get to finish at shutdown (default 10)",
     )
     parser.add_argument(
@@ -631,7 +631,7 @@ def add_enqueue(commands: Subparsers) -> None:
         "--priority", type=_priority, metavar="N", help="higher runs first"
     )
     parser.add_argument(
-        "--delay", type=duration, metavar="SECONDS", help="run no sooner than this"
+        "--delay", type=duration, metavar="DURATION", help="run no sooner than this"
     )
     parser.add_argument(
         "--max-attempts", type=_positive_int, metavar="N", help="attempts allowed"
@@ -901,14 +901,14 @@ def add_wait(commands: Subparsers) -> None:
     parser.add_argument(
         "--timeout",
         type=duration,
-        metavar="SECONDS",
+        metavar="DURATION",
         help="give up after this long (default: wait as long as it takes)",
     )
     parser.add_argument(
         "--poll-interval",
         type=_positive_duration,
         default=0.5,
-        metavar="SECONDS",
+        metavar="DURATION",
         help="how often to look (default 0.5)",
     )
 
