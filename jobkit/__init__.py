@@ -42,6 +42,7 @@ from ._memory import MemoryStore as MemoryStore
 from ._sqlite import SQLiteStore as SQLiteStore
 from ._store import IncompatibleStore as IncompatibleStore
 from ._store import JobNotFound as JobNotFound
+from ._store import PurgeTotals as PurgeTotals
 from ._store import QueueCounts as QueueCounts
 from ._store import Store as Store
 from ._store import StoreBusy as StoreBusy
@@ -70,6 +71,7 @@ from ._metrics import DepthSampler as DepthSampler
 from ._metrics import Histogram as Histogram
 from ._metrics import Metrics as Metrics
 from ._metrics import MetricsSnapshot as MetricsSnapshot
+from ._metrics import tally_events as tally_events
 from ._metrics import attempt_spans as attempt_spans
 from ._metrics import collect_metrics as collect_metrics
 

@@ -45,7 +45,6 @@ from ._job import (
 from ._logging import JSONFormatter, first_line
 from ._metrics import collect_metrics
 from ._queue import Queue
-from ._retry import RetryPolicy
 from ._schedule import Schedule
 from ._sqlite import SQLiteStore
 from ._store import JobNotFound, Store, StoreError
@@ -600,7 +599,9 @@ def add_enqueue(commands: Subparsers) -> None:
         "object) and --arg KEY=VALUE pairs. With --app the task must be\n"
         "registered there: its arguments are checked and its queue, priority\n"
         "and retry policy are the defaults. Without it the job is stored as\n"
-        "given. Creates the database if it does not exist.",
+        "given, and unless --max-attempts says otherwise the first worker\n"
+        "that knows the task applies its retry policy's limit. Creates the\n"
+        "database if it does not exist.",
         cmd_enqueue,
         epilog=(
             "examples:\n"
@@ -712,6 +713,12 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
                 )
             except (TypeError, ValueError) as exc:
                 raise CLIError(str(exc)) from None
+        print(
+            f"jobkit: warning: without --app the task name {args.task!r} "
+            "cannot be checked; a worker that does not know it leaves the "
+            "job queued",
+            file=sys.stderr,
+        )
         now = time.time()
         spec = NewJob(
             task=args.task,
@@ -719,7 +726,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             queue=args.queue or "default",
             priority=args.priority or 0,
             run_at=None if args.delay is None else now + args.delay,
-            max_attempts=args.max_attempts or RetryPolicy.default().max_attempts,
+            # None: the task's own limit, decided by the first worker to claim it.
+            max_attempts=args.max_attempts,
             unique_key=args.unique_key,
         )
         [job_id] = await store.enqueue([spec], now=now)
@@ -1106,25 +1114,38 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def add_stats(commands: Subparsers) -> None:
-    _add(
+    parser = _add(
         commands,
         "stats",
         "count jobs per queue and state",
-        "Count the jobs of each queue in each state.",
+        "Count the jobs of each queue in each state. With --app, also count\n"
+        "the queued jobs of tasks that app does not know: they wait for a\n"
+        "worker that does.",
         cmd_stats,
     )
+    parser.add_argument("--app", metavar="APP", help="module:attribute naming a Queue")
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    async def body(store: SQLiteStore) -> Any:
-        return await store.counts()
+    app = load_app(args.app) if getattr(args, "app", None) else None
 
-    counts = run_with_store(args, body)
+    async def body(store: SQLiteStore) -> Any:
+        return await store.counts(), await store.queued_tasks()
+
+    counts, queued = run_with_store(args, body)
+    unknown: dict[str, int] = {}
+    if app is not None:
+        for (_, task), n in sorted(queued.items()):
+            if task not in app.tasks:
+                unknown[task] = unknown.get(task, 0) + n
     states = list(JobState)
     if args.json:
-        print_json(
-            {q: {s.value: counts.get(q, s) for s in states} for q in counts.queues}
-        )
+        shown: dict[str, Any] = {
+            q: {s.value: counts.get(q, s) for s in states} for q in counts.queues
+        }
+        if app is not None:
+            shown = {"queues": shown, "unknown_tasks": unknown}
+        print_json(shown)
         return 0
     rows: list[list[object]] = [
         [q, *(counts.get(q, s) for s in states), sum(counts.get(q, s) for s in states)]
@@ -1134,6 +1155,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
     rows.append(["all", *totals, sum(totals)])
     headers = ["queue", *(s.value for s in states), "total"]
     print(render_table(headers, rows, right=",".join(headers[1:])))
+    if unknown:
+        n = sum(unknown.values())
+        print(
+            f"{n} queued {'job waits' if n == 1 else 'jobs wait'} for tasks "
+            f"{args.app} does not know: {', '.join(sorted(unknown))}"
+        )
     return 0
 
 

@@ -114,7 +114,10 @@ class Job:
     state: JobState
     attempts: int
     """Attempts started so far, the current one included."""
-    max_attempts: int
+    max_attempts: int | None
+    """None until the first claim: the job was enqueued without knowing its
+    task's default (``jobkit enqueue`` without ``--app``), and the claiming
+    worker's retry policy decides it (see :func:`start`)."""
     priority: int
     """Higher runs first among jobs that are due."""
     run_at: float
@@ -126,6 +129,10 @@ class Job:
     unique_key: str | None = None
     last_error: str | None = None
     result: JSON = None
+    retry_delay: float | None = None
+    """The backoff delay recorded at the job's last retry (from
+    :attr:`Failure.delay`); None before any retry and after a requeue.
+    Decorrelated jitter draws the next delay from it."""
 
     def __repr__(self) -> str:
         tried = f"{self.attempts}/{self.max_attempts} attempts"
@@ -204,7 +211,8 @@ class NewJob:
     priority: int = 0
     run_at: float | None = None
     """None means "now", as the store sees it."""
-    max_attempts: int = 1
+    max_attempts: int | None = 1
+    """None means the task's default, filled in by the first claim."""
     unique_key: str | None = None
 
 
@@ -228,7 +236,9 @@ class Failure:
     """An attempt's outcome: the handler failed with ``error``.
 
     ``retry_at`` is when the next attempt may start, or None to make the job
-    DEAD (a permanent error, or no attempts left).
+    DEAD (a permanent error, or no attempts left). ``delay`` is the backoff
+    delay that gave ``retry_at``; a store records it on the job as
+    :attr:`Job.retry_delay` when the job is retried.
 
     Example::
 
@@ -240,6 +250,7 @@ class Failure:
     attempt: int
     error: str
     retry_at: float | None
+    delay: float | None = None
 
 
 @attrs.frozen
@@ -440,8 +451,14 @@ def create(
     return job, Event(job_id, _EV_ENQUEUED, now, 0)
 
 
-def start(job: Job, *, now: float, lease: float) -> tuple[Job, Event]:
+def start(
+    job: Job, *, now: float, lease: float, max_attempts: int | None = None
+) -> tuple[Job, Event]:
     """Claim a QUEUED job: a new attempt begins, leased until ``now + lease``.
+
+    A job enqueued without ``max_attempts`` gets one here, for good: the
+    given ``max_attempts`` (the claiming worker's policy for its task), or
+    1 when the claimer names none.
 
     Example::
 
@@ -460,6 +477,8 @@ def start(job: Job, *, now: float, lease: float) -> tuple[Job, Event]:
         lease_until=now + lease,
         updated_at=now,
     )
+    if job.max_attempts is None:
+        new = _evolve(new, max_attempts=max_attempts or 1)
     return new, Event(job.id, _EV_STARTED, now, attempt)
 
 
@@ -480,6 +499,19 @@ def owns(job: Job, attempt: int) -> bool:
     return job.state is _RUNNING and job.attempts == attempt
 
 
+def attempt_limit(job: Job) -> int:
+    """Return how many attempts the job may use (1 while it has no limit yet).
+
+    Example::
+
+        >>> job, _ = create(NewJob(task="t", max_attempts=None), job_id=1, now=0.0)
+        >>> attempt_limit(job), attempt_limit(start(job, now=0.0, lease=1.0,
+        ...                                           max_attempts=4)[0])
+        (1, 4)
+    """
+    return 1 if job.max_attempts is None else job.max_attempts
+
+
 def settled_kind(job: Job, outcome: Outcome) -> EventKind:
     """Return the kind of event :func:`settle` records for ``outcome`` on ``job``.
 
@@ -494,7 +526,7 @@ def settled_kind(job: Job, outcome: Outcome) -> EventKind:
         return _EV_SUCCEEDED
     if isinstance(outcome, Release):
         return _EV_RELEASED
-    if outcome.retry_at is None or job.attempts >= job.max_attempts:
+    if outcome.retry_at is None or job.attempts >= attempt_limit(job):
         return _EV_DEAD
     return _EV_RETRIED
 
@@ -554,6 +586,7 @@ def settle(job: Job, outcome: Outcome, *, now: float) -> tuple[Job, Event]:
         state=_QUEUED,
         last_error=outcome.error,
         run_at=outcome.retry_at,
+        retry_delay=outcome.delay,
         lease_until=None,
         updated_at=now,
     )
@@ -595,7 +628,7 @@ def expire(job: Job, *, now: float) -> tuple[Job, Event]:
     """
     if not lease_expired(job, now):
         raise TransitionError(f"job {job.id} holds a live lease or is not running")
-    if job.attempts >= job.max_attempts:
+    if job.attempts >= attempt_limit(job):
         new = _evolve(
             job,
             state=JobState.DEAD,
@@ -659,7 +692,14 @@ def requeue(job: Job, *, now: float) -> tuple[Job, Event]:
     """
     if job.state is not JobState.DEAD:
         raise _refuse(job, "requeue", "dead")
-    new = _evolve(job, state=JobState.QUEUED, attempts=0, run_at=now, updated_at=now)
+    new = _evolve(
+        job,
+        state=JobState.QUEUED,
+        attempts=0,
+        run_at=now,
+        retry_delay=None,
+        updated_at=now,
+    )
     return new, Event(job.id, EventKind.REQUEUED, now, 0)
 
 

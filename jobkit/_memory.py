@@ -5,21 +5,26 @@ from __future__ import annotations
 import builtins
 import heapq
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol, TypeAlias
 
 import attrs
 import trio
 
-from . import _job, _schedule
+from . import _job, _metrics, _schedule
 from ._job import Event, EventKind, Job, JobState, NewJob, Outcome
 from ._schedule import FireResult, Firing, Schedule, check_schedule
 from ._store import (
     JobNotFound,
+    PurgeTotals,
     QueueCounts,
+    TallyKey,
+    add_tallies,
     check_limit,
+    check_list_cursor,
     check_new_jobs,
     check_outcomes,
+    check_tasks,
     check_time,
 )
 
@@ -131,6 +136,8 @@ class MemoryStore:
         self._counts: dict[tuple[str, str], int] = {}
         self._next_id = 1
         self._schedules: dict[str, Schedule] = {}
+        self._tallies: dict[TallyKey, tuple[int, float]] = {}
+        self._purges = 0
 
     def __repr__(self) -> str:
         return f"<MemoryStore with {len(self._jobs)} jobs>"
@@ -226,29 +233,55 @@ class MemoryStore:
         return ids
 
     async def claim(
-        self, *, queues: Sequence[str] | None, limit: int, now: float, lease: float
+        self,
+        *,
+        queues: Sequence[str] | None,
+        limit: int,
+        now: float,
+        lease: float,
+        tasks: Sequence[str] | None = None,
+        max_attempts: Mapping[str, int] | None = None,
     ) -> list[Job]:
-        """Start up to ``limit`` due jobs in claim order."""
+        """Start up to ``limit`` due jobs of ``tasks`` (None: any) in claim order."""
         await trio.lowlevel.checkpoint()
         check_limit(limit)
+        names = check_tasks(tasks)
+        wanted = None if names is None else set(names)
+        defaults = {} if max_attempts is None else max_attempts
         indexes = [self._queues[name] for name in self._names(queues)]
         for index in indexes:
             self._promote(index, now)
         claimed: list[Job] = []
+        # Due jobs of other tasks, taken off the heaps while looking past
+        # them and put back afterwards.
+        skipped: list[tuple[_QueueIndex, tuple[int, float, int]]] = []
         while len(claimed) < limit:
             best: _QueueIndex | None = None
             for index in indexes:
                 ready = index.ready
-                while ready and not self._is_waiting(ready[0][2], ready[0][1]):
-                    heapq.heappop(ready)
+                while ready and (
+                    not self._is_waiting(ready[0][2], ready[0][1])
+                    or (
+                        wanted is not None
+                        and self._jobs[ready[0][2]].task not in wanted
+                    )
+                ):
+                    entry = heapq.heappop(ready)
+                    if self._is_waiting(entry[2], entry[1]):
+                        skipped.append((index, entry))
                 if ready and (best is None or ready[0] < best.ready[0]):
                     best = index
             if best is None:
                 break
             _, _, job_id = heapq.heappop(best.ready)
-            job, event = _job.start(self._jobs[job_id], now=now, lease=lease)
+            queued = self._jobs[job_id]
+            job, event = _job.start(
+                queued, now=now, lease=lease, max_attempts=defaults.get(queued.task)
+            )
             self._record(job, event)
             claimed.append(job)
+        for index, entry in skipped:
+            heapq.heappush(index.ready, entry)
         return claimed
 
     async def settle(self, outcomes: Sequence[Outcome], *, now: float) -> list[bool]:
@@ -321,14 +354,25 @@ class MemoryStore:
         state: JobState | None = None,
         queue: str | None = None,
         limit: int | None = 100,
+        task: str | None = None,
+        newest_first: bool = False,
+        after_id: int | None = None,
+        before_id: int | None = None,
     ) -> builtins.list[Job]:
-        """Return jobs by state and queue, oldest id first."""
+        """Return jobs by state, queue and task, oldest id first (or newest)."""
         await trio.lowlevel.checkpoint()
         check_limit(limit)
+        check_list_cursor(after_id, before_id)
         found = []
-        for job in self._jobs.values():
-            if (state is None or job.state is state) and (
-                queue is None or job.queue == queue
+        # Ids are handed out in increasing order, so the dict is in id order.
+        jobs = self._jobs.values()
+        for job in reversed(jobs) if newest_first else jobs:
+            if (
+                (state is None or job.state is state)
+                and (queue is None or job.queue == queue)
+                and (task is None or job.task == task)
+                and (after_id is None or job.id > after_id)
+                and (before_id is None or job.id < before_id)
             ):
                 found.append(job)
                 if limit is not None and len(found) >= limit:
@@ -381,9 +425,26 @@ class MemoryStore:
             }
         )
 
-    async def next_run_at(self, *, queues: Sequence[str] | None) -> float | None:
-        """Return the earliest ``run_at`` among QUEUED jobs, or None."""
+    async def next_run_at(
+        self, *, queues: Sequence[str] | None, tasks: Sequence[str] | None = None
+    ) -> float | None:
+        """Return the earliest ``run_at`` among QUEUED jobs of ``tasks``, or None."""
         await trio.lowlevel.checkpoint()
+        names = check_tasks(tasks)
+        if names is not None:
+            wanted = set(names)
+            return min(
+                (
+                    job.run_at
+                    for name in self._names(queues)
+                    for _, job_id in self._queues[name].pending
+                    + [(r, i) for _, r, i in self._queues[name].ready]
+                    if (job := self._jobs.get(job_id)) is not None
+                    and job.state is _QUEUED
+                    and job.task in wanted
+                ),
+                default=None,
+            )
         earliest: float | None = None
         for name in self._names(queues):
             index = self._queues[name]
@@ -402,6 +463,15 @@ class MemoryStore:
                 if earliest is None or run_at < earliest:
                     earliest = run_at
         return earliest
+
+    async def queued_tasks(self) -> dict[tuple[str, str], int]:
+        """Return the number of QUEUED jobs per ``(queue, task)``."""
+        await trio.lowlevel.checkpoint()
+        found: dict[tuple[str, str], int] = {}
+        for job in self._jobs.values():
+            if job.state is _QUEUED:
+                found[(job.queue, job.task)] = found.get((job.queue, job.task), 0) + 1
+        return found
 
     async def events(
         self, *, job_id: int | None = None, after: int = 0, limit: int | None = None
@@ -430,26 +500,44 @@ class MemoryStore:
         """Delete finished jobs changed before ``before``, with their events.
 
         As in :class:`SQLiteStore`: SUCCEEDED and CANCELLED jobs go, the newest
-        job and the newest event stay. A purged event leaves a gap in the
+        job and the job of the newest event stay, and the purged events are
+        added to :meth:`purge_totals`. A purged event leaves a gap in the
         sequence numbers.
         """
         await trio.lowlevel.checkpoint()
         check_time(before, "before")
-        newest = max(self._jobs, default=None)
+        events = self._events
+        kept = {max(self._jobs, default=None)}
+        if events and events[-1] is not None:
+            kept.add(events[-1][0])
         doomed = {
             job.id
             for job in self._jobs.values()
-            if job.state in _PURGEABLE and job.updated_at < before and job.id != newest
+            if job.state in _PURGEABLE
+            and job.updated_at < before
+            and job.id not in kept
         }
+        if not doomed:
+            return 0
+        history: dict[int, builtins.list[Event]] = {job_id: [] for job_id in doomed}
+        for i, row in enumerate(events):
+            if row is not None and row[0] in doomed:
+                history[row[0]].append(Event(row[0], _KINDS[row[1]], *row[2:]))
+                events[i] = None
         for job_id in doomed:
             job = self._jobs.pop(job_id)
             self._counts[(job.queue, job.state._value_)] -= 1
-        events = self._events
-        for i in range(len(events) - 1):
-            row = events[i]
-            if row is not None and row[0] in doomed:
-                events[i] = None
+            add_tallies(
+                self._tallies,
+                _metrics.tally_events(job.task, job.queue, history[job_id]),
+            )
+        self._purges += 1
         return len(doomed)
+
+    async def purge_totals(self) -> PurgeTotals:
+        """Return what the purged jobs' events added up to."""
+        await trio.lowlevel.checkpoint()
+        return PurgeTotals(self._purges, dict(self._tallies))
 
     async def aclose(self) -> None:
         """Nothing to release; provided for the contract."""

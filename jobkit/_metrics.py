@@ -28,6 +28,17 @@ SUCCEEDED, RETRIED or DEAD of the same job and attempt, labelled with the
 outcome (``succeeded`` or ``failed``). Attempts lost with a crashed worker or
 released at shutdown have no meaningful duration and are not observed.
 Attempts per job are observed when a job finishes (SUCCEEDED or DEAD).
+
+Purging jobs does not take anything back: the store folds the purged events
+into its :meth:`~jobkit.Store.purge_totals` (see :func:`tally_events`), and
+:class:`Metrics` starts from those. Counters, histogram counts and sums, and
+the attempts histogram stay exact. Purged durations are kept in the buckets
+of :data:`DURATION_BUCKETS`; with other bounds a purged duration counts in
+the lowest bucket it could belong to, so cumulative bucket counts never drop
+but may lean low.
+
+Every exporter reads the whole database, so the numbers of several workers
+on one file are the same numbers: scrape one exporter, do not sum them.
 """
 
 from __future__ import annotations
@@ -46,7 +57,7 @@ import attrs
 import trio
 
 from ._job import EXPIRED_ERROR, Event, EventKind, Job, JobState
-from ._store import JobNotFound, QueueCounts, Store
+from ._store import JobNotFound, PurgeTotals, QueueCounts, Store, TallyKey
 
 __all__ = [
     "ATTEMPT_BUCKETS",
@@ -60,6 +71,7 @@ __all__ = [
     "MetricsSnapshot",
     "attempt_spans",
     "collect_metrics",
+    "tally_events",
 ]
 
 DURATION_BUCKETS: tuple[float, ...] = (
@@ -140,6 +152,65 @@ _FORGET = frozenset(
 
 UNKNOWN = "unknown"
 """The task and queue label of an event whose job the store no longer has."""
+
+
+# Series of the purge tallies (besides the event kinds' values).
+_DURATION_SERIES = {"succeeded": "duration:succeeded", "failed": "duration:failed"}
+_ATTEMPTS_SERIES = "attempts"
+
+
+def tally_events(
+    task: str, queue: str, events: Iterable[Event]
+) -> dict[TallyKey, tuple[int, float]]:
+    """Add up one finished job's events as a purge keeps them, without bucket bounds.
+
+    Keys are ``(task, queue, series, key)``, values ``(count, sum)``:
+
+    - series an event kind's value: that many events; key 1 marks DEAD
+      events of lost leases, 0 the others;
+    - ``"duration:succeeded"``/``"duration:failed"``: attempt durations,
+      key the index of their bucket in :data:`DURATION_BUCKETS`;
+    - ``"attempts"``: finished jobs, key the attempts each used.
+
+    Example::
+
+        >>> from jobkit import Event, EventKind, tally_events
+        >>> t = tally_events("t", "q", [Event(1, EventKind.ENQUEUED, 0.0, 0),
+        ...     Event(1, EventKind.STARTED, 1.0, 1),
+        ...     Event(1, EventKind.SUCCEEDED, 1.5, 1)])
+        >>> t[("t", "q", "succeeded", 0)], t[("t", "q", "duration:succeeded", 6)]
+        ((1, 0.0), (1, 0.5))
+    """
+    out: dict[TallyKey, tuple[int, float]] = {}
+
+    def add(series: str, key: int, value: float = 0.0) -> None:
+        n, total = out.get((task, queue, series, key), (0, 0.0))
+        out[(task, queue, series, key)] = (n + 1, total + value)
+
+    started: tuple[int, float] | None = None
+    for event in events:
+        kind = event.kind
+        lost = kind is EventKind.EXPIRED or (
+            kind is EventKind.DEAD and event.error == EXPIRED_ERROR
+        )
+        add(kind.value, int(lost and kind is EventKind.DEAD))
+        if kind is EventKind.STARTED:
+            started = (event.attempt, event.at)
+        elif kind in _ENDS_ATTEMPT:
+            if (
+                started is not None
+                and started[0] == event.attempt
+                and kind is not EventKind.RELEASED
+                and not lost
+            ):
+                outcome = "succeeded" if kind is EventKind.SUCCEEDED else "failed"
+                took = max(0.0, event.at - started[1])
+                bucket = bisect.bisect_left(DURATION_BUCKETS, took)
+                add(_DURATION_SERIES[outcome], bucket, took)
+            started = None
+        if kind in (EventKind.SUCCEEDED, EventKind.DEAD):
+            add(_ATTEMPTS_SERIES, event.attempt, event.attempt)
+    return out
 
 
 def _check_buckets(buckets: Sequence[float], what: str) -> tuple[float, ...]:
@@ -658,6 +729,9 @@ class Metrics:
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch!r}")
         self._batch = batch
+        self._clear()
+
+    def _clear(self) -> None:
         self.seq = 0
         """The sequence number of the last event folded in."""
         self._labels: dict[int, tuple[str, str]] = {}
@@ -665,6 +739,7 @@ class Metrics:
         self._counters: Counter[tuple[str, str, str]] = Counter()
         self._durations: dict[tuple[str, str], _HistogramBuilder] = {}
         self._attempts: dict[str, _HistogramBuilder] = {}
+        self._purge_version = 0
 
     def __repr__(self) -> str:
         return f"<Metrics at event {self.seq}, {len(self._running)} attempts running>"
@@ -694,20 +769,63 @@ class Metrics:
                 del self._running[event.job_id]
                 if kind is not EventKind.RELEASED and not lost:
                     outcome = "succeeded" if kind is EventKind.SUCCEEDED else "failed"
-                    builder = self._durations.get((task, outcome))
-                    if builder is None:
-                        builder = _HistogramBuilder(self._duration_bounds)
-                        self._durations[(task, outcome)] = builder
+                    builder = self._duration_builder(task, outcome)
                     builder.observe(max(0.0, event.at - started[1]))
         if kind in (EventKind.SUCCEEDED, EventKind.DEAD):
-            builder = self._attempts.get(task)
-            if builder is None:
-                builder = self._attempts[task] = _HistogramBuilder(self._attempt_bounds)
-            builder.observe(event.attempt)
+            self._attempts_builder(task).observe(event.attempt)
         if kind in _FORGET:
             self._labels.pop(event.job_id, None)
         else:
             self._labels[event.job_id] = (task, queue)
+
+    def _duration_builder(self, task: str, outcome: str) -> _HistogramBuilder:
+        builder = self._durations.get((task, outcome))
+        if builder is None:
+            builder = _HistogramBuilder(self._duration_bounds)
+            self._durations[(task, outcome)] = builder
+        return builder
+
+    def _attempts_builder(self, task: str) -> _HistogramBuilder:
+        builder = self._attempts.get(task)
+        if builder is None:
+            builder = self._attempts[task] = _HistogramBuilder(self._attempt_bounds)
+        return builder
+
+    def start_from(self, totals: PurgeTotals) -> None:
+        """Forget everything folded so far and start from a store's purge totals.
+
+        :meth:`update` does this whenever the store purged since the last
+        call, then folds the whole remaining log again.
+
+        Example::
+
+            >>> from jobkit import EventKind, Metrics, PurgeTotals
+            >>> m = Metrics()
+            >>> m.start_from(PurgeTotals(1, {("t", "q", "succeeded", 0): (20, 0.0)}))
+            >>> m.snapshot().total("succeeded")
+            20
+        """
+        self._clear()
+        self._purge_version = totals.version
+        kinds = {kind.value: kind for kind in EventKind}
+        for (task, queue, series, key), (n, total) in totals.tallies.items():
+            kind = kinds.get(series)
+            if kind is not None:
+                for name in _COUNTS.get(kind, ()):
+                    self._counters[(name, task, queue)] += n
+                if key and kind is EventKind.DEAD:
+                    self._counters[("expired", task, queue)] += n
+            elif series == _ATTEMPTS_SERIES:
+                builder = self._attempts_builder(task)
+                builder.counts[bisect.bisect_left(self._attempt_bounds, key)] += n
+                builder.sum += total
+            elif series in _DURATION_SERIES.values():
+                outcome = series.split(":", 1)[1]
+                builder = self._duration_builder(task, outcome)
+                # The lowest of this run's buckets the durations may be in.
+                low = DURATION_BUCKETS[key - 1] if key > 0 else -math.inf
+                builder.counts[bisect.bisect_right(self._duration_bounds, low)] += n
+                builder.sum += total
 
     def learn(self, job: Job) -> None:
         """Remember the task and queue of ``job`` for the events that follow."""
@@ -740,6 +858,10 @@ class Metrics:
     async def update(self, store: Store) -> int:
         """Fold in every event the store recorded since the last call; return how many.
 
+        If the store purged jobs since, the numbers are rebuilt from its
+        :meth:`~jobkit.Store.purge_totals` and the remaining log, so no
+        counter ever goes down and no purged job shows up as ``unknown``.
+
         Example::
 
             >>> import trio
@@ -751,6 +873,17 @@ class Metrics:
             >>> trio.run(main)
             (1, 0)
         """
+        while True:
+            totals = await store.purge_totals()
+            if totals.version != self._purge_version:
+                self.start_from(totals)
+            folded = await self._fold_log(store)
+            # A purge while folding may have taken events before they were
+            # read, or jobs before their labels were: then start again.
+            if (await store.purge_totals()).version == totals.version:
+                return folded
+
+    async def _fold_log(self, store: Store) -> int:
         folded = 0
         catalog: dict[int, tuple[str, str]] = {}
         while True:

@@ -1230,7 +1230,7 @@ class Queue:
             payload=spec.payload,
             queue=spec.queue,
             priority=spec.priority,
-            max_attempts=spec.max_attempts,
+            max_attempts=spec.max_attempts or 1,  # resolved: never None
             misfire=misfire,
             max_burst=max_burst,
             start=None if start is None else _instant(start, "start"),

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import builtins
 import math
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Protocol, TypeAlias, runtime_checkable
 
 import attrs
 
@@ -118,6 +118,42 @@ class QueueCounts:
         return _html.table(rows, head=head, title="jobs per queue and state")
 
 
+TallyKey: TypeAlias = tuple[str, str, str, int]
+"""``(task, queue, series, key)``: one line of :attr:`PurgeTotals.tallies`."""
+
+
+@attrs.frozen
+class PurgeTotals:
+    """What the events of purged jobs added up to, kept so metrics never go back.
+
+    :meth:`Store.purge` folds the events of the jobs it deletes into these
+    totals in the same transaction (with :func:`jobkit._metrics.tally_events`),
+    and :meth:`Store.purge_totals` returns them; :class:`~jobkit.Metrics`
+    starts from them and folds the remaining log on top. A store keeps the
+    tallies as opaque rows, adding ``(n, total)`` pairwise per key, and
+    increases ``version`` with every transaction that deletes jobs, so that a
+    reader can tell whether the log it folded was purged meanwhile.
+
+    Example::
+
+        >>> PurgeTotals().version, dict(PurgeTotals().tallies)
+        (0, {})
+    """
+
+    version: int = 0
+    tallies: Mapping[TallyKey, tuple[int, float]] = attrs.field(factory=dict)
+
+
+def add_tallies(
+    into: dict[TallyKey, tuple[int, float]],
+    more: Mapping[TallyKey, tuple[int, float]],
+) -> None:
+    """Add ``more`` into ``into``, key by key."""
+    for key, (n, total) in more.items():
+        old_n, old_total = into.get(key, (0, 0.0))
+        into[key] = (old_n + n, old_total + total)
+
+
 @runtime_checkable
 class Store(Protocol):
     """The primitives a job store provides; :class:`MemoryStore` and
@@ -145,12 +181,24 @@ class Store(Protocol):
         ...
 
     async def claim(
-        self, *, queues: Sequence[str] | None, limit: int, now: float, lease: float
+        self,
+        *,
+        queues: Sequence[str] | None,
+        limit: int,
+        now: float,
+        lease: float,
+        tasks: Sequence[str] | None = None,
+        max_attempts: Mapping[str, int] | None = None,
     ) -> list[Job]:
         """Start up to ``limit`` due jobs, in claim order, and return them RUNNING.
 
         Due means QUEUED with ``run_at <= now``; ``queues=None`` means any
-        queue. No job is handed to two callers, across processes too.
+        queue and ``tasks=None`` any task, while a list of task names
+        leaves jobs of other tasks QUEUED (a worker claims only what it can
+        run). A claimed job whose ``max_attempts`` is None gets
+        ``max_attempts[job.task]``, or 1 if that names no such task, stored
+        for good (:func:`jobkit._job.start`). No job is handed to two
+        callers, across processes too.
         """
         ...
 
@@ -189,8 +237,18 @@ class Store(Protocol):
         state: JobState | None = None,
         queue: str | None = None,
         limit: int | None = 100,
+        task: str | None = None,
+        newest_first: bool = False,
+        after_id: int | None = None,
+        before_id: int | None = None,
     ) -> builtins.list[Job]:
-        """Return jobs filtered by state and queue, oldest id first."""
+        """Return jobs filtered by state, queue and task, oldest id first.
+
+        ``newest_first`` reverses the order. ``after_id`` and ``before_id``
+        keep only ids above, respectively below, the given one: a keyset
+        cursor, so a page costs the same however deep it is (pass the last
+        id of a page to get the next one).
+        """
         ...
 
     async def cancel(self, job_id: int, *, now: float) -> Job:
@@ -209,8 +267,20 @@ class Store(Protocol):
         """Return the number of jobs per queue and state."""
         ...
 
-    async def next_run_at(self, *, queues: Sequence[str] | None) -> float | None:
-        """Return the earliest ``run_at`` of a QUEUED job, or None if there is none."""
+    async def next_run_at(
+        self, *, queues: Sequence[str] | None, tasks: Sequence[str] | None = None
+    ) -> float | None:
+        """Return the earliest ``run_at`` of a QUEUED job, or None if there is none.
+
+        ``queues`` and ``tasks`` filter as in :meth:`claim`.
+        """
+        ...
+
+    async def queued_tasks(self) -> dict[tuple[str, str], int]:
+        """Return the number of QUEUED jobs per ``(queue, task)``.
+
+        Shows jobs that wait for a worker that knows their task.
+        """
         ...
 
     async def events(
@@ -231,10 +301,16 @@ class Store(Protocol):
 
         Only SUCCEEDED and CANCELLED jobs go; DEAD jobs wait for a person
         (discard one to make it purgeable), QUEUED and RUNNING ones are
-        untouched. The job with the highest id and the event with the highest
-        sequence are always kept, so neither number is ever handed out again.
+        untouched. The job with the highest id and the job of the event with
+        the highest sequence are always kept (with all their events), so
+        neither number is ever handed out again. The deleted jobs' events are
+        folded into :meth:`purge_totals` in the transaction that deletes them.
         Returns how many jobs were deleted.
         """
+        ...
+
+    async def purge_totals(self) -> PurgeTotals:
+        """Return the totals that purges folded the deleted events into."""
         ...
 
     async def aclose(self) -> None:
@@ -245,6 +321,7 @@ class Store(Protocol):
 __all__ = [
     "IncompatibleStore",
     "JobNotFound",
+    "PurgeTotals",
     "QueueCounts",
     "Store",
     "StoreBusy",
@@ -268,6 +345,24 @@ def check_time(value: float, what: str) -> None:
         raise ValueError(f"{what} must be a finite time, got {value!r}")
 
 
+def check_list_cursor(after_id: int | None, before_id: int | None) -> None:
+    """Refuse a list cursor that is not a whole number."""
+    for name, value in (("after_id", after_id), ("before_id", before_id)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int)
+        ):
+            raise TypeError(f"{name} must be a job id or None, got {value!r}")
+
+
+def check_tasks(tasks: Sequence[str] | None) -> list[str] | None:
+    """Return the task names, deduplicated; refuse a bare string."""
+    if tasks is None:
+        return None
+    if isinstance(tasks, str):
+        raise TypeError(f"tasks must be a list of names, not the string {tasks!r}")
+    return list(dict.fromkeys(tasks))
+
+
 def check_outcomes(outcomes: Sequence[Outcome]) -> None:
     """Refuse a batch that reports on the same job twice."""
     seen: set[int] = set()
@@ -282,7 +377,7 @@ def check_new_jobs(jobs: Sequence[NewJob]) -> None:
     for spec in jobs:
         if not isinstance(spec, NewJob):
             raise TypeError(f"enqueue() takes NewJob records, got {spec!r}")
-        if spec.max_attempts < 1:
+        if spec.max_attempts is not None and spec.max_attempts < 1:
             raise ValueError(
                 f"max_attempts must be at least 1, got {spec.max_attempts} "
                 f"(task {spec.task!r})"

@@ -71,10 +71,6 @@ TAIL_CHECK = 1 / 16
 #: Tracebacks stored on a job are cut to this many characters (the end is kept).
 MAX_TRACEBACK = 8000
 
-#: How many retry delays a worker remembers for decorrelated jitter; beyond
-#: that it reads the previous delay back from the job's events.
-_REMEMBERED_DELAYS = 10_000
-
 _current_job: ContextVar[Job] = ContextVar("jobkit.current_job")
 
 # Read for every attempt: Python 3.11 reads an attribute of an Enum class
@@ -692,8 +688,6 @@ class Worker:
         self._limiter: trio.CapacityLimiter | None = None
         self._running: dict[int, _Attempt] = {}
         self._idle: list[_Slot] = []
-        # job id -> (attempt, delay chosen after it), for decorrelated jitter.
-        self._delays: dict[int, tuple[int, float]] = {}
         self._counters = _Counters()
         self._poked: trio.Event | None = None
         self._slot_free = False  # the claim loop waits with a slot free
@@ -852,16 +846,37 @@ class Worker:
     async def _left(self) -> tuple[int, int]:
         """How many jobs of the served queues are QUEUED (due or not), and RUNNING."""
         await self._schedules_fired.wait()
-        counts = await self._caller.call("counts", self._queue.store.counts)
+        store = self._queue.store
+        counts = await self._caller.call("counts", store.counts)
         left = {JobState.QUEUED: 0, JobState.RUNNING: 0}
         for (name, state), n in counts.counts.items():
             if state in left and (self._queues is None or name in self._queues):
                 left[state] += n
+        if left[JobState.QUEUED]:
+            # Queued jobs of tasks this worker does not know wait for another.
+            queued = await self._caller.call("queued_tasks", store.queued_tasks)
+            left[JobState.QUEUED] = sum(
+                n
+                for (name, task), n in queued.items()
+                if task in self._queue.tasks
+                and (self._queues is None or name in self._queues)
+            )
         return left[JobState.QUEUED], left[JobState.RUNNING]
 
     async def _claim(self, limit: int) -> list[Job]:
+        # Only jobs of tasks this worker can run: a job of a task that only a
+        # newer deploy knows waits QUEUED for a worker that knows it. A job
+        # enqueued without max_attempts gets its task's policy's here.
+        tasks = self._queue.tasks
         return await self._queue.store.claim(
-            queues=self._queues, limit=limit, now=self._queue.clock(), lease=self._lease
+            queues=self._queues,
+            limit=limit,
+            now=self._queue.clock(),
+            lease=self._lease,
+            tasks=list(tasks),
+            max_attempts={
+                name: task.retry.max_attempts for name, task in tasks.items()
+            },
         )
 
     async def _next_deadline(self) -> float | None:
@@ -869,7 +884,10 @@ class Worker:
         store = self._queue.store
         clock = self._queue.clock
         next_due = await self._caller.call(
-            "next_run_at", lambda: store.next_run_at(queues=self._queues)
+            "next_run_at",
+            lambda: store.next_run_at(
+                queues=self._queues, tasks=list(self._queue.tasks)
+            ),
         )
         poll = trio.current_time() + self._poll_interval
         if next_due is None:
@@ -991,7 +1009,7 @@ class Worker:
             if (
                 self._waiting is not None
                 and outcome.retry_at is not None
-                and job.attempts < job.max_attempts
+                and job.attempts < _job.attempt_limit(job)
             ):
                 wake = self._trio_time(outcome.retry_at)
                 self._waiting.deadline = min(self._waiting.deadline, wake)
@@ -1066,53 +1084,20 @@ class Worker:
     ) -> Failure:
         policy = task.retry if task is not None else self._queue.default_retry
         if policy.max_attempts != job.max_attempts:
-            # The job's own limit (set at enqueue) is the one the store enforces.
-            policy = attrs.evolve(policy, max_attempts=job.max_attempts)
-        previous = None
-        if policy.backoff.jitter == "decorrelated":
-            previous = await self._previous_delay(job, policy.backoff)
+            # The job's own limit (set at enqueue or at its first claim) is
+            # the one the store enforces.
+            policy = attrs.evolve(policy, max_attempts=_job.attempt_limit(job))
+        # Decorrelated jitter draws from the delay the store recorded at the
+        # job's last retry: a delay chosen for an attempt whose lease was
+        # lost never took effect.
         delay = policy.decide(
-            error, job.attempts, previous_delay=previous, rng=self._rng
+            error, job.attempts, previous_delay=job.retry_delay, rng=self._rng
         )
-        if delay is not None and policy.backoff.jitter == "decorrelated":
-            self._remember_delay(job, delay)
         now = self._queue.clock()
         text = describe_error(error)
         return Failure(
-            job.id, job.attempts, text, None if delay is None else now + delay
+            job.id, job.attempts, text, None if delay is None else now + delay, delay
         )
-
-    def _remember_delay(self, job: Job, delay: float) -> None:
-        delays = self._delays
-        delays.pop(job.id, None)
-        delays[job.id] = (job.attempts, delay)
-        if len(delays) > _REMEMBERED_DELAYS:
-            del delays[next(iter(delays))]  # the oldest entry
-
-    async def _previous_delay(self, job: Job, backoff: Backoff) -> float | None:
-        # The wait chosen after the previous attempt. Usually this worker
-        # chose it; otherwise it is the span from the RETRIED event that
-        # scheduled this attempt to the run_at it set (claims keep run_at).
-        if job.attempts < 2:
-            return None
-        remembered = self._delays.pop(job.id, None)
-        if remembered is not None and remembered[0] == job.attempts - 1:
-            return remembered[1]
-        try:
-            events = await self._queue.store.events(job_id=job.id)
-        except Exception:
-            logger.warning("could not read the events of job %d", job.id, exc_info=True)
-            return None
-        starts = [i for i, (_, e) in enumerate(events) if e.kind is EventKind.STARTED]
-        if not starts or starts[-1] == 0:
-            return None
-        before = events[starts[-1] - 1][1]
-        if before.kind is not EventKind.RETRIED:
-            return None
-        # The event is stamped when the report landed, a little after the
-        # failure, so the span may come out short; no decorrelated wait is
-        # shorter than the base, nor longer than the cap.
-        return min(backoff.cap, max(backoff.base, job.run_at - before.at))
 
     def _report(self, attempt: _Attempt, applied: bool, now: float) -> None:
         """Count the attempt's outcome and log it once, as the store recorded it."""

@@ -384,6 +384,37 @@ def test_enqueue_work_inspect_and_operate(
     assert states(workdir / "jobs.db")[boom_id] == "queued"
 
 
+def test_without_an_app_a_job_waits_for_a_worker_that_knows_its_task(
+    workdir: Path,
+) -> None:
+    """enqueue warns it cannot check the task; the task's own limit applies later;
+    stats --app counts the queued jobs of tasks the app does not know."""
+    db = str(workdir / "jobs.db")
+    ghost = jobkit("enqueue", "ghost", "--db", db, cwd=workdir)
+    assert ghost.returncode == 0
+    assert "without --app the task name 'ghost' cannot be checked" in ghost.stderr
+    added = jobkit(
+        "enqueue", "add", "--arg", "a=1", "--arg", "b=2", "--db", db, cwd=workdir
+    )
+    [first, second] = json.loads(
+        jobkit("jobs", "--db", db, "--json", cwd=workdir).stdout
+    )
+    assert (first["max_attempts"], second["max_attempts"]) == (None, None)
+    assert added.returncode == 0
+    work = jobkit("worker", "app:queue", "--db", db, "--until-empty", cwd=workdir)
+    assert work.returncode == 0, work.stderr
+    jobs = json.loads(jobkit("jobs", "--db", db, "--json", cwd=workdir).stdout)
+    assert [(j["task"], j["state"], j["max_attempts"]) for j in jobs] == [
+        ("ghost", "queued", None),
+        ("add", "succeeded", 2),  # the task's RetryPolicy(2, ...)
+    ]
+    stats = jobkit("stats", "--app", "app:queue", "--db", db, cwd=workdir)
+    assert stats.returncode == 0, stats.stderr
+    assert stats.stdout.splitlines()[-1] == (
+        "1 queued job waits for tasks app:queue does not know: ghost"
+    )
+
+
 def test_enqueue_without_an_app_stores_the_job_as_given(workdir: Path) -> None:
     """Without --app the task name and options are stored unchecked."""
     db = str(workdir / "new.db")

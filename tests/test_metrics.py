@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from jobkit import (
     Metrics,
     MetricsSnapshot,
     NewJob,
+    SQLiteStore,
     attempt_spans,
     collect_metrics,
 )
@@ -267,9 +269,15 @@ def histories(draw: st.DrawFn) -> list[tuple[str, Any]]:
     return ops
 
 
-async def play(store: MemoryStore, ops: Sequence[tuple[str, int]]) -> None:
+async def play(
+    store: MemoryStore,
+    ops: Sequence[tuple[str, int]],
+    after_each: Callable[[int, float], Awaitable[None]] | None = None,
+) -> None:
     now = 0.0
-    for op, r in ops:
+    for step, (op, r) in enumerate(ops):
+        if after_each is not None and step:
+            await after_each(step, now)
         now += 1 + r % 7
         if op == "enqueue":
             await store.enqueue(
@@ -622,3 +630,114 @@ def test_depth_sampler_checks_its_arguments() -> None:
         DepthSampler(MemoryStore(), every=1, limit=0)
     with pytest.raises(TypeError, match="expected a jobkit Queue or Store"):
         DepthSampler("jobs.db", every=1)
+
+
+# -- purges take nothing back ---------------------------------------------------------
+
+
+def never_lower(before: MetricsSnapshot, after: MetricsSnapshot) -> None:
+    """Every counter, histogram count, sum and cumulative bucket is at least as high."""
+    for name in COUNTERS:
+        for key, n in before.counters[name].items():
+            assert after.counters[name].get(key, 0) >= n, (name, key)
+    pairs = [(before.durations, after.durations), (before.attempts, after.attempts)]
+    for old, new in pairs:
+        for key, hist in old.items():  # type: ignore[attr-defined]
+            assert key in new, key
+            assert new[key].sum >= hist.sum - 1e-9  # type: ignore[index]
+            for (_, a), (_, b) in zip(
+                hist.cumulative(),
+                new[key].cumulative(),  # type: ignore[index]
+                strict=True,
+            ):
+                assert b >= a, key
+
+
+@given(histories(), st.sets(st.integers(1, 40)))
+def test_purges_never_take_metrics_back(
+    ops: list[tuple[str, int]], purges: set[int]
+) -> None:
+    """Whatever is purged when, a follower's numbers only grow, and end where a
+    store that never purged ends: counters and histograms alike."""
+
+    async def main() -> tuple[MetricsSnapshot, MetricsSnapshot]:
+        store, twin = MemoryStore(), MemoryStore()
+        follower = Metrics()
+        last = MetricsSnapshot.empty()
+
+        async def step(i: int, now: float) -> None:
+            nonlocal last
+            if i in purges:
+                await store.purge(before=now + 1)
+            await follower.update(store)
+            snap = follower.snapshot()
+            never_lower(last, snap)
+            last = snap
+
+        await play(store, ops, step)
+        await play(twin, ops)
+        await follower.update(store)
+        await store.purge(before=1e9)
+        fresh = Metrics()
+        await fresh.update(store)
+        never_lower(last, fresh.snapshot())
+        full = Metrics()
+        await full.update(twin)
+        return fresh.snapshot(), full.snapshot()
+
+    purged, kept = trio.run(main)
+    assert purged.counters == kept.counters
+    assert "unknown" not in purged.tasks
+    for got, want in (
+        (purged.durations, kept.durations),
+        (purged.attempts, kept.attempts),
+    ):
+        assert got.keys() == want.keys()  # type: ignore[attr-defined]
+        for key, hist in want.items():  # type: ignore[attr-defined]
+            assert got[key].counts == hist.counts  # type: ignore[index]
+            assert got[key].sum == pytest.approx(hist.sum)  # type: ignore[index]
+
+
+async def succeed(store: jobkit.Store, n: int, now: float) -> None:
+    ids = await store.enqueue([NewJob(task="t")] * n, now=now)
+    jobs = await store.claim(queues=None, limit=n, now=now, lease=60.0)
+    assert {j.id for j in jobs} == set(ids)
+    await store.settle([Success(j.id, 1) for j in jobs], now=now + 0.2)
+
+
+async def test_counters_survive_a_purge_and_a_restart(tmp_path: Path) -> None:
+    """20 succeeded jobs stay 20 after purging them, and after reopening the file."""
+    path = tmp_path / "jobs.db"
+    async with SQLiteStore(path) as store:
+        await succeed(store, 20, 0.0)
+        before = await collect_metrics(store)
+        assert before.total("succeeded") == 20
+        assert await store.purge(before=100.0) == 19  # the newest job stays
+        after = await collect_metrics(store)
+        assert after.total("succeeded") == 20
+        assert after.tasks == ["t"]  # no "unknown" series
+        assert after.counters == before.counters
+        assert after.durations == before.durations
+        assert after.attempts == before.attempts
+    async with SQLiteStore(path) as store:
+        again = await collect_metrics(store)
+        assert again.counters == before.counters
+        assert again.durations == before.durations
+        await succeed(store, 1, 200.0)
+        assert (await collect_metrics(store)).total("succeeded") == 21
+
+
+def test_purged_durations_fall_into_the_lowest_possible_bucket() -> None:
+    """With bounds of its own, a follower never counts a purged duration too high."""
+    metrics = Metrics(duration_buckets=(0.3, 2.0))
+    metrics.start_from(
+        jobkit.PurgeTotals(
+            1,
+            {
+                ("t", "q", "duration:succeeded", 5): (2, 0.4),  # in (0.1, 0.25]
+                ("t", "q", "duration:succeeded", 6): (1, 0.4),  # in (0.25, 0.5]
+            },
+        )
+    )
+    hist = metrics.snapshot().duration("t")
+    assert (hist.counts, hist.sum) == ((3, 0, 0), 0.8)

@@ -692,11 +692,13 @@ def make_version_1_file(path: Path) -> None:
     """A file as jobkit wrote it before schedules: no schedules table, version 1."""
     db = sqlite3.connect(path, isolation_level=None)
     for statement in sql._SCHEMA:
-        if statement in TABLES:
+        if statement in TABLES or statement == sql._PURGED:
             continue
         db.execute(
             statement.replace(
                 f"user_version = {sql.SCHEMA_VERSION}", "user_version = 1"
+            ).replace(
+                "last_seq     INTEGER,\n        retry_delay  REAL", "last_seq INTEGER"
             )
         )
     db.execute(
@@ -710,7 +712,7 @@ def make_version_1_file(path: Path) -> None:
 async def test_a_version_1_file_gains_the_schedules_table_and_keeps_its_jobs(
     tmp_path: Path,
 ) -> None:
-    """Opening a version 1 file upgrades it to 2 in place; its jobs and events stay."""
+    """Opening a version 1 file upgrades it in place; its jobs and events stay."""
     path = tmp_path / "jobs.db"
     make_version_1_file(path)
     async with jobkit.SQLiteStore(path) as store:
@@ -721,7 +723,7 @@ async def test_a_version_1_file_gains_the_schedules_table_and_keeps_its_jobs(
         fired = await store.fire_schedules(now=0.0)
         assert [f.job_id for f in fired.firings] == [2]
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
     tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
     assert {"schedules", "schedules_next", "jobs", "events", "counts"} <= tables
     db.close()
@@ -731,14 +733,14 @@ async def test_a_version_1_file_gains_the_schedules_table_and_keeps_its_jobs(
 
 
 def test_a_newer_version_is_still_refused(tmp_path: Path) -> None:
-    """Version 3 is refused, unchanged, even though 1 is upgraded."""
+    """Version 4 is refused, unchanged, even though 1 is upgraded."""
     path = tmp_path / "jobs.db"
     trio.run(jobkit.SQLiteStore(path).aclose)
     db = sqlite3.connect(path)
-    db.execute("PRAGMA user_version = 3")
+    db.execute("PRAGMA user_version = 4")
     db.close()
     with pytest.raises(
-        jobkit.IncompatibleStore, match="version 3, newer than version 2"
+        jobkit.IncompatibleStore, match="version 4, newer than version 3"
     ):
         jobkit.SQLiteStore(path)
 

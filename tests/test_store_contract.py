@@ -28,6 +28,7 @@ from jobkit import (
     JobState,
     MemoryStore,
     NewJob,
+    PurgeTotals,
     SQLiteStore,
     Store,
     TransitionError,
@@ -845,6 +846,7 @@ async def test_purge_keeps_dead_letters_until_discarded(store: Store) -> None:
     await put(store, 1.0)  # the newest job, which always stays
     assert await store.purge(before=10.0) == 0
     await store.discard(dead, now=2.0)
+    await put(store, 3.0)  # its event is the newest: the discard's is not
     assert await store.purge(before=10.0) == 1
     with pytest.raises(JobNotFound):
         await store.get(dead)
@@ -856,6 +858,7 @@ async def test_purge_uses_the_time_of_the_last_change(store: Store) -> None:
     await put(store, 1.0)
     await claim_one(store, 90.0)
     await store.settle([Success(job_id, 1)], now=100.0)
+    await put(store, 100.0)  # the newest event's job stays
     assert await store.purge(before=100.0) == 0  # changed at 100: not before
     assert await store.purge(before=100.5) == 1
 
@@ -898,3 +901,170 @@ async def test_late_reports_on_a_purged_job_are_not_applied(store: Store) -> Non
         await store.settle([Success(other + 1, 1)], now=6.0)
     with pytest.raises(JobNotFound):
         await store.renew([(0, 1)], now=6.0, lease=9.0)
+
+
+# -- the delay recorded at a retry ---------------------------------------------------
+
+
+async def test_a_retry_records_its_delay_and_a_requeue_clears_it(store: Store) -> None:
+    """retry_delay is the Failure's delay; kept when dead, reset by a requeue."""
+    job_id = await put(store, max_attempts=2)
+    assert (await store.get(job_id)).retry_delay is None
+    await claim_one(store, 0.0)
+    await store.settle([Failure(job_id, 1, "boom", retry_at=2.5, delay=2.5)], now=0.0)
+    assert (await store.get(job_id)).retry_delay == 2.5
+    [job] = await store.claim(queues=None, limit=1, now=3.0, lease=10.0)
+    assert job.retry_delay == 2.5  # the worker reads it off the claimed job
+    await store.settle([Failure(job_id, 2, "boom", retry_at=9.0, delay=6.0)], now=3.0)
+    dead = await store.get(job_id)
+    assert (dead.state, dead.retry_delay) == (JobState.DEAD, 2.5)
+    assert (await store.requeue(job_id, now=4.0)).retry_delay is None
+    assert (await store.get(job_id)).retry_delay is None
+
+
+async def test_a_lost_lease_keeps_the_recorded_delay(store: Store) -> None:
+    """An expired attempt's late failure changes nothing, its delay included."""
+    job_id = await put(store, max_attempts=3)
+    await claim_one(store, 0.0, lease=1.0)
+    await store.reap(now=2.0)
+    late = Failure(job_id, 1, "late", retry_at=9.0, delay=7.0)
+    assert await store.settle([late], now=3.0) == [False]
+    assert (await store.get(job_id)).retry_delay is None
+
+
+# -- tasks a claimer knows -----------------------------------------------------------
+
+
+async def test_claim_takes_only_the_named_tasks(store: Store) -> None:
+    """Jobs of other tasks stay QUEUED, in place, for a claimer that knows them."""
+    other = await put(store, task="new", priority=9)
+    mine = [await put(store, task="old"), await put(store, task="older", queue="b")]
+    got = await store.claim(
+        queues=None, limit=5, now=0.0, lease=10.0, tasks=["old", "older"]
+    )
+    assert sorted(j.id for j in got) == mine
+    assert (await store.get(other)).state is JobState.QUEUED
+    assert await store.claim(queues=None, limit=5, now=0.0, lease=9.0, tasks=[]) == []
+    [job] = await store.claim(queues=["default"], limit=5, now=0.0, lease=9.0)
+    assert job.id == other
+
+
+async def test_claim_refuses_a_string_for_tasks(store: Store) -> None:
+    """tasks="x" would mean the tasks "x" one letter each; refused."""
+    with pytest.raises(TypeError, match="tasks must be a list"):
+        await store.claim(queues=None, limit=1, now=0.0, lease=1.0, tasks="old")
+
+
+async def test_next_run_at_sees_only_the_named_tasks(store: Store) -> None:
+    """The earliest run_at among jobs of the given tasks, at any priority."""
+    await put(store, task="new", run_at=1.0, priority=5)
+    await put(store, task="old", run_at=7.0, priority=5)
+    await put(store, task="old", run_at=4.0)
+    assert await store.next_run_at(queues=None) == 1.0
+    assert await store.next_run_at(queues=None, tasks=["old"]) == 4.0
+    assert await store.next_run_at(queues=["default"], tasks=["gone"]) is None
+    assert await store.next_run_at(queues=None, tasks=[]) is None
+
+
+async def test_queued_tasks_counts_queued_jobs_per_queue_and_task(store: Store) -> None:
+    """Only QUEUED jobs count, due or not."""
+    await make_dead(store, task="c")
+    await put(store, task="a")
+    await put(store, task="a", run_at=50.0)
+    await put(store, task="b", queue="mail")
+    await put(store, task="d")
+    await claim_one(store)  # the first "a"
+    assert await store.queued_tasks() == {
+        ("default", "a"): 1,
+        ("mail", "b"): 1,
+        ("default", "d"): 1,
+    }
+
+
+async def test_a_job_without_max_attempts_gets_it_at_its_first_claim(
+    store: Store,
+) -> None:
+    """max_attempts=None is the task's default: the claimer's, or 1, for good."""
+    known = await put(store, task="known", max_attempts=None)
+    other = await put(store, task="other", max_attempts=None)
+    assert (await store.get(known)).max_attempts is None
+    jobs = await store.claim(
+        queues=None, limit=5, now=0.0, lease=10.0, max_attempts={"known": 4}
+    )
+    assert [(j.id, j.max_attempts) for j in jobs] == [(known, 4), (other, 1)]
+    assert (await store.get(known)).max_attempts == 4
+    failure = Failure(known, 1, "boom", retry_at=1.0, delay=1.0)
+    await store.settle([failure], now=0.0)
+    [again] = await store.claim(
+        queues=None, limit=1, now=1.0, lease=10.0, max_attempts={"known": 9}
+    )
+    assert again.max_attempts == 4  # decided once
+
+
+# -- listing -------------------------------------------------------------------------
+
+
+async def test_list_filters_by_task_and_pages_by_id(store: Store) -> None:
+    """A keyset cursor pages through a listing, oldest or newest first."""
+    ids = [await put(store, task="a" if i % 2 else "b") for i in range(7)]
+    a_ids = [i for n, i in enumerate(ids) if n % 2]
+    assert [j.id for j in await store.list(task="a")] == a_ids
+    assert [j.id for j in await store.list(newest_first=True, limit=3)] == ids[:-4:-1]
+    page = await store.list(limit=3)
+    rest = await store.list(limit=3, after_id=page[-1].id)
+    assert [j.id for j in page + rest] == ids[:6]
+    back = await store.list(newest_first=True, before_id=ids[4], limit=2)
+    assert [j.id for j in back] == [ids[3], ids[2]]
+    both = await store.list(after_id=ids[1], before_id=ids[5], task="b")
+    assert [j.id for j in both] == [ids[2], ids[4]]
+    queued = await store.list(state=JobState.QUEUED, newest_first=True, limit=1)
+    assert [j.id for j in queued] == [ids[-1]]
+
+
+async def test_list_refuses_a_cursor_that_is_not_an_id(store: Store) -> None:
+    """A cursor must be a whole number."""
+    with pytest.raises(TypeError, match="after_id"):
+        await store.list(after_id="3")  # type: ignore[arg-type]
+
+
+# -- what purges leave behind --------------------------------------------------------
+
+
+async def test_purge_folds_the_deleted_events_into_kept_totals(store: Store) -> None:
+    """Every event of every purged job is counted once in purge_totals()."""
+    assert await store.purge_totals() == PurgeTotals()
+    first = await put(store, task="t", queue="q")
+    await put(store, task="t", queue="q")
+    await store.claim(queues=None, limit=2, now=1.0, lease=10.0)
+    await store.settle([Success(first, 1)], now=3.0)
+    await store.cancel(await put(store, task="u"), now=3.0)
+    await put(store)  # the newest job and event: kept
+    assert await store.purge(before=10.0) == 2
+    totals = await store.purge_totals()
+    assert totals.version > 0
+    assert dict(totals.tallies) == {
+        ("t", "q", "enqueued", 0): (1, 0.0),
+        ("t", "q", "started", 0): (1, 0.0),
+        ("t", "q", "succeeded", 0): (1, 0.0),
+        ("t", "q", "duration:succeeded", 8): (1, 2.0),
+        ("t", "q", "attempts", 1): (1, 1.0),
+        ("u", "default", "enqueued", 0): (1, 0.0),
+        ("u", "default", "cancelled", 0): (1, 0.0),
+    }
+    assert {e.job_id for _, e in await store.events()}.isdisjoint({first})
+    version = totals.version
+    assert await store.purge(before=10.0) == 0
+    assert (await store.purge_totals()).version == version  # nothing deleted
+
+
+async def test_purge_keeps_the_job_of_the_newest_event(store: Store) -> None:
+    """No event of a purged job outlives it, so none is left without its job."""
+    first = await put(store)
+    await put(store)
+    await claim_one(store, 1.0)
+    await store.settle([Success(first, 1)], now=2.0)  # the newest event
+    assert await store.purge(before=10.0) == 0
+    await put(store, 3.0)
+    assert await store.purge(before=10.0) == 1
+    jobs = {job.id for job in await store.list(limit=None)}
+    assert {e.job_id for _, e in await store.events()} <= jobs

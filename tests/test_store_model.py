@@ -2,10 +2,12 @@
 
 Hypothesis drives a random sequence of enqueues (with delays, priorities and
 unique keys), claims, settles (success, retry, permanent failure, release,
-and stale attempts), lease renewals, clock advances, reaps, cancels, requeues
-and discards. After every step the two stores and the model must hold the
-same jobs, field for field, the same events per job, the same counts and the
-same next due times, and the queue's invariants must hold.
+and stale attempts), lease renewals, clock advances, reaps, cancels, requeues,
+discards and purges, with claims filtered by task and jobs enqueued without
+``max_attempts``. After every step the two stores and the model must hold the
+same jobs, field for field, the same events per job, the same counts, the
+same next due times, the same pages of listings and the same purge totals
+(per event kind), and the queue's invariants must hold.
 
 The model below is written out plainly, without the transition functions the
 stores share, so that it checks them rather than repeating them.
@@ -58,6 +60,8 @@ class Model:
         self.events: list[Event] = []
         self.next_id = 1
         self.purged: set[int] = set()
+        # Events of purged jobs, per (task, queue, kind value).
+        self.purged_events: Counter[tuple[str, str, str]] = Counter()
         # Why each DEAD job died: "exhausted" or "permanent".
         self.dead_because: dict[int, str] = {}
 
@@ -98,7 +102,13 @@ class Model:
         return ids
 
     def claim(
-        self, queues: list[str] | None, limit: int, now: float, lease: float
+        self,
+        queues: list[str] | None,
+        limit: int,
+        now: float,
+        lease: float,
+        tasks: list[str] | None = None,
+        max_attempts: dict[str, int] | None = None,
     ) -> list[Job]:
         due = [
             j
@@ -106,14 +116,19 @@ class Model:
             if j.state is Q
             and j.run_at <= now
             and (queues is None or j.queue in queues)
+            and (tasks is None or j.task in tasks)
         ]
         due.sort(key=lambda j: (-j.priority, j.run_at, j.id))
         claimed = []
         for job in due[:limit]:
+            limit_ = job.max_attempts
+            if limit_ is None:
+                limit_ = (max_attempts or {}).get(job.task, 1)
             job = attrs.evolve(
                 job,
                 state=R,
                 attempts=job.attempts + 1,
+                max_attempts=limit_,
                 lease_until=now + lease,
                 updated_at=now,
             )
@@ -143,14 +158,18 @@ class Model:
                     job, state=Q, attempts=job.attempts - 1, run_at=now
                 )
                 self._set(released, EventKind.RELEASED, job.attempts)
-            elif o.retry_at is None or job.attempts >= job.max_attempts:
+            elif o.retry_at is None or job.attempts >= (job.max_attempts or 1):
                 why = "permanent" if o.retry_at is None else "exhausted"
                 self.dead_because[job.id] = why
                 dead = attrs.evolve(job, state=JobState.DEAD, last_error=o.error)
                 self._set(dead, EventKind.DEAD, job.attempts, o.error)
             else:
                 retry = attrs.evolve(
-                    job, state=Q, last_error=o.error, run_at=o.retry_at
+                    job,
+                    state=Q,
+                    last_error=o.error,
+                    run_at=o.retry_at,
+                    retry_delay=o.delay,
                 )
                 self._set(retry, EventKind.RETRIED, job.attempts, o.error)
             applied.append(True)
@@ -177,7 +196,7 @@ class Model:
             job = attrs.evolve(
                 job, lease_until=None, updated_at=now, last_error=EXPIRED_ERROR
             )
-            if job.attempts >= job.max_attempts:
+            if job.attempts >= (job.max_attempts or 1):
                 self.dead_because[job.id] = "exhausted"
                 job = attrs.evolve(job, state=JobState.DEAD)
                 self._set(job, EventKind.DEAD, job.attempts, EXPIRED_ERROR)
@@ -188,20 +207,26 @@ class Model:
         return reaped
 
     def purge(self, before: float) -> int:
-        newest = max(self.jobs, default=None)
+        # The newest job stays, and so does the job of the newest event (only
+        # a settle, cancel or discard makes a job purgeable, and those record
+        # their events in the order of the call).
+        kept = {max(self.jobs, default=None)}
+        if self.events:
+            kept.add(self.events[-1].job_id)
         doomed = {
             job.id
             for job in self.jobs.values()
             if job.state in (JobState.SUCCEEDED, JobState.CANCELLED)
             and job.updated_at < before
-            and job.id != newest
+            and job.id not in kept
         }
+        for e in self.events:
+            if e.job_id in doomed:
+                job = self.jobs[e.job_id]
+                self.purged_events[(job.task, job.queue, e.kind.value)] += 1
         for job_id in doomed:
             del self.jobs[job_id]
         self.purged |= doomed
-        # The store keeps its newest event even if its job went; which of the
-        # events one call recorded that is may differ, so the model drops them
-        # all and the checks below look only at jobs that exist.
         self.events = [e for e in self.events if e.job_id not in doomed]
         return len(doomed)
 
@@ -233,7 +258,9 @@ class Model:
                 f"cannot requeue job {job_id}: job {holder} already holds "
                 f"its unique key {job.unique_key!r}"
             )
-        job = attrs.evolve(job, state=Q, attempts=0, run_at=now, updated_at=now)
+        job = attrs.evolve(
+            job, state=Q, attempts=0, run_at=now, updated_at=now, retry_delay=None
+        )
         self.dead_because.pop(job_id)
         self._set(job, EventKind.REQUEUED, 0)
         return job
@@ -265,7 +292,7 @@ specs = st.builds(
     payload=st.fixed_dictionaries({"n": st.integers(0, 9)}),
     queue=st.sampled_from(QUEUES),
     priority=st.sampled_from([-1, 0, 0, 3]),
-    max_attempts=st.integers(1, 3),
+    max_attempts=st.sampled_from([None, 1, 2, 3]),
     unique_key=st.sampled_from([None, None, None, "k1", "k2"]),
 )
 delays = st.sampled_from([None, None, 0.0, 1.5, 4.0])
@@ -285,7 +312,6 @@ class StoreMachine(RuleBasedStateMachine):
         self.pairs: list[tuple[int, int]] = []
         self.seen_seq = dict.fromkeys(self.stores, 0)
         self.seen_events = 0
-        self.kept: dict[str, set[int]] = {label: set() for label in self.stores}
 
     def teardown(self) -> None:
         for store in self.stores.values():
@@ -313,12 +339,32 @@ class StoreMachine(RuleBasedStateMachine):
         queues=st.sampled_from([None, ["a"], ["b"], ["b", "a"]]),
         limit=st.integers(1, 3),
         lease=st.sampled_from([1.0, 5.0]),
+        tasks=st.sampled_from([None, None, ["mail"], ["resize", "mail"], []]),
+        max_attempts=st.sampled_from([None, {"mail": 3}, {"resize": 2, "mail": 1}]),
     )
-    def claim(self, queues: list[str] | None, limit: int, lease: float) -> None:
-        expected = result_of(lambda: self.model.claim(queues, limit, self.now, lease))
+    def claim(
+        self,
+        queues: list[str] | None,
+        limit: int,
+        lease: float,
+        tasks: list[str] | None,
+        max_attempts: dict[str, int] | None,
+    ) -> None:
+        expected = result_of(
+            lambda: self.model.claim(
+                queues, limit, self.now, lease, tasks, max_attempts
+            )
+        )
         self.pairs += [(job.id, job.attempts) for job in expected[1]]
         self.agree(
-            "claim", expected, queues=queues, limit=limit, now=self.now, lease=lease
+            "claim",
+            expected,
+            queues=queues,
+            limit=limit,
+            now=self.now,
+            lease=lease,
+            tasks=tasks,
+            max_attempts=max_attempts,
         )
 
     @precondition(lambda self: self.pairs)
@@ -343,7 +389,8 @@ class StoreMachine(RuleBasedStateMachine):
                 outcomes.append(Release(job_id, attempt))
             else:
                 retry_at = self.now + 2.0 if kind == "retry" else None
-                outcomes.append(Failure(job_id, attempt, f"{kind} {attempt}", retry_at))
+                failure = Failure(job_id, attempt, f"{kind} {attempt}", retry_at, 2.0)
+                outcomes.append(failure)
         expected = result_of(lambda: self.model.settle(outcomes, self.now))
         self.agree("settle", expected, outcomes=outcomes, now=self.now)
 
@@ -394,12 +441,15 @@ class StoreMachine(RuleBasedStateMachine):
         self.agree("purge", expected, before=before)
         for label, store in self.stores.items():
             log = run(partial(store.events, limit=None))[1]
-            # Each purge keeps the newest event, even if its job went: only
-            # those may outlive their jobs.
-            if log:
-                self.kept[label].add(log[-1][1].job_id)
-            orphans = {e.job_id for _, e in log} - set(self.model.jobs)
-            assert orphans <= self.kept[label], (label, orphans)
+            # No event outlives its job.
+            assert {e.job_id for _, e in log} <= set(self.model.jobs), label
+            totals = run(store.purge_totals)[1]
+            kinds = {kind.value for kind in EventKind}
+            events: Counter[tuple[str, str, str]] = Counter()
+            for (task, queue, series, _), (n, _) in totals.tallies.items():
+                if series in kinds:
+                    events[(task, queue, series)] += n
+            assert events == self.model.purged_events, label
 
     # -- agreement and invariants --------------------------------------------------
 
@@ -409,7 +459,11 @@ class StoreMachine(RuleBasedStateMachine):
         fresh = await store.events(after=self.seen_seq[label])
         counts = await store.counts()
         due = [await store.next_run_at(queues=q) for q in (None, ["a"], ["b"])]
-        return jobs, fresh, counts.counts, due
+        due.append(await store.next_run_at(queues=None, tasks=["mail"]))
+        page = await store.list(
+            task="mail", newest_first=True, before_id=self.model.next_id - 1, limit=2
+        )
+        return jobs, fresh, counts.counts, due, page
 
     @invariant()
     def stores_agree_with_the_model(self) -> None:
@@ -429,9 +483,21 @@ class StoreMachine(RuleBasedStateMachine):
             )
             for q in (None, ["a"], ["b"])
         ]
+        due.append(
+            min(
+                (j.run_at for j in jobs if j.state is Q and j.task == "mail"),
+                default=None,
+            )
+        )
+        page = [
+            j for j in reversed(jobs) if j.task == "mail" and j.id < model.next_id - 1
+        ][:2]
         for label in self.stores:
-            got_jobs, fresh, got_counts, got_due = trio.run(self._snapshot, label)
+            got_jobs, fresh, got_counts, got_due, got_page = trio.run(
+                self._snapshot, label
+            )
             assert got_jobs == jobs, label
+            assert got_page == page, label
             # Events one call records may come in any order among themselves.
             key = lambda e: (e.job_id, e.kind.value)  # noqa: E731
             assert sorted((e for _, e in fresh), key=key) == sorted(new_events, key=key)
@@ -460,7 +526,7 @@ class StoreMachine(RuleBasedStateMachine):
         # or was purged when finished; none was handed out twice.
         assert sorted([*model.jobs, *model.purged]) == list(range(1, model.next_id))
         for job in model.jobs.values():
-            assert 0 <= job.attempts <= job.max_attempts
+            assert 0 <= job.attempts <= (job.max_attempts or 0)
             assert (job.lease_until is not None) == (job.state is R)
             if job.state is JobState.DEAD:
                 why = model.dead_because[job.id]

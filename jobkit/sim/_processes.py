@@ -10,7 +10,7 @@ errors, and to report to the run what was claimed and settled.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
@@ -18,7 +18,7 @@ import attrs
 import trio
 
 from .._job import Event, Job, JobState, NewJob, Outcome
-from .._store import QueueCounts, Store
+from .._store import PurgeTotals, QueueCounts, Store
 from ._faults import Attempt, SimulatedStoreError, StoreErrors, StoreOperation
 from ._rng import KeyedRandom, salt
 
@@ -125,10 +125,24 @@ class LabStore:
         return ids
 
     async def claim(
-        self, *, queues: Sequence[str] | None, limit: int, now: float, lease: float
+        self,
+        *,
+        queues: Sequence[str] | None,
+        limit: int,
+        now: float,
+        lease: float,
+        tasks: Sequence[str] | None = None,
+        max_attempts: Mapping[str, int] | None = None,
     ) -> list[Job]:
         process, fail = self._before("claim")
-        jobs = await self._inner.claim(queues=queues, limit=limit, now=now, lease=lease)
+        jobs = await self._inner.claim(
+            queues=queues,
+            limit=limit,
+            now=now,
+            lease=lease,
+            tasks=tasks,
+            max_attempts=max_attempts,
+        )
         self._run.claimed(process, jobs)
         self._after(process, "claim", fail)
         return jobs
@@ -167,9 +181,21 @@ class LabStore:
         state: JobState | None = None,
         queue: str | None = None,
         limit: int | None = 100,
+        task: str | None = None,
+        newest_first: bool = False,
+        after_id: int | None = None,
+        before_id: int | None = None,
     ) -> builtins.list[Job]:
         process, _ = self._before(None)
-        jobs = await self._inner.list(state=state, queue=queue, limit=limit)
+        jobs = await self._inner.list(
+            state=state,
+            queue=queue,
+            limit=limit,
+            task=task,
+            newest_first=newest_first,
+            after_id=after_id,
+            before_id=before_id,
+        )
         self._after(process, "list", False)
         return jobs
 
@@ -203,11 +229,25 @@ class LabStore:
         self._after(process, "purge", False)
         return deleted
 
-    async def next_run_at(self, *, queues: Sequence[str] | None) -> float | None:
+    async def next_run_at(
+        self, *, queues: Sequence[str] | None, tasks: Sequence[str] | None = None
+    ) -> float | None:
         process, _ = self._before(None)
-        at = await self._inner.next_run_at(queues=queues)
+        at = await self._inner.next_run_at(queues=queues, tasks=tasks)
         self._after(process, "next_run_at", False)
         return at
+
+    async def queued_tasks(self) -> dict[tuple[str, str], int]:
+        process, _ = self._before(None)
+        found = await self._inner.queued_tasks()
+        self._after(process, "queued_tasks", False)
+        return found
+
+    async def purge_totals(self) -> PurgeTotals:
+        process, _ = self._before(None)
+        totals = await self._inner.purge_totals()
+        self._after(process, "purge_totals", False)
+        return totals
 
     async def events(
         self, *, job_id: int | None = None, after: int = 0, limit: int | None = None

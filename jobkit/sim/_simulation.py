@@ -35,7 +35,7 @@ import trio.testing
 
 from .._checks import int_at_least
 from .._duration import seconds
-from .._job import Failure, Job, JobState, Outcome, Success
+from .._job import Failure, Job, JobState, Outcome, Success, attempt_limit
 from .._memory import MemoryStore, _EventRow
 from .._queue import PreparedJob, Queue
 from .._retry import RetryPolicy
@@ -179,7 +179,7 @@ class _Run:
         for job in jobs:
             key = (job.id, job.attempts)
             self.workers[key] = process.name
-            self.max_attempts[job.id] = job.max_attempts
+            self.max_attempts[job.id] = attempt_limit(job)
             held[key] = process
             if process.crashed_at is not None:
                 # The claim committed after its process had died.

@@ -827,7 +827,9 @@ class Trace:
             if job_id is None or attempt is None or event.kind not in _JOB_KINDS:
                 continue
             job = self.jobs.get(job_id)
-            limit = job.max_attempts if job is not None else self.policy.max_attempts
+            limit = (
+                job.max_attempts if job is not None else None
+            ) or self.policy.max_attempts
             if event.kind == "started":
                 expected = last.get(job_id, 0) + 1
                 if attempt != expected:

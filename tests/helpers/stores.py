@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import trio
 
-from jobkit import JobState, QueueCounts, Store
+from jobkit import JobState, PurgeTotals, QueueCounts, Store
 from jobkit._job import Event, Job, NewJob, Outcome
 from jobkit._memory import MemoryStore
 
@@ -69,10 +69,24 @@ class WatchedStore:
         return ids
 
     async def claim(
-        self, *, queues: Sequence[str] | None, limit: int, now: float, lease: float
+        self,
+        *,
+        queues: Sequence[str] | None,
+        limit: int,
+        now: float,
+        lease: float,
+        tasks: Sequence[str] | None = None,
+        max_attempts: Mapping[str, int] | None = None,
     ) -> list[Job]:
         self._note("claim", limit)
-        jobs = await self.inner.claim(queues=queues, limit=limit, now=now, lease=lease)
+        jobs = await self.inner.claim(
+            queues=queues,
+            limit=limit,
+            now=now,
+            lease=lease,
+            tasks=tasks,
+            max_attempts=max_attempts,
+        )
         if jobs:
             self._bump()
         return jobs
@@ -105,8 +119,20 @@ class WatchedStore:
         state: JobState | None = None,
         queue: str | None = None,
         limit: int | None = 100,
+        task: str | None = None,
+        newest_first: bool = False,
+        after_id: int | None = None,
+        before_id: int | None = None,
     ) -> builtins.list[Job]:
-        return await self.inner.list(state=state, queue=queue, limit=limit)
+        return await self.inner.list(
+            state=state,
+            queue=queue,
+            limit=limit,
+            task=task,
+            newest_first=newest_first,
+            after_id=after_id,
+            before_id=before_id,
+        )
 
     async def cancel(self, job_id: int, *, now: float) -> Job:
         job = await self.inner.cancel(job_id, now=now)
@@ -131,8 +157,16 @@ class WatchedStore:
         self._bump()
         return deleted
 
-    async def next_run_at(self, *, queues: Sequence[str] | None) -> float | None:
-        return await self.inner.next_run_at(queues=queues)
+    async def next_run_at(
+        self, *, queues: Sequence[str] | None, tasks: Sequence[str] | None = None
+    ) -> float | None:
+        return await self.inner.next_run_at(queues=queues, tasks=tasks)
+
+    async def queued_tasks(self) -> dict[tuple[str, str], int]:
+        return await self.inner.queued_tasks()
+
+    async def purge_totals(self) -> PurgeTotals:
+        return await self.inner.purge_totals()
 
     async def events(
         self, *, job_id: int | None = None, after: int = 0, limit: int | None = None
