@@ -713,12 +713,6 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
                 )
             except (TypeError, ValueError) as exc:
                 raise CLIError(str(exc)) from None
-        print(
-            f"jobkit: warning: without --app the task name {args.task!r} "
-            "cannot be checked; a worker that does not know it leaves the "
-            "job queued",
-            file=sys.stderr,
-        )
         now = time.time()
         spec = NewJob(
             task=args.task,
@@ -734,6 +728,14 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         return job_id
 
     job_id = run_with_store(args, body, create=True)
+    if queue is None:
+        # Only once the job is stored: a refusal stays one line.
+        print(
+            f"jobkit: warning: without --app the task name {args.task!r} "
+            "cannot be checked; a worker that does not know it leaves the "
+            "job queued",
+            file=sys.stderr,
+        )
     if args.json:
         print_json({"id": job_id})
     else:
@@ -749,9 +751,14 @@ def add_jobs(commands: Subparsers) -> None:
         commands,
         "jobs",
         "list jobs",
-        "List jobs, oldest first, optionally of one state and queue.",
+        "List jobs, oldest first (--newest: newest first), optionally of one\n"
+        "state, queue and task; --after pages through long listings.",
         cmd_jobs,
-        epilog="example:\n  jobkit jobs --state queued --queue emails --db jobs.db",
+        epilog=(
+            "examples:\n"
+            "  jobkit jobs --state queued --queue emails --db jobs.db\n"
+            "  jobkit jobs --task send_email --newest --limit 20 --db jobs.db"
+        ),
     )
     parser.add_argument(
         "--state", type=_state, metavar="S", help="queued, running, ..."
@@ -760,14 +767,24 @@ def add_jobs(commands: Subparsers) -> None:
 
 
 def _add_listing_options(parser: argparse.ArgumentParser) -> None:
-    """--queue and --limit, as every command that lists jobs takes them."""
+    """The filters, order and paging that every command that lists jobs takes."""
     parser.add_argument("--queue", type=_name, metavar="Q", help="only this queue")
+    parser.add_argument("--task", type=_name, metavar="T", help="only this task")
     parser.add_argument(
         "--limit",
         type=_limit,
         default=100,
         metavar="N",
         help="show at most N jobs (default 100; 0: all)",
+    )
+    parser.add_argument(
+        "--newest", action="store_true", help="newest first (default: oldest first)"
+    )
+    parser.add_argument(
+        "--after",
+        type=_job_id,
+        metavar="ID",
+        help="the next page: the jobs that come after job ID in this order",
     )
 
 
@@ -778,7 +795,7 @@ def _jobs_table(jobs: Sequence[Job]) -> str:
             job.state.value,
             job.task,
             job.queue,
-            f"{job.attempts}/{job.max_attempts}",
+            attempts(job),
             when(job.run_at),
             clip(job.last_error, 50),
         ]
@@ -793,18 +810,32 @@ def list_jobs(args: argparse.Namespace, state: JobState | None) -> list[Job]:
     limit: int | None = args.limit
 
     async def body(store: SQLiteStore) -> list[Job]:
-        # One more than shown tells whether there are more.
-        more = None if limit is None else min(limit + 1, INT64_MAX)
-        return await store.list(state=state, queue=args.queue, limit=more)
+        return await store.list(
+            state=state,
+            queue=args.queue,
+            task=args.task,
+            # One more than shown tells whether there are more.
+            limit=None if limit is None else min(limit + 1, INT64_MAX),
+            newest_first=args.newest,
+            after_id=None if args.newest else args.after,
+            before_id=args.after if args.newest else None,
+        )
 
     jobs = run_with_store(args, body)
     if limit is not None and len(jobs) > limit:
         del jobs[limit:]
         print(
-            f"jobkit: showing the first {limit} jobs; more match (--limit 0 shows all)",
+            f"jobkit: more jobs match: --after {jobs[-1].id} shows the next "
+            f"{limit}, --limit 0 all",
             file=sys.stderr,
         )
     return jobs
+
+
+def attempts(job: Job) -> str:
+    """``attempts/max``; ``-`` for a limit the first worker will decide."""
+    limit = "-" if job.max_attempts is None else job.max_attempts
+    return f"{job.attempts}/{limit}"
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -859,7 +890,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         ("task", job.task),
         ("queue", job.queue),
         ("state", job.state.value),
-        ("attempts", f"{job.attempts} of {job.max_attempts}"),
+        ("attempts", attempts(job)),
         ("priority", job.priority),
         ("run at", when(job.run_at)),
         ("created", when(job.created_at)),
@@ -968,7 +999,7 @@ def cmd_dead(args: argparse.Namespace) -> int:
             job.id,
             job.task,
             job.queue,
-            f"{job.attempts}/{job.max_attempts}",
+            attempts(job),
             when(job.updated_at),
             clip(job.last_error, 60),
         ]
@@ -1114,7 +1145,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def add_stats(commands: Subparsers) -> None:
-    parser = _add(
+    _add(
         commands,
         "stats",
         "count jobs per queue and state",
@@ -1122,12 +1153,13 @@ def add_stats(commands: Subparsers) -> None:
         "the queued jobs of tasks that app does not know: they wait for a\n"
         "worker that does.",
         cmd_stats,
+        app=True,
     )
-    parser.add_argument("--app", metavar="APP", help="module:attribute naming a Queue")
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    app = load_app(args.app) if getattr(args, "app", None) else None
+    spec = app_spec(args)
+    app = load_app(spec) if spec else None
 
     async def body(store: SQLiteStore) -> Any:
         return await store.counts(), await store.queued_tasks()
@@ -1159,7 +1191,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         n = sum(unknown.values())
         print(
             f"{n} queued {'job waits' if n == 1 else 'jobs wait'} for tasks "
-            f"{args.app} does not know: {', '.join(sorted(unknown))}"
+            f"{spec} does not know: {', '.join(sorted(unknown))}"
         )
     return 0
 

@@ -1098,13 +1098,47 @@ def test_listings_say_when_more_jobs_match_and_show_attempts_alike(
     )
     assert len(jobs.stdout.splitlines()) == 2 + 4
     assert jobs.stderr == (
-        "jobkit: showing the first 4 jobs; more match (--limit 0 shows all)\n"
+        "jobkit: more jobs match: --after 4 shows the next 4, --limit 0 all\n"
     )
     assert (everything.stderr, len(everything.stdout.splitlines())) == ("", 2 + 5)
     assert dead.stderr == ""
     dead_row = dead.stdout.splitlines()[2].split()
     jobs_row = jobs.stdout.splitlines()[2].split()
     assert dead_row[3] == jobs_row[4] == "1/1"
+
+
+def test_listings_filter_by_task_and_page_both_ways(workdir: Path) -> None:
+    """--task filters, --newest reverses, --after ID gives the next page."""
+    db = workdir / "jobs.db"
+    make_db(db, dead=3, queued=2)  # 1-3 dead (boom), 4-5 queued (add)
+    ghost = jobkit("enqueue", "ghost", "--db", str(db), cwd=workdir)
+    assert ghost.returncode == 0, ghost.stderr
+    listings = {
+        ("jobs", "--after", "4"): [5, 6],
+        ("jobs", "--newest", "--limit", "2"): [6, 5],
+        ("jobs", "--newest", "--after", "5"): [4, 3, 2, 1],
+        ("jobs", "--task", "add"): [4, 5],
+        ("jobs", "--task", "add", "--newest", "--limit", "1"): [5],
+        ("dead", "--newest", "--after", "3", "--limit", "1"): [2],
+        ("dead", "--task", "add"): [],
+    }
+    results = jobkit_all(
+        [[*argv, "--db", str(db), "--json"] for argv in listings], workdir
+    )
+    for (argv, ids), result in zip(listings.items(), results, strict=True):
+        assert [j["id"] for j in json.loads(result.stdout)] == ids, argv
+    assert results[1].stderr == (
+        "jobkit: more jobs match: --after 5 shows the next 2, --limit 0 all\n"
+    )
+    table = jobkit("jobs", "--task", "ghost", "--db", str(db), cwd=workdir)
+    # A job stored without --app has the limit its first worker decides.
+    assert table.stdout.splitlines()[2].split()[:5] == [
+        "6",
+        "queued",
+        "ghost",
+        "default",
+        "0/-",
+    ]
 
 
 def test_a_reader_that_leaves_early_is_not_an_error(workdir: Path) -> None:
