@@ -126,6 +126,12 @@ def app_spec(args: argparse.Namespace) -> str | None:
     return args.app or os.environ.get(APP_ENV) or None
 
 
+def shown_url(url: str) -> str:
+    """Return ``url`` fit for a log: a password in it is replaced by ``***``."""
+    url = re.sub(r"^([a-z][a-z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", url, flags=re.I)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url, flags=re.I)
+
+
 def open_store(path: str, *, create: bool) -> SQLiteStore:
     """Open the SQLite database at ``path``; only create it when ``create``."""
     if os.path.isdir(path):
@@ -549,7 +555,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         store = queue.store = open_store(db_path(args), create=True)
     log_format = args.log_format or ("json" if args.json else "text")
     _configure_logging(log_format, args.log_level)
-    where = getattr(store, "path", None) or type(store).__name__
+    given = args.db or os.environ.get(DB_ENV)
+    where = shown_url(given or getattr(store, "path", None) or type(store).__name__)
     tasks = ", ".join(sorted(queue.tasks)) or "none"
     logging.getLogger("jobkit.cli").info(
         "serving %s on %s: tasks %s",

@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jobkit import JobState, NewJob, SQLiteStore
 from jobkit.__main__ import build_parser, main
+from jobkit._cli import shown_url
 from jobkit._job import Failure, Success
 
 pytestmark = pytest.mark.slow
@@ -1158,3 +1159,21 @@ def test_a_reader_that_leaves_early_is_not_an_error(workdir: Path) -> None:
     assert proc.wait(timeout=WAIT) == 0
     assert proc.stderr.read() == b""
     proc.stderr.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "logged"),
+    [
+        ("jobs.db", "jobs.db"),
+        ("postgresql://ada:s3c:et@db/jobs", "postgresql://ada:***@db/jobs"),
+        ("postgresql://ada@db/jobs", "postgresql://ada@db/jobs"),
+        (
+            "postgresql:///jobs?ssl=1&password=s3c",
+            "postgresql:///jobs?ssl=1&password=***",
+        ),
+        ("sqlite:///odd:name@x.db", "sqlite:///odd:name@x.db"),
+    ],
+)
+def test_the_start_up_log_never_shows_a_password(url: str, logged: str) -> None:
+    """The database named in the worker's first log line has no password in it."""
+    assert shown_url(url) == logged
