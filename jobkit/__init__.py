@@ -5,6 +5,8 @@ periodic work (:func:`interval`), cancellation (:class:`CancellationToken`),
 and a durable job queue with retries, backoff and dead letters.
 """
 
+import typing as _typing
+
 # Runtime: tasks, supervisors and join sets.
 from ._joinset import JoinSet as JoinSet
 from ._joinset import open_join_set as open_join_set
@@ -47,6 +49,7 @@ from ._store import QueueCounts as QueueCounts
 from ._store import Store as Store
 from ._store import StoreBusy as StoreBusy
 from ._store import StoreError as StoreError
+from ._url import store_from_url as store_from_url
 from ._queue import PreparedJob as PreparedJob
 from ._queue import Queue as Queue
 from ._queue import Task as Task
@@ -74,6 +77,25 @@ from ._metrics import MetricsSnapshot as MetricsSnapshot
 from ._metrics import tally_events as tally_events
 from ._metrics import attempt_spans as attempt_spans
 from ._metrics import collect_metrics as collect_metrics
+
+
+if _typing.TYPE_CHECKING:
+    from ._postgres import PostgresStore as PostgresStore
+
+
+def __getattr__(name: str) -> _typing.Any:
+    # PostgresStore needs psycopg, an optional dependency: imported on first use.
+    if name == "PostgresStore":
+        from ._postgres import PostgresStore
+
+        PostgresStore.__module__ = "jobkit"
+        globals()[name] = PostgresStore
+        return PostgresStore
+    raise AttributeError(f"module 'jobkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "PostgresStore"})
 
 
 def _fix_module_names() -> None:

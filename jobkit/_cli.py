@@ -48,6 +48,7 @@ from ._queue import Queue
 from ._schedule import Schedule
 from ._sqlite import SQLiteStore
 from ._store import JobNotFound, Store, StoreError
+from ._url import sqlite_path, store_from_url
 
 __all__ = ["COMMANDS", "CLIError", "load_app", "open_store"]
 
@@ -132,8 +133,17 @@ def shown_url(url: str) -> str:
     return re.sub(r"([?&]password=)[^&]*", r"\1***", url, flags=re.I)
 
 
-def open_store(path: str, *, create: bool) -> SQLiteStore:
-    """Open the SQLite database at ``path``; only create it when ``create``."""
+def open_store(url: str, *, create: bool) -> Store:
+    """Open the store ``url`` names (see ``store_from_url``); create it only when
+    ``create``."""
+    try:
+        path = sqlite_path(url)
+        if path is None:
+            return store_from_url(url, create=create)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    except StoreError as exc:
+        raise CLIError(first_line(str(exc)) or type(exc).__name__) from None
     if os.path.isdir(path):
         raise CLIError(f"{path!r} is a directory, not a database file")
     if not os.path.exists(path):
@@ -157,7 +167,7 @@ def open_store(path: str, *, create: bool) -> SQLiteStore:
 
 def run_with_store(
     args: argparse.Namespace,
-    body: Callable[[SQLiteStore], Awaitable[T]],
+    body: Callable[[Any], Awaitable[T]],
     *,
     create: bool = False,
 ) -> T:
@@ -179,7 +189,8 @@ def run_with_store(
     except StoreError as exc:
         raise CLIError(first_line(str(exc)) or type(exc).__name__) from None
     except sqlite3.Error as exc:
-        raise database_error(store.path, exc) from None
+        url = db_path(args)
+        raise database_error(sqlite_path(url) or url, exc) from None
 
 
 _SQLITE_READONLY, _SQLITE_CORRUPT, _SQLITE_NOTADB = 8, 11, 26
@@ -395,7 +406,10 @@ def add_global_options(
         "--db",
         metavar="PATH",
         default=unset,
-        help=f"the SQLite database file (default: ${DB_ENV})",
+        help=(
+            "the store: an SQLite file (or sqlite:///PATH), postgresql://... "
+            f"(default: ${DB_ENV})"
+        ),
     )
     if app:
         parser.add_argument(

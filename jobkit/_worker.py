@@ -767,6 +767,13 @@ class Worker:
                 service.start_soon(self._settler.run, name="jobkit settler")
                 service.start_soon(self._maintain, name="jobkit lease maintainer")
                 service.start_soon(self._fire_schedules, name="jobkit scheduler")
+                # A store that hears other processes' enqueues (PostgreSQL's
+                # NOTIFY) offers wait_for_jobs; the others need no such task.
+                wait_for_jobs = getattr(self._queue.store, "wait_for_jobs", None)
+                if wait_for_jobs is not None:
+                    service.start_soon(
+                        self._listen, wait_for_jobs, name="jobkit listener"
+                    )
                 if self._shutdown is not None:
                     service.start_soon(self._watch, self._shutdown)
                 async with trio.open_nursery() as attempts:
@@ -842,6 +849,12 @@ class Worker:
                     await self._poked.wait()
                 self._waiting = None
             self._slot_free = False
+
+    async def _listen(self, wait_for_jobs: Callable[..., Awaitable[object]]) -> None:
+        # Each hint wakes the claim loop, which polls all the same.
+        while True:
+            await wait_for_jobs(queues=self._queues)
+            self._poke()
 
     async def _left(self) -> tuple[int, int]:
         """How many jobs of the served queues are QUEUED (due or not), and RUNNING."""

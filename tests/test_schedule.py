@@ -28,7 +28,7 @@ from jobkit import Schedule
 from jobkit import _sqlite as sql
 from jobkit._schedule import due
 from jobkit._sqlite_schedules import TABLES
-from tests.helpers.stores import WatchedStore
+from tests.helpers.stores import STORES, WatchedStore, dispose, store_params
 
 HELPERS = Path(__file__).parent / "helpers"
 
@@ -311,18 +311,14 @@ async def test_a_store_without_schedules_is_named() -> None:
         await queue.schedule(ping, every=1)
 
 
-# -- storage, on both stores ----------------------------------------------------------
+# -- storage, on every store -----------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=store_params())
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    s: Any = (
-        jobkit.MemoryStore()
-        if request.param == "memory"
-        else jobkit.SQLiteStore(tmp_path / "jobs.db")
-    )
+    s: Any = STORES[request.param](tmp_path)
     yield s
-    await s.aclose()
+    await dispose(s)
 
 
 async def test_store_fires_jobs_with_the_schedule_s_fields(store: Any) -> None:

@@ -1,11 +1,9 @@
 """The store contract: every store passes these same tests.
 
 Each test receives ``store`` from a fixture parametrized over the entries of
-:data:`STORES`. To put a new store under the contract, add one line there: a
-name and a factory that takes pytest's ``tmp_path`` and returns a fresh, empty
-store, e.g. for PostgreSQL::
-
-    "postgres": lambda tmp_path: PostgresStore(os.environ["JOBKIT_TEST_DSN"]),
+:data:`tests.helpers.stores.STORES`. To put a new store under the contract,
+add one line there: a name and a factory that takes pytest's ``tmp_path`` and
+returns a fresh, empty store.
 
 The tests use only the :class:`jobkit.Store` protocol, pass every time as
 ``now=...`` (stores never read a clock), and check results through the
@@ -15,7 +13,7 @@ store's own read primitives, so they hold for a store in another process too.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -26,28 +24,22 @@ from jobkit import (
     Job,
     JobNotFound,
     JobState,
-    MemoryStore,
     NewJob,
     PurgeTotals,
-    SQLiteStore,
     Store,
     TransitionError,
 )
 from jobkit._job import EXPIRED_ERROR, Failure, Release, Success
-
-STORES: dict[str, Callable[[Path], Store]] = {
-    "memory": lambda tmp_path: MemoryStore(),
-    "sqlite": lambda tmp_path: SQLiteStore(tmp_path / "jobs.db"),
-}
+from tests.helpers.stores import STORES, dispose, store_params
 
 
-@pytest.fixture(params=sorted(STORES))
+@pytest.fixture(params=store_params())
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     made = STORES[request.param](tmp_path)
     try:
         yield made
     finally:
-        await made.aclose()
+        await dispose(made)
 
 
 async def put(store: Store, now: float = 0.0, **fields: object) -> int:

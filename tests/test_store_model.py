@@ -1,10 +1,10 @@
-"""MemoryStore, SQLiteStore and a small model run the same operations and must agree.
+"""Every store and a small model run the same operations and must agree.
 
 Hypothesis drives a random sequence of enqueues (with delays, priorities and
 unique keys), claims, settles (success, retry, permanent failure, release,
 and stale attempts), lease renewals, clock advances, reaps, cancels, requeues,
 discards and purges, with claims filtered by task and jobs enqueued without
-``max_attempts``. After every step the two stores and the model must hold the
+``max_attempts``. After every step the store and the model must hold the
 same jobs, field for field, the same events per job, the same counts, the
 same next due times, the same pages of listings and the same purge totals
 (per event kind), and the queue's invariants must hold.
@@ -20,9 +20,11 @@ import tempfile
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import attrs
+import pytest
 import trio
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -40,13 +42,12 @@ from jobkit import (
     Job,
     JobNotFound,
     JobState,
-    MemoryStore,
     NewJob,
-    SQLiteStore,
     Store,
     TransitionError,
 )
 from jobkit._job import EXPIRED_ERROR, Failure, Outcome, Release, Success
+from tests.helpers.stores import STORES, dispose, require, store_params
 
 QUEUES = ["a", "b"]
 Q, R = JobState.QUEUED, JobState.RUNNING
@@ -299,12 +300,13 @@ delays = st.sampled_from([None, None, 0.0, 1.5, 4.0])
 
 
 class StoreMachine(RuleBasedStateMachine):
+    store_names: tuple[str, ...] = ()
+
     def __init__(self) -> None:
         super().__init__()
         self.dir = tempfile.mkdtemp(prefix="jobkit-model-")
         self.stores: dict[str, Store] = {
-            "memory": MemoryStore(),
-            "sqlite": SQLiteStore(f"{self.dir}/jobs.db"),
+            name: STORES[name](Path(self.dir)) for name in self.store_names
         }
         self.model = Model()
         self.now = 0.0
@@ -315,7 +317,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         for store in self.stores.values():
-            trio.run(store.aclose)
+            trio.run(dispose, store)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def agree(self, name: str, expected: tuple[str, Any], **calls: Any) -> None:
@@ -539,8 +541,11 @@ class StoreMachine(RuleBasedStateMachine):
         assert all(n == 1 for n in holders.values())
 
 
-def test_stores_agree_with_a_model_of_the_queue() -> None:
-    """MemoryStore, SQLiteStore and the model agree after every step of random runs."""
+@pytest.mark.parametrize("name", store_params(slow_remote=True))
+def test_stores_agree_with_a_model_of_the_queue(name: str) -> None:
+    """Each store and the model agree after every step of random runs."""
+    require(name)
+    machine = type("Machine", (StoreMachine,), {"store_names": (name,)})
     run_state_machine_as_test(
-        StoreMachine, settings=settings(stateful_step_count=30, deadline=None)
+        machine, settings=settings(stateful_step_count=30, deadline=None)
     )

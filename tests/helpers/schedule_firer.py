@@ -1,6 +1,7 @@
-"""Fire the schedules of one SQLite file at given instants, as one process of several.
+"""Fire the schedules of one store at given instants, as one process of several.
 
-Usage: ``python tests/helpers/schedule_firer.py DB FROM TO STEP``
+Usage: ``python tests/helpers/schedule_firer.py DB FROM TO STEP``, where DB
+is an SQLite file or a store URL.
 
 Opens the store, prints ``ready``, waits for a line on stdin (so that several
 processes start racing at once), then calls ``fire_schedules(now=t)`` for
@@ -12,15 +13,17 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import trio
 
-from jobkit import SQLiteStore
+from jobkit import store_from_url
 
 
-async def main(path: str, first: float, last: float, step: float) -> None:
+async def main(url: str, first: float, last: float, step: float) -> None:
     fired: list[list[object]] = []
-    async with SQLiteStore(path) as store:
+    store: Any = store_from_url(url)  # a path, or a postgresql:// URL
+    try:
         print("ready", flush=True)
         await trio.to_thread.run_sync(sys.stdin.readline)
         k = 0
@@ -28,6 +31,8 @@ async def main(path: str, first: float, last: float, step: float) -> None:
             result = await store.fire_schedules(now=now)
             fired += [[f.schedule, f.slot, f.job_id] for f in result.firings]
             k += 1
+    finally:
+        await store.aclose()
     print(json.dumps(fired), flush=True)
 
 

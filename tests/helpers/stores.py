@@ -1,15 +1,122 @@
-"""A store wrapper that counts batched calls, injects failures, and lets tests wait."""
+"""The stores every store test runs on, and a wrapper that counts and injects failures.
+
+:data:`STORES` lists every store the shared tests (contract, model,
+schedules) run on, as a factory of a fresh, empty store; adding a store is
+one line there. :func:`dispose` closes what a factory made and deletes what
+it left behind.
+
+PostgreSQL tests use ``$JOBKIT_TEST_POSTGRES_URL`` (default: the local
+server), each in a schema of its own so that they run in parallel. When no
+server answers they are skipped, except under ``$CI``, where they fail.
+"""
 
 from __future__ import annotations
 
 import builtins
+import functools
+import os
+import uuid
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
+import pytest
 import trio
 
-from jobkit import JobState, PurgeTotals, QueueCounts, Store
+from jobkit import JobState, PurgeTotals, QueueCounts, SQLiteStore, Store
 from jobkit._job import Event, Job, NewJob, Outcome
 from jobkit._memory import MemoryStore
+
+POSTGRES_URL = os.environ.get(
+    "JOBKIT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+@functools.cache
+def postgres_problem() -> str | None:
+    """Why the PostgreSQL tests cannot run here, or None if they can."""
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed (pip install -e '.[postgres]')"
+    try:
+        psycopg.connect(POSTGRES_URL, connect_timeout=5).close()
+    except psycopg.Error as exc:
+        return f"no PostgreSQL server answers at {POSTGRES_URL} ({exc})".splitlines()[0]
+    return None
+
+
+def postgres_url() -> str:
+    """Return the test server's URL; skip the test (under $CI: fail) if it is down."""
+    problem = postgres_problem()
+    if problem is not None:
+        message = (
+            f"{problem}; to run the PostgreSQL tests start a server or set "
+            "JOBKIT_TEST_POSTGRES_URL=postgresql://user@host:port/db"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return POSTGRES_URL
+
+
+def fresh_schema() -> str:
+    """A schema name no other test uses."""
+    return f"test_{uuid.uuid4().hex[:20]}"
+
+
+def postgres_store(tmp_path: Path) -> Store:
+    """A PostgresStore in a fresh schema of the test server."""
+    from jobkit import PostgresStore
+
+    return PostgresStore(postgres_url(), schema=fresh_schema(), timeout=20.0)
+
+
+STORES: dict[str, Callable[[Path], Store]] = {
+    "memory": lambda tmp_path: MemoryStore(),
+    "sqlite": lambda tmp_path: SQLiteStore(tmp_path / "jobs.db"),
+    "postgres": postgres_store,
+}
+"""Every store the shared tests run on: a name and a factory of a fresh, empty store."""
+
+
+REMOTE: frozenset[str] = frozenset({"postgres"})
+"""The stores reached over a connection: each call costs a round trip or more."""
+
+
+def require(name: str) -> None:
+    """Skip the test (under $CI: fail it) if the store ``name`` cannot be reached."""
+    if name == "postgres":
+        postgres_url()
+
+
+MARKS: dict[str, list[pytest.MarkDecorator]] = {"postgres": [pytest.mark.postgres]}
+"""Marks each store's tests carry: ``postgres`` ones are left out, with one
+line saying so, when no server answers (see ``tests/conftest.py``)."""
+
+
+def store_params(*, slow_remote: bool = False) -> list[Any]:
+    """Every name in :data:`STORES` as a pytest parameter with its marks; remote
+    ones also marked slow if ``slow_remote`` (for tests of thousands of calls)."""
+    return [
+        pytest.param(
+            name,
+            marks=[
+                *MARKS.get(name, []),
+                *([pytest.mark.slow] if slow_remote and name in REMOTE else []),
+            ],
+        )
+        for name in sorted(STORES)
+    ]
+
+
+async def dispose(store: Store) -> None:
+    """Close a store made by :data:`STORES` and delete what it left (a schema)."""
+    drop = getattr(store, "drop_schema", None)
+    if drop is not None:
+        await drop()
+    else:
+        await store.aclose()
 
 
 class WatchedStore:
