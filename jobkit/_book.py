@@ -140,7 +140,9 @@ def render(paths: list[Path] | None = None) -> list[Path]:
         )
         figures = CHAPTERS / f"{stem}_files"
         if figures.exists():
-            for old in figures.iterdir():
+            # Only the figures the notebook draws: pictures kept beside them
+            # (the dashboard's screenshots) come from scripts of their own.
+            for old in figures.glob("output_*"):
                 old.unlink()
         for name, data in resources.get("outputs", {}).items():
             target = CHAPTERS / name

@@ -837,13 +837,17 @@ class Metrics:
         job_ids: set[int],
         catalog: dict[int, tuple[str, str]],
     ) -> dict[int, tuple[str, str]]:
-        # One listing of the whole table beats thousands of lookups when
-        # catching up on a long log; a few lookups beat loading every job.
+        # One listing of a range of ids beats thousands of lookups when
+        # catching up on a long log; a few lookups beat loading many jobs.
         # ``catalog`` keeps that listing for the rest of this update.
         unknown = job_ids - catalog.keys()
         if len(unknown) > 64:
+            # The ids between the lowest and the highest unknown one: a
+            # follower that keeps up reads the newest rows, not the table.
             catalog.clear()
-            for job in await store.list(limit=None):
+            for job in await store.list(
+                after_id=min(unknown) - 1, before_id=max(unknown) + 1, limit=None
+            ):
                 catalog[job.id] = (job.task, job.queue)
         found = {i: catalog[i] for i in job_ids if i in catalog}
         for job_id in job_ids - found.keys():

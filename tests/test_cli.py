@@ -954,6 +954,7 @@ def test_options_go_before_or_after_the_command(workdir: Path) -> None:
         ],
         workdir,
     )
+    assert build_parser().parse_args(["--db", "x.db", "dashboard"]).db == "x.db"
     assert before.returncode == after.returncode == both.returncode == 0
     assert json.loads(before.stdout) == json.loads(after.stdout)
     assert json.loads(both.stdout) == json.loads(after.stdout)
@@ -983,6 +984,7 @@ def test_every_duration_option_takes_units(text: str, seconds: float) -> None:
         (["wait", "1", "--poll-interval", text], "poll_interval"),
         (["enqueue", "add", "--delay", text], "delay"),
         (["purge", "--older-than", text], "older_than"),
+        (["dashboard", "--refresh", text], "refresh"),
     ]:
         assert getattr(parser.parse_args(argv), dest) == pytest.approx(seconds)
 

@@ -741,3 +741,25 @@ def test_purged_durations_fall_into_the_lowest_possible_bucket() -> None:
     )
     hist = metrics.snapshot().duration("t")
     assert (hist.counts, hist.sum) == ((3, 0, 0), 0.8)
+
+
+async def test_a_follower_that_keeps_up_lists_only_the_new_jobs() -> None:
+    """Catching up on many new jobs reads their range of ids, not the whole table."""
+    store = MemoryStore()
+    listed: list[int] = []
+    inner_list = store.list
+
+    async def counting_list(**options: Any) -> list[jobkit.Job]:
+        jobs = await inner_list(**options)
+        listed.append(len(jobs))
+        return jobs
+
+    store.list = counting_list  # type: ignore[method-assign]
+    await store.enqueue([NewJob(task="old")] * 1000, now=0.0)
+    metrics = Metrics()
+    await metrics.update(store)
+    listed.clear()
+    await store.enqueue([NewJob(task="new", queue="q")] * 100, now=1.0)
+    assert await metrics.update(store) == 100
+    assert listed == [100]
+    assert metrics.snapshot().total("enqueued", task="new", queue="q") == 100
