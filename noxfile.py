@@ -8,18 +8,29 @@ import os
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["tests", "lint", "typing"]
+# The tests session lints and type-checks first: one command checks everything.
+nox.options.sessions = ["tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 # Jupyter warns about its own path migration unless told which layout to use;
 # pytest turns warnings into errors, so settle it here once.
 ENV = {"JUPYTER_PLATFORM_DIRS": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
 
+# croniter and tqdm ship no type information of their own.
+TYPING = ["mypy", "types-croniter", "types-tqdm"]
+
+
+def _lint(session: nox.Session) -> None:
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the whole suite, notebooks included."""
-    session.install("-e", ".[test]")
+    """Lint and type-check (seconds), then run the whole suite, notebooks included."""
+    session.install("-e", ".[test]", "ruff", *TYPING)
+    _lint(session)
+    session.run("mypy")
     env = dict(ENV)
     if os.environ.get("CI"):
         env["HYPOTHESIS_PROFILE"] = "ci"
@@ -33,15 +44,13 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """Check style and formatting with ruff."""
     session.install("ruff")
-    session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", ".")
+    _lint(session)
 
 
 @nox.session
 def typing(session: nox.Session) -> None:
     """Type-check the package with mypy in strict mode."""
-    # croniter ships no type information of its own.
-    session.install("-e", ".[test]", "mypy", "types-croniter")
+    session.install("-e", ".[test]", *TYPING)
     session.run("mypy")
 
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import importlib.metadata
 import json
 import os
+import pty
 import queue as stdlib_queue
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
+import termios
 import textwrap
 import threading
 import time
@@ -23,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jobkit import JobState, NewJob, SQLiteStore
 from jobkit.__main__ import build_parser, main
+from jobkit.cli.main import shown_url
 from jobkit.core.job import Failure, Success
 
 pytestmark = pytest.mark.slow
@@ -79,7 +85,7 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "JOBKIT_DB": ""}
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "JOBKIT_DB": "", "JOBKIT_APP": ""}
 
 
 def jobkit(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -493,20 +499,38 @@ def test_second_signal_stops_at_once(
 # -- progress on long operations ----------------------------------------------------
 
 
-def test_requeue_of_thousands_shows_progress(workdir: Path) -> None:
-    """Requeueing every dead job reports progress on stderr as it goes."""
+def test_requeue_of_thousands_draws_a_bar_on_a_terminal_only(workdir: Path) -> None:
+    """requeue --all-dead draws a progress bar on a terminal, and nothing on a pipe."""
     db = workdir / "jobs.db"
     make_db(db, dead=1600, queued=3)
-    result = jobkit("requeue", "--all-dead", "--db", str(db), cwd=workdir)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout == "requeued 1600 jobs\n"
-    progress = result.stderr.splitlines()
-    assert [line.split()[2] for line in progress] == [
-        "500/1600",
-        "1000/1600",
-        "1500/1600",
-    ]
+    piped = jobkit("requeue", "--all-dead", "--db", str(db), cwd=workdir)
+    assert (piped.returncode, piped.stdout, piped.stderr) == (
+        0,
+        "requeued 1600 jobs\n",
+        "",
+    )
     assert set(states(db).values()) == {"queued"}
+
+    make_db(workdir / "again.db", dead=1600)
+    leader, follower = pty.openpty()
+    # A terminal 80 columns wide: tqdm draws nothing on one of width 0.
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    with open(leader, "rb", buffering=0) as terminal:
+        proc = subprocess.run(
+            [sys.executable, "-m", "jobkit", "requeue", "--all-dead"],
+            cwd=workdir,
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            env={**env(), "JOBKIT_DB": str(workdir / "again.db")},
+            timeout=WAIT,
+        )
+        os.close(follower)
+        drawn = b""
+        with contextlib.suppress(OSError):  # EIO once the terminal is drained
+            while chunk := terminal.read(65536):
+                drawn += chunk
+    assert (proc.returncode, proc.stdout) == (0, b"requeued 1600 jobs\n")
+    assert b"requeue:" in drawn and b"/1600" in drawn and b"\r" in drawn
 
 
 # -- errors: one line, non-zero, and the file untouched -------------------------------
@@ -905,3 +929,253 @@ def test_wait_exits_1_for_a_dead_job_and_124_when_time_is_up(workdir: Path) -> N
     missing = jobkit("wait", "9", "--db", str(db), cwd=workdir)
     assert missing.returncode == 1
     assert "9" in one_line_error(missing)
+
+
+# -- habits of the ecosystem ----------------------------------------------------------
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """--version prints the installed version and exits 0."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"jobkit {importlib.metadata.version('jobkit')}\n"
+
+
+def test_options_go_before_or_after_the_command(workdir: Path) -> None:
+    """--db and --json are taken before the command as well as after it."""
+    db = workdir / "jobs.db"
+    make_db(db, dead=1, queued=1)
+    before, after, both = jobkit_all(
+        [
+            ["--db", str(db), "--json", "stats"],
+            ["stats", "--db", str(db), "--json"],
+            ["--db", "elsewhere.db", "stats", "--db", str(db), "--json"],
+        ],
+        workdir,
+    )
+    assert build_parser().parse_args(["--db", "x.db", "dashboard"]).db == "x.db"
+    assert before.returncode == after.returncode == both.returncode == 0
+    assert json.loads(before.stdout) == json.loads(after.stdout)
+    assert json.loads(both.stdout) == json.loads(after.stdout)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("30", 30.0),
+        ("1.5", 1.5),
+        ("500ms", 0.5),
+        ("90s", 90.0),
+        ("10m", 600.0),
+        ("1h", 3600.0),
+        ("7d", 604800.0),
+        ("1e3", 1000.0),
+    ],
+)
+def test_every_duration_option_takes_units(text: str, seconds: float) -> None:
+    """Every option that takes a duration reads plain seconds and 1h, 10m, 500ms."""
+    parser = build_parser()
+    for argv, dest in [
+        (["worker", "app:q", "--lease", text], "lease"),
+        (["worker", "app:q", "--grace", text], "grace"),
+        (["worker", "app:q", "--poll-interval", text], "poll_interval"),
+        (["wait", "1", "--timeout", text], "timeout"),
+        (["wait", "1", "--poll-interval", text], "poll_interval"),
+        (["enqueue", "add", "--delay", text], "delay"),
+        (["purge", "--older-than", text], "older_than"),
+        (["dashboard", "--refresh", text], "refresh"),
+    ]:
+        assert getattr(parser.parse_args(argv), dest) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    ("argv", "text"),
+    [
+        (["worker", "--lease", "0"], "--lease: must be more than 0 seconds, got '0'"),
+        (["wait", "1", "--poll-interval", "0s"], "--poll-interval: must be more"),
+        (["wait", "1", "--timeout", "1w"], "--timeout: expected seconds or a durat"),
+        (["worker", "--grace", "-1"], "--grace: expected seconds or a duration"),
+        (["enqueue", "a", "--delay", "inf"], "--delay: expected seconds or a durat"),
+        (["enqueue", "a", "--delay", "1e999"], "--delay: must be a finite duration"),
+    ],
+)
+def test_a_bad_duration_is_a_usage_error(
+    argv: list[str], text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A duration that is negative, zero where time must pass, or unknown is refused."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("jobkit: error: argument ") and text in line, line
+
+
+def test_app_and_db_from_the_environment(
+    workdir: Path, workers: Callable[..., Worker]
+) -> None:
+    """$JOBKIT_APP and $JOBKIT_DB stand for --app and --db, on every command."""
+    db = workdir / "jobs.db"
+    environment = {**env(), "JOBKIT_APP": "app:queue", "JOBKIT_DB": str(db)}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "jobkit", *args],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            env=environment,
+            timeout=WAIT,
+        )
+
+    refused = run("enqueue", "nope")
+    assert "no task 'nope' on app:queue; its tasks: add, boom, nap" in (
+        one_line_error(refused)
+    )
+    assert run("enqueue", "add", '{"a": 1, "b": 2}').returncode == 0
+    done = run("worker", "--until-empty", "--poll-interval", "50ms")
+    assert done.returncode == 0, done.stderr
+    assert f"serving app:queue on {db}: tasks add, boom, nap" in done.stderr
+    assert states(db) == {1: "succeeded"}
+    twice = run("worker", "app:other", "--app", "app:queue")
+    assert "APP given twice" in one_line_error(twice)
+
+
+def test_worker_json_logs_json_lines_that_name_the_database_and_tasks(
+    workdir: Path,
+) -> None:
+    """worker --json writes its log as JSON lines; the first names db and tasks."""
+    db = workdir / "jobs.db"
+    result = jobkit(
+        "--json",
+        "worker",
+        "app:queue",
+        "--db",
+        str(db),
+        "--until-empty",
+        cwd=workdir,
+    )
+    assert result.returncode == 0, result.stderr
+    logged = [json.loads(line) for line in result.stderr.splitlines()]
+    assert logged[0]["message"] == f"serving app:queue on {db}: tasks add, boom, nap"
+    assert (logged[0]["database"], logged[0]["tasks"]) == (
+        str(db),
+        ["add", "boom", "nap"],
+    )
+    assert any(entry["message"].startswith("worker started") for entry in logged)
+
+
+def test_cancel_moves_queued_jobs_to_cancelled(workdir: Path) -> None:
+    """jobkit cancel cancels queued jobs; an unknown or dead one changes nothing."""
+    db = workdir / "jobs.db"
+    make_db(db, dead=1, queued=3)
+    refused = jobkit_all(
+        [["cancel", "2", "1", "--db", str(db)], ["cancel", "2", "9", "--db", str(db)]],
+        workdir,
+    )
+    assert one_line_error(refused[0]) == (
+        "jobkit: error: job 1 is dead, not queued; nothing was changed"
+    )
+    assert one_line_error(refused[1]) == (
+        "jobkit: error: no job with id 9; nothing was changed"
+    )
+    assert states(db) == {1: "dead", 2: "queued", 3: "queued", 4: "queued"}
+    done = jobkit("cancel", "2", "3", "--db", str(db), cwd=workdir)
+    assert (done.returncode, done.stdout) == (0, "cancelled 2 jobs\n")
+    assert states(db) == {1: "dead", 2: "cancelled", 3: "cancelled", 4: "queued"}
+
+
+def test_listings_say_when_more_jobs_match_and_show_attempts_alike(
+    workdir: Path,
+) -> None:
+    """jobs and dead hint at what --limit left out; attempts read n/max in both."""
+    db = workdir / "jobs.db"
+    make_db(db, dead=3, queued=2)
+    jobs, dead, everything = jobkit_all(
+        [
+            ["jobs", "--limit", "4", "--db", str(db)],
+            ["dead", "--db", str(db)],
+            ["jobs", "--limit", "5", "--db", str(db)],
+        ],
+        workdir,
+    )
+    assert len(jobs.stdout.splitlines()) == 2 + 4
+    assert jobs.stderr == (
+        "jobkit: more jobs match: --after 4 shows the next 4, --limit 0 all\n"
+    )
+    assert (everything.stderr, len(everything.stdout.splitlines())) == ("", 2 + 5)
+    assert dead.stderr == ""
+    dead_row = dead.stdout.splitlines()[2].split()
+    jobs_row = jobs.stdout.splitlines()[2].split()
+    assert dead_row[3] == jobs_row[4] == "1/1"
+
+
+def test_listings_filter_by_task_and_page_both_ways(workdir: Path) -> None:
+    """--task filters, --newest reverses, --after ID gives the next page."""
+    db = workdir / "jobs.db"
+    make_db(db, dead=3, queued=2)  # 1-3 dead (boom), 4-5 queued (add)
+    ghost = jobkit("enqueue", "ghost", "--db", str(db), cwd=workdir)
+    assert ghost.returncode == 0, ghost.stderr
+    listings = {
+        ("jobs", "--after", "4"): [5, 6],
+        ("jobs", "--newest", "--limit", "2"): [6, 5],
+        ("jobs", "--newest", "--after", "5"): [4, 3, 2, 1],
+        ("jobs", "--task", "add"): [4, 5],
+        ("jobs", "--task", "add", "--newest", "--limit", "1"): [5],
+        ("dead", "--newest", "--after", "3", "--limit", "1"): [2],
+        ("dead", "--task", "add"): [],
+    }
+    results = jobkit_all(
+        [[*argv, "--db", str(db), "--json"] for argv in listings], workdir
+    )
+    for (argv, ids), result in zip(listings.items(), results, strict=True):
+        assert [j["id"] for j in json.loads(result.stdout)] == ids, argv
+    assert results[1].stderr == (
+        "jobkit: more jobs match: --after 5 shows the next 2, --limit 0 all\n"
+    )
+    table = jobkit("jobs", "--task", "ghost", "--db", str(db), cwd=workdir)
+    # A job stored without --app has the limit its first worker decides.
+    assert table.stdout.splitlines()[2].split()[:5] == [
+        "6",
+        "queued",
+        "ghost",
+        "default",
+        "0/-",
+    ]
+
+
+def test_a_reader_that_leaves_early_is_not_an_error(workdir: Path) -> None:
+    """``jobkit jobs | head`` exits 0 and prints nothing on stderr."""
+    db = workdir / "jobs.db"
+    make_db(db, queued=3000)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobkit", "jobs", "--limit", "0", "--db", str(db)],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env(),
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().split()[0] == b"id"
+    proc.stdout.close()  # as head does once it has its lines
+    assert proc.wait(timeout=WAIT) == 0
+    assert proc.stderr.read() == b""
+    proc.stderr.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "logged"),
+    [
+        ("jobs.db", "jobs.db"),
+        ("postgresql://ada:s3c:et@db/jobs", "postgresql://ada:***@db/jobs"),
+        ("postgresql://ada@db/jobs", "postgresql://ada@db/jobs"),
+        (
+            "postgresql:///jobs?ssl=1&password=s3c",
+            "postgresql:///jobs?ssl=1&password=***",
+        ),
+        ("sqlite:///odd:name@x.db", "sqlite:///odd:name@x.db"),
+    ],
+)
+def test_the_start_up_log_never_shows_a_password(url: str, logged: str) -> None:
+    """The database named in the worker's first log line has no password in it."""
+    assert shown_url(url) == logged

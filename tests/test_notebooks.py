@@ -19,6 +19,7 @@ ON_POSTGRES = {"09-outgrowing-one-machine"}
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a chapter's simulations take minutes on a busy host
 @pytest.mark.parametrize(
     "path",
     [

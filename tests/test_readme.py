@@ -39,10 +39,11 @@ def user_example() -> str:
 
 
 def command_lines() -> list[list[str]]:
-    """The ``jobkit`` lines of the shell block that serves the user example."""
+    """The ``jobkit`` and ``export`` lines of the shell block that serves the
+    user example."""
     [block] = [code for code in blocks("bash") if "myapp.jobs:queue" in code]
     lines = [shlex.split(line, comments=True) for line in block.splitlines()]
-    assert all(line[0] == "jobkit" for line in lines if line), block
+    assert all(line[0] in ("jobkit", "export") for line in lines if line), block
     return [line for line in lines if line]
 
 
@@ -54,7 +55,7 @@ def jobkit_command(words: list[str]) -> list[str]:
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "JOBKIT_DB": ""}
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "JOBKIT_DB": "", "JOBKIT_APP": ""}
 
 
 def states(db: Path) -> dict[int, str]:
@@ -167,15 +168,20 @@ def test_the_command_lines_serve_the_user_example(app: Path) -> None:
     assert done.returncode == 0, done.stderr
     proc.stop(signal.SIGTERM)
     assert set(states(db).values()) == {"succeeded"}
+    exported = env()
     for words in rest[1:]:
+        if words[0] == "export":
+            exported.update(word.split("=", 1) for word in words[1:])
+            continue
         result = subprocess.run(
             jobkit_command(words),
             cwd=app,
-            env=env(),
+            env=exported,
             capture_output=True,
             text=True,
             timeout=WAIT,
         )
         assert result.returncode == 0, (words, result.stderr)
         assert "Traceback" not in result.stderr
-    assert len(states(db)) == 42  # purge --older-than 7d kept the fresh jobs
+    # purge --older-than 7d kept the fresh jobs; job 43 was cancelled.
+    assert len(states(db)) == 43 and states(db)[43] == "cancelled"

@@ -916,9 +916,22 @@ def test_auto_progress_draws_a_bar_only_where_a_person_watches(
     out = _Stderr(tty)
     monkeypatch.setattr(sys, "stderr", out)
     monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
-    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # the plain text bar
     reporter = _progress.Reporter(option, 10)
     late = Progress(time=5.0, until=None, done=4, jobs=10, attempts=5, wall=60.0)
     reporter.report(late)
     reporter.close(late)
-    assert ("simulating [" in out.getvalue()) is shown
+    assert ("simulating: " in out.getvalue()) is shown
+    assert ("4/10" in out.getvalue()) is shown
+
+
+def test_without_tqdm_no_bar_is_drawn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bar is tqdm's: without the progress extra a run draws nothing."""
+    out = _Stderr(True)
+    monkeypatch.setattr(sys, "stderr", out)
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    reporter = _progress.Reporter(True, 10)
+    late = Progress(time=5.0, until=None, done=4, jobs=10, attempts=5, wall=60.0)
+    reporter.report(late)
+    reporter.close(late)
+    assert out.getvalue() == ""

@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import re
 import sqlite3
 import sys
 import time
@@ -58,8 +59,8 @@ T = TypeVar("T")
 DB_ENV = "JOBKIT_DB"
 """The environment variable that ``--db`` defaults to."""
 
-PROGRESS_EVERY = 500
-"""Long operations report progress on stderr after every this many jobs."""
+APP_ENV = "JOBKIT_APP"
+"""The environment variable that ``--app`` defaults to."""
 
 
 class CLIError(Exception):
@@ -121,6 +122,17 @@ def db_path(args: argparse.Namespace) -> str:
     if not path:
         raise CLIError(f"no database given: pass --db PATH or set {DB_ENV}")
     return path
+
+
+def app_spec(args: argparse.Namespace) -> str | None:
+    """Return ``--app``, or ``$JOBKIT_APP``, or None when neither is given."""
+    return args.app or os.environ.get(APP_ENV) or None
+
+
+def shown_url(url: str) -> str:
+    """Return ``url`` fit for a log: a password in it is replaced by ``***``."""
+    url = re.sub(r"^([a-z][a-z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", url, flags=re.I)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url, flags=re.I)
 
 
 def open_store(url: str, *, create: bool) -> Store:
@@ -266,25 +278,19 @@ def job_to_json(job: Job) -> dict[str, JSON]:
     }
 
 
-class Progress:
-    """Report ``done/total`` on stderr every :data:`PROGRESS_EVERY` items."""
+def progress_bar(items: Sequence[T], verb: str) -> Iterable[T]:
+    """Iterate ``items`` under a tqdm bar on stderr when a person watches it.
 
-    def __init__(self, verb: str, total: int, *, every: int = PROGRESS_EVERY) -> None:
-        self.verb = verb
-        self.total = total
-        self.every = every
-        self.done = 0
-        self.started = time.monotonic()
-
-    def step(self) -> None:
-        self.done += 1
-        if self.done % self.every == 0 and self.done < self.total:
-            rate = self.done / max(1e-9, time.monotonic() - self.started)
-            print(
-                f"jobkit: {self.verb} {self.done}/{self.total} ({rate:.0f}/s)",
-                file=sys.stderr,
-                flush=True,
-            )
+    Only on a terminal, and only with tqdm installed (the ``progress``
+    extra); a log file or a pipe gets no bar.
+    """
+    if not sys.stderr.isatty():
+        return items
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, desc=verb, unit="job", leave=False, file=sys.stderr)
 
 
 # -- argument types ----------------------------------------------------------------
@@ -347,13 +353,30 @@ def _job_id(text: str) -> int:
     return _whole_number(text, 1, "job ids start at 1", expected="a job id is a number")
 
 
-def _seconds(text: str) -> float:
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"([0-9.]+(?:e[+-]?[0-9]+)?)(ms|s|m|h|d)?", re.IGNORECASE)
+
+
+def duration(text: str) -> float:
+    """Seconds from ``30``, ``1.5``, ``500ms``, ``90s``, ``10m``, ``12h`` or ``7d``."""
+    match = _DURATION.fullmatch(text.strip())
     try:
-        value = float(text)
+        if match is None:
+            raise ValueError
+        value = float(match[1]) * _UNITS[(match[2] or "s").lower()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 seconds, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected seconds or a duration such as 90s, 10m, 12h or 7d, got {text!r}"
+        ) from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite duration, got {text!r}")
+    return value
+
+
+def _positive_duration(text: str) -> float:
+    value = duration(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text!r}")
     return value
 
 
@@ -372,20 +395,37 @@ def _limit(text: str) -> int | None:
     return None if value == 0 else value
 
 
-def _db_options() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument(
+def add_global_options(
+    parser: argparse.ArgumentParser, *, top: bool, app: bool = True
+) -> None:
+    """Add --db, --json and (if ``app``) --app, which go before or after a command.
+
+    A command's copies default to SUPPRESS, so that a value given before the
+    command is kept when none is given after it.
+    """
+    unset = None if top else argparse.SUPPRESS
+    parser.add_argument(
         "--db",
         metavar="PATH",
+        default=unset,
         help=(
             "the store: an SQLite file (or sqlite:///PATH), postgresql://... "
             f"(default: ${DB_ENV})"
         ),
     )
-    parent.add_argument(
-        "--json", action="store_true", help="print JSON instead of a table"
+    if app:
+        parser.add_argument(
+            "--app",
+            metavar="APP",
+            default=unset,
+            help=f"module:attribute naming a Queue (default: ${APP_ENV})",
+        )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="print JSON (worker: log one JSON object per line)",
     )
-    return parent
 
 
 Subparsers = Any  # argparse's _SubParsersAction is private
@@ -400,15 +440,17 @@ def _add(
     *,
     epilog: str | None = None,
     db: bool = True,
+    app: bool = False,
 ) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(
         name,
         help=summary,
         description=description,
         epilog=epilog,
-        parents=[_db_options()] if db else [],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    if db:
+        add_global_options(parser, top=False, app=app)
     parser.set_defaults(handler=handler)
     return parser
 
@@ -424,18 +466,26 @@ def add_worker(commands: Subparsers) -> None:
         "Run a worker for the tasks registered on APP's queue, on the database\n"
         "--db (or on the store APP's queue already has). SIGINT or SIGTERM\n"
         "shut it down gracefully: no new jobs are claimed, running ones get\n"
-        "--grace seconds to finish, the rest are released for another worker.\n"
+        "--grace to finish, the rest are released for another worker.\n"
         "A second Ctrl-C stops at once. With --until-empty it also stops by\n"
         "itself once nothing of its queues is queued (due now or later) or\n"
-        "running: a batch run from cron or a script.",
+        "running: a batch run from cron or a script. APP may be given as\n"
+        f"--app or ${APP_ENV} instead.",
         cmd_worker,
         epilog=(
             "examples:\n"
             "  jobkit worker myapp.jobs:queue --db jobs.db --concurrency 8\n"
-            "  jobkit worker myapp.jobs:queue --db jobs.db --until-empty"
+            "  jobkit worker myapp.jobs:queue --db jobs.db --until-empty\n"
+            "  JOBKIT_APP=myapp.jobs:queue JOBKIT_DB=jobs.db jobkit worker --json"
         ),
+        app=True,
     )
-    parser.add_argument("app", metavar="APP", help="module:attribute naming a Queue")
+    parser.add_argument(
+        "app_argument",
+        nargs="?",
+        metavar="APP",
+        help="module:attribute naming a Queue (or --app)",
+    )
     parser.add_argument(
         "--concurrency",
         type=_positive_int,
@@ -453,23 +503,23 @@ def add_worker(commands: Subparsers) -> None:
     )
     parser.add_argument(
         "--lease",
-        type=_seconds,
+        type=_positive_duration,
         default=30.0,
-        metavar="SECONDS",
+        metavar="DURATION",
         help="lease length, renewed every third of it (default 30)",
     )
     parser.add_argument(
         "--poll-interval",
-        type=_seconds,
+        type=_positive_duration,
         default=1.0,
-        metavar="SECONDS",
+        metavar="DURATION",
         help="how often to look for jobs enqueued elsewhere (default 1)",
     )
     parser.add_argument(
         "--grace",
-        type=_seconds,
+        type=duration,
         default=10.0,
-        metavar="SECONDS",
+        metavar="DURATION",
         help="time running jobs get to finish at shutdown (default 10)",
     )
     parser.add_argument(
@@ -480,8 +530,8 @@ def add_worker(commands: Subparsers) -> None:
     parser.add_argument(
         "--log-format",
         choices=["text", "json"],
-        default="text",
-        help="log lines as text or as one JSON object each (default text)",
+        help="log lines as text or as one JSON object each (default text; "
+        "--json: json)",
     )
     parser.add_argument(
         "--log-level",
@@ -506,16 +556,31 @@ def _configure_logging(fmt: str, level: str) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    spec = app_spec(args)
+    if args.app_argument and args.app and args.app_argument != args.app:
+        raise CLIError(f"APP given twice: {args.app_argument!r} and --app {args.app!r}")
+    spec = args.app_argument or spec
+    if spec is None:
+        raise CLIError(f"no APP given: pass module:attribute, --app or set {APP_ENV}")
     # Import the application before touching the database: a wrong APP must
     # not leave a new, empty database behind.
-    queue = load_app(args.app)
-    if args.lease <= 0 or args.poll_interval <= 0:
-        raise CLIError("--lease and --poll-interval must be > 0 seconds")
+    queue = load_app(spec)
     if not (args.db or os.environ.get(DB_ENV)) and queue.has_store:
         store: Store = queue.store  # the application chose its own store
     else:
         store = queue.store = open_store(db_path(args), create=True)
-    _configure_logging(args.log_format, args.log_level)
+    log_format = args.log_format or ("json" if args.json else "text")
+    _configure_logging(log_format, args.log_level)
+    given = args.db or os.environ.get(DB_ENV)
+    where = shown_url(given or getattr(store, "path", None) or type(store).__name__)
+    tasks = ", ".join(sorted(queue.tasks)) or "none"
+    logging.getLogger("jobkit.cli").info(
+        "serving %s on %s: tasks %s",
+        spec,
+        where,
+        tasks,
+        extra={"app": spec, "database": where, "tasks": sorted(queue.tasks)},
+    )
 
     from ..runtime.token import CancellationToken, cancel_on_signals
     from ..worker.worker import run_worker
@@ -564,9 +629,10 @@ def add_enqueue(commands: Subparsers) -> None:
         epilog=(
             "examples:\n"
             '  jobkit enqueue send_email \'{"to": "ada@example.com"}\' --db jobs.db\n'
-            "  jobkit enqueue resize --arg path=a.png --arg width=64 --delay 60 \\\n"
+            "  jobkit enqueue resize --arg path=a.png --arg width=64 --delay 10m \\\n"
             "      --app myapp.jobs:queue --db jobs.db"
         ),
+        app=True,
     )
     parser.add_argument(
         "task", type=_name, metavar="TASK", help="the task's registered name"
@@ -582,7 +648,6 @@ def add_enqueue(commands: Subparsers) -> None:
         metavar="KEY=VALUE",
         help="one argument; VALUE is read as JSON, else as a string",
     )
-    parser.add_argument("--app", metavar="APP", help="module:attribute naming a Queue")
     parser.add_argument(
         "--queue", type=_name, metavar="Q", help="the queue to put it on"
     )
@@ -590,7 +655,7 @@ def add_enqueue(commands: Subparsers) -> None:
         "--priority", type=_priority, metavar="N", help="higher runs first"
     )
     parser.add_argument(
-        "--delay", type=_seconds, metavar="SECONDS", help="run no sooner than this"
+        "--delay", type=duration, metavar="DURATION", help="run no sooner than this"
     )
     parser.add_argument(
         "--max-attempts", type=_positive_int, metavar="N", help="attempts allowed"
@@ -650,10 +715,11 @@ def _payload(args: argparse.Namespace) -> dict[str, JSON]:
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
     payload = _payload(args)
-    queue = load_app(args.app) if args.app else None
+    spec = app_spec(args)
+    queue = load_app(spec) if spec else None
     if queue is not None and args.task not in queue.tasks:
         known = ", ".join(sorted(queue.tasks)) or "none"
-        raise CLIError(f"no task {args.task!r} on {args.app}; its tasks: {known}")
+        raise CLIError(f"no task {args.task!r} on {spec}; its tasks: {known}")
 
     async def body(store: SQLiteStore) -> int:
         if queue is not None:
@@ -670,12 +736,6 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
                 )
             except (TypeError, ValueError) as exc:
                 raise CLIError(str(exc)) from None
-        print(
-            f"jobkit: warning: without --app the task name {args.task!r} "
-            "cannot be checked; a worker that does not know it leaves the "
-            "job queued",
-            file=sys.stderr,
-        )
         now = time.time()
         spec = NewJob(
             task=args.task,
@@ -691,6 +751,14 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         return job_id
 
     job_id = run_with_store(args, body, create=True)
+    if queue is None:
+        # Only once the job is stored: a refusal stays one line.
+        print(
+            f"jobkit: warning: without --app the task name {args.task!r} "
+            "cannot be checked; a worker that does not know it leaves the "
+            "job queued",
+            file=sys.stderr,
+        )
     if args.json:
         print_json({"id": job_id})
     else:
@@ -706,9 +774,14 @@ def add_jobs(commands: Subparsers) -> None:
         commands,
         "jobs",
         "list jobs",
-        "List jobs, oldest first, optionally of one state and queue.",
+        "List jobs, oldest first (--newest: newest first), optionally of one\n"
+        "state, queue and task; --after pages through long listings.",
         cmd_jobs,
-        epilog="example:\n  jobkit jobs --state queued --queue emails --db jobs.db",
+        epilog=(
+            "examples:\n"
+            "  jobkit jobs --state queued --queue emails --db jobs.db\n"
+            "  jobkit jobs --task send_email --newest --limit 20 --db jobs.db"
+        ),
     )
     parser.add_argument(
         "--state", type=_state, metavar="S", help="queued, running, ..."
@@ -717,14 +790,24 @@ def add_jobs(commands: Subparsers) -> None:
 
 
 def _add_listing_options(parser: argparse.ArgumentParser) -> None:
-    """--queue and --limit, as every command that lists jobs takes them."""
+    """The filters, order and paging that every command that lists jobs takes."""
     parser.add_argument("--queue", type=_name, metavar="Q", help="only this queue")
+    parser.add_argument("--task", type=_name, metavar="T", help="only this task")
     parser.add_argument(
         "--limit",
         type=_limit,
         default=100,
         metavar="N",
         help="show at most N jobs (default 100; 0: all)",
+    )
+    parser.add_argument(
+        "--newest", action="store_true", help="newest first (default: oldest first)"
+    )
+    parser.add_argument(
+        "--after",
+        type=_job_id,
+        metavar="ID",
+        help="the next page: the jobs that come after job ID in this order",
     )
 
 
@@ -735,7 +818,7 @@ def _jobs_table(jobs: Sequence[Job]) -> str:
             job.state.value,
             job.task,
             job.queue,
-            f"{job.attempts}/{job.max_attempts}",
+            attempts(job),
             when(job.run_at),
             clip(job.last_error, 50),
         ]
@@ -745,11 +828,41 @@ def _jobs_table(jobs: Sequence[Job]) -> str:
     return render_table(headers, rows, right="id,attempts")
 
 
-def cmd_jobs(args: argparse.Namespace) -> int:
+def list_jobs(args: argparse.Namespace, state: JobState | None) -> list[Job]:
+    """Return the jobs a listing shows; say on stderr when --limit left some out."""
+    limit: int | None = args.limit
+
     async def body(store: SQLiteStore) -> list[Job]:
-        return await store.list(state=args.state, queue=args.queue, limit=args.limit)
+        return await store.list(
+            state=state,
+            queue=args.queue,
+            task=args.task,
+            # One more than shown tells whether there are more.
+            limit=None if limit is None else min(limit + 1, INT64_MAX),
+            newest_first=args.newest,
+            after_id=None if args.newest else args.after,
+            before_id=args.after if args.newest else None,
+        )
 
     jobs = run_with_store(args, body)
+    if limit is not None and len(jobs) > limit:
+        del jobs[limit:]
+        print(
+            f"jobkit: more jobs match: --after {jobs[-1].id} shows the next "
+            f"{limit}, --limit 0 all",
+            file=sys.stderr,
+        )
+    return jobs
+
+
+def attempts(job: Job) -> str:
+    """``attempts/max``; ``-`` for a limit the first worker will decide."""
+    limit = "-" if job.max_attempts is None else job.max_attempts
+    return f"{job.attempts}/{limit}"
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    jobs = list_jobs(args, args.state)
     if args.json:
         print_json([job_to_json(job) for job in jobs])
     elif jobs:
@@ -800,7 +913,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         ("task", job.task),
         ("queue", job.queue),
         ("state", job.state.value),
-        ("attempts", f"{job.attempts} of {job.max_attempts}"),
+        ("attempts", attempts(job)),
         ("priority", job.priority),
         ("run at", when(job.run_at)),
         ("created", when(job.created_at)),
@@ -849,23 +962,20 @@ def add_wait(commands: Subparsers) -> None:
     parser.add_argument("id", type=_job_id, metavar="ID", help="the job's id")
     parser.add_argument(
         "--timeout",
-        type=_seconds,
-        metavar="SECONDS",
+        type=duration,
+        metavar="DURATION",
         help="give up after this long (default: wait as long as it takes)",
     )
     parser.add_argument(
         "--poll-interval",
-        type=_seconds,
+        type=_positive_duration,
         default=0.5,
-        metavar="SECONDS",
+        metavar="DURATION",
         help="how often to look (default 0.5)",
     )
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    if args.poll_interval <= 0:
-        raise CLIError("--poll-interval must be > 0 seconds")
-
     async def body(store: SQLiteStore) -> Job:
         queue = Queue(store)
         with trio.move_on_after(math.inf if args.timeout is None else args.timeout):
@@ -900,10 +1010,7 @@ def add_dead(commands: Subparsers) -> None:
 
 
 def cmd_dead(args: argparse.Namespace) -> int:
-    async def body(store: SQLiteStore) -> list[Job]:
-        return await store.list(state=JobState.DEAD, queue=args.queue, limit=args.limit)
-
-    jobs = run_with_store(args, body)
+    jobs = list_jobs(args, JobState.DEAD)
     if args.json:
         print_json([job_to_json(job) for job in jobs])
         return 0
@@ -915,7 +1022,7 @@ def cmd_dead(args: argparse.Namespace) -> int:
             job.id,
             job.task,
             job.queue,
-            job.attempts,
+            attempts(job),
             when(job.updated_at),
             clip(job.last_error, 60),
         ]
@@ -970,7 +1077,10 @@ def add_discard(commands: Subparsers) -> None:
     _ids_or_all(parser, all_dead=False)
 
 
-async def _dead_jobs(store: SQLiteStore, ids: Sequence[int]) -> list[int]:
+async def _jobs_in(
+    store: SQLiteStore, ids: Sequence[int], state: JobState
+) -> list[int]:
+    """Return ``ids`` without repeats if every one is in ``state``, else refuse."""
     problems = []
     for job_id in dict.fromkeys(ids):
         try:
@@ -978,15 +1088,17 @@ async def _dead_jobs(store: SQLiteStore, ids: Sequence[int]) -> list[int]:
         except JobNotFound:
             problems.append(f"no job with id {job_id}")
             continue
-        if job.state is not JobState.DEAD:
-            problems.append(f"job {job_id} is {job.state.value}, not dead")
+        if job.state is not state:
+            problems.append(f"job {job_id} is {job.state.value}, not {state.value}")
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise CLIError("; ".join(problems[:3]) + more + "; nothing was changed")
     return list(dict.fromkeys(ids))
 
 
-def _operate(args: argparse.Namespace, verb: str, past: str) -> int:
+def _operate(
+    args: argparse.Namespace, verb: str, past: str, state: JobState = JobState.DEAD
+) -> int:
     every = getattr(args, "all_dead", False)
     if every and args.ids:
         raise CLIError("give job ids or --all-dead, not both")
@@ -1003,12 +1115,10 @@ def _operate(args: argparse.Namespace, verb: str, past: str) -> int:
             jobs = await store.list(state=JobState.DEAD, queue=args.queue, limit=None)
             ids = [job.id for job in jobs]
         else:
-            ids = await _dead_jobs(store, args.ids)
-        queue = Queue(store)
-        action = queue.requeue if verb == "requeue" else queue.discard
-        progress = Progress(past, len(ids))
+            ids = await _jobs_in(store, args.ids, state)
+        action = getattr(Queue(store), verb)
         changed = []
-        for job_id in ids:
+        for job_id in progress_bar(ids, verb):
             try:
                 await action(job_id)
             except TransitionError as exc:
@@ -1016,7 +1126,6 @@ def _operate(args: argparse.Namespace, verb: str, past: str) -> int:
                 print(f"jobkit: skipped: {exc}", file=sys.stderr)
             else:
                 changed.append(job_id)
-            progress.step()
         return changed
 
     changed = run_with_store(args, body)
@@ -1036,11 +1145,30 @@ def cmd_discard(args: argparse.Namespace) -> int:
     return _operate(args, "discard", "discarded")
 
 
+def add_cancel(commands: Subparsers) -> None:
+    parser = _add(
+        commands,
+        "cancel",
+        "cancel jobs that have not started",
+        "Move queued jobs to cancelled: no worker will run them. A running job\n"
+        "cannot be cancelled this way (its handler decides how to stop). Every\n"
+        "ID is checked first: if one is unknown or not queued, nothing is\n"
+        "changed.",
+        cmd_cancel,
+        epilog="example:\n  jobkit cancel 17 18 --db jobs.db",
+    )
+    _ids_or_all(parser, all_dead=False)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    return _operate(args, "cancel", "cancelled", JobState.QUEUED)
+
+
 # -- stats, metrics --------------------------------------------------------------------
 
 
 def add_stats(commands: Subparsers) -> None:
-    parser = _add(
+    _add(
         commands,
         "stats",
         "count jobs per queue and state",
@@ -1048,12 +1176,13 @@ def add_stats(commands: Subparsers) -> None:
         "the queued jobs of tasks that app does not know: they wait for a\n"
         "worker that does.",
         cmd_stats,
+        app=True,
     )
-    parser.add_argument("--app", metavar="APP", help="module:attribute naming a Queue")
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    app = load_app(args.app) if getattr(args, "app", None) else None
+    spec = app_spec(args)
+    app = load_app(spec) if spec else None
 
     async def body(store: SQLiteStore) -> Any:
         return await store.counts(), await store.queued_tasks()
@@ -1085,25 +1214,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
         n = sum(unknown.values())
         print(
             f"{n} queued {'job waits' if n == 1 else 'jobs wait'} for tasks "
-            f"{args.app} does not know: {', '.join(sorted(unknown))}"
+            f"{spec} does not know: {', '.join(sorted(unknown))}"
         )
     return 0
-
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _age(text: str) -> float:
-    number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
-    try:
-        value = float(number) * _UNITS[unit]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected an age such as 3600, 90m, 12h or 7d, got {text!r}"
-        ) from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be an age >= 0, got {text!r}")
-    return value
 
 
 def add_purge(commands: Subparsers) -> None:
@@ -1121,10 +1234,10 @@ def add_purge(commands: Subparsers) -> None:
     )
     parser.add_argument(
         "--older-than",
-        type=_age,
+        type=duration,
         required=True,
         metavar="AGE",
-        help="seconds, or a number with s, m, h or d (7d: a week)",
+        help="seconds, or a number with ms, s, m, h or d (7d: a week)",
     )
 
 
@@ -1251,6 +1364,7 @@ def add_dashboard(commands: Subparsers) -> None:
     parser.add_argument(
         "--db",
         metavar="PATH",
+        default=argparse.SUPPRESS,  # keeps a --db given before the command
         help=(
             "the store: an SQLite file (or sqlite:///PATH), postgresql://... "
             f"(default: ${DB_ENV})"
@@ -1270,9 +1384,9 @@ def add_dashboard(commands: Subparsers) -> None:
     )
     parser.add_argument(
         "--refresh",
-        type=_seconds,
+        type=duration,
         default=5.0,
-        metavar="SECONDS",
+        metavar="DURATION",
         help="how often open pages update (default 5, 0: never)",
     )
 
@@ -1334,6 +1448,7 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
     add_dead,
     add_requeue,
     add_discard,
+    add_cancel,
     add_stats,
     add_purge,
     add_metrics,
@@ -1363,7 +1478,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"jobkit: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except BrokenPipeError:
-        # ``jobkit jobs | head``: the reader left; not an error worth a trace.
+        # ``jobkit jobs | head``: the reader has all it wanted. Exit quietly
+        # and with 0, as Unix tools do; the null device takes what Python
+        # still flushes at exit.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return 1
+        return 0

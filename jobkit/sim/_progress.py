@@ -1,4 +1,4 @@
-"""Progress reports for long simulations: a callback, tqdm's bar, or a line of text."""
+"""Progress reports for long simulations: a callback, or tqdm's bar if installed."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import importlib
 import math
 import sys
 from collections.abc import Callable
-from typing import Any, TextIO, TypeAlias
+from typing import Any, TypeAlias
 
 import attrs
 
@@ -51,35 +51,16 @@ class Progress:
 ProgressOption: TypeAlias = bool | str | Callable[[Progress], object] | None
 
 
-class _TextBar:
-    """A one-line progress bar, redrawn in place; used when tqdm is not installed."""
-
-    def __init__(self, out: TextIO) -> None:
-        self._out = out
-        self._shown = False
-
-    def __call__(self, p: Progress) -> None:
-        width = 24
-        filled = round(p.fraction * width)
-        bar = "#" * filled + "-" * (width - filled)
-        self._out.write(
-            f"\rsimulating [{bar}] {p.done}/{p.jobs} jobs, "
-            f"t={p.time:,.0f}s virtual, {p.wall:.1f}s wall "
-        )
-        self._out.flush()
-        self._shown = True
-
-    def close(self) -> None:
-        if self._shown:
-            self._out.write("\n")
-            self._out.flush()
-
-
 class _TqdmBar:
     def __init__(self, jobs: int) -> None:
-        # Optional: the notebook-aware bar when tqdm is installed.
-        tqdm = importlib.import_module("tqdm.auto").tqdm
-        self._bar: Any = tqdm(total=jobs, unit="job", desc="simulating", leave=True)
+        # tqdm is optional (the progress extra); its notebook widget needs
+        # ipywidgets too, else the terminal bar serves in a notebook as well.
+        try:
+            tqdm = importlib.import_module("tqdm.auto").tqdm
+            self._bar: Any = tqdm(total=jobs, unit="job", desc="simulating")
+        except ImportError:
+            tqdm = importlib.import_module("tqdm").tqdm
+            self._bar = tqdm(total=jobs, unit="job", desc="simulating")
 
     def __call__(self, p: Progress) -> None:
         self._bar.n = p.done
@@ -101,7 +82,7 @@ class Reporter:
 
     def __init__(self, option: ProgressOption, jobs: int) -> None:
         self._callback: Callable[[Progress], object] | None = None
-        self._bar: _TextBar | _TqdmBar | None = None
+        self._bar: _TqdmBar | None = None
         self._option = option
         self._jobs = jobs
         # "auto": stay silent unless the run turns out to be long.
@@ -126,8 +107,9 @@ class Reporter:
         if self._callback is None:
             try:
                 self._bar = _TqdmBar(self._jobs)
-            except ImportError:
-                self._bar = _TextBar(sys.stderr)
+            except ImportError:  # no tqdm: no bar
+                self.enabled = False
+                return
             self._callback = self._bar
         self._callback(p)
 

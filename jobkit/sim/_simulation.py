@@ -608,8 +608,9 @@ class Simulation:
     ``progress`` shows how a long run is going: ``"auto"`` (the default)
     draws a bar once a run has taken 3 seconds of wall time, on a terminal
     or in a notebook (not into a log file), ``True`` at once, ``False``
-    never; the bar is tqdm's notebook-aware one when tqdm is installed, a
-    plain line on stderr otherwise. A callable instead receives
+    never; the bar is tqdm's (notebook-aware with ipywidgets), drawn only
+    when tqdm is installed: ``pip install 'jobkit[progress]'``. A callable
+    instead receives
     a :class:`Progress` snapshot every 64 finished jobs and at the end.
     ``quiet`` mutes the ``jobkit`` logger for the run, since a simulation
     fails thousands of attempts on purpose. ``label`` names the run in
