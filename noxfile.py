@@ -69,7 +69,8 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks that print rates and ratios against a baseline from the same run."""
-    session.install("-e", ".")
+    # The peers bench_peers.py measures jobkit against; only this session needs them.
+    session.install("-e", ".", "huey", "persist-queue", "litequeue")
     for script in sorted(os.listdir("tests/benchmarks")):
         if script.startswith("bench_") and script.endswith(".py"):
             session.run("python", f"tests/benchmarks/{script}", *session.posargs)
