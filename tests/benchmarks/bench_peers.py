@@ -60,6 +60,9 @@ PROCESSES = 3
 SHARED = 20_000  # drained by PROCESSES processes from one file
 SLOTS = 10
 LEASE = 30.0
+# Seconds a peer's connection waits for SQLite's lock: ten threads queue up on
+# it for longer than sqlite3's default 5 s on a busy machine.
+BUSY_TIMEOUT = 30.0
 
 GUARANTEES = {
     "hand-written": "at-least-once: a claim takes a lease and counts the attempt,"
@@ -271,7 +274,9 @@ class Huey(SyncSystem):
             "NormalSqliteStorage", (storage,), {"_create_connection": connect}
         )
         self.db = directory / "huey.db"
-        self.huey = api.SqliteHuey(filename=str(self.db), storage_class=normal)
+        self.huey = api.SqliteHuey(
+            filename=str(self.db), storage_class=normal, timeout=BUSY_TIMEOUT
+        )
 
         def send(user_id: int, template: str) -> None:
             pass
@@ -297,7 +302,9 @@ class PersistQueue(SyncSystem):
         module = importlib.import_module("persistqueue")
         self.empty = module.Empty
         self.db = directory / "queue" / "data.db"
-        self.q = module.SQLiteAckQueue(str(self.db.parent), multithreading=True)
+        self.q = module.SQLiteAckQueue(
+            str(self.db.parent), multithreading=True, timeout=BUSY_TIMEOUT
+        )
         for conn in {self.q._getter, self.q._putter}:
             conn.execute("PRAGMA synchronous = NORMAL")
 
@@ -327,7 +334,10 @@ class LiteQueue(SyncSystem):
     def __init__(self, directory: Path) -> None:
         self.module = importlib.import_module("litequeue")
         self.db = directory / "queue.db"
-        self.q = self.module.LiteQueue(str(self.db))
+        self.q = self.connect()
+
+    def connect(self) -> Any:
+        return self.module.LiteQueue(str(self.db), timeout=BUSY_TIMEOUT)
 
     async def enqueue(self, i: int) -> None:
         self.q.put(json.dumps(payload(i)))
@@ -353,7 +363,7 @@ class LiteQueue(SyncSystem):
 
     def consumer(self) -> Callable[[], bool]:
         # One connection per thread: its transactions are per connection.
-        q = self.module.LiteQueue(str(self.db))
+        q = self.connect()
         return lambda: self.take(q)
 
     async def close(self) -> None:
@@ -526,7 +536,8 @@ def spawn(*args: object) -> list[str]:
         check=False,
     )
     if done.returncode:
-        raise RuntimeError(f"{args} failed:\n{done.stderr}")
+        last = done.stderr.strip().splitlines()[-1:]
+        raise RuntimeError(f"{args[:3]}: {last}")
     return done.stdout.splitlines()
 
 
@@ -553,7 +564,7 @@ def shared_drain(name: str, directory: Path) -> tuple[float, int]:
     for proc in procs:
         out, _ = proc.communicate()
         if proc.returncode:
-            raise RuntimeError(f"{name} drain failed")
+            raise RuntimeError(f"{name}: a draining process failed")
         results.append(json.loads(out.splitlines()[-1]))
     done = sum(r["done"] for r in results)
     return SHARED / (max(r["end"] for r in results) - start), done
@@ -597,17 +608,33 @@ def main() -> int:
                         directory.mkdir()
                     else:
                         shutil.copytree(templates[workload, name], directory)
-                    if workload == "processes":
-                        value, done = shared_drain(name, directory)
-                        delivered.setdefault(name, []).append(done)
-                    else:
-                        value = json.loads(
-                            spawn("measure", name, workload, directory)[-1]
-                        )
+                    try:
+                        if workload == "processes":
+                            value, done = shared_drain(name, directory)
+                            delivered.setdefault(name, []).append(done)
+                        else:
+                            out = spawn("measure", name, workload, directory)
+                            value = json.loads(out[-1])
+                    except RuntimeError as exc:
+                        # One failed round is reported, not fatal to the rest.
+                        print(f"failed: {exc}", file=sys.stderr)
+                        value = math.nan
                     rates.setdefault((workload, name), []).append(value)
                     shutil.rmtree(directory)
             print(f"measured: {workload}", file=sys.stderr)
-    report(names, {k: statistics.median(v) for k, v in rates.items()}, delivered, sizes)
+    raw = {f"{w} {n}": v for (w, n), v in rates.items()}
+    print(
+        json.dumps({"rates": raw, "bytes": sizes, "delivered": delivered}),
+        file=sys.stderr,
+    )
+    medians = {
+        key: statistics.median([v for v in values if not math.isnan(v)] or [math.nan])
+        for key, values in rates.items()
+    }
+    report(names, medians, delivered, sizes)
+    for (workload, name), values in rates.items():
+        if failed := sum(map(math.isnan, values)):
+            print(f"{name}, {ROWS[workload]}: {failed} of {RUNS} rounds failed")
     return 0
 
 
@@ -654,7 +681,7 @@ def report(
     )
     print(f"\njobs delivered in all by {PROCESSES} processes draining {SHARED:,}:")
     for name in names:
-        print(f"  {name:<14} {sorted(delivered[name])}")
+        print(f"  {name:<14} {sorted(delivered.get(name, []))}")
     print("\nwhat each system guarantees:")
     for name in names:
         key = "hand-written" if name == "yielding" else name
