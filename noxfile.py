@@ -78,10 +78,17 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks that print rates and ratios against a baseline from the same run."""
-    # The dashboard's benchmark serves it over HTTP; the PostgreSQL ones need
-    # a server (as the tests do) and measure against procrastinate, which
-    # nothing else installs.
-    session.install("-e", ".[web,postgres]", "procrastinate")
+    # Peers only this session needs: the dashboard's benchmark serves it over
+    # HTTP, the PostgreSQL ones measure against procrastinate, and
+    # bench_peers.py against huey, persist-queue and litequeue.
+    session.install(
+        "-e",
+        ".[web,postgres]",
+        "procrastinate",
+        "huey",
+        "persist-queue",
+        "litequeue",
+    )
     for script in sorted(os.listdir("tests/benchmarks")):
         if script.startswith("bench_") and script.endswith(".py"):
             session.run("python", f"tests/benchmarks/{script}", *session.posargs)
