@@ -47,7 +47,7 @@ import trio
 from _baseline import Baseline, payload
 
 import jobkit
-from jobkit._job import Success
+from jobkit.core.job import Success
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 ONE_BY_ONE = 3000  # enqueues, one at a time
