@@ -47,7 +47,7 @@ from jobkit import (
     TransitionError,
 )
 from jobkit.core.job import EXPIRED_ERROR, Failure, Outcome, Release, Success
-from tests.helpers.stores import STORES, dispose, require, store_params
+from tests.helpers.stores import REMOTE, STORES, dispose, require, store_params
 
 QUEUES = ["a", "b"]
 Q, R = JobState.QUEUED, JobState.RUNNING
