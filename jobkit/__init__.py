@@ -83,6 +83,7 @@ from .core.job import TransitionError as TransitionError
 from .store.memory import MemoryStore as MemoryStore
 from .store.sqlite.store import SQLiteStore as SQLiteStore
 from .store.protocol import IncompatibleStore as IncompatibleStore
+from .store.protocol import StoreDamaged as StoreDamaged
 from .store.protocol import JobNotFound as JobNotFound
 from .store.protocol import PurgeTotals as PurgeTotals
 from .store.protocol import QueueCounts as QueueCounts
@@ -154,6 +155,7 @@ __all__ = [
     "QueueCounts",
     "Store",
     "StoreBusy",
+    "StoreDamaged",
     "StoreError",
     "store_from_url",
     "PreparedJob",

@@ -798,6 +798,30 @@ def test_a_damaged_jobs_table_is_a_one_line_error(workdir: Path) -> None:
         )
 
 
+def test_a_worker_on_a_damaged_file_stops_with_one_error(workdir: Path) -> None:
+    """A damaged file is not retried forever: the worker ends with the reason."""
+    db = workdir / "jobs.db"
+    make_db(db, queued=200)
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        (root,) = conn.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'jobs'"
+        ).fetchone()
+        (size,) = conn.execute("PRAGMA page_size").fetchone()
+    with db.open("r+b") as f:
+        f.seek((root - 1) * size)
+        f.write(b"\xff" * size)
+    result = jobkit(
+        "worker", "app:queue", "--db", str(db), "--until-empty", cwd=workdir
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"jobkit: error: {str(db)!r} is damaged (database disk image is "
+        "malformed): restore it from a backup, or try the sqlite3 shell's .recover"
+    )
+
+
 def test_no_database_given(workdir: Path) -> None:
     """Without --db or $JOBKIT_DB the error says how to give one."""
     assert "pass --db PATH or set JOBKIT_DB" in one_line_error(

@@ -1459,11 +1459,33 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
 ``add_*`` function here (``jobkit schedules`` goes after ``metrics``)."""
 
 
+def _unwrapped(
+    handler: Callable[[argparse.Namespace], int], ns: argparse.Namespace
+) -> int:
+    """``handler(ns)``, with a lone error that trio wrapped in a group unwrapped."""
+    try:
+        return handler(ns)
+    except BaseExceptionGroup as group:
+        # trio's nurseries wrap even one error in a group; the user needs
+        # the error itself, which ``run`` then words as a refusal or not.
+        leaves: list[BaseException] = []
+        pending: list[BaseException] = [group]
+        while pending:
+            exc = pending.pop()
+            if isinstance(exc, BaseExceptionGroup):
+                pending.extend(exc.exceptions)
+            else:
+                leaves.append(exc)
+        if len(leaves) == 1 and isinstance(leaves[0], Exception):
+            raise leaves[0] from None
+        raise
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the parsed command; print a :class:`CLIError` as one line."""
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        return handler(args)
+        return _unwrapped(handler, args)
     except CLIError as exc:
         print(f"jobkit: error: {exc}", file=sys.stderr)
         return 1

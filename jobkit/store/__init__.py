@@ -40,6 +40,7 @@ from .protocol import QueueCounts as QueueCounts
 from .protocol import ScheduleStore as ScheduleStore
 from .protocol import Store as Store
 from .protocol import StoreBusy as StoreBusy
+from .protocol import StoreDamaged as StoreDamaged
 from .protocol import StoreError as StoreError
 from .protocol import check_limit as check_limit
 from .protocol import check_new_jobs as check_new_jobs
@@ -68,6 +69,7 @@ __all__ = [
     "ScheduleStore",
     "Store",
     "StoreBusy",
+    "StoreDamaged",
     "StoreError",
     "Success",
     "check_job_fields",

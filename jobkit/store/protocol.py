@@ -88,6 +88,21 @@ class IncompatibleStore(StoreError):
     """
 
 
+class StoreDamaged(IncompatibleStore):
+    """The store's data is damaged: no retry can help, so nobody retries.
+
+    A worker stops with this error instead of retrying it, so that a person
+    restores the database from a backup.
+
+    Example::
+
+        >>> raise StoreDamaged("jobs.db is damaged (database disk image is malformed)")
+        Traceback (most recent call last):
+        ...
+        jobkit.StoreDamaged: jobs.db is damaged (database disk image is malformed)
+    """
+
+
 @attrs.frozen
 class QueueCounts:
     """How many jobs are in each state, per queue.
@@ -331,6 +346,7 @@ __all__ = [
     "QueueCounts",
     "Store",
     "StoreBusy",
+    "StoreDamaged",
     "StoreError",
 ]
 

@@ -10,6 +10,7 @@ from typing import TypeVar
 import trio
 
 from ..core.retry import Backoff
+from ..store.protocol import IncompatibleStore
 
 logger = logging.getLogger("jobkit")
 
@@ -52,6 +53,8 @@ class _StoreCaller:
         """``fn()``'s result; errors of the ``refused`` types are raised at once."""
         # ``fn`` is called afresh on every try, so each one reads the clock anew.
         failures = 0
+        # A foreign or damaged store stays so: retrying cannot help.
+        fatal: tuple[type[Exception], ...] = (IncompatibleStore, *refused)
         while True:
             try:
                 if shield:
@@ -61,7 +64,7 @@ class _StoreCaller:
                         result = await fn()
                 else:
                     result = await fn()
-            except refused:
+            except fatal:
                 raise
             except Exception as exc:
                 failures += 1

@@ -44,6 +44,7 @@ from ..protocol import (
     PurgeTotals,
     QueueCounts,
     StoreBusy,
+    StoreDamaged,
     StoreError,
     TallyKey,
     add_tallies,
@@ -461,6 +462,10 @@ def _to_job(row: _Row) -> Job:
     )
 
 
+# The result codes of a file whose pages or header are not what SQLite wrote.
+_DAMAGE: Final = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+
+
 def _is_busy(exc: sqlite3.Error) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     return code is not None and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
@@ -738,6 +743,19 @@ class SQLiteStore:
 
     async def _run(self, attempt: Callable[[], T], *, rows: int = 1) -> T:
         """Run ``attempt`` (a whole transaction, or one statement) until not busy."""
+        try:
+            return await self._run_until_not_busy(attempt, rows)
+        except sqlite3.DatabaseError as exc:
+            # A damaged file fails the same way every time: say so, once,
+            # instead of letting callers retry it forever.
+            if getattr(exc, "sqlite_errorname", "") in _DAMAGE:
+                raise StoreDamaged(
+                    f"{self._path!r} is damaged ({exc}): restore it from a "
+                    "backup, or try the sqlite3 shell's .recover"
+                ) from exc
+            raise
+
+    async def _run_until_not_busy(self, attempt: Callable[[], T], rows: int) -> T:
         await trio.lowlevel.checkpoint()
         self._check_open()
         if self._wal_full:
