@@ -187,6 +187,7 @@ EXPORTS: dict[str, list[str]] = {
         "timeline",
     ],
     "jobkit.testing": ["run_virtual"],
+    "jobkit.testing.store_contract": ["StoreContract"],
     "jobkit.examples.accounts": [
         "Accounts",
         "EmailTaken",
