@@ -49,34 +49,34 @@ from jobkit.store import Failure, Outcome, Release, Success
 __all__ = ["StoreContract"]
 
 
-async def put(store: Store, now: float = 0.0, **fields: object) -> int:
+async def _put(store: Store, now: float = 0.0, **fields: object) -> int:
     """Enqueue one job built from ``fields`` and return its id."""
     fields.setdefault("task", "t")
     [job_id] = await store.enqueue([NewJob(**fields)], now=now)  # type: ignore[arg-type]
     return job_id
 
 
-async def claim_one(store: Store, now: float = 0.0, lease: float = 10.0) -> Job:
+async def _claim_one(store: Store, now: float = 0.0, lease: float = 10.0) -> Job:
     [job] = await store.claim(queues=None, limit=1, now=now, lease=lease)
     return job
 
 
-async def kinds(store: Store, job_id: int) -> list[str]:
+async def _kinds(store: Store, job_id: int) -> list[str]:
     return [e.kind.value for _, e in await store.events(job_id=job_id)]
 
 
-async def make_dead(store: Store, now: float = 0.0, **fields: object) -> int:
-    job_id = await put(store, now, **fields)
-    job = await claim_one(store, now)
+async def _make_dead(store: Store, now: float = 0.0, **fields: object) -> int:
+    job_id = await _put(store, now, **fields)
+    job = await _claim_one(store, now)
     assert job.id == job_id
     assert await store.settle([Failure(job_id, 1, "boom", retry_at=None)], now=now)
     return job_id
 
 
-async def finish(store: Store, now: float, **fields: object) -> int:
+async def _finish(store: Store, now: float, **fields: object) -> int:
     """Enqueue, claim and succeed one job at ``now``; return its id."""
-    job_id = await put(store, now, **fields)
-    job = await claim_one(store, now)
+    job_id = await _put(store, now, **fields)
+    job = await _claim_one(store, now)
     assert job.id == job_id
     assert await store.settle([Success(job_id, 1, "ok")], now=now)
     return job_id
@@ -122,7 +122,7 @@ class StoreContract:
 
     async def test_enqueued_job_has_every_field(self, store: Store) -> None:
         """get() returns the new job QUEUED, with defaults filled in from ``now``."""
-        job_id = await put(
+        job_id = await _put(
             store,
             now=5.0,
             task="mail",
@@ -146,7 +146,7 @@ class StoreContract:
             updated_at=5.0,
             unique_key="k",
         )
-        assert (await store.get(await put(store, now=5.0, run_at=9.5))).run_at == 9.5
+        assert (await store.get(await _put(store, now=5.0, run_at=9.5))).run_at == 9.5
 
     async def test_get_unknown_id_raises_job_not_found(self, store: Store) -> None:
         """get() of an id that was never issued raises JobNotFound naming it."""
@@ -157,8 +157,8 @@ class StoreContract:
 
     async def test_claim_starts_an_attempt_with_a_lease(self, store: Store) -> None:
         """A claimed job is RUNNING, on attempt 1, leased until now + lease."""
-        job_id = await put(store)
-        job = await claim_one(store, now=2.0, lease=30.0)
+        job_id = await _put(store)
+        job = await _claim_one(store, now=2.0, lease=30.0)
         assert (job.id, job.state, job.attempts) == (job_id, JobState.RUNNING, 1)
         assert (job.lease_until, job.updated_at) == (32.0, 2.0)
         assert await store.get(job_id) == job
@@ -189,8 +189,8 @@ class StoreContract:
     async def test_claim_takes_only_due_jobs(self, store: Store) -> None:
         """A job is due once run_at <= now; a future high-priority job blocks
         nothing."""
-        later = await put(store, run_at=10.0, priority=9)
-        now_id = await put(store)
+        later = await _put(store, run_at=10.0, priority=9)
+        now_id = await _put(store)
         assert [
             j.id for j in await store.claim(queues=None, limit=5, now=9.0, lease=1)
         ] == [now_id]
@@ -212,7 +212,7 @@ class StoreContract:
     @pytest.mark.parametrize("limit", [0, -1, True, 1.5])
     async def test_claim_refuses_a_bad_limit(self, store: Store, limit: object) -> None:
         """claim() with a limit that is not a positive integer raises ValueError."""
-        await put(store)
+        await _put(store)
         with pytest.raises(ValueError, match="limit must be a positive integer"):
             await store.claim(queues=None, limit=limit, now=0.0, lease=1.0)  # type: ignore[arg-type]
         assert (await store.get(1)).state is JobState.QUEUED
@@ -250,7 +250,7 @@ class StoreContract:
 
     async def test_claim_refuses_a_string_for_queues(self, store: Store) -> None:
         """queues="mail" is a mistake for ["mail"] and raises TypeError."""
-        await put(store, queue="mail")
+        await _put(store, queue="mail")
         with pytest.raises(TypeError, match="not the string 'mail'"):
             await store.claim(queues="mail", limit=1, now=0.0, lease=1.0)
         with pytest.raises(TypeError, match="not the string 'mail'"):
@@ -260,8 +260,8 @@ class StoreContract:
 
     async def test_success_stores_the_result(self, store: Store) -> None:
         """Success makes the job SUCCEEDED with its result and no lease."""
-        job_id = await put(store)
-        await claim_one(store)
+        job_id = await _put(store)
+        await _claim_one(store)
         assert await store.settle([Success(job_id, 1, {"n": [1, 2]})], now=3.0) == [
             True
         ]
@@ -278,8 +278,8 @@ class StoreContract:
     ) -> None:
         """A failure with attempts left requeues the job for retry_at, keeping the
         error."""
-        job_id = await put(store, max_attempts=3)
-        await claim_one(store)
+        job_id = await _put(store, max_attempts=3)
+        await _claim_one(store)
         assert await store.settle([Failure(job_id, 1, "boom", retry_at=7.0)], now=2.0)
         job = await store.get(job_id)
         assert (job.state, job.attempts, job.run_at, job.last_error) == (
@@ -289,14 +289,14 @@ class StoreContract:
             "boom",
         )
         assert await store.claim(queues=None, limit=1, now=6.9, lease=1) == []
-        job = await claim_one(store, now=7.0)
+        job = await _claim_one(store, now=7.0)
         assert job.attempts == 2
 
     async def test_failure_on_the_last_attempt_is_dead(self, store: Store) -> None:
         """A failure on the last allowed attempt makes the job DEAD despite retry_at."""
-        job_id = await put(store, max_attempts=2)
+        job_id = await _put(store, max_attempts=2)
         for attempt in (1, 2):
-            job = await claim_one(store, now=float(attempt))
+            job = await _claim_one(store, now=float(attempt))
             assert job.attempts == attempt
             await store.settle([Failure(job_id, attempt, f"e{attempt}", 0.0)], now=9.0)
         job = await store.get(job_id)
@@ -304,16 +304,16 @@ class StoreContract:
 
     async def test_permanent_failure_is_dead_at_once(self, store: Store) -> None:
         """A failure with retry_at=None makes the job DEAD whatever attempts remain."""
-        job_id = await put(store, max_attempts=5, run_at=1.0)
-        await claim_one(store, now=1.0)
+        job_id = await _put(store, max_attempts=5, run_at=1.0)
+        await _claim_one(store, now=1.0)
         await store.settle([Failure(job_id, 1, "bad input", retry_at=None)], now=2.0)
         job = await store.get(job_id)
         assert (job.state, job.attempts, job.run_at) == (JobState.DEAD, 1, 1.0)
 
     async def test_release_gives_the_attempt_back(self, store: Store) -> None:
         """Release requeues the job at once and does not count the attempt."""
-        job_id = await put(store, max_attempts=1)
-        await claim_one(store)
+        job_id = await _put(store, max_attempts=1)
+        await _claim_one(store)
         assert await store.settle([Release(job_id, 1)], now=4.0) == [True]
         job = await store.get(job_id)
         assert (job.state, job.attempts, job.run_at, job.lease_until) == (
@@ -324,7 +324,7 @@ class StoreContract:
         )
         (_, event) = (await store.events(job_id=job_id))[-1]
         assert event == JobEvent(job_id, EventKind.RELEASED, 4.0, 1)
-        assert (await claim_one(store, now=4.0)).attempts == 1
+        assert (await _claim_one(store, now=4.0)).attempts == 1
 
     async def test_settle_a_batch_reports_each_outcome(self, store: Store) -> None:
         """A batch applies every outcome and reports each, stale ones as False."""
@@ -348,8 +348,8 @@ class StoreContract:
 
     async def test_settle_refuses_two_outcomes_for_one_job(self, store: Store) -> None:
         """A batch reporting twice on one job raises ValueError and changes nothing."""
-        job_id = await put(store)
-        await claim_one(store)
+        job_id = await _put(store)
+        await _claim_one(store)
         with pytest.raises(ValueError, match=f"two outcomes for job {job_id}"):
             await store.settle([Success(job_id, 1), Release(job_id, 1)], now=1.0)
         assert (await store.get(job_id)).state is JobState.RUNNING
@@ -359,17 +359,17 @@ class StoreContract:
     ) -> None:
         """An outcome for an unknown id raises JobNotFound and the batch is not
         applied."""
-        job_id = await put(store)
-        await claim_one(store)
+        job_id = await _put(store)
+        await _claim_one(store)
         with pytest.raises(JobNotFound):
             await store.settle([Success(job_id, 1), Success(99, 1)], now=1.0)
         assert (await store.get(job_id)).state is JobState.RUNNING
-        assert await kinds(store, job_id) == ["enqueued", "started"]
+        assert await _kinds(store, job_id) == ["enqueued", "started"]
 
     async def test_settle_refuses_a_result_that_is_not_json(self, store: Store) -> None:
         """A result JSON cannot hold raises TypeError naming it, and nothing changes."""
-        job_id = await put(store)
-        await claim_one(store)
+        job_id = await _put(store)
+        await _claim_one(store)
         with pytest.raises(TypeError, match=r"result\['s'\] is a set"):
             await store.settle([Success(job_id, 1, {"s": {1}})], now=1.0)
         with pytest.raises(TypeError, match="result is a tuple"):
@@ -380,8 +380,8 @@ class StoreContract:
 
     async def test_reap_recovers_expired_leases_only(self, store: Store) -> None:
         """reap() requeues jobs whose lease ended before now, counting the attempt."""
-        job_id = await put(store, max_attempts=3)
-        await claim_one(store, now=0.0, lease=10.0)
+        job_id = await _put(store, max_attempts=3)
+        await _claim_one(store, now=0.0, lease=10.0)
         assert await store.reap(now=10.0) == []  # the lease ends at 10: not yet over
         [job] = await store.reap(now=10.5)
         assert (job.id, job.state, job.attempts, job.run_at, job.last_error) == (
@@ -399,8 +399,8 @@ class StoreContract:
 
     async def test_reap_makes_an_exhausted_job_dead(self, store: Store) -> None:
         """A job whose expired attempt was its last becomes DEAD (a poison job)."""
-        job_id = await put(store, max_attempts=1)
-        await claim_one(store, now=0.0, lease=1.0)
+        job_id = await _put(store, max_attempts=1)
+        await _claim_one(store, now=0.0, lease=1.0)
         [job] = await store.reap(now=5.0)
         assert (job.state, job.run_at, job.last_error) == (
             JobState.DEAD,
@@ -414,16 +414,16 @@ class StoreContract:
         """reap() returns every expired job, oldest id first."""
         await store.enqueue([NewJob(task="t", max_attempts=2)] * 3, now=0.0)
         for lease in (30.0, 10.0, 20.0):
-            await claim_one(store, now=0.0, lease=lease)
+            await _claim_one(store, now=0.0, lease=lease)
         assert [j.id for j in await store.reap(now=40.0)] == [1, 2, 3]
 
     async def test_stale_attempt_is_fenced_off(self, store: Store) -> None:
         """Once an expired job is claimed again, the old attempt's reports are
         ignored."""
-        job_id = await put(store, max_attempts=3)
-        await claim_one(store, now=0.0, lease=1.0)
+        job_id = await _put(store, max_attempts=3)
+        await _claim_one(store, now=0.0, lease=1.0)
         await store.reap(now=2.0)
-        second = await claim_one(store, now=2.0, lease=10.0)
+        second = await _claim_one(store, now=2.0, lease=10.0)
         assert second.attempts == 2
         assert await store.settle([Success(job_id, 1, "late")], now=3.0) == [False]
         assert await store.renew([(job_id, 1)], now=3.0, lease=10.0) == [False]
@@ -434,20 +434,20 @@ class StoreContract:
 
     async def test_renew_extends_the_lease(self, store: Store) -> None:
         """renew() moves lease_until to now + lease and records no event."""
-        job_id = await put(store)
-        await claim_one(store, now=0.0, lease=10.0)
+        job_id = await _put(store)
+        await _claim_one(store, now=0.0, lease=10.0)
         assert await store.renew([(job_id, 1)], now=8.0, lease=10.0) == [True]
         job = await store.get(job_id)
         assert (job.lease_until, job.updated_at) == (18.0, 8.0)
         assert await store.reap(now=17.0) == []
-        assert await kinds(store, job_id) == ["enqueued", "started"]
+        assert await _kinds(store, job_id) == ["enqueued", "started"]
         assert await store.renew([], now=8.0, lease=1.0) == []
 
     async def test_renew_reports_each_pair(self, store: Store) -> None:
         """renew() answers per (job, attempt); a job that is not running is not
         renewed."""
         a, b = await store.enqueue([NewJob(task="t")] * 2, now=0.0)
-        await claim_one(store)
+        await _claim_one(store)
         assert await store.renew([(a, 1), (b, 1), (a, 2)], now=1.0, lease=5.0) == [
             True,
             False,
@@ -460,10 +460,10 @@ class StoreContract:
 
     async def test_unique_key_dedupes_while_active(self, store: Store) -> None:
         """Enqueueing a key held by a QUEUED or RUNNING job returns the holder's id."""
-        first = await put(store, unique_key="k")
-        assert await put(store, unique_key="k", task="other") == first
-        await claim_one(store)
-        assert await put(store, unique_key="k") == first
+        first = await _put(store, unique_key="k")
+        assert await _put(store, unique_key="k", task="other") == first
+        await _claim_one(store)
+        assert await _put(store, unique_key="k") == first
         assert len(await store.list()) == 1
         assert [e.kind for _, e in await store.events()] == [
             EventKind.ENQUEUED,
@@ -488,27 +488,27 @@ class StoreContract:
         self, store: Store, ending: str
     ) -> None:
         """Once the holder is SUCCEEDED, DEAD or CANCELLED, the key makes a new job."""
-        first = await put(store, unique_key="k")
+        first = await _put(store, unique_key="k")
         if ending == "cancel":
             await store.cancel(first, now=1.0)
         else:
-            await claim_one(store)
+            await _claim_one(store)
             outcome = (
                 Success(first, 1)
                 if ending == "success"
                 else Failure(first, 1, "x", None)
             )
             await store.settle([outcome], now=1.0)
-        second = await put(store, unique_key="k", now=2.0)
+        second = await _put(store, unique_key="k", now=2.0)
         assert second != first
-        assert await put(store, unique_key="k", now=3.0) == second
+        assert await _put(store, unique_key="k", now=3.0) == second
 
     async def test_requeue_refused_while_another_job_holds_the_key(
         self, store: Store
     ) -> None:
         """A dead job cannot be requeued while a newer job holds its unique key."""
-        dead = await make_dead(store, unique_key="k")
-        holder = await put(store, unique_key="k")
+        dead = await _make_dead(store, unique_key="k")
+        holder = await _put(store, unique_key="k")
         with pytest.raises(
             TransitionError,
             match=f"cannot requeue job {dead}: job {holder} already holds "
@@ -518,13 +518,13 @@ class StoreContract:
         assert (await store.get(dead)).state is JobState.DEAD
         await store.cancel(holder, now=2.0)
         assert (await store.requeue(dead, now=3.0)).state is JobState.QUEUED
-        assert await put(store, unique_key="k") == dead
+        assert await _put(store, unique_key="k") == dead
 
     # -- transitions by a person ---------------------------------------------------
 
     async def test_cancel_a_queued_job(self, store: Store) -> None:
         """cancel() moves a QUEUED job to CANCELLED; it is never claimed."""
-        job_id = await put(store)
+        job_id = await _put(store)
         job = await store.cancel(job_id, now=2.0)
         assert (job.state, job.updated_at) == (JobState.CANCELLED, 2.0)
         assert await store.get(job_id) == job
@@ -533,7 +533,7 @@ class StoreContract:
     async def test_requeue_a_dead_job_resets_attempts(self, store: Store) -> None:
         """requeue() makes a DEAD job QUEUED at now with attempts 0; last_error
         stays."""
-        job_id = await make_dead(store, max_attempts=2)
+        job_id = await _make_dead(store, max_attempts=2)
         job = await store.requeue(job_id, now=6.0)
         assert (job.state, job.attempts, job.run_at, job.last_error) == (
             JobState.QUEUED,
@@ -543,11 +543,11 @@ class StoreContract:
         )
         (_, event) = (await store.events(job_id=job_id))[-1]
         assert event == JobEvent(job_id, EventKind.REQUEUED, 6.0, 0)
-        assert (await claim_one(store, now=6.0)).attempts == 1
+        assert (await _claim_one(store, now=6.0)).attempts == 1
 
     async def test_discard_a_dead_job(self, store: Store) -> None:
         """discard() moves a DEAD job to CANCELLED with a DISCARDED event."""
-        job_id = await make_dead(store)
+        job_id = await _make_dead(store)
         job = await store.discard(job_id, now=3.0)
         assert job.state is JobState.CANCELLED
         (_, event) = (await store.events(job_id=job_id))[-1]
@@ -568,9 +568,9 @@ class StoreContract:
         self, store: Store, action: str, setup: str, message: str
     ) -> None:
         """cancel/requeue/discard raise TransitionError naming the job and its state."""
-        job_id = await put(store, unique_key="k")
+        job_id = await _put(store, unique_key="k")
         if setup != "queued":
-            await claim_one(store)
+            await _claim_one(store)
         if setup == "dead":
             await store.settle([Failure(job_id, 1, "x", None)], now=0.0)
         if setup == "succeeded":
@@ -593,15 +593,15 @@ class StoreContract:
 
     async def test_every_transition_is_recorded_in_order(self, store: Store) -> None:
         """A job's life appears in events() as one event per transition, in order."""
-        job_id = await put(store, max_attempts=3, now=1.0)
-        await claim_one(store, now=2.0, lease=5.0)
+        job_id = await _put(store, max_attempts=3, now=1.0)
+        await _claim_one(store, now=2.0, lease=5.0)
         await store.settle([Failure(job_id, 1, "e1", retry_at=4.0)], now=3.0)
-        await claim_one(store, now=4.0, lease=5.0)
+        await _claim_one(store, now=4.0, lease=5.0)
         await store.reap(now=10.0)
-        await claim_one(store, now=10.0, lease=5.0)
+        await _claim_one(store, now=10.0, lease=5.0)
         await store.settle([Failure(job_id, 3, "e3", retry_at=20.0)], now=11.0)
         await store.requeue(job_id, now=12.0)
-        await claim_one(store, now=12.0, lease=5.0)
+        await _claim_one(store, now=12.0, lease=5.0)
         await store.settle([Release(job_id, 1)], now=13.0)
         await store.cancel(job_id, now=14.0)
         events = await store.events(job_id=job_id)
@@ -623,16 +623,16 @@ class StoreContract:
 
     async def test_success_event(self, store: Store) -> None:
         """Success records a SUCCEEDED event with the attempt and no error."""
-        job_id = await put(store)
-        await claim_one(store, now=1.0)
+        job_id = await _put(store)
+        await _claim_one(store, now=1.0)
         await store.settle([Success(job_id, 1, 5)], now=2.0)
         (_, event) = (await store.events(job_id=job_id))[-1]
         assert event == JobEvent(job_id, EventKind.SUCCEEDED, 2.0, 1)
 
     async def test_events_can_be_followed_by_sequence(self, store: Store) -> None:
         """events(after=seq) returns only later events; limit and job_id filter them."""
-        a = await put(store)
-        b = await put(store)
+        a = await _put(store)
+        b = await _put(store)
         first = await store.events()
         assert [(e.job_id, e.kind) for _, e in first] == [
             (a, EventKind.ENQUEUED),
@@ -663,7 +663,7 @@ class StoreContract:
         [job] = await store.claim(queues=["a"], limit=1, now=0.0, lease=1.0)
         await store.settle([Failure(job.id, 1, "x", None)], now=0.0)
         await store.cancel(2, now=0.0)
-        await claim_one(store)
+        await _claim_one(store)
         counts = await store.counts()
         assert counts.counts == {
             ("a", JobState.DEAD): 1,
@@ -690,15 +690,15 @@ class StoreContract:
         assert await store.next_run_at(queues=["a", "b"]) == 20.0
         assert await store.next_run_at(queues=["zzz"]) is None
         assert await store.next_run_at(queues=[]) is None
-        await claim_one(store, now=20.0)  # RUNNING jobs no longer count
+        await _claim_one(store, now=20.0)  # RUNNING jobs no longer count
         assert await store.next_run_at(queues=None) == 25.0
 
     async def test_next_run_at_includes_due_jobs(self, store: Store) -> None:
         """A job that is already due counts too, so next_run_at may be in the past."""
-        await put(store, run_at=1.0)
-        await put(store, run_at=50.0)
+        await _put(store, run_at=1.0)
+        await _put(store, run_at=50.0)
         await store.claim(queues=None, limit=1, now=60.0, lease=1.0)
-        await put(store, run_at=3.0)
+        await _put(store, run_at=3.0)
         assert await store.next_run_at(queues=None) == 3.0
 
     async def test_list_filters_and_orders_by_id(self, store: Store) -> None:
@@ -732,8 +732,8 @@ class StoreContract:
             "b": [True, False, None],
             "nested": {"list": [{"x": []}], "empty": {}},
         }
-        job_id = await put(store, payload=value)
-        job = await claim_one(store)
+        job_id = await _put(store, payload=value)
+        job = await _claim_one(store)
         assert job.payload == value
         assert type(job.payload["i"]) is int
         await store.settle([Success(job_id, 1, [value, 3, "x"])], now=1.0)
@@ -742,10 +742,10 @@ class StoreContract:
     async def test_stored_data_is_isolated_from_the_caller(self, store: Store) -> None:
         """Mutating a payload or result after handing it over changes nothing stored."""
         payload = {"items": [1, 2]}
-        job_id = await put(store, payload=payload)
+        job_id = await _put(store, payload=payload)
         payload["items"].append(3)
         result = {"done": ["a"]}
-        await claim_one(store)
+        await _claim_one(store)
         await store.settle([Success(job_id, 1, result)], now=1.0)
         result["done"].append("b")
         job = await store.get(job_id)
@@ -795,7 +795,7 @@ class StoreContract:
             await store.enqueue([NewJob(task="fine"), spec], now=0.0)  # type: ignore[list-item]
         assert await store.list() == []
         assert await store.events() == []
-        assert await put(store) == 1
+        assert await _put(store) == 1
 
     # -- purge ---------------------------------------------------------------------
 
@@ -803,15 +803,15 @@ class StoreContract:
         self, store: Store
     ) -> None:
         """Old SUCCEEDED and CANCELLED jobs go with their events; the rest stay."""
-        done = await finish(store, 1.0)
-        cancelled = await put(store, 1.0)
+        done = await _finish(store, 1.0)
+        cancelled = await _put(store, 1.0)
         await store.cancel(cancelled, now=2.0)
-        dead = await make_dead(store, 2.0)
-        waiting = await put(store, 2.0, run_at=500.0)
-        running = await put(store, 2.0)
-        await claim_one(store, 2.0, lease=1000.0)
-        recent = await finish(store, 50.0)
-        newest = await put(store, 50.0)
+        dead = await _make_dead(store, 2.0)
+        waiting = await _put(store, 2.0, run_at=500.0)
+        running = await _put(store, 2.0)
+        await _claim_one(store, 2.0, lease=1000.0)
+        recent = await _finish(store, 50.0)
+        newest = await _put(store, 50.0)
         assert await store.purge(before=10.0) == 2
         left = [job.id for job in await store.list(limit=None)]
         assert left == [dead, waiting, running, recent, newest]
@@ -820,7 +820,7 @@ class StoreContract:
                 await store.get(gone)
             assert await store.events(job_id=gone) == []
         assert {e.job_id for _, e in await store.events()} == set(left)
-        assert await kinds(store, recent) == ["enqueued", "started", "succeeded"]
+        assert await _kinds(store, recent) == ["enqueued", "started", "succeeded"]
         counts = (await store.counts()).counts
         assert counts == {
             ("default", JobState.DEAD): 1,
@@ -834,34 +834,34 @@ class StoreContract:
         store: Store,
     ) -> None:
         """The newest job and the newest event survive, so numbers keep rising."""
-        first = await finish(store, 1.0)
-        last = await finish(store, 1.0)
+        first = await _finish(store, 1.0)
+        last = await _finish(store, 1.0)
         [(newest_seq, _)] = (await store.events())[-1:]
         assert await store.purge(before=10.0) == 1  # ``last`` is the newest job
         assert [job.id for job in await store.list()] == [last]
-        job_id = await put(store, 20.0)
+        job_id = await _put(store, 20.0)
         assert job_id > last > first
         later = await store.events(after=newest_seq)
         assert [(e.job_id, e.kind) for _, e in later] == [(job_id, EventKind.ENQUEUED)]
 
     async def test_purge_keeps_dead_letters_until_discarded(self, store: Store) -> None:
         """A dead letter is purged only once discarded (CANCELLED)."""
-        dead = await make_dead(store, 1.0)
-        await put(store, 1.0)  # the newest job, which always stays
+        dead = await _make_dead(store, 1.0)
+        await _put(store, 1.0)  # the newest job, which always stays
         assert await store.purge(before=10.0) == 0
         await store.discard(dead, now=2.0)
-        await put(store, 3.0)  # its event is the newest: the discard's is not
+        await _put(store, 3.0)  # its event is the newest: the discard's is not
         assert await store.purge(before=10.0) == 1
         with pytest.raises(JobNotFound):
             await store.get(dead)
 
     async def test_purge_uses_the_time_of_the_last_change(self, store: Store) -> None:
         """Age counts from when the job finished, not from when it was created."""
-        job_id = await put(store, 1.0)
-        await put(store, 1.0)
-        await claim_one(store, 90.0)
+        job_id = await _put(store, 1.0)
+        await _put(store, 1.0)
+        await _claim_one(store, 90.0)
         await store.settle([Success(job_id, 1)], now=100.0)
-        await put(store, 100.0)  # the newest event's job stays
+        await _put(store, 100.0)  # the newest event's job stays
         assert await store.purge(before=100.0) == 0  # changed at 100: not before
         assert await store.purge(before=100.5) == 1
 
@@ -873,8 +873,8 @@ class StoreContract:
         self, store: Store, before: object, error: type[Exception]
     ) -> None:
         """A time that is not a finite number is refused, naming ``before``."""
-        await finish(store, 1.0)
-        await put(store, 1.0)
+        await _finish(store, 1.0)
+        await _put(store, 1.0)
         with pytest.raises(error, match="before"):
             await store.purge(before=before)  # type: ignore[arg-type]
         assert len(await store.list()) == 2
@@ -884,13 +884,13 @@ class StoreContract:
     ) -> None:
         """A settle or renew naming a job purged since answers False; the rest
         applies."""
-        purged = await put(store, 0.0, max_attempts=3)
-        stale = await claim_one(store, 0.0, lease=1.0)  # this attempt stalls
+        purged = await _put(store, 0.0, max_attempts=3)
+        stale = await _claim_one(store, 0.0, lease=1.0)  # this attempt stalls
         assert [j.id for j in await store.reap(now=2.0)] == [purged]
-        again = await claim_one(store, 2.0)
+        again = await _claim_one(store, 2.0)
         assert await store.settle([Success(purged, again.attempts)], now=3.0) == [True]
-        other = await put(store, 3.0)
-        await claim_one(store, 3.0)
+        other = await _put(store, 3.0)
+        await _claim_one(store, 3.0)
         assert await store.purge(before=10.0) == 1
         assert await store.renew(
             [(purged, stale.attempts), (other, 1)], now=4.0, lease=9.0
@@ -912,9 +912,9 @@ class StoreContract:
         self, store: Store
     ) -> None:
         """retry_delay is the Failure's delay; kept when dead, reset by a requeue."""
-        job_id = await put(store, max_attempts=2)
+        job_id = await _put(store, max_attempts=2)
         assert (await store.get(job_id)).retry_delay is None
-        await claim_one(store, 0.0)
+        await _claim_one(store, 0.0)
         await store.settle(
             [Failure(job_id, 1, "boom", retry_at=2.5, delay=2.5)], now=0.0
         )
@@ -931,8 +931,8 @@ class StoreContract:
 
     async def test_a_lost_lease_keeps_the_recorded_delay(self, store: Store) -> None:
         """An expired attempt's late failure changes nothing, its delay included."""
-        job_id = await put(store, max_attempts=3)
-        await claim_one(store, 0.0, lease=1.0)
+        job_id = await _put(store, max_attempts=3)
+        await _claim_one(store, 0.0, lease=1.0)
         await store.reap(now=2.0)
         late = Failure(job_id, 1, "late", retry_at=9.0, delay=7.0)
         assert await store.settle([late], now=3.0) == [False]
@@ -942,8 +942,11 @@ class StoreContract:
 
     async def test_claim_takes_only_the_named_tasks(self, store: Store) -> None:
         """Jobs of other tasks stay QUEUED, in place, for a claimer that knows them."""
-        other = await put(store, task="new", priority=9)
-        mine = [await put(store, task="old"), await put(store, task="older", queue="b")]
+        other = await _put(store, task="new", priority=9)
+        mine = [
+            await _put(store, task="old"),
+            await _put(store, task="older", queue="b"),
+        ]
         got = await store.claim(
             queues=None, limit=5, now=0.0, lease=10.0, tasks=["old", "older"]
         )
@@ -962,9 +965,9 @@ class StoreContract:
 
     async def test_next_run_at_sees_only_the_named_tasks(self, store: Store) -> None:
         """The earliest run_at among jobs of the given tasks, at any priority."""
-        await put(store, task="new", run_at=1.0, priority=5)
-        await put(store, task="old", run_at=7.0, priority=5)
-        await put(store, task="old", run_at=4.0)
+        await _put(store, task="new", run_at=1.0, priority=5)
+        await _put(store, task="old", run_at=7.0, priority=5)
+        await _put(store, task="old", run_at=4.0)
         assert await store.next_run_at(queues=None) == 1.0
         assert await store.next_run_at(queues=None, tasks=["old"]) == 4.0
         assert await store.next_run_at(queues=["default"], tasks=["gone"]) is None
@@ -974,12 +977,12 @@ class StoreContract:
         self, store: Store
     ) -> None:
         """Only QUEUED jobs count, due or not."""
-        await make_dead(store, task="c")
-        await put(store, task="a")
-        await put(store, task="a", run_at=50.0)
-        await put(store, task="b", queue="mail")
-        await put(store, task="d")
-        await claim_one(store)  # the first "a"
+        await _make_dead(store, task="c")
+        await _put(store, task="a")
+        await _put(store, task="a", run_at=50.0)
+        await _put(store, task="b", queue="mail")
+        await _put(store, task="d")
+        await _claim_one(store)  # the first "a"
         assert await store.queued_tasks() == {
             ("default", "a"): 1,
             ("mail", "b"): 1,
@@ -991,8 +994,8 @@ class StoreContract:
         store: Store,
     ) -> None:
         """max_attempts=None is the task's default: the claimer's, or 1, for good."""
-        known = await put(store, task="known", max_attempts=None)
-        other = await put(store, task="other", max_attempts=None)
+        known = await _put(store, task="known", max_attempts=None)
+        other = await _put(store, task="other", max_attempts=None)
         assert (await store.get(known)).max_attempts is None
         jobs = await store.claim(
             queues=None, limit=5, now=0.0, lease=10.0, max_attempts={"known": 4}
@@ -1010,7 +1013,7 @@ class StoreContract:
 
     async def test_list_filters_by_task_and_pages_by_id(self, store: Store) -> None:
         """A keyset cursor pages through a listing, oldest or newest first."""
-        ids = [await put(store, task="a" if i % 2 else "b") for i in range(7)]
+        ids = [await _put(store, task="a" if i % 2 else "b") for i in range(7)]
         a_ids = [i for n, i in enumerate(ids) if n % 2]
         assert [j.id for j in await store.list(task="a")] == a_ids
         assert [j.id for j in await store.list(newest_first=True, limit=3)] == ids[
@@ -1038,12 +1041,12 @@ class StoreContract:
     ) -> None:
         """Every event of every purged job is counted once in purge_totals()."""
         assert await store.purge_totals() == PurgeTotals()
-        first = await put(store, task="t", queue="q")
-        await put(store, task="t", queue="q")
+        first = await _put(store, task="t", queue="q")
+        await _put(store, task="t", queue="q")
         await store.claim(queues=None, limit=2, now=1.0, lease=10.0)
         await store.settle([Success(first, 1)], now=3.0)
-        await store.cancel(await put(store, task="u"), now=3.0)
-        await put(store)  # the newest job and event: kept
+        await store.cancel(await _put(store, task="u"), now=3.0)
+        await _put(store)  # the newest job and event: kept
         assert await store.purge(before=10.0) == 2
         totals = await store.purge_totals()
         assert totals.version > 0
@@ -1063,12 +1066,12 @@ class StoreContract:
 
     async def test_purge_keeps_the_job_of_the_newest_event(self, store: Store) -> None:
         """No event of a purged job outlives it, so none is left without its job."""
-        first = await put(store)
-        await put(store)
-        await claim_one(store, 1.0)
+        first = await _put(store)
+        await _put(store)
+        await _claim_one(store, 1.0)
         await store.settle([Success(first, 1)], now=2.0)  # the newest event
         assert await store.purge(before=10.0) == 0
-        await put(store, 3.0)
+        await _put(store, 3.0)
         assert await store.purge(before=10.0) == 1
         jobs = {job.id for job in await store.list(limit=None)}
         assert {e.job_id for _, e in await store.events()} <= jobs
