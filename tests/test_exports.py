@@ -189,6 +189,7 @@ EXPORTS: dict[str, list[str]] = {
         "timeline",
     ],
     "jobkit.testing": ["run_virtual"],
+    "jobkit.testing.store_contract": ["StoreContract"],
     "jobkit.examples.accounts": [
         "Accounts",
         "EmailTaken",

@@ -54,6 +54,7 @@ PUBLIC_MODULES = (
     "jobkit.sim",
     "jobkit.sim.charts",
     "jobkit.testing",
+    "jobkit.testing.store_contract",
     "jobkit.notebook",
 )
 

@@ -7,7 +7,8 @@ protocols, the records and outcomes it receives, its errors, and the argument
 checks every store applies before it changes anything.
 :mod:`jobkit.store.transitions` holds the pure steps a store applies (claim,
 settle, expire, ...), so that a store written outside jobkit needs nothing
-from a private module.
+from a private module. :mod:`jobkit.testing.store_contract` is the suite of
+tests every store passes; a store of your own runs it with a few lines.
 
 Example::
 

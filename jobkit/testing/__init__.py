@@ -1,4 +1,8 @@
-"""Helpers for tests, notebooks and experiments that run jobkit in virtual time."""
+"""Helpers for tests, notebooks and experiments that run jobkit in virtual time.
+
+:mod:`jobkit.testing.store_contract` holds the tests every store passes, for a
+store written outside jobkit to run (it needs pytest, unlike this module).
+"""
 
 from __future__ import annotations
 
