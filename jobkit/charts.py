@@ -52,9 +52,13 @@ __all__ = [
     "counter_rates",
     "durations",
     "job_timeline",
+    "lost_work",
     "queue_depth",
+    "restarts",
     "slot_runs",
     "throughput",
+    "tick_lateness",
+    "tick_runs",
 ]
 
 # One colour per meaning, the same in every chart.
@@ -685,4 +689,200 @@ def slot_runs(
     ax.set_yticks(range(len(rows)), list(rows))
     ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.set_xlabel("time (s)")
+    return ax
+
+
+def restarts(
+    runs: Sequence[tuple[float, float]],
+    crashes: Sequence[float],
+    ax: Axes | None = None,
+    *,
+    beats: Sequence[float] = (),
+) -> Axes:
+    """Draw a supervised task's runs, the pauses between them and its crashes.
+
+    ``runs`` holds ``(start, end)`` per run; each pause before a restart is
+    dotted and labelled with its length. The last crash is marked as the one
+    the supervisor gave up on. ``beats``, the instants a sibling task kept
+    working, are drawn on a row of their own.
+
+    Example::
+
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> from jobkit.charts import restarts
+        >>> ax = restarts([(0, 3), (5, 9)], [3, 9], beats=[5])
+        >>> [t.get_text() for t in ax.get_yticklabels()]
+        ['heartbeat', 'task']
+    """
+    ax = _axes(ax)
+    for start, end in runs:
+        ax.broken_barh([(start, end - start)], (1.7, 0.6), color="tab:blue")
+    for (_, end), (next_start, _) in itertools.pairwise(runs):
+        ax.plot([end, next_start], [2, 2], ls=":", color="tab:gray")
+        middle = ((end + next_start) / 2, 2.35)
+        ax.annotate(f"{next_start - end:.0f}s", middle, ha="center", fontsize=8)
+    restarted, gave_up = crashes[:-1], crashes[-1:]
+    ax.scatter(
+        restarted,
+        [2] * len(restarted),
+        marker="x",
+        color="tab:orange",
+        zorder=3,
+        label="crash, restarted",
+    )
+    ax.scatter(
+        gave_up,
+        [2] * len(gave_up),
+        marker="X",
+        s=90,
+        color="tab:red",
+        zorder=3,
+        label="crash, gave up",
+    )
+    ax.scatter(
+        beats, [1] * len(beats), marker="|", s=200, color="tab:green", label="heartbeat"
+    )
+    ax.set(yticks=[1, 2], yticklabels=["heartbeat", "task"], ylim=(0.4, 2.8))
+    ax.set_xlabel("time (s)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=3, frameon=False)
+    return ax
+
+
+def lost_work(
+    intervals: Mapping[str, tuple[float, float, float]],
+    at: float,
+    ax: Axes | None = None,
+) -> Axes:
+    """Draw tasks cut off at instant ``at``: green if finished, red and dashed if not.
+
+    ``intervals`` maps a task's label to ``(start, end, needed)``: when it
+    started, when it stopped and how long its work takes; the dashed box is
+    the part of the work that never happened. Rows are sorted by label.
+
+    Example::
+
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> from jobkit.charts import lost_work
+        >>> ax = lost_work({"a": (0, 2, 2), "b": (0, 4, 6)}, at=4)
+        >>> [t.get_text() for t in ax.get_yticklabels()]
+        ['a', 'b']
+    """
+    ax = _axes(ax)
+    labels = sorted(intervals)
+    for row, label in enumerate(labels):
+        start, end, needed = intervals[label]
+        finished = end - start >= needed
+        color = "tab:green" if finished else "tab:red"
+        ax.broken_barh([(start, end - start)], (row - 0.35, 0.7), color=color)
+        if not finished:
+            missing = [(end, start + needed - end)]
+            ax.broken_barh(
+                missing,
+                (row - 0.35, 0.7),
+                facecolor="none",
+                edgecolor="tab:red",
+                linestyle="--",
+            )
+    ax.axvline(at, color="black", lw=1)
+    ax.annotate(
+        "process restarts",
+        (at, -0.9),
+        xytext=(5, 0),
+        textcoords="offset points",
+        fontsize=9,
+    )
+    ax.set(ylim=(-1.1, len(labels) - 0.4), yticks=range(len(labels)))
+    ax.set_yticklabels(labels)
+    ax.set_xlabel("time (s)")
+    return ax
+
+
+# Rows of the tick charts, in order; the same in both so they read together.
+_TICK_COLORS = ("tab:red", "tab:blue", "tab:green", "tab:purple")
+_TICK_MARKERS = (("o", 9), ("s", 7), ("^", 5), ("D", 4))
+
+
+def tick_runs(
+    rows: Mapping[str, Sequence[tuple[float, float, float]]],
+    period: float,
+    ax: Axes | None = None,
+    *,
+    unit: float = 1.0,
+) -> Axes:
+    """Draw, per row, each run of a periodic job as a bar under its scheduled slot.
+
+    ``rows`` maps a label (a missed-tick behaviour) to ``(slot, started,
+    ended)`` triples in seconds; a slanted line joins the slot (▼) to a run
+    that started late, a run longer than ``period`` is drawn faded, and grey
+    lines mark every period. Times are divided by ``unit`` (60 for minutes).
+
+    Example::
+
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> from jobkit.charts import tick_runs
+        >>> ax = tick_runs({"SKIP": [(0, 0, 1), (5, 7, 8)]}, period=5)
+        >>> [t.get_text() for t in ax.get_yticklabels()]
+        ['SKIP']
+    """
+    ax = _axes(ax)
+    last = 0.0
+    for row, (runs, color) in enumerate(zip(rows.values(), _TICK_COLORS, strict=False)):
+        y = len(rows) - 1 - row
+        for slot, started, ended in runs:
+            alpha = 0.35 if ended - started > period else 0.9
+            bar = [(started / unit, (ended - started) / unit)]
+            ax.broken_barh(bar, (y - 0.3, 0.6), color=color, alpha=alpha)
+            late = [slot / unit, started / unit]
+            ax.plot(late, [y + 0.45, y + 0.3], color="0.35", lw=0.8)
+            ax.plot([slot / unit], [y + 0.45], marker="v", color="0.2", markersize=5)
+            last = max(last, slot, ended)
+    for k in range(int(last // period) + 1):
+        ax.axvline(k * period / unit, color="0.85", lw=0.8, zorder=0)
+    ax.set(yticks=range(len(rows)), yticklabels=list(reversed(list(rows))))
+    ax.set_ylim(-0.6, len(rows) - 0.35)
+    ax.set_xlabel("time (s)" if unit == 1 else f"time (units of {unit:g} s)")
+    return ax
+
+
+def tick_lateness(
+    rows: Mapping[str, Sequence[tuple[float, float, float]]],
+    ax: Axes | None = None,
+    *,
+    unit: float = 1.0,
+) -> Axes:
+    """Plot each scheduled slot against the time its run started; late ones sit low.
+
+    ``rows`` is as for :func:`tick_runs`; the dashed diagonal is "on time",
+    and a point below it is a slot that started late. Times are divided by
+    ``unit`` (60 for minutes).
+
+    Example::
+
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> from jobkit.charts import tick_lateness
+        >>> ax = tick_lateness({"BURST": [(0, 0, 1), (5, 9, 10)]})
+        >>> ax.get_legend_handles_labels()[1]
+        ['on time', 'BURST']
+    """
+    ax = _axes(ax)
+    limit = max((s for runs in rows.values() for _, s, _ in runs), default=1.0) / unit
+    ax.plot([0, limit], [0, limit], ls="--", color="0.6", lw=1, label="on time")
+    styles = zip(rows.items(), _TICK_COLORS, _TICK_MARKERS, strict=False)
+    for (label, runs), color, (marker, size) in styles:
+        started = [s / unit for _, s, _ in runs]
+        slots = [slot / unit for slot, _, _ in runs]
+        ax.plot(
+            started,
+            slots,
+            ls="none",
+            marker=marker,
+            markersize=size,
+            fillstyle="none",
+            color=color,
+            label=label,
+        )
+    ax.set_xlabel("time the run started")
+    ax.set_ylabel("its scheduled slot")
+    ax.grid(axis="y", color="0.9")
+    ax.legend(loc="upper left")
     return ax

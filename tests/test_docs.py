@@ -8,6 +8,7 @@ import importlib
 import inspect
 import pkgutil
 import re
+import sys
 import types
 import typing
 from pathlib import Path
@@ -70,6 +71,9 @@ def test_docstring_example_runs(test: doctest.DocTest) -> None:
     """The example in this docstring produces the output it shows."""
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
     result = runner.run(test, out=lambda s: None)
+    # Chart examples open figures; past 20 open, matplotlib warns, failing others.
+    if (pyplot := sys.modules.get("matplotlib.pyplot")) is not None:
+        pyplot.close("all")
     if result.failed:
         report: list[str] = []
         runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)

@@ -142,9 +142,13 @@ EXPORTS: dict[str, list[str]] = {
         "counter_rates",
         "durations",
         "job_timeline",
+        "lost_work",
         "queue_depth",
+        "restarts",
         "slot_runs",
         "throughput",
+        "tick_lateness",
+        "tick_runs",
     ],
     "jobkit.notebook": ["run_cli", "short_traceback", "show_logs"],
     "jobkit.sim": [
