@@ -28,6 +28,7 @@ import jobkit
 from jobkit.examples import webapp
 from jobkit.examples.timeline import Step, load_timeline, read_steps, since_shutdown
 from jobkit.examples.webapp import Settings, WebApp
+from tests.helpers.stores import fresh_schema, postgres_url
 
 # -- in-process helpers --------------------------------------------------------------
 
@@ -521,3 +522,23 @@ def test_a_taken_port_ends_the_process_with_status_1_and_a_clear_message(
         assert app.proc.wait(timeout=20) == 1
     messages = [json.loads(line)["message"] for line in app.log().splitlines()]
     assert any(m.startswith("cannot start: ") for m in messages), messages
+
+
+@pytest.mark.postgres
+async def test_the_app_runs_on_a_postgresql_url(tmp_path: Path) -> None:
+    """--db takes a store URL: on PostgreSQL the welcome job is sent and succeeds."""
+    import psycopg
+
+    schema = fresh_schema()
+    base = postgres_url()
+    url = f"{base}{'&' if '?' in base else '?'}schema={schema}"
+    try:
+        options = {"db": url, "app_db": str(tmp_path / "app.db")}
+        async with serving(settings(tmp_path, **options)) as (app, client):
+            job_id = await register(client, "ada@example.com")
+            job = await wait_for_state(client, job_id, "succeeded")
+            assert job["task"] == webapp.WELCOME_TASK
+            assert isinstance(app.store, jobkit.PostgresStore)
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

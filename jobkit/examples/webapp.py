@@ -124,8 +124,11 @@ def _seconds(name: str, *, zero_ok: bool = False) -> Any:
 
 
 def _default_app_db(settings: Settings) -> str:
-    if settings.db == ":memory:":
+    if settings.db in (":memory:", "memory:"):
         return ":memory:"
+    if "://" in settings.db:
+        # A URL (PostgreSQL, or sqlite:///): no plain file path to sit next to.
+        return "webapp.app.db"
     root, _ = os.path.splitext(settings.db)
     return f"{root}.app.db"
 
@@ -149,8 +152,11 @@ def _check_positive_int(name: str) -> Any:
 class Settings:
     """The app's configuration, built once and shared by the server and the workers.
 
-    ``db`` is jobkit's job database; ``app_db`` the application's own (users
-    and outbox), by default next to ``db`` with the suffix ``.app.db``.
+    ``db`` is jobkit's job store, as a path or a URL
+    (:func:`jobkit.store_from_url`: ``sqlite:///...``, ``postgresql://...``,
+    ``memory:``); ``app_db`` the application's own SQLite file (users and
+    outbox), by default next to a ``db`` given as a file path, with the
+    suffix ``.app.db``, else ``webapp.app.db``.
     ``port=0`` takes any free port (the one chosen is logged). ``grace`` is
     how long shutdown waits for the job in hand (and for requests in
     flight). ``email_delay`` is how long sending an e-mail pretends to take.
@@ -395,7 +401,7 @@ class WebApp:
             raise TypeError(f"settings must be a Settings, got {settings!r}")
         self.settings = settings
         """The configuration shared by every part of the app."""
-        self.store = jobkit.SQLiteStore(settings.db)
+        self.store = jobkit.store_from_url(settings.db)
         """jobkit's store, shared by the HTTP handlers and the worker."""
         self.queue = jobkit.Queue(self.store)
         """The queue facade over :attr:`store`, with the welcome-email task."""
@@ -788,7 +794,12 @@ def _parser() -> argparse.ArgumentParser:
             "down gracefully."
         ),
     )
-    parser.add_argument("--db", required=True, help="jobkit's job database file")
+    parser.add_argument(
+        "--db",
+        default=os.environ.get("JOBKIT_DB") or None,
+        required=not os.environ.get("JOBKIT_DB"),
+        help="jobkit's job store: a file path or a URL (default: $JOBKIT_DB)",
+    )
     parser.add_argument(
         "--app-db", help="the app's own database file (default: DB with .app.db)"
     )
