@@ -53,8 +53,6 @@ class _StoreCaller:
         """``fn()``'s result; errors of the ``refused`` types are raised at once."""
         # ``fn`` is called afresh on every try, so each one reads the clock anew.
         failures = 0
-        # A foreign or damaged store stays so: retrying cannot help.
-        fatal: tuple[type[Exception], ...] = (IncompatibleStore, *refused)
         while True:
             try:
                 if shield:
@@ -64,7 +62,10 @@ class _StoreCaller:
                         result = await fn()
                 else:
                     result = await fn()
-            except fatal:
+            except refused:
+                raise
+            except IncompatibleStore:
+                # A foreign or damaged store stays so: retrying cannot help.
                 raise
             except Exception as exc:
                 failures += 1

@@ -744,7 +744,27 @@ class SQLiteStore:
     async def _run(self, attempt: Callable[[], T], *, rows: int = 1) -> T:
         """Run ``attempt`` (a whole transaction, or one statement) until not busy."""
         try:
-            return await self._run_until_not_busy(attempt, rows)
+            await trio.lowlevel.checkpoint()
+            self._check_open()
+            if self._wal_full:
+                # Back-pressure: write nothing more until the log is emptied.
+                async with self._thread_lock:
+                    if self._wal_full:
+                        self._check_open()
+                        # Inline first: with no other connection in the way it
+                        # takes a few milliseconds, once per _WAL_TRUNCATE_BYTES.
+                        [(busy, _, _)] = self._conn.execute(_TRUNCATE)
+                        if busy:
+                            await trio.to_thread.run_sync(self._truncate_wal)
+                        self._wal_full = False
+            if rows <= _THREAD_ROWS and not self._thread_lock.locked():
+                try:
+                    return attempt()
+                except sqlite3.OperationalError as exc:
+                    if not _is_busy(exc):
+                        raise
+                return await self._run_slowly(attempt, rows, busy=True)
+            return await self._run_slowly(attempt, rows, busy=False)
         except sqlite3.DatabaseError as exc:
             # A damaged file fails the same way every time: say so, once,
             # instead of letting callers retry it forever.
@@ -754,29 +774,6 @@ class SQLiteStore:
                     "backup, or try the sqlite3 shell's .recover"
                 ) from exc
             raise
-
-    async def _run_until_not_busy(self, attempt: Callable[[], T], rows: int) -> T:
-        await trio.lowlevel.checkpoint()
-        self._check_open()
-        if self._wal_full:
-            # Back-pressure: write nothing more until the log is emptied.
-            async with self._thread_lock:
-                if self._wal_full:
-                    self._check_open()
-                    # Inline first: with no other connection in the way it
-                    # takes a few milliseconds, once per _WAL_TRUNCATE_BYTES.
-                    [(busy, _, _)] = self._conn.execute(_TRUNCATE)
-                    if busy:
-                        await trio.to_thread.run_sync(self._truncate_wal)
-                    self._wal_full = False
-        if rows <= _THREAD_ROWS and not self._thread_lock.locked():
-            try:
-                return attempt()
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
-                    raise
-            return await self._run_slowly(attempt, rows, busy=True)
-        return await self._run_slowly(attempt, rows, busy=False)
 
     async def _run_slowly(
         self, attempt: Callable[[], T], rows: int, *, busy: bool
