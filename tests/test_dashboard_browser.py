@@ -12,15 +12,17 @@ they fail instead. Screenshots are taken by
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from helpers import browser
 from helpers.dashboard_site import SCRIPT_PAYLOAD, Site, populate, running_site
 
 import jobkit
+
+T = TypeVar("T")
 
 pytestmark = pytest.mark.slow
 
@@ -45,26 +47,48 @@ def site(tmp_path: Path) -> Iterator[Site]:
 
 
 def wait_until(driver: Any, condition: Any, message: str) -> Any:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, WAIT, poll_frequency=0.05).until(condition, message)
+    # The pages refresh themselves: an element found a moment ago may have
+    # been replaced before it is read, so such a try is simply made again.
+    return WebDriverWait(
+        driver,
+        WAIT,
+        poll_frequency=0.05,
+        ignored_exceptions=(StaleElementReferenceException,),
+    ).until(condition, message)
+
+
+def fresh(action: Callable[[], T]) -> T:
+    """``action()``, made again if a self-refresh replaced what it was reading."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(20):
+        try:
+            return action()
+        except StaleElementReferenceException:
+            continue
+    return action()
 
 
 def text_of(driver: Any, css: str) -> str:
     from selenium.webdriver.common.by import By
 
-    return str(driver.find_element(By.CSS_SELECTOR, css).text)
+    return fresh(lambda: str(driver.find_element(By.CSS_SELECTOR, css).text))
 
 
 def click(driver: Any, css: str, *, text: str | None = None) -> None:
     from selenium.webdriver.common.by import By
 
-    found = driver.find_elements(By.CSS_SELECTOR, css)
-    for element in found:
-        if text is None or element.text.strip() == text:
-            element.click()
-            return
-    raise AssertionError(f"nothing to click at {css!r} with text {text!r}")
+    def once() -> None:
+        for element in driver.find_elements(By.CSS_SELECTOR, css):
+            if text is None or element.text.strip() == text:
+                element.click()
+                return
+        raise AssertionError(f"nothing to click at {css!r} with text {text!r}")
+
+    fresh(once)
 
 
 def state_of(site: Site, job_id: int) -> jobkit.JobState:
@@ -99,12 +123,16 @@ def test_a_failed_job_is_read_requeued_and_succeeds(driver: Any, site: Site) -> 
 
     site.broken.clear()  # the report service is back
     click(driver, "header nav a", text="Dead letters")
-    row = next(
-        r
-        for r in driver.find_elements(By.CSS_SELECTOR, "table tr")
-        if r.find_elements(By.LINK_TEXT, str(report))
-    )
-    row.find_element(By.XPATH, ".//button[text()='Requeue']").click()
+
+    def requeue() -> None:
+        row = next(
+            r
+            for r in driver.find_elements(By.CSS_SELECTOR, "table tr")
+            if r.find_elements(By.LINK_TEXT, str(report))
+        )
+        row.find_element(By.XPATH, ".//button[text()='Requeue']").click()
+
+    fresh(requeue)
     assert text_of(driver, ".flash") == f"Requeued job {report}."
     assert state_of(site, report) in (
         jobkit.JobState.QUEUED,
