@@ -38,6 +38,7 @@ import trio
 from ...core import job as _job
 from ...core.job import Event, EventKind, Job, JobState, NewJob, Outcome
 from ...core.schedule import FireResult, Schedule, check_schedule, warn_dropped
+from .._group import GroupCommit
 from ..protocol import (
     IncompatibleStore,
     JobNotFound,
@@ -553,6 +554,8 @@ class SQLiteStore:
         self._wal = False
         self._commits = 0
         self._checkpointing = False
+        # Enqueues made in the same scheduling pass share one transaction.
+        self._enqueues = GroupCommit(self._write_rows)
         # Set while no checkpoint thread has the file open: aclose waits for it.
         self._checkpoint_idle = threading.Event()
         self._checkpoint_idle.set()
@@ -741,10 +744,13 @@ class SQLiteStore:
         self._checkpointing = False
         self._checkpoint_idle.set()
 
-    async def _run(self, attempt: Callable[[], T], *, rows: int = 1) -> T:
+    async def _run(
+        self, attempt: Callable[[], T], *, rows: int = 1, yielded: bool = False
+    ) -> T:
         """Run ``attempt`` (a whole transaction, or one statement) until not busy."""
         try:
-            await trio.lowlevel.checkpoint()
+            if not yielded:
+                await trio.lowlevel.checkpoint()
             self._check_open()
             if self._wal_full:
                 # Back-pressure: write nothing more until the log is emptied.
@@ -857,13 +863,18 @@ class SQLiteStore:
         if not rows:
             await trio.lowlevel.checkpoint()
             return []
+        return await self._enqueues.submit(rows)
+
+    async def _write_rows(self, rows: list[_Row]) -> list[int]:
+        # The group's leader has just yielded: no second checkpoint.
         if len(rows) == 1 and rows[0][7] is None:
             # One statement is its own transaction, trigger included.
             row = rows[0]
-            return await self._run(lambda: [self._insert_one(row)])
+            return await self._run(lambda: [self._insert_one(row)], yielded=True)
         return await self._run(
             lambda: self._transaction(lambda conn: self._insert(conn, rows)),
             rows=len(rows),
+            yielded=True,
         )
 
     def _insert_one(self, row: _Row) -> int:
