@@ -106,6 +106,7 @@ from .core.schedule import FireResult as FireResult
 from .core.schedule import Firing as Firing
 from .core.schedule import Schedule as Schedule
 from .store.protocol import ScheduleStore as ScheduleStore
+from .store.protocol import SettleClaimStore as SettleClaimStore
 
 # Observability: metrics, depth sampling and structured logs.
 from .observe.logs import JSONFormatter as JSONFormatter
@@ -171,6 +172,7 @@ __all__ = [
     "Firing",
     "Schedule",
     "ScheduleStore",
+    "SettleClaimStore",
     "JSONFormatter",
     "AttemptSpan",
     "DepthSample",

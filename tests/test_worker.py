@@ -1409,3 +1409,30 @@ async def test_until_empty_first_enqueues_the_due_slots_of_schedules(
         began = trio.current_time()
         await Worker(queue, poll_interval=100, until_empty=True).run()
         assert (ran, trio.current_time()) == ([began + 2], began + 2), attempt
+
+
+async def test_a_busy_worker_settles_and_claims_in_one_transaction(
+    autojump_clock: Any, tmp_path: Path
+) -> None:
+    """While every slot is busy, a finished job's outcome and the next claim
+    share one transaction: a one-slot worker writes once per job."""
+    store = SQLiteStore(tmp_path / "jobs.db")
+    queue = Queue(store, clock=trio.current_time)
+
+    @queue.task()
+    async def work(n: int) -> int:
+        return n
+
+    await queue.enqueue_many(work.prepare(n=n) for n in range(20))
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    worker = Worker(queue, concurrency=1, until_empty=True)
+    await worker.run()
+    store._conn.set_trace_callback(None)
+    assert worker.statistics().succeeded == 20
+    # The first claim, then one transaction per job: its outcome and the
+    # next claim. The last finds nothing, so the claim loop looks once more
+    # before it stops.
+    assert statements.count("BEGIN IMMEDIATE") == 1 + 20 + 1
+    assert statements.count("COMMIT") == 1 + 20 + 1
+    await store.aclose()

@@ -39,6 +39,7 @@ from .protocol import IncompatibleStore as IncompatibleStore
 from .protocol import JobNotFound as JobNotFound
 from .protocol import QueueCounts as QueueCounts
 from .protocol import ScheduleStore as ScheduleStore
+from .protocol import SettleClaimStore as SettleClaimStore
 from .protocol import Store as Store
 from .protocol import StoreBusy as StoreBusy
 from .protocol import StoreDamaged as StoreDamaged
@@ -68,6 +69,7 @@ __all__ = [
     "SQLiteStore",
     "Schedule",
     "ScheduleStore",
+    "SettleClaimStore",
     "Store",
     "StoreBusy",
     "StoreDamaged",

@@ -246,11 +246,28 @@ class MemoryStore:
     ) -> list[Job]:
         """Start up to ``limit`` due jobs of ``tasks`` (None: any) in claim order."""
         await trio.lowlevel.checkpoint()
+        return self._claim(
+            *self._claim_plan(queues, limit, tasks), now, lease, max_attempts
+        )
+
+    def _claim_plan(
+        self, queues: Sequence[str] | None, limit: int, tasks: Sequence[str] | None
+    ) -> tuple[list[_QueueIndex], int, set[str] | None]:
         check_limit(limit)
         names = check_tasks(tasks)
         wanted = None if names is None else set(names)
+        return [self._queues[name] for name in self._names(queues)], limit, wanted
+
+    def _claim(
+        self,
+        indexes: list[_QueueIndex],
+        limit: int,
+        wanted: set[str] | None,
+        now: float,
+        lease: float,
+        max_attempts: Mapping[str, int] | None,
+    ) -> list[Job]:
         defaults = {} if max_attempts is None else max_attempts
-        indexes = [self._queues[name] for name in self._names(queues)]
         for index in indexes:
             self._promote(index, now)
         claimed: list[Job] = []
@@ -289,6 +306,26 @@ class MemoryStore:
     async def settle(self, outcomes: Sequence[Outcome], *, now: float) -> list[bool]:
         """Apply attempt outcomes; stale ones are ignored and reported False."""
         await trio.lowlevel.checkpoint()
+        return self._settle(outcomes, now)
+
+    async def settle_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        *,
+        now: float,
+        queues: Sequence[str] | None,
+        limit: int,
+        lease: float,
+        tasks: Sequence[str] | None = None,
+        max_attempts: Mapping[str, int] | None = None,
+    ) -> tuple[list[bool], list[Job]]:
+        """Apply ``outcomes``, then claim up to ``limit`` jobs, in one step."""
+        await trio.lowlevel.checkpoint()
+        plan = self._claim_plan(queues, limit, tasks)  # refuse before changing
+        applied = self._settle(outcomes, now)
+        return applied, self._claim(*plan, now, lease, max_attempts)
+
+    def _settle(self, outcomes: Sequence[Outcome], now: float) -> list[bool]:
         check_outcomes(outcomes)
         prepared = []
         for outcome in outcomes:

@@ -472,3 +472,53 @@ class ScheduleStore(Protocol):
 
 
 __all__ += ["ScheduleStore"]
+
+
+# -- an optional shortcut ----------------------------------------------------------
+
+
+@runtime_checkable
+class SettleClaimStore(Protocol):
+    """A store that settles finished attempts and claims the next jobs in one step.
+
+    A worker whose slots are all busy hands its finished attempts' outcomes
+    and the claim for the slots they free to one call, so that a job costs
+    one transaction instead of two. The result must be exactly that of
+    :meth:`Store.settle` followed by :meth:`Store.claim` at the same ``now``,
+    applied atomically: if the settle part raises, nothing is applied and
+    nothing is claimed. A worker uses it when its store has it, and makes the
+    two calls otherwise. :class:`MemoryStore` and :class:`SQLiteStore`
+    implement it.
+
+    Example::
+
+        >>> import trio
+        >>> from jobkit import MemoryStore, NewJob
+        >>> from jobkit.core.job import Success
+        >>> async def main():
+        ...     store = MemoryStore()
+        ...     await store.enqueue([NewJob(task="t"), NewJob(task="t")], now=0.0)
+        ...     [first] = await store.claim(queues=None, limit=1, now=0.0, lease=30)
+        ...     applied, [second] = await store.settle_and_claim(
+        ...         [Success(first.id, 1)], now=1.0, queues=None, limit=1, lease=30)
+        ...     return applied, second.id
+        >>> trio.run(main)
+        ([True], 2)
+    """
+
+    async def settle_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        *,
+        now: float,
+        queues: Sequence[str] | None,
+        limit: int,
+        lease: float,
+        tasks: Sequence[str] | None = None,
+        max_attempts: Mapping[str, int] | None = None,
+    ) -> tuple[list[bool], list[Job]]:
+        """Apply ``outcomes``, then start up to ``limit`` due jobs; return both."""
+        ...
+
+
+__all__ += ["SettleClaimStore"]

@@ -44,7 +44,7 @@ from jobkit import (
     TransitionError,
 )
 from jobkit.core.job import EXPIRED_ERROR
-from jobkit.store import Failure, Outcome, Release, Success
+from jobkit.store import Failure, Outcome, Release, SettleClaimStore, Success
 
 __all__ = ["StoreContract"]
 
@@ -375,6 +375,61 @@ class StoreContract:
         with pytest.raises(TypeError, match="result is a tuple"):
             await store.settle([Success(job_id, 1, (1, 2))], now=1.0)
         assert (await store.get(job_id)).state is JobState.RUNNING
+
+    # -- settling and claiming in one step (SettleClaimStore) ----------------------
+
+    async def test_settle_and_claim_is_settle_then_claim(self, store: Store) -> None:
+        """The settled attempts' jobs move on and the next due jobs start, with
+        the same events and order as a settle followed by a claim."""
+        if not isinstance(store, SettleClaimStore):
+            pytest.skip("the store settles and claims in separate calls only")
+        ids = await store.enqueue([NewJob(task="t", max_attempts=2)] * 2, now=0.0)
+        await store.claim(queues=None, limit=2, now=0.0, lease=5.0, tasks=["t"])
+        ids += await store.enqueue(
+            [NewJob(task="t", priority=p) for p in (0, 5, 0)], now=0.5
+        )
+        applied, claimed = await store.settle_and_claim(
+            [Success(ids[0], 1, "ok"), Failure(ids[1], 1, "x", retry_at=9.0)],
+            now=1.0,
+            queues=None,
+            limit=2,
+            lease=5.0,
+            tasks=["t"],
+        )
+        assert applied == [True, True]
+        assert [(j.id, j.attempts, j.lease_until) for j in claimed] == [
+            (ids[3], 1, 6.0),
+            (ids[2], 1, 6.0),
+        ]
+        assert await _kinds(store, ids[0]) == ["enqueued", "started", "succeeded"]
+        assert await _kinds(store, ids[1]) == ["enqueued", "started", "retried"]
+        # Nothing due but the retried job at 9.0, and the last one waiting.
+        applied, claimed = await store.settle_and_claim(
+            [], now=1.0, queues=None, limit=5, lease=5.0
+        )
+        assert (applied, [j.id for j in claimed]) == ([], [ids[4]])
+
+    async def test_settle_and_claim_applies_nothing_when_refused(
+        self, store: Store
+    ) -> None:
+        """An outcome for an unknown id raises JobNotFound: nothing is settled
+        and nothing claimed."""
+        if not isinstance(store, SettleClaimStore):
+            pytest.skip("the store settles and claims in separate calls only")
+        job_id = await _put(store)
+        await _put(store)
+        await _claim_one(store)
+        with pytest.raises(JobNotFound):
+            await store.settle_and_claim(
+                [Success(job_id, 1), Success(99, 1)],
+                now=1.0,
+                queues=None,
+                limit=1,
+                lease=5.0,
+            )
+        assert (await store.get(job_id)).state is JobState.RUNNING
+        counts = (await store.counts()).counts
+        assert counts.get(("default", JobState.QUEUED)) == 1
 
     # -- leases, expiry and fencing ------------------------------------------------
 

@@ -10,6 +10,7 @@ which another part defines.
 
 from __future__ import annotations
 
+import contextvars
 import random
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,9 @@ class _WorkerState:
     _renewing: bool
     _renew_failed: bool
     _slot_free: bool
+    _full: bool
+    _attempts: trio.Nursery | None
+    _base_context: contextvars.Context
     _waiting: trio.CancelScope | None
     _claiming: trio.CancelScope
     _stopping: bool

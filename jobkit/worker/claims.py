@@ -6,6 +6,7 @@ import functools
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 
@@ -65,7 +66,10 @@ class _Claims(_WorkerState):
             if deadline == math.inf:
                 # Every slot busy: only a poke can change anything, and a
                 # cancel scope would cost as much as the wait (once per attempt).
+                # Meanwhile the settler may claim for the slots it frees.
+                self._full = True
                 await self._poked.wait()
+                self._full = False
             else:
                 with trio.move_on_at(deadline) as self._waiting:
                     await self._poked.wait()
@@ -99,20 +103,45 @@ class _Claims(_WorkerState):
         return left[JobState.QUEUED], left[JobState.RUNNING]
 
     async def _claim(self, limit: int) -> list[Job]:
+        return await self._queue.store.claim(
+            now=self._queue.clock(), **self._claim_args(limit)
+        )
+
+    def _claim_args(self, limit: int) -> dict[str, Any]:
         # Only jobs of tasks this worker can run: a job of a task that only a
         # newer deploy knows waits QUEUED for a worker that knows it. A job
         # enqueued without max_attempts gets its task's policy's here.
         tasks = self._queue.tasks
-        return await self._queue.store.claim(
-            queues=self._queues,
-            limit=limit,
-            now=self._queue.clock(),
-            lease=self._lease,
-            tasks=list(tasks),
-            max_attempts={
+        return {
+            "queues": self._queues,
+            "limit": limit,
+            "lease": self._lease,
+            "tasks": list(tasks),
+            "max_attempts": {
                 name: task.retry.max_attempts for name, task in tasks.items()
             },
-        )
+        }
+
+    def _refill_limit(self, finishing: int) -> int:
+        """How many jobs to claim along with the outcomes of ``finishing`` attempts.
+
+        Only while the claim loop waits for a slot to free up (and has not
+        been woken yet): it would claim exactly that many itself.
+        """
+        if (
+            not self._full
+            or self._stopping
+            or (self._poked is not None and self._poked.is_set())
+            or (self._shutdown is not None and self._shutdown.cancelled)
+        ):
+            return 0
+        return finishing
+
+    def _refill(self, jobs: list[Job]) -> None:
+        """Start the jobs claimed with the outcomes of attempts that finished."""
+        assert self._attempts is not None
+        for job in jobs:
+            self._start(self._attempts, job)
 
     async def _next_deadline(self) -> float | None:
         """Return the trio time to look again, or None if a job is due already."""

@@ -7,18 +7,30 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from typing import Any, cast
 
 import trio
 
 from ..core.job import (
     Failure,
+    Job,
     Success,
 )
 from ..queue.facade import Queue
+from ..store.protocol import SettleClaimStore
 from .state import _Attempt, _log_fields
 from .storecalls import _REFUSED, _GaveUp, _StoreCaller
 
 logger = logging.getLogger("jobkit")
+
+#: The worker's side of a settle that also claims: how many jobs to claim
+#: for so many finished attempts (0: none), the claim's arguments for a
+#: limit, and what starts the claimed jobs.
+_Refill = tuple[
+    Callable[[int], int],
+    Callable[[int], dict[str, Any]],
+    Callable[[list[Job]], None],
+]
 
 
 class _Settler:
@@ -39,8 +51,13 @@ class _Settler:
         caller: _StoreCaller,
         finish: Callable[[_Attempt, bool, float], None],
         drop: Callable[[_Attempt], None],
+        *,
+        refill: _Refill | None = None,
     ) -> None:
         self._queue = queue
+        self._refill = refill
+        self._checked_store: object = None
+        self._store_fuses = False
         self._caller = caller
         self._finish = finish
         self._drop = drop
@@ -65,11 +82,19 @@ class _Settler:
         self._pending.append(attempt)
         self._ready.set()
 
-    async def _write(self, batch: list[_Attempt]) -> None:
+    async def _write(self, batch: list[_Attempt], *, refill: bool = True) -> None:
+        limit = 0
+        if refill and self._refill is not None and self._fused():
+            limit = self._refill[0](len(batch))
         self._writing += 1
         try:
-            applied, now = await self._caller.call(
-                "settle", functools.partial(self._settle, batch), refused=_REFUSED
+            # Shielded when it claims: a claim cancelled after its transaction
+            # committed would leave jobs leased to nobody.
+            applied, now, claimed = await self._caller.call(
+                "settle",
+                functools.partial(self._settle, batch, limit),
+                refused=_REFUSED,
+                shield=limit > 0,
             )
         except _REFUSED as exc:
             refusal: Exception | None = exc
@@ -82,12 +107,17 @@ class _Settler:
         finally:
             self._writing -= 1
         if refusal is None:
+            if claimed:
+                assert self._refill is not None
+                # Started before the finished attempts retire, so that the
+                # claim loop, seeing its slots filled again, sleeps on.
+                self._refill[2](claimed)
             for attempt, ok in zip(batch, applied, strict=True):
                 self._finish(attempt, ok, now)
         elif len(batch) > 1:
             half = len(batch) // 2
-            await self._write(batch[:half])
-            await self._write(batch[half:])
+            await self._write(batch[:half], refill=False)
+            await self._write(batch[half:], refill=False)
         else:
             await self._write_refused(batch[0], refusal)
 
@@ -116,12 +146,30 @@ class _Settler:
             self._drop(attempt)
             return
         attempt.outcome = Failure(job.id, job.attempts, error, retry_at)
-        await self._write([attempt])
+        await self._write([attempt], refill=False)
 
-    async def _settle(self, batch: list[_Attempt]) -> tuple[list[bool], float]:
+    def _fused(self) -> bool:
+        # A protocol isinstance check costs microseconds: once per store.
+        store = self._queue.store
+        if store is not self._checked_store:
+            self._checked_store = store
+            self._store_fuses = isinstance(store, SettleClaimStore)
+        return self._store_fuses
+
+    async def _settle(
+        self, batch: list[_Attempt], limit: int
+    ) -> tuple[list[bool], float, list[Job]]:
         now = self._queue.clock()
         outcomes = [a.outcome for a in batch if a.outcome is not None]
-        return await self._queue.store.settle(outcomes, now=now), now
+        store = self._queue.store
+        if limit:
+            assert self._refill is not None
+            fused = cast(SettleClaimStore, store)  # as _fused found
+            applied, claimed = await fused.settle_and_claim(
+                outcomes, now=now, **self._refill[1](limit)
+            )
+            return applied, now, claimed
+        return await store.settle(outcomes, now=now), now, []
 
     async def run(self) -> None:
         while True:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import logging
 import math
@@ -94,16 +93,21 @@ class _Slots(_WorkerState):
             attempt.lease_until = job.lease_until
         self._running[job.id] = attempt
         self._counters.claimed += 1
+        # Each attempt starts from a fresh copy of the worker's context, so
+        # that what a handler sets in a context variable never reaches the
+        # next job (this may run in a slot task that has just run one).
+        context = self._base_context.copy()
         if not self._idle:
-            nursery.start_soon(self._slot, attempt, name="jobkit worker slot")
+            start = functools.partial(
+                nursery.start_soon, self._slot, attempt, name="jobkit worker slot"
+            )
+            context.run(start)
             return
         # Waking a parked slot costs a fraction of starting a task (and of
-        # entering a cancel scope, which each task would need). The slot gets
-        # a fresh copy of this context, as a new task would, so that what a
-        # handler sets in a context variable never reaches the next job.
+        # entering a cancel scope, which each task would need).
         slot = self._idle.pop()
         slot.attempt = attempt
-        slot.task.context = contextvars.copy_context()
+        slot.task.context = context
         trio.lowlevel.reschedule(slot.task)
 
     async def _slot(self, attempt: _Attempt) -> None:
@@ -191,7 +195,8 @@ class _Slots(_WorkerState):
             del self._running[attempt.job.id]
         outcome = attempt.outcome
         if (
-            not self._slot_free
+            # Unless the slots were all filled again along with the settle.
+            (not self._slot_free and len(self._running) < self._concurrency)
             or self._stopping
             or (self._until_empty and not self._running)
         ):

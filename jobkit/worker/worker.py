@@ -28,6 +28,7 @@ a whole SQLite transaction, so the worker batches instead of hopping.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import random
 from collections.abc import Sequence
@@ -134,7 +135,13 @@ class Worker(_Claims, _Slots, _Leases, _Schedules, _Shutdown):
         self._schedules_fired = trio.Event()
         self._rng = rng if rng is not None else random.Random()
         self._caller = _StoreCaller(self._rng)
-        self._settler = _Settler(queue, self._caller, self._finish, self._drop)
+        self._settler = _Settler(
+            queue,
+            self._caller,
+            self._finish,
+            self._drop,
+            refill=(self._refill_limit, self._claim_args, self._refill),
+        )
         self._limiter: trio.CapacityLimiter | None = None
         self._running: dict[int, _Attempt] = {}
         self._idle: list[_Slot] = []
@@ -146,6 +153,11 @@ class Worker(_Claims, _Slots, _Leases, _Schedules, _Shutdown):
         self._renewing = False
         self._renew_failed = False
         self._slot_free = False  # the claim loop waits with a slot free
+        self._full = False  # the claim loop waits for a slot to free up
+        self._attempts: trio.Nursery | None = None  # where slot tasks run
+        # What each attempt's handler starts from: a copy of the context the
+        # worker runs in, never what a previous handler left in its own.
+        self._base_context = contextvars.copy_context()
         self._waiting: trio.CancelScope | None = None  # ... until this deadline
         self._claiming = trio.CancelScope()  # the claim loop, and its store calls
         self._stopping = False
@@ -209,6 +221,7 @@ class Worker(_Claims, _Slots, _Leases, _Schedules, _Shutdown):
         del store
         self._limiter = trio.CapacityLimiter(self._concurrency)
         self._poked = trio.Event()
+        self._base_context = contextvars.copy_context()
         unsubscribe = self._queue.subscribe(ready=self._on_enqueue)
         logger.info(
             "worker started: concurrency %d, queues %s, lease %gs",
@@ -232,6 +245,7 @@ class Worker(_Claims, _Slots, _Leases, _Schedules, _Shutdown):
                 if self._shutdown is not None:
                     service.start_soon(self._watch, self._shutdown)
                 async with trio.open_nursery() as attempts:
+                    self._attempts = attempts
                     task_status.started(self)
                     with self._claiming:
                         await self._claim_loop(attempts)

@@ -23,7 +23,14 @@ from typing import Any
 import pytest
 import trio
 
-from jobkit import JobState, PurgeTotals, QueueCounts, SQLiteStore, Store
+from jobkit import (
+    JobState,
+    PurgeTotals,
+    QueueCounts,
+    SettleClaimStore,
+    SQLiteStore,
+    Store,
+)
 from jobkit.core.job import Event, Job, NewJob, Outcome
 from jobkit.store.memory import MemoryStore
 
@@ -203,6 +210,36 @@ class WatchedStore:
         applied = await self.inner.settle(outcomes, now=now)
         self._bump()
         return applied
+
+    async def settle_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        *,
+        now: float,
+        queues: Sequence[str] | None,
+        limit: int,
+        lease: float,
+        tasks: Sequence[str] | None = None,
+        max_attempts: Mapping[str, int] | None = None,
+    ) -> tuple[list[bool], list[Job]]:
+        # Recorded as the two calls it stands for; an injected failure of
+        # either fails the whole step before anything changes.
+        self._note("settle", len(outcomes))
+        self._note("claim", limit)
+        claim = {
+            "queues": queues,
+            "limit": limit,
+            "lease": lease,
+            "tasks": tasks,
+            "max_attempts": max_attempts,
+        }
+        if isinstance(self.inner, SettleClaimStore):
+            result = await self.inner.settle_and_claim(outcomes, now=now, **claim)
+        else:
+            applied = await self.inner.settle(outcomes, now=now)
+            result = applied, await self.inner.claim(now=now, **claim)
+        self._bump()
+        return result
 
     async def renew(
         self, leases: Sequence[tuple[int, int]], *, now: float, lease: float

@@ -480,6 +480,36 @@ def _check_queues(queues: Sequence[str] | None) -> list[str] | None:
     return list(dict.fromkeys(queues))
 
 
+def _settle_statements(
+    outcomes: Sequence[Outcome], now: float
+) -> list[tuple[int, str, tuple[Any, ...]]]:
+    """The UPDATE that applies each outcome, after checking them all."""
+    check_outcomes(outcomes)
+    statements: list[tuple[int, str, tuple[Any, ...]]] = []
+    for outcome in outcomes:
+        job_id, attempt = outcome.job_id, outcome.attempt
+        if isinstance(outcome, _job.Success):
+            result = (
+                None
+                if outcome.result is None
+                else _job.dump_json(outcome.result, "result")
+            )
+            statements.append((job_id, _SUCCEED, (result, now, job_id, attempt)))
+        elif isinstance(outcome, _job.Release):
+            statements.append((job_id, _RELEASE, (None, now, job_id, attempt)))
+        elif isinstance(outcome, _job.Failure):
+            params = (
+                outcome.retry_at, outcome.error, now, job_id, attempt,
+                outcome.delay,
+            )  # fmt: skip
+            statements.append((job_id, _FAIL, params))
+        else:
+            raise TypeError(
+                f"settle() takes Success, Failure or Release records, got {outcome!r}"
+            )
+    return statements
+
+
 class SQLiteStore:
     """A durable job store kept in one SQLite file.
 
@@ -937,12 +967,27 @@ class SQLiteStore:
             >>> trio.run(main)
             [('b', 1, 60.0), ('a', 1, 60.0)]
         """
+        body = self._claimer(queues, limit, now, lease, tasks, max_attempts)
+        if body is None:
+            await trio.lowlevel.checkpoint()
+            return []
+        return await self._run(lambda: self._transaction(body), rows=limit)
+
+    def _claimer(
+        self,
+        queues: Sequence[str] | None,
+        limit: int,
+        now: float,
+        lease: float,
+        tasks: Sequence[str] | None,
+        max_attempts: Mapping[str, int] | None,
+    ) -> Callable[[sqlite3.Connection], list[Job]] | None:
+        """Check a claim's arguments; return its body, or None if it takes nothing."""
         check_limit(limit)
         names = _check_queues(queues)
         only = check_tasks(tasks)
         if names == [] or only == []:
-            await trio.lowlevel.checkpoint()
-            return []
+            return None
         lease_until = now + lease
         due = _DUE if only is None else _due(len(only))
         chosen_tasks = only or []
@@ -989,7 +1034,7 @@ class SQLiteStore:
                 jobs.sort(key=_job.claim_order)
             return jobs
 
-        return await self._run(lambda: self._transaction(body), rows=limit)
+        return body
 
     async def settle(self, outcomes: Sequence[Outcome], *, now: float) -> list[bool]:
         """Apply attempt outcomes in one transaction; stale ones are ignored (False).
@@ -1014,30 +1059,7 @@ class SQLiteStore:
             >>> trio.run(main)
             ([True, True], [False], 'queued')
         """
-        check_outcomes(outcomes)
-        statements: list[tuple[int, str, tuple[Any, ...]]] = []
-        for outcome in outcomes:
-            job_id, attempt = outcome.job_id, outcome.attempt
-            if isinstance(outcome, _job.Success):
-                result = (
-                    None
-                    if outcome.result is None
-                    else _job.dump_json(outcome.result, "result")
-                )
-                statements.append((job_id, _SUCCEED, (result, now, job_id, attempt)))
-            elif isinstance(outcome, _job.Release):
-                statements.append((job_id, _RELEASE, (None, now, job_id, attempt)))
-            elif isinstance(outcome, _job.Failure):
-                params = (
-                    outcome.retry_at, outcome.error, now, job_id, attempt,
-                    outcome.delay,
-                )  # fmt: skip
-                statements.append((job_id, _FAIL, params))
-            else:
-                raise TypeError(
-                    f"settle() takes Success, Failure or Release records, "
-                    f"got {outcome!r}"
-                )
+        statements = _settle_statements(outcomes, now)
         if not statements:
             await trio.lowlevel.checkpoint()
             return []
@@ -1046,6 +1068,49 @@ class SQLiteStore:
         return await self._run(
             lambda: self._transaction(lambda conn: self._apply(conn, statements)),
             rows=len(statements),
+        )
+
+    async def settle_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        *,
+        now: float,
+        queues: Sequence[str] | None,
+        limit: int,
+        lease: float,
+        tasks: Sequence[str] | None = None,
+        max_attempts: Mapping[str, int] | None = None,
+    ) -> tuple[list[bool], list[Job]]:
+        """Apply ``outcomes`` and claim up to ``limit`` jobs in one transaction.
+
+        See :class:`jobkit.store.SettleClaimStore`.
+
+        Example::
+
+            >>> import trio
+            >>> from jobkit import NewJob, SQLiteStore
+            >>> from jobkit.core.job import Success
+            >>> async def main():
+            ...     async with SQLiteStore(":memory:") as store:
+            ...         await store.enqueue([NewJob(task="t")] * 2, now=0.0)
+            ...         [a] = await store.claim(queues=None, limit=1, now=0.0,
+            ...                                 lease=30.0)
+            ...         applied, [b] = await store.settle_and_claim(
+            ...             [Success(a.id, 1)], now=1.0, queues=None, limit=1,
+            ...             lease=30.0)
+            ...         return applied, b.id, b.lease_until
+            >>> trio.run(main)
+            ([True], 2, 31.0)
+        """
+        statements = _settle_statements(outcomes, now)
+        claim = self._claimer(queues, limit, now, lease, tasks, max_attempts)
+
+        def body(conn: sqlite3.Connection) -> tuple[list[bool], list[Job]]:
+            applied = self._apply(conn, statements)
+            return applied, [] if claim is None else claim(conn)
+
+        return await self._run(
+            lambda: self._transaction(body), rows=len(statements) + limit
         )
 
     def _apply(
