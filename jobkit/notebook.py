@@ -7,7 +7,8 @@ code did, not where this machine keeps its files:
   jobkit's own frames are folded into one line, a notebook cell is named
   ``<cell>``, and any other file by its name alone;
 - :func:`show_logs` prints the ``jobkit`` logger's records in the notebook,
-  with their tracebacks shortened;
+  with their tracebacks shortened, and :func:`hide_logs` keeps a logger's
+  records out of it;
 - :func:`run_cli` runs the ``jobkit`` command line against a database, as a
   reader would in a shell, and prints what it answered.
 
@@ -27,9 +28,10 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["run_cli", "short_traceback", "show_logs"]
+__all__ = ["hide_logs", "run_cli", "short_traceback", "show_logs"]
 
 _PACKAGE = str(Path(__file__).resolve().parent)
 _FRAME = re.compile(r'^(\s*)File "([^"]+)", line (\d+), in (.+)$')
@@ -111,9 +113,12 @@ def show_logs(
     *,
     fmt: str = "%(levelname)s %(name)s: %(message)s",
     logger: str = "jobkit",
+    defaults: Mapping[str, object] | None = None,
 ) -> logging.Handler:
     """Print ``logger``'s records on stdout with short tracebacks; return the handler.
 
+    ``fmt`` and ``defaults`` are those of :class:`logging.Formatter`:
+    ``defaults`` fills the fields that a record's ``extra`` may lack.
     Calling it again replaces the handler it installed before, so a
     notebook can run the cell twice without printing every line twice.
 
@@ -124,9 +129,15 @@ def show_logs(
         >>> handler = show_logs("WARNING", logger="jobkit.example")
         >>> logging.getLogger("jobkit.example").warning("disk %d%% full", 91)
         WARNING jobkit.example: disk 91% full
+        >>> handler = show_logs(
+        ...     fmt="%(job_id)s %(message)s", logger="jobkit.example",
+        ...     defaults={"job_id": "-"},
+        ... )
+        >>> logging.getLogger("jobkit.example").warning("no job here")
+        - no job here
     """
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(_ShortFormatter(fmt))
+    handler.setFormatter(_ShortFormatter(fmt, defaults=defaults))
     handler.set_name("jobkit.notebook")
     log = logging.getLogger(logger)
     log.handlers[:] = [h for h in log.handlers if h.get_name() != "jobkit.notebook"]
@@ -134,6 +145,33 @@ def show_logs(
     log.setLevel(level)
     log.propagate = False
     return handler
+
+
+def hide_logs(*loggers: str) -> None:
+    """Keep the records of ``loggers`` out of the notebook (``"jobkit"`` by default).
+
+    A chapter that reads the job records rather than the logs calls it, so
+    that failures it provokes on purpose do not fill the page. It replaces
+    the handler :func:`show_logs` installed with one that drops every
+    record, and stops the records from reaching the root logger's handlers;
+    :func:`show_logs` brings them back.
+
+    Example::
+
+        >>> import logging
+        >>> from jobkit.notebook import hide_logs
+        >>> hide_logs("jobkit.example")
+        >>> logging.getLogger("jobkit.example").warning("not shown")
+        >>> logging.getLogger("jobkit.example").propagate
+        False
+    """
+    for name in loggers or ("jobkit",):
+        quiet = logging.NullHandler()
+        quiet.set_name("jobkit.notebook")
+        log = logging.getLogger(name)
+        log.handlers[:] = [h for h in log.handlers if h.get_name() != "jobkit.notebook"]
+        log.addHandler(quiet)
+        log.propagate = False
 
 
 def run_cli(

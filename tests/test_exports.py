@@ -152,7 +152,7 @@ EXPORTS: dict[str, list[str]] = {
         "tick_lateness",
         "tick_runs",
     ],
-    "jobkit.notebook": ["run_cli", "short_traceback", "show_logs"],
+    "jobkit.notebook": ["hide_logs", "run_cli", "short_traceback", "show_logs"],
     "jobkit.sim": [
         "Attempt",
         "AttemptSpan",
