@@ -59,6 +59,7 @@ BIG_CLAIMED = 500
 PROCESSES = 3
 SHARED = 20_000  # drained by PROCESSES processes from one file
 SLOTS = 10
+PRODUCERS = 100  # concurrent tasks enqueueing
 LEASE = 30.0
 # Seconds a peer's connection waits for SQLite's lock: ten threads queue up on
 # it for longer than sqlite3's default 5 s on a busy machine.
@@ -432,6 +433,26 @@ async def drain_many(system: System) -> float:
     return rate(done, start)
 
 
+async def producers(system: System) -> float:
+    """Enqueue from PRODUCERS concurrent trio tasks, as a web server under load.
+
+    The hand-written queue (the baseline) enqueues the same jobs one at a time.
+    """
+    if not isinstance(system, Jobkit):
+        return await enqueue_one(system)
+    each = ONE_BY_ONE // PRODUCERS
+
+    async def produce(k: int) -> None:
+        for i in range(each):
+            await system.enqueue(k * each + i)
+
+    start = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for k in range(PRODUCERS):
+            nursery.start_soon(produce, k)
+    return rate(each * PRODUCERS, start)
+
+
 async def big_claims(system: System) -> float:
     return await claims(system, BIG_CLAIMED)
 
@@ -468,6 +489,7 @@ Timed = Callable[[System], Awaitable[float]]
 WORKLOADS: dict[str, tuple[str | None, Timed | None]] = {
     "enqueue": (None, enqueue_one),
     "enqueue_many": (None, enqueue_many),
+    "producers": (None, producers),
     "claim": (None, claim_one),
     "drain1": (None, drain_one),
     "drain10": (None, drain_many),
@@ -571,7 +593,7 @@ def shared_drain(name: str, directory: Path) -> tuple[float, int]:
 
 
 def supports(name: str, workload: str) -> bool:
-    if workload == "enqueue_many":
+    if workload in ("enqueue_many", "producers"):
         return name in ("hand-written", "jobkit")
     if workload == "memory":
         return name in ("hand-written", "jobkit")
@@ -641,6 +663,7 @@ def main() -> int:
 ROWS = {
     "enqueue": f"enqueue one at a time ({ONE_BY_ONE:,})",
     "enqueue_many": f"enqueue_many {BATCH:,} vs executemany",
+    "producers": f"enqueue from {PRODUCERS} tasks vs one at a time",
     "claim": f"claim + settle one at a time ({CLAIMED:,} of {QUEUED:,})",
     "drain1": f"worker, 1 slot, drain {BATCH:,}",
     "drain10": f"worker, {SLOTS} slots, enqueue {BATCH:,} then drain",
@@ -674,7 +697,9 @@ def report(
     print(f"{'bytes kept per finished job':<{width}} " + " ".join(cells))
     print(
         "\nenqueue_many's baseline is one executemany; the MemoryStore row's is a"
-        " trio memory channel\n(in the hand-written column). The worker rows of"
+        " trio memory channel\n(in the hand-written column); the row of"
+        f" {PRODUCERS} tasks compares jobkit's group commit with\nthe"
+        " hand-written queue's one-at-a-time rate. The worker rows of"
         " the hand-written queue claim\nand complete ten jobs per transaction"
         f" for {SLOTS} slots; huey, persist-queue and litequeue\nuse a thread"
         " per slot. Bytes are of the pages in use, per finished job."
