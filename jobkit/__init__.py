@@ -110,8 +110,8 @@ from .store.protocol import ScheduleStore as ScheduleStore
 # Observability: metrics, depth sampling and structured logs.
 from .observe.logs import JSONFormatter as JSONFormatter
 from .observe.metrics import AttemptSpan as AttemptSpan
-from .observe.metrics import DepthSample as DepthSample
-from .observe.metrics import DepthSampler as DepthSampler
+from .observe.depth import DepthSample as DepthSample
+from .observe.depth import DepthSampler as DepthSampler
 from .observe.metrics import Histogram as Histogram
 from .observe.metrics import Metrics as Metrics
 from .observe.metrics import MetricsSnapshot as MetricsSnapshot

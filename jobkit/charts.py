@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 # are documented where they are defined.
 from .core import job as _job
 from .core import retry as _retry
+from .observe import depth as _depth
 from .observe import metrics as _metrics
 
 if TYPE_CHECKING:
@@ -42,7 +43,8 @@ if TYPE_CHECKING:
 
     from .core.job import Event, Job
     from .core.retry import Backoff, RetryPolicy
-    from .observe.metrics import DepthSample, Histogram
+    from .observe.depth import DepthSample
+    from .observe.metrics import Histogram
 
 
 __all__ = [
@@ -87,7 +89,7 @@ def _axes(ax: Axes | None) -> Axes:
 
 
 def queue_depth(
-    samples: Sequence[DepthSample] | _metrics.DepthSampler,
+    samples: Sequence[DepthSample] | _depth.DepthSampler,
     ax: Axes | None = None,
     *,
     queue: str | None = None,
@@ -115,7 +117,7 @@ def queue_depth(
         [5, 3, 0]
     """
     points = (
-        samples.samples if isinstance(samples, _metrics.DepthSampler) else list(samples)
+        samples.samples if isinstance(samples, _depth.DepthSampler) else list(samples)
     )
     ax = _axes(ax)
     t0 = start if start is not None else (points[0].at if points else 0.0)
