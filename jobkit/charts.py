@@ -506,7 +506,7 @@ def job_timeline(
         >>> [t.get_text() for t in ax.get_yticklabels()]
         ['job 1']
     """
-    from .observe.metrics import attempt_spans
+    from .observe.spans import attempt_spans
 
     pairs = [e if isinstance(e, _job.Event) else e[1] for e in events]
     spans = attempt_spans(pairs)

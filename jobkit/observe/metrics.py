@@ -66,12 +66,11 @@ __all__ = [
     "ATTEMPT_BUCKETS",
     "COUNTERS",
     "DURATION_BUCKETS",
-    "AttemptSpan",
     "Histogram",
     "Metrics",
     "MetricsSnapshot",
-    "attempt_spans",
     "collect_metrics",
+    "percentile",
     "tally_events",
 ]
 
@@ -226,8 +225,7 @@ class Histogram:
             >>> Histogram.of([0.1] * 9 + [4.0], bounds=(0.5, 1.0, 5.0)).quantile(0.5)
             0.2777777777777778
         """
-        if not 0 <= q <= 1:
-            raise ValueError(f"q must be between 0 and 1, got {q!r}")
+        _check_q(q)
         total = self.count
         if total == 0:
             return math.nan
@@ -248,6 +246,31 @@ class Histogram:
             raise ValueError("cannot add histograms with different bucket bounds")
         counts = tuple(a + b for a, b in zip(self.counts, other.counts, strict=True))
         return Histogram(self.bounds, counts, self.sum + other.sum)
+
+
+def _check_q(q: float) -> None:
+    if not 0 <= q <= 1:
+        raise ValueError(f"q must be between 0 and 1, got {q!r}")
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    """Return the ``q`` quantile of ascending ``sorted_values`` by nearest rank.
+
+    The answer is one of the values, never an interpolation, and None when
+    there is none: exact figures where :meth:`Histogram.quantile` estimates
+    from buckets as Prometheus does. The lab's summaries quote these.
+
+    Example::
+
+        >>> from jobkit.observe.metrics import percentile
+        >>> percentile([1.0, 2.0, 3.0, 10.0], 0.5), percentile([], 0.95)
+        (2.0, None)
+    """
+    _check_q(q)
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[rank - 1]
 
 
 class _HistogramBuilder:
@@ -535,72 +558,6 @@ class MetricsSnapshot:
         from .prometheus import render
 
         return render(self, prefix=prefix)
-
-
-@attrs.frozen
-class AttemptSpan:
-    """One attempt of one job, from its STARTED event to the event that ended it.
-
-    ``outcome`` is the kind of the ending event, or None while it runs.
-
-    Example::
-
-        >>> from jobkit import AttemptSpan, EventKind
-        >>> span = AttemptSpan(job_id=1, attempt=2, start=10.0, end=10.5,
-        ...                    outcome=EventKind.SUCCEEDED)
-        >>> span.duration
-        0.5
-    """
-
-    job_id: int
-    attempt: int
-    start: float
-    end: float | None = None
-    outcome: EventKind | None = None
-    error: str | None = None
-
-    @property
-    def duration(self) -> float | None:
-        """Seconds from start to end, or None while the attempt runs."""
-        return None if self.end is None else self.end - self.start
-
-
-def _as_event(item: Event | tuple[int, Event]) -> Event:
-    return item[1] if isinstance(item, tuple) else item
-
-
-def attempt_spans(events: Iterable[Event | tuple[int, Event]]) -> list[AttemptSpan]:
-    """Pair each STARTED event with the event that ended that attempt.
-
-    Accepts events or the ``(seq, event)`` pairs ``store.events()`` returns,
-    oldest first. Attempts still running come last-open with ``end=None``.
-    Spans are returned in the order the attempts started.
-
-    Example::
-
-        >>> from jobkit import JobEvent, EventKind, attempt_spans
-        >>> spans = attempt_spans([
-        ...     JobEvent(1, EventKind.STARTED, 0.0, 1),
-        ...     JobEvent(1, EventKind.RETRIED, 2.0, 1, "boom"),
-        ...     JobEvent(1, EventKind.STARTED, 5.0, 2),
-        ... ])
-        >>> [(s.attempt, s.duration, s.error) for s in spans]
-        [(1, 2.0, 'boom'), (2, None, None)]
-    """
-    spans: list[AttemptSpan] = []
-    running: dict[int, int] = {}
-    for item in events:
-        event = _as_event(item)
-        if event.kind is EventKind.STARTED:
-            running[event.job_id] = len(spans)
-            spans.append(AttemptSpan(event.job_id, event.attempt, event.at))
-        elif event.kind in _ENDS_ATTEMPT:
-            index = running.pop(event.job_id, None)
-            if index is not None and spans[index].attempt == event.attempt:
-                spans[index] = attrs.evolve(
-                    spans[index], end=event.at, outcome=event.kind, error=event.error
-                )
-    return spans
 
 
 class Metrics:

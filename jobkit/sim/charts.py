@@ -97,17 +97,19 @@ TransientErrors
     waits = {(w.job, w.attempt): w for w in trace.waits()}
     seen: set[str] = set()
     for span in spans:
-        y = lane[span.job]
-        ended = span.crashed_at if span.crashed_at is not None else span.end
+        y = lane[span.job_id]
+        end = trace.end if span.end is None else span.end
+        outcome = "running" if span.outcome is None else span.outcome.value
+        ended = span.crashed_at if span.crashed_at is not None else end
         width = max(ended - span.start, 0.0)
-        label = span.outcome if span.outcome not in seen else None
-        seen.add(span.outcome)
+        label = outcome if outcome not in seen else None
+        seen.add(outcome)
         ax.barh(
             y,
             width,
             left=span.start,
             height=0.6,
-            color=OUTCOME_COLORS.get(span.outcome, "tab:blue"),
+            color=OUTCOME_COLORS.get(outcome, "tab:blue"),
             edgecolor="black",
             linewidth=0.4,
             label=label,
@@ -123,7 +125,7 @@ TransientErrors
             )
             seen.add("crash")
             ax.plot(
-                [span.crashed_at, span.end],
+                [span.crashed_at, end],
                 [y, y],
                 linestyle=":",
                 color="tab:purple",
@@ -131,11 +133,11 @@ TransientErrors
                 label="lease running out" if "lease" not in seen else None,
             )
             seen.add("lease")
-        wait = waits.get((span.job, span.attempt))
+        wait = waits.get((span.job_id, span.attempt))
         if wait is not None:
             stop = wait.started if wait.started is not None else trace.end
             ax.plot(
-                [span.end, stop],
+                [end, stop],
                 [y, y],
                 color="0.55",
                 linewidth=1.5,
