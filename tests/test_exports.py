@@ -138,6 +138,7 @@ EXPORTS: dict[str, list[str]] = {
         "warn_dropped",
     ],
     "jobkit.charts": [
+        "attempt_timeline",
         "attempts_per_job",
         "backoff_delays",
         "concurrency",

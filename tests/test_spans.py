@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
 import pytest
 import trio
 
+import jobkit.charts as charts
 import jobkit.sim
+import jobkit.sim.charts as sim_charts
 from jobkit import (
     AttemptSpan,
     Backoff,
@@ -32,6 +40,12 @@ from jobkit.sim import (
     Trace,
     TransientErrors,
 )
+
+
+@pytest.fixture(autouse=True)
+def close_figures() -> Iterator[None]:
+    yield
+    plt.close("all")
 
 
 @attrs.frozen
@@ -207,3 +221,68 @@ def test_percentile_is_an_observation_by_nearest_rank() -> None:
     assert percentile([], 0.5) is None
     with pytest.raises(ValueError, match="q must be between 0 and 1"):
         percentile(values, 95)
+
+
+# -- the charts draw the same model ----------------------------------------------
+
+
+def test_one_timeline_draws_crashes_for_the_lab_and_the_queue() -> None:
+    """The lab's timeline is the queue's attempt timeline, crash marks included."""
+    store = MemoryStore()
+    trace = crashy_run(store)
+    lab = sim_charts.timeline(trace)
+    queue = charts.job_timeline(store_log(store), until=trace.end)
+    lab_labels = lab.get_legend_handles_labels()[1]
+    queue_labels = queue.get_legend_handles_labels()[1]
+    assert "worker crashed" in lab_labels and "lease running out" in lab_labels
+    assert "worker crashed" not in queue_labels  # the store cannot know
+    assert set(queue_labels) <= set(lab_labels)
+    bars = [p for p in lab.patches if p.get_height() == 0.5]
+    assert len(bars) == len(trace.spans())
+    # The crashed attempts' bars stop where the worker died, not at the reap.
+    assert [b.get_width() for b in bars if b.get_x() == 0.0] == [1.0, 1.0]
+
+
+def test_the_timeline_keeps_a_requeued_job_waiting_up_to_until() -> None:
+    """A job queued again after its last attempt keeps its waiting line."""
+    spans = [AttemptSpan(1, 1, 1.0, 2.0, EventKind.RETRIED)]
+    ax = charts.attempt_timeline(spans, enqueued={1: 0.0, 2: 0.5}, until=9.0)
+    lines = ax.collections
+    segments = [seg.tolist() for c in lines for seg in c.get_segments()]
+    assert segments == [[[0.0, 0.0], [9.0, 0.0]], [[0.5, 1.0], [9.0, 1.0]]]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["job 1", "job 2"]
+
+
+def test_queue_depth_stacks_depth_points_and_replays_events() -> None:
+    """Depth points are stacked by phase; events are replayed into them first."""
+    log = [
+        JobEvent(1, EventKind.ENQUEUED, 0.0, 0),
+        JobEvent(1, EventKind.STARTED, 1.0, 1),
+        JobEvent(1, EventKind.SUCCEEDED, 3.0, 1),
+    ]
+    from_points = charts.queue_depth(depth_points(log), until=5.0)
+    from_events = charts.queue_depth(log, until=5.0)
+    for ax in (from_points, from_events):
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert labels == ["running", "ready", "waiting out a backoff"]
+        assert len(ax.collections) == 3
+    running = from_points.collections[0].get_paths()[0].vertices
+    assert max(running[:, 0]) == 5.0  # held up to until
+    assert max(running[:, 1]) == 1.0
+
+
+def test_the_lab_depth_chart_is_the_shared_one() -> None:
+    """sim.charts.queue_depth draws trace.queue_depth() on the run's clock."""
+    trace = Simulation(
+        0, workload=Burst(3), concurrency=1, faults=FaultPlan(Latency.constant(1))
+    ).run()
+    ax = sim_charts.queue_depth(trace)
+    assert ax.get_xlim() == (0.0, 3.0)
+    assert ax.get_title() == "Queue depth"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "running",
+        "ready",
+        "waiting out a backoff",
+    ]
+    assert sim_charts.OUTCOME_COLORS["expired"] == charts.OUTCOMES[EventKind.EXPIRED][0]
+    assert sim_charts.OUTCOME_COLORS["running"] == charts.OUTCOMES[None][0]
