@@ -17,10 +17,13 @@ The sub-packages are layers, and each imports only the layers below it::
     ----------------------------------------------------------------------
     sim/                 the fault-injection lab: the real queue and
                          worker in virtual time, with faults and a trace
+                         (its spans and depth are observe/'s)
     jobkit (this file)   the public names of the layers below
     worker/              claims jobs and runs their handlers
     queue/               the Queue facade: tasks, enqueue, inspection
-    observe/  charts     metrics, Prometheus text, logs, charts
+    observe/  charts     metrics, Prometheus text, logs, charts; the one
+                         model of attempts (spans) and queue depth that
+                         the simulator's trace and charts build on
     store/               the Store protocol, its checks and errors,
                          transitions, tallies; memory.py, sqlite/,
                          postgres/, and url.py (store_from_url)
@@ -108,17 +111,19 @@ from .core.schedule import Schedule as Schedule
 from .store.protocol import ScheduleStore as ScheduleStore
 from .store.protocol import SettleClaimStore as SettleClaimStore
 
-# Observability: metrics, depth sampling and structured logs.
+# Observability: metrics, attempt spans, queue depth and structured logs.
 from .observe.logs import JSONFormatter as JSONFormatter
-from .observe.metrics import AttemptSpan as AttemptSpan
-from .observe.metrics import DepthSample as DepthSample
-from .observe.metrics import DepthSampler as DepthSampler
+from .observe.depth import DepthPoint as DepthPoint
+from .observe.depth import DepthSample as DepthSample
+from .observe.depth import DepthSampler as DepthSampler
+from .observe.depth import depth_points as depth_points
 from .observe.metrics import Histogram as Histogram
 from .observe.metrics import Metrics as Metrics
 from .observe.metrics import MetricsSnapshot as MetricsSnapshot
 from .observe.metrics import tally_events as tally_events
-from .observe.metrics import attempt_spans as attempt_spans
 from .observe.metrics import collect_metrics as collect_metrics
+from .observe.spans import AttemptSpan as AttemptSpan
+from .observe.spans import attempt_spans as attempt_spans
 
 
 __all__ = [
@@ -175,6 +180,7 @@ __all__ = [
     "SettleClaimStore",
     "JSONFormatter",
     "AttemptSpan",
+    "DepthPoint",
     "DepthSample",
     "DepthSampler",
     "Histogram",
@@ -183,6 +189,7 @@ __all__ = [
     "tally_events",
     "attempt_spans",
     "collect_metrics",
+    "depth_points",
 ]
 
 

@@ -6,10 +6,14 @@ restyled afterwards. Only this module needs matplotlib (``pip install
 'jobkit[charts]'``); ``import jobkit`` never loads it.
 
 The inputs are jobkit's own records: :class:`~jobkit.DepthSample` lists from a
-:class:`~jobkit.DepthSampler`, events from ``queue.events()``, a
-:class:`~jobkit.MetricsSnapshot` from ``queue.metrics()``, jobs from
-``queue.list()``, and :class:`~jobkit.Backoff` or
-:class:`~jobkit.RetryPolicy` policies.
+:class:`~jobkit.DepthSampler` or :class:`~jobkit.DepthPoint` lists from
+:func:`~jobkit.depth_points`, events from ``queue.events()``,
+:class:`~jobkit.AttemptSpan` records, a :class:`~jobkit.MetricsSnapshot`
+from ``queue.metrics()``, jobs from ``queue.list()``, and
+:class:`~jobkit.Backoff` or :class:`~jobkit.RetryPolicy` policies. The
+simulator's traces are made of the same spans and depth points, and
+:mod:`jobkit.sim.charts` draws them with :func:`attempt_timeline` and
+:func:`queue_depth`.
 
 Example::
 
@@ -33,7 +37,9 @@ from typing import TYPE_CHECKING
 # are documented where they are defined.
 from .core import job as _job
 from .core import retry as _retry
+from .observe import depth as _depth
 from .observe import metrics as _metrics
+from .observe import spans as _spans
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -42,10 +48,13 @@ if TYPE_CHECKING:
 
     from .core.job import Event, Job
     from .core.retry import Backoff, RetryPolicy
-    from .observe.metrics import DepthSample, Histogram
+    from .observe.depth import DepthPoint, DepthSample
+    from .observe.metrics import Histogram
+    from .observe.spans import AttemptSpan
 
 
 __all__ = [
+    "attempt_timeline",
     "attempts_per_job",
     "backoff_delays",
     "concurrency",
@@ -70,7 +79,24 @@ COLORS = {
     _job.JobState.CANCELLED: "tab:gray",
     "failed": "tab:red",
     "succeeded": "tab:green",
+    "ready": "tab:blue",
+    "waiting": "0.7",
 }
+
+OUTCOMES: dict[_job.EventKind | None, tuple[str, str]] = {
+    _job.EventKind.SUCCEEDED: ("tab:green", "attempt succeeded"),
+    _job.EventKind.RETRIED: ("tab:orange", "attempt failed, retried later"),
+    _job.EventKind.DEAD: ("tab:red", "attempt failed, job dead"),
+    _job.EventKind.EXPIRED: ("tab:purple", "worker died, lease expired"),
+    _job.EventKind.RELEASED: ("tab:gray", "released at shutdown"),
+    None: ("tab:blue", "still running"),
+}
+"""The colour and legend label of an attempt's bar, by the event that ended it."""
+
+# After these the job is queued again: its row's waiting line goes on.
+_BACK_IN_QUEUE = frozenset(
+    {_job.EventKind.RETRIED, _job.EventKind.EXPIRED, _job.EventKind.RELEASED, None}
+)
 
 _FAILED = frozenset(
     {_job.EventKind.RETRIED, _job.EventKind.EXPIRED, _job.EventKind.DEAD}
@@ -87,7 +113,10 @@ def _axes(ax: Axes | None) -> Axes:
 
 
 def queue_depth(
-    samples: Sequence[DepthSample] | _metrics.DepthSampler,
+    data: Sequence[DepthSample]
+    | _depth.DepthSampler
+    | Sequence[DepthPoint]
+    | Iterable[Event | tuple[int, Event]],
     ax: Axes | None = None,
     *,
     queue: str | None = None,
@@ -97,11 +126,17 @@ def queue_depth(
         _job.JobState.DEAD,
     ),
     start: float | None = None,
+    until: float | None = None,
 ) -> Axes:
-    """Plot how many jobs were in each state over time, from depth samples.
+    """Plot how many jobs were in each state over time.
 
-    One step line per state, summed over queues unless ``queue`` names one.
-    Times are shown as seconds since ``start`` (default: the first sample).
+    From depth samples (a :class:`~jobkit.DepthSampler` or its samples): one
+    step line per state in ``states``, summed over queues unless ``queue``
+    names one. From depth points (:func:`~jobkit.depth_points`, or a
+    simulated run's ``trace.queue_depth()``) or from the events they are
+    replayed from: the jobs running, ready, and waiting out a backoff,
+    stacked. Times are shown as seconds since ``start`` (default: the first
+    point); ``until`` holds the last level up to that time.
 
     Example::
 
@@ -114,30 +149,58 @@ def queue_depth(
         >>> [int(y) for y in ax.get_lines()[0].get_ydata()]
         [5, 3, 0]
     """
-    points = (
-        samples.samples if isinstance(samples, _metrics.DepthSampler) else list(samples)
+    items: list[object] = list(
+        data.samples if isinstance(data, _depth.DepthSampler) else data
     )
+    if items and isinstance(items[0], _job.JobEvent | tuple):
+        items = list(_depth.depth_points(items))  # type: ignore[arg-type]
+    samples = [p for p in items if isinstance(p, _depth.DepthSample)]
+    phases = [p for p in items if isinstance(p, _depth.DepthPoint)]
+    times = [p.at for p in samples] + [p.time for p in phases]
+    layers: list[tuple[str, list[int], str | None]]
+    if phases:
+        layers = [
+            ("running", [p.running for p in phases], COLORS[_job.JobState.RUNNING]),
+            ("ready", [p.ready for p in phases], COLORS["ready"]),
+            ("waiting out a backoff", [p.waiting for p in phases], COLORS["waiting"]),
+        ]
+    else:
+        layers = [
+            (
+                state.value,
+                [
+                    p.counts.total(state)
+                    if queue is None
+                    else p.counts.get(queue, state)
+                    for p in samples
+                ],
+                COLORS.get(state),
+            )
+            for state in states
+        ]
     ax = _axes(ax)
-    t0 = start if start is not None else (points[0].at if points else 0.0)
-    times = [p.at - t0 for p in points]
-    for state in states:
-        if queue is None:
-            values = [p.counts.total(state) for p in points]
-        else:
-            values = [p.counts.get(queue, state) for p in points]
-        ax.step(
-            times,
-            values,
-            where="post",
-            label=state.value,
-            color=COLORS.get(state),
+    t0 = start if start is not None else (times[0] if times else 0.0)
+    if times and until is not None and until > times[-1]:
+        times.append(until)
+        layers = [(label, [*ys, ys[-1]], color) for label, ys, color in layers]
+    xs = [t - t0 for t in times]
+    if phases:
+        ax.stackplot(
+            xs,
+            *[ys for _, ys, _ in layers],
+            labels=[label for label, _, _ in layers],
+            colors=[color or "black" for _, _, color in layers],
+            step="post",
         )
+    else:
+        for label, ys, color in layers:
+            ax.step(xs, ys, where="post", label=label, color=color)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("jobs")
     ax.set_title("Queue depth" + (f" of {queue!r}" if queue else ""))
     ax.set_ylim(bottom=0)
-    if points:
-        ax.legend(loc="upper right")
+    if times:
+        ax.legend(loc="upper right", fontsize="small")
     return ax
 
 
@@ -464,14 +527,107 @@ def backoff_delays(
     return ax
 
 
-_OUTCOMES: dict[_job.EventKind | None, tuple[str, str]] = {
-    _job.EventKind.SUCCEEDED: ("tab:green", "attempt succeeded"),
-    _job.EventKind.RETRIED: ("tab:orange", "attempt failed, retried later"),
-    _job.EventKind.DEAD: ("tab:red", "attempt failed, job dead"),
-    _job.EventKind.EXPIRED: ("tab:purple", "worker died, lease expired"),
-    _job.EventKind.RELEASED: ("tab:gray", "released at shutdown"),
-    None: ("tab:blue", "still running"),
-}
+def attempt_timeline(
+    spans: Iterable[AttemptSpan],
+    ax: Axes | None = None,
+    *,
+    jobs: Sequence[int] | None = None,
+    names: Mapping[int, str] | None = None,
+    enqueued: Mapping[int, float] | None = None,
+    until: float | None = None,
+) -> Axes:
+    """Draw each job's attempts as bars on a row of its own, over a line while it waits.
+
+    Bars are coloured by how the attempt ended (:data:`OUTCOMES`) and
+    labelled with the attempt's number. A tick marks the enqueue time given
+    in ``enqueued``. A job queued again after its last attempt, and an
+    attempt still running, are drawn up to ``until`` (default: the last
+    instant known). If the worker died during an attempt (``crashed_at``,
+    which the simulator knows), a cross marks the crash and a dotted line
+    the wait for the lease to run out. Rows follow ``jobs`` (default: every
+    job, by id), named by ``names`` or ``job <id>``.
+
+    Example::
+
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> from jobkit import AttemptSpan, EventKind
+        >>> from jobkit.charts import attempt_timeline
+        >>> ax = attempt_timeline([
+        ...     AttemptSpan(1, 1, 0.0, 2.0, EventKind.RETRIED),
+        ...     AttemptSpan(1, 2, 5.0, 6.0, EventKind.SUCCEEDED),
+        ...     AttemptSpan(2, 1, 1.0),
+        ... ], until=8.0)
+        >>> [t.get_text() for t in ax.get_yticklabels()]
+        ['job 1', 'job 2']
+    """
+    by_job: dict[int, list[AttemptSpan]] = collections.defaultdict(list)
+    for span in spans:
+        by_job[span.job_id].append(span)
+    created = dict(enqueued or {})
+    ids = list(jobs) if jobs is not None else sorted(by_job.keys() | created.keys())
+    known = [*created.values()]
+    for mine in by_job.values():
+        mine.sort(key=lambda s: s.start)
+        known += [t for s in mine for t in (s.start, s.end) if t is not None]
+    end = until if until is not None else max(known, default=0.0)
+    ax = _axes(ax)
+    seen: set[object] = set()
+
+    def once(key: object, label: str) -> str | None:
+        # One legend entry per meaning, however many rows show it.
+        if key in seen:
+            return None
+        seen.add(key)
+        return label
+
+    for row, job_id in enumerate(ids):
+        mine = by_job.get(job_id, [])
+        first = created.get(job_id, mine[0].start if mine else end)
+        last = mine[-1] if mine else None
+        queued = last is None or last.outcome in _BACK_IN_QUEUE
+        stop = end if queued or last is None or last.end is None else last.end
+        ax.hlines(row, first, stop, color="gray", linewidth=1, zorder=0)
+        if job_id in created:
+            ax.plot(created[job_id], row, marker="|", color="black", markersize=12)
+        for s in mine:
+            color, label = OUTCOMES[s.outcome]
+            ended = s.end if s.end is not None else end
+            worked = s.crashed_at if s.crashed_at is not None else ended
+            ax.barh(
+                row,
+                max(worked - s.start, 0.25),
+                left=s.start,
+                height=0.5,
+                color=color,
+                edgecolor="black",
+                linewidth=0.5,
+                label=once(s.outcome, label),
+            )
+            ax.text(s.start + 0.15, row - 0.32, f"#{s.attempt}", fontsize=7)
+            if s.crashed_at is not None:
+                ax.plot(
+                    [s.crashed_at],
+                    [row],
+                    marker="x",
+                    color="black",
+                    markersize=8,
+                    label=once("crash", "worker crashed"),
+                )
+                ax.plot(
+                    [s.crashed_at, ended],
+                    [row, row],
+                    linestyle=":",
+                    color=OUTCOMES[_job.EventKind.EXPIRED][0],
+                    linewidth=1.5,
+                    label=once("lease", "lease running out"),
+                )
+    labels = names or {}
+    ax.set_yticks(range(len(ids)), [labels.get(i, f"job {i}") for i in ids])
+    ax.set_ylim(len(ids) - 0.5, -0.5)
+    ax.set_xlabel("time (s)")
+    if seen:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    return ax
 
 
 def job_timeline(
@@ -483,11 +639,11 @@ def job_timeline(
 ) -> Axes:
     """Draw each job's life as a row: a thin line while it waits, a bar per attempt.
 
-    Bars are coloured by how the attempt ended (succeeded, retried, dead,
-    lease expired, released) and labelled with the attempt's number; a tick
-    marks the enqueue. ``jobs`` (from ``queue.list()``) names the rows by
-    task; without it rows are named by job id. An attempt still running is
-    drawn up to ``until`` (default: the last event).
+    This is :func:`attempt_timeline` of the events' :func:`~jobkit.attempt_spans`,
+    with a tick at each enqueue. ``jobs`` (from ``queue.list()``) picks the
+    rows and names them by task; without it every job enqueued is a row,
+    named by id. An attempt still running is drawn up to ``until``
+    (default: the last event).
 
     Example::
 
@@ -504,43 +660,16 @@ def job_timeline(
         >>> [t.get_text() for t in ax.get_yticklabels()]
         ['job 1']
     """
-    from .observe.metrics import attempt_spans
-
-    pairs = [e if isinstance(e, _job.Event) else e[1] for e in events]
-    spans = attempt_spans(pairs)
-    created = {e.job_id: e.at for e in pairs if e.kind is _job.EventKind.ENQUEUED}
-    end = until if until is not None else max((e.at for e in pairs), default=0.0)
-    names = {j.id: f"job {j.id}: {j.task}" for j in jobs or ()}
-    ids = [j.id for j in jobs] if jobs is not None else sorted(created)
-    ax = _axes(ax)
-    seen: set[_job.EventKind | None] = set()
-    for row, job_id in enumerate(ids):
-        mine = [s for s in spans if s.job_id == job_id]
-        start = created.get(job_id, min((s.start for s in mine), default=0.0))
-        last = max((end if s.end is None else s.end for s in mine), default=end)
-        ax.hlines(row, start, last, color="gray", linewidth=1, zorder=0)
-        ax.plot(start, row, marker="|", color="black", markersize=12)
-        for s in mine:
-            color, label = _OUTCOMES[s.outcome]
-            stop = end if s.end is None else s.end
-            ax.barh(
-                row,
-                max(stop - s.start, 0.25),
-                left=s.start,
-                height=0.5,
-                color=color,
-                edgecolor="black",
-                linewidth=0.5,
-                label=None if s.outcome in seen else label,
-            )
-            seen.add(s.outcome)
-            ax.text(s.start + 0.15, row - 0.32, f"#{s.attempt}", fontsize=7)
-    ax.set_yticks(range(len(ids)), [names.get(i, f"job {i}") for i in ids])
-    ax.invert_yaxis()
-    ax.set_xlabel("time (s)")
-    if seen:
-        ax.legend(loc="lower right", fontsize=8)
-    return ax
+    log = [e if isinstance(e, _job.JobEvent) else e[1] for e in events]
+    created = {e.job_id: e.at for e in log if e.kind is _job.EventKind.ENQUEUED}
+    return attempt_timeline(
+        _spans.attempt_spans(log),
+        ax,
+        jobs=[j.id for j in jobs] if jobs is not None else sorted(created),
+        names={j.id: f"job {j.id}: {j.task}" for j in jobs or ()},
+        enqueued=created,
+        until=until if until is not None else max((e.at for e in log), default=0.0),
+    )
 
 
 def concurrency(

@@ -20,6 +20,7 @@ EXPORTS: dict[str, list[str]] = {
         "AttemptSpan",
         "Backoff",
         "CancellationToken",
+        "DepthPoint",
         "DepthSample",
         "DepthSampler",
         "Due",
@@ -72,6 +73,7 @@ EXPORTS: dict[str, list[str]] = {
         "cancel_on_signals",
         "collect_metrics",
         "current_job",
+        "depth_points",
         "interval",
         "open_join_set",
         "open_supervisor",
@@ -138,6 +140,7 @@ EXPORTS: dict[str, list[str]] = {
         "warn_dropped",
     ],
     "jobkit.charts": [
+        "attempt_timeline",
         "attempts_per_job",
         "backoff_delays",
         "concurrency",

@@ -18,7 +18,7 @@ import pytest
 import trio
 
 import jobkit
-from jobkit import Backoff, JobState, RetryPolicy
+from jobkit import Backoff, EventKind, JobState, RetryPolicy
 from jobkit.sim import (
     Attempt,
     Burst,
@@ -207,7 +207,7 @@ def test_latency_and_concurrency_set_when_each_attempt_runs() -> None:
     trace = Simulation(
         0, workload=Burst(3), concurrency=1, faults=FaultPlan(Latency.constant(1))
     ).run()
-    assert [(s.job, s.start, s.end) for s in trace.spans()] == [
+    assert [(s.job_id, s.start, s.end) for s in trace.spans()] == [
         (1, 0.0, 1.0),
         (2, 1.0, 2.0),
         (3, 2.0, 3.0),
@@ -298,7 +298,8 @@ def test_a_crashed_worker_is_restarted_and_its_job_recovered_after_the_lease() -
         (10.0, "succeeded", 2, "w1.2", None),
     ]
     first, _ = trace.spans()
-    assert (first.crashed_at, first.end, first.outcome) == (1.0, 8.0, "expired")
+    assert (first.crashed_at, first.end, first.outcome) == (1.0, 8.0, EventKind.EXPIRED)
+    assert (first.worker, first.cause) == ("w1", "crash")
     assert trace.summary().crashes == 1
     assert trace.violations() == []
 
@@ -367,7 +368,7 @@ def test_a_crash_ends_the_claimed_attempts_whose_handlers_had_not_started() -> N
         (36.0, "succeeded", 2, 2, "w1.2", None),
         (36.0, "succeeded", 1, 2, "w1.2", None),
     ]
-    first = [(s.job, s.crashed_at, s.end) for s in trace.spans() if s.attempt == 1]
+    first = [(s.job_id, s.crashed_at, s.end) for s in trace.spans() if s.attempt == 1]
     assert first == [(1, 0.0, 35.0), (2, 0.0, 35.0), (3, 0.0, 35.0)]
     assert trace.summary().crashes == 1
     assert trace.violations() == []

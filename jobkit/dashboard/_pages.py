@@ -15,7 +15,8 @@ from starlette.responses import (
 )
 
 from ..core.job import TERMINAL_STATES, Job, JobState, TransitionError
-from ..observe.metrics import attempt_spans, collect_metrics
+from ..observe.metrics import collect_metrics
+from ..observe.spans import attempt_spans
 from ..store.protocol import JobNotFound, QueueCounts, ScheduleStore, StoreError
 from . import _queries
 from ._html import Safe, age, join, pretty_json, render, when

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 
 from ..core.job import Event, EventKind, Job, JobState
-from ..observe.metrics import attempt_spans
+from ..observe.spans import attempt_spans
 from ._html import Safe, age, join, render
 from ._queries import Bucket
 

@@ -50,11 +50,10 @@ import itertools
 import math
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
-import trio
 
 from ..core.job import EXPIRED_ERROR, Event, EventKind, JobState
 from ..store.protocol import JobNotFound, PurgeTotals, QueueCounts, Store
@@ -67,14 +66,11 @@ __all__ = [
     "ATTEMPT_BUCKETS",
     "COUNTERS",
     "DURATION_BUCKETS",
-    "AttemptSpan",
-    "DepthSample",
-    "DepthSampler",
     "Histogram",
     "Metrics",
     "MetricsSnapshot",
-    "attempt_spans",
     "collect_metrics",
+    "percentile",
     "tally_events",
 ]
 
@@ -229,8 +225,7 @@ class Histogram:
             >>> Histogram.of([0.1] * 9 + [4.0], bounds=(0.5, 1.0, 5.0)).quantile(0.5)
             0.2777777777777778
         """
-        if not 0 <= q <= 1:
-            raise ValueError(f"q must be between 0 and 1, got {q!r}")
+        _check_q(q)
         total = self.count
         if total == 0:
             return math.nan
@@ -251,6 +246,31 @@ class Histogram:
             raise ValueError("cannot add histograms with different bucket bounds")
         counts = tuple(a + b for a, b in zip(self.counts, other.counts, strict=True))
         return Histogram(self.bounds, counts, self.sum + other.sum)
+
+
+def _check_q(q: float) -> None:
+    if not 0 <= q <= 1:
+        raise ValueError(f"q must be between 0 and 1, got {q!r}")
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    """Return the ``q`` quantile of ascending ``sorted_values`` by nearest rank.
+
+    The answer is one of the values, never an interpolation, and None when
+    there is none: exact figures where :meth:`Histogram.quantile` estimates
+    from buckets as Prometheus does. The lab's summaries quote these.
+
+    Example::
+
+        >>> from jobkit.observe.metrics import percentile
+        >>> percentile([1.0, 2.0, 3.0, 10.0], 0.5), percentile([], 0.95)
+        (2.0, None)
+    """
+    _check_q(q)
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[rank - 1]
 
 
 class _HistogramBuilder:
@@ -540,72 +560,6 @@ class MetricsSnapshot:
         return render(self, prefix=prefix)
 
 
-@attrs.frozen
-class AttemptSpan:
-    """One attempt of one job, from its STARTED event to the event that ended it.
-
-    ``outcome`` is the kind of the ending event, or None while it runs.
-
-    Example::
-
-        >>> from jobkit import AttemptSpan, EventKind
-        >>> span = AttemptSpan(job_id=1, attempt=2, start=10.0, end=10.5,
-        ...                    outcome=EventKind.SUCCEEDED)
-        >>> span.duration
-        0.5
-    """
-
-    job_id: int
-    attempt: int
-    start: float
-    end: float | None = None
-    outcome: EventKind | None = None
-    error: str | None = None
-
-    @property
-    def duration(self) -> float | None:
-        """Seconds from start to end, or None while the attempt runs."""
-        return None if self.end is None else self.end - self.start
-
-
-def _as_event(item: Event | tuple[int, Event]) -> Event:
-    return item[1] if isinstance(item, tuple) else item
-
-
-def attempt_spans(events: Iterable[Event | tuple[int, Event]]) -> list[AttemptSpan]:
-    """Pair each STARTED event with the event that ended that attempt.
-
-    Accepts events or the ``(seq, event)`` pairs ``store.events()`` returns,
-    oldest first. Attempts still running come last-open with ``end=None``.
-    Spans are returned in the order the attempts started.
-
-    Example::
-
-        >>> from jobkit import JobEvent, EventKind, attempt_spans
-        >>> spans = attempt_spans([
-        ...     JobEvent(1, EventKind.STARTED, 0.0, 1),
-        ...     JobEvent(1, EventKind.RETRIED, 2.0, 1, "boom"),
-        ...     JobEvent(1, EventKind.STARTED, 5.0, 2),
-        ... ])
-        >>> [(s.attempt, s.duration, s.error) for s in spans]
-        [(1, 2.0, 'boom'), (2, None, None)]
-    """
-    spans: list[AttemptSpan] = []
-    running: dict[int, int] = {}
-    for item in events:
-        event = _as_event(item)
-        if event.kind is EventKind.STARTED:
-            running[event.job_id] = len(spans)
-            spans.append(AttemptSpan(event.job_id, event.attempt, event.at))
-        elif event.kind in _ENDS_ATTEMPT:
-            index = running.pop(event.job_id, None)
-            if index is not None and spans[index].attempt == event.attempt:
-                spans[index] = attrs.evolve(
-                    spans[index], end=event.at, outcome=event.kind, error=event.error
-                )
-    return spans
-
-
 class Metrics:
     """Fold a store's event log into counters and histograms, incrementally.
 
@@ -880,101 +834,3 @@ async def collect_metrics(source: Any) -> MetricsSnapshot:
         metrics = Metrics()
     await metrics.update(store)
     return metrics.snapshot(await store.counts())
-
-
-@attrs.frozen
-class DepthSample:
-    """The number of jobs per queue and state at one instant.
-
-    Example::
-
-        >>> from jobkit import DepthSample, JobState, QueueCounts
-        >>> s = DepthSample(at=5.0, counts=QueueCounts({("q", JobState.QUEUED): 2}))
-        >>> s.counts.get("q", JobState.QUEUED)
-        2
-    """
-
-    at: float
-    counts: QueueCounts
-
-
-class DepthSampler:
-    """Record queue depth on a fixed period, for charts of depth over time.
-
-    Run :meth:`run` in a nursery; it samples at once and then every
-    ``every`` seconds of trio's clock (so a ``MockClock`` drives it) until
-    cancelled, appending :class:`DepthSample` records to :attr:`samples`.
-    Sample times come from ``clock``, by default the queue's own clock when
-    given a queue (so they line up with event times) and trio's otherwise.
-
-    Example::
-
-        >>> import trio, jobkit.testing
-        >>> from jobkit import DepthSampler, JobState, MemoryStore, NewJob
-        >>> async def main():
-        ...     store = MemoryStore()
-        ...     sampler = DepthSampler(store, every=10)
-        ...     async with trio.open_nursery() as nursery:
-        ...         nursery.start_soon(sampler.run)
-        ...         await trio.sleep(15)
-        ...         await store.enqueue([NewJob(task="t")], now=15.0)
-        ...         await trio.sleep(10)
-        ...         nursery.cancel_scope.cancel()
-        ...     return [(s.at, s.counts.total(JobState.QUEUED))
-        ...             for s in sampler.samples]
-        >>> jobkit.testing.run_virtual(main)
-        [(0.0, 0), (10.0, 0), (20.0, 1)]
-    """
-
-    def __init__(
-        self,
-        source: Any,
-        *,
-        every: float,
-        clock: Callable[[], float] | None = None,
-        limit: int | None = None,
-    ) -> None:
-        _store_of(source)
-        if not (isinstance(every, int | float) and math.isfinite(every) and every > 0):
-            raise ValueError(
-                f"every must be a positive number of seconds, got {every!r}"
-            )
-        if limit is not None and limit < 1:
-            raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
-        self._source = source
-        self.every = float(every)
-        if clock is None:
-            queue_clock = getattr(source, "clock", None)
-            clock = queue_clock if callable(queue_clock) else trio.current_time
-        self._clock = clock
-        self._limit = limit
-        self.samples: list[DepthSample] = []
-        """Every sample taken, oldest first (the oldest dropped past ``limit``)."""
-
-    def __repr__(self) -> str:
-        return f"<DepthSampler every {self.every:g}s, {len(self.samples)} samples>"
-
-    async def sample(self) -> DepthSample:
-        """Take one sample now, record it and return it."""
-        counts = await _store_of(self._source).counts()
-        sample = DepthSample(self._clock(), counts)
-        self.samples.append(sample)
-        if self._limit is not None and len(self.samples) > self._limit:
-            del self.samples[0]
-        return sample
-
-    async def run(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Sample now and then every ``every`` seconds, until cancelled."""
-        from ..runtime.interval import MissedTickBehavior, interval
-
-        # DELAY: after a slow store call, keep the spacing, not a burst.
-        ticker = interval(self.every, missed_tick_behavior=MissedTickBehavior.DELAY)
-        started = False
-        while True:
-            await ticker.tick()
-            await self.sample()
-            if not started:
-                task_status.started()
-                started = True

@@ -26,6 +26,9 @@ Example::
 
 from __future__ import annotations
 
+# The trace's spans and depth points are observe's: one model, two homes.
+from ..observe.depth import DepthPoint as DepthPoint
+from ..observe.spans import AttemptSpan as AttemptSpan
 from ._faults import Attempt as Attempt
 from ._faults import Crash as Crash
 from ._faults import Dependency as Dependency
@@ -43,9 +46,7 @@ from ._faults import TransientErrors as TransientErrors
 from ._progress import Progress as Progress
 from ._rng import KeyedRandom as KeyedRandom
 from ._simulation import Simulation as Simulation
-from ._trace import AttemptSpan as AttemptSpan
 from ._trace import Call as Call
-from ._trace import DepthPoint as DepthPoint
 from ._trace import Kind as Kind
 from ._trace import Summary as Summary
 from ._trace import Trace as Trace

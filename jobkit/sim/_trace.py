@@ -10,7 +10,6 @@ request sent to a simulated dependency.
 from __future__ import annotations
 
 import hashlib
-import heapq
 import html
 import importlib
 import math
@@ -23,12 +22,13 @@ import attrs
 
 from ..core.job import TERMINAL_STATES, EventKind, Job, JobState
 from ..core.retry import RetryPolicy
+from ..observe.depth import DepthPoint, replay_depth
+from ..observe.metrics import percentile
+from ..observe.spans import AttemptSpan, SpanBuilder
 from ._faults import Dependency
 
 __all__ = [
-    "AttemptSpan",
     "Call",
-    "DepthPoint",
     "Kind",
     "Summary",
     "Trace",
@@ -55,10 +55,10 @@ Kind: TypeAlias = Literal[
 kinds) or something that happened to the system (a worker ``crashed`` or
 ``restarted``, a ``store_error``)."""
 
-# Events that end an attempt, and what the attempt's bar shows for each.
-_ENDS = frozenset({"succeeded", "retried", "expired", "dead", "released"})
 # The job transitions are exactly the store's event kinds.
-_JOB_KINDS = frozenset(kind.value for kind in EventKind)
+_KINDS = {kind.value: kind for kind in EventKind}
+_JOB_KINDS = frozenset(_KINDS)
+_ENDS = frozenset({"succeeded", "retried", "expired", "dead", "released"})
 # Relative tolerance for float round trips (retry_at - failed_at).
 _EPS = 1e-9
 
@@ -118,33 +118,6 @@ class Call:
 
 
 @attrs.frozen
-class AttemptSpan:
-    """One attempt from its start to the event that ended it, for timelines.
-
-    ``outcome`` is the kind of the ending event, or ``"running"`` if the run
-    stopped first. For a crashed attempt, ``crashed_at`` is when the worker
-    died; ``end`` is when the store noticed (the lease expired).
-
-    Example::
-
-        >>> from jobkit.sim import AttemptSpan
-        >>> span = AttemptSpan(job=1, attempt=1, worker="w1", start=0.0, end=0.5,
-        ...                    outcome="succeeded", cause=None)
-        >>> span.end - span.start
-        0.5
-    """
-
-    job: int
-    attempt: int
-    worker: str | None
-    start: float
-    end: float
-    outcome: str
-    cause: str | None
-    crashed_at: float | None = None
-
-
-@attrs.frozen
 class Wait:
     """A backoff wait: from a failed attempt to the start of the next one.
 
@@ -185,31 +158,6 @@ class Wait:
         if self.started is None:
             return None
         return max(0.0, self.started - self.due)
-
-
-@attrs.frozen
-class DepthPoint:
-    """How many jobs were in each phase from ``time`` until the next sample.
-
-    ``ready`` jobs are due and wait for a worker; ``waiting`` jobs wait out a
-    backoff delay; ``running`` jobs are held by a worker.
-
-    Example::
-
-        >>> from jobkit.sim import DepthPoint
-        >>> DepthPoint(time=5.0, ready=3, waiting=2, running=4).queued
-        5
-    """
-
-    time: float
-    ready: int
-    waiting: int
-    running: int
-
-    @property
-    def queued(self) -> int:
-        """Jobs in the QUEUED state: ready plus waiting."""
-        return self.ready + self.waiting
 
 
 @attrs.frozen
@@ -300,14 +248,6 @@ class Summary:
     def success_rate(self) -> float:
         """Fraction of jobs that succeeded."""
         return self.succeeded / self.jobs if self.jobs else 0.0
-
-
-def _percentile(sorted_values: Sequence[float], q: float) -> float | None:
-    # Nearest rank: an actual observation, never an interpolation.
-    if not sorted_values:
-        return None
-    rank = max(1, math.ceil(q * len(sorted_values)))
-    return sorted_values[rank - 1]
 
 
 def _fmt(value: float | None, unit: str = "s") -> str:
@@ -510,57 +450,41 @@ class Trace:
     def spans(self, jobs: Sequence[int] | None = None) -> list[AttemptSpan]:
         """Return every attempt as a span from start to end, for ``jobs`` (default all).
 
+        These are the spans :func:`jobkit.attempt_spans` pairs from the
+        store's log, with the worker, the fault plan's ``cause`` and, for a
+        crashed worker, ``crashed_at`` added; attempts still running when
+        the run stopped have no ``end``. Sorted by job, then attempt.
+
         Example::
 
             >>> from jobkit.sim import Simulation, Burst, FaultPlan, Latency
             >>> trace = Simulation(0, workload=Burst(1),
             ...                    faults=FaultPlan(Latency.constant(2))).run()
-            >>> [(s.start, s.end, s.outcome) for s in trace.spans()]
+            >>> [(s.start, s.end, s.outcome.value) for s in trace.spans()]
             [(0.0, 2.0, 'succeeded')]
         """
         wanted = None if jobs is None else set(jobs)
-        open_: dict[tuple[int, int], TraceEvent] = {}
-        crashed: dict[tuple[int, int], float] = {}
-        out: list[AttemptSpan] = []
+        builder = SpanBuilder()
         for event in self.events:
-            if event.job is None or event.attempt is None:
+            job, attempt, kind = event.job, event.attempt, event.kind
+            if job is None or attempt is None:
                 continue
-            if wanted is not None and event.job not in wanted:
+            if wanted is not None and job not in wanted:
                 continue
-            key = (event.job, event.attempt)
-            if event.kind == "started":
-                open_[key] = event
-            elif event.kind == "crashed":
-                crashed[key] = event.time
-            elif event.kind in _ENDS and key in open_:
-                start = open_.pop(key)
-                out.append(
-                    AttemptSpan(
-                        job=event.job,
-                        attempt=event.attempt,
-                        worker=start.worker,
-                        start=start.time,
-                        end=event.time,
-                        outcome=event.kind,
-                        cause=event.cause,
-                        crashed_at=crashed.pop(key, None),
-                    )
+            if kind == "started":
+                builder.start(job, attempt, event.time, worker=event.worker)
+            elif kind == "crashed":
+                builder.crash(job, attempt, event.time)
+            elif kind in _ENDS:
+                builder.end(
+                    job,
+                    attempt,
+                    _KINDS[kind],
+                    event.time,
+                    error=event.error,
+                    cause=event.cause,
                 )
-        for key, start in open_.items():
-            out.append(
-                AttemptSpan(
-                    job=key[0],
-                    attempt=key[1],
-                    worker=start.worker,
-                    start=start.time,
-                    end=self.end,
-                    outcome="running",
-                    cause=None,
-                    crashed_at=crashed.get(key),
-                )
-            )
-        out.sort(key=lambda s: (s.job, s.attempt, s.start))
-        return out
+        return sorted(builder.spans(), key=lambda s: (s.job_id, s.attempt, s.start))
 
     def waits(self) -> list[Wait]:
         """Return every backoff wait with the bounds its formula allows.
@@ -612,7 +536,9 @@ class Trace:
     def queue_depth(self) -> list[DepthPoint]:
         """Return the jobs ready, waiting out a backoff, and running, over time.
 
-        One sample per change; each holds until the next.
+        One point per change; each holds until the next. This is the replay
+        of :func:`jobkit.depth_points`, over a log that knows when each
+        backoff wait ended.
 
         Example::
 
@@ -622,55 +548,12 @@ class Trace:
             >>> [(d.time, d.ready, d.running) for d in trace.queue_depth()]
             [(0.0, 2, 1), (1.0, 1, 1), (2.0, 0, 1), (3.0, 0, 0)]
         """
-        ready = waiting = running = 0
-        due: list[tuple[float, int]] = []  # (time a waiting job becomes due, job)
-        samples: list[DepthPoint] = []
-
-        def sample(t: float) -> None:
-            point = DepthPoint(t, ready, waiting, running)
-            if samples and samples[-1].time == t:
-                samples[-1] = point
-            else:
-                samples.append(point)
-
-        for event in self.events:
-            while due and due[0][0] <= event.time:
-                t, _ = heapq.heappop(due)
-                waiting -= 1
-                ready += 1
-                sample(t)
-            kind = event.kind
-            if kind == "enqueued" or kind == "requeued":
-                ready += 1
-            elif kind == "started":
-                ready -= 1
-                running += 1
-            elif kind in ("succeeded", "dead"):
-                running -= 1
-            elif kind in ("expired", "released"):
-                running -= 1
-                ready += 1
-            elif kind == "retried":
-                running -= 1
-                if event.due is not None and event.due > event.time:
-                    waiting += 1
-                    assert event.job is not None
-                    heapq.heappush(due, (event.due, event.job))
-                else:
-                    ready += 1
-            elif kind == "cancelled":
-                ready -= 1
-            else:
-                continue
-            sample(event.time)
-        while due:
-            t, _ = heapq.heappop(due)
-            if t > self.end:
-                break
-            waiting -= 1
-            ready += 1
-            sample(t)
-        return samples
+        rows = [
+            (event.time, kind, event.job, event.due)
+            for event in self.events
+            if (kind := _KINDS.get(event.kind)) is not None and event.job is not None
+        ]
+        return replay_depth(rows, until=self.end)
 
     def load(
         self, dependency: str | None = None, *, bin: float | None = None
@@ -748,8 +631,8 @@ class Trace:
             unfinished=states[JobState.QUEUED.value] + states[JobState.RUNNING.value],
             attempts=sum(per_job.values()),
             max_attempts=max(per_job.values(), default=0),
-            latency_p50=_percentile(latencies, 0.50),
-            latency_p95=_percentile(latencies, 0.95),
+            latency_p50=percentile(latencies, 0.50),
+            latency_p95=percentile(latencies, 0.95),
             latency_max=latencies[-1] if latencies else None,
             calls=len(self.calls),
             refused=sum(not call.ok for call in self.calls),

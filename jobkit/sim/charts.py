@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .. import charts as _charts
 from ..core.job import JobState
 from ._trace import Trace
 
@@ -40,14 +41,11 @@ __all__ = [
 ]
 
 OUTCOME_COLORS: dict[str, str] = {
-    "succeeded": "tab:green",
-    "retried": "tab:orange",
-    "dead": "tab:red",
-    "expired": "tab:purple",
-    "released": "tab:gray",
-    "running": "tab:blue",
+    "running" if kind is None else kind.value: color
+    for kind, (color, _) in _charts.OUTCOMES.items()
 }
-"""The colour of an attempt's bar by the event that ended it; shared by all charts."""
+"""The colour of an attempt's bar by the event that ended it (``"running"``
+if none did), as :data:`jobkit.charts.OUTCOMES` has it; shared by all charts."""
 
 
 def _axes(ax: Axes | None, size: tuple[float, float] = (8, 3.5)) -> Axes:
@@ -66,13 +64,14 @@ def timeline(
     jobs: Sequence[int] | None = None,
     limit: int = 20,
 ) -> Axes:
-    """Draw one lane per job: its attempts as bars, the waits between them as lines.
+    """Draw one lane per job: its attempts as bars, the waits between them as a line.
 
-    A bar's colour says how the attempt ended (:data:`OUTCOME_COLORS`); a
-    solid grey line is a backoff wait, a dotted one the time a crashed
-    attempt's job waited for its lease to expire, and a black cross marks the
-    moment a worker crashed. ``jobs`` picks the jobs to show, by default the
-    first ``limit``.
+    This is :func:`jobkit.charts.attempt_timeline` of the trace's spans: a
+    bar's colour says how the attempt ended (:data:`OUTCOME_COLORS`), the
+    grey line is the job waiting in the queue (for a backoff, or for a
+    worker), a black cross the moment a worker crashed, and the dotted line
+    after it the time the crashed attempt's job waited for its lease to
+    expire. ``jobs`` picks the jobs to show, by default the first ``limit``.
 
     Example::
 
@@ -92,68 +91,23 @@ TransientErrors
     """
     ax = _axes(ax, (8, max(2.0, 0.35 * min(limit, len(trace.jobs)) + 1.2)))
     chosen = list(jobs) if jobs is not None else sorted(trace.jobs)[:limit]
-    lane = {job: i for i, job in enumerate(chosen)}
-    spans = trace.spans(chosen)
-    waits = {(w.job, w.attempt): w for w in trace.waits()}
-    seen: set[str] = set()
-    for span in spans:
-        y = lane[span.job]
-        ended = span.crashed_at if span.crashed_at is not None else span.end
-        width = max(ended - span.start, 0.0)
-        label = span.outcome if span.outcome not in seen else None
-        seen.add(span.outcome)
-        ax.barh(
-            y,
-            width,
-            left=span.start,
-            height=0.6,
-            color=OUTCOME_COLORS.get(span.outcome, "tab:blue"),
-            edgecolor="black",
-            linewidth=0.4,
-            label=label,
-        )
-        if span.crashed_at is not None:
-            ax.plot(
-                [span.crashed_at],
-                [y],
-                marker="x",
-                color="black",
-                markersize=8,
-                label="worker crash" if "crash" not in seen else None,
-            )
-            seen.add("crash")
-            ax.plot(
-                [span.crashed_at, span.end],
-                [y, y],
-                linestyle=":",
-                color="tab:purple",
-                linewidth=1.5,
-                label="lease running out" if "lease" not in seen else None,
-            )
-            seen.add("lease")
-        wait = waits.get((span.job, span.attempt))
-        if wait is not None:
-            stop = wait.started if wait.started is not None else trace.end
-            ax.plot(
-                [span.end, stop],
-                [y, y],
-                color="0.55",
-                linewidth=1.5,
-                label="backoff wait" if "wait" not in seen else None,
-            )
-            seen.add("wait")
-    ax.set_yticks(range(len(chosen)), [f"job {job}" for job in chosen])
-    ax.set_ylim(len(chosen) - 0.5, -0.5)
+    wanted = set(chosen)
+    enqueued = {
+        e.job: e.time for e in trace.events if e.kind == "enqueued" and e.job in wanted
+    }
+    _charts.attempt_timeline(
+        trace.spans(chosen), ax, jobs=chosen, enqueued=enqueued, until=trace.end
+    )
     ax.set_xlim(left=0)
-    ax.set_xlabel("time (s)")
     ax.set_title("Attempts and waits, per job")
-    if seen:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     return ax
 
 
 def queue_depth(trace: Trace, *, ax: Axes | None = None) -> Axes:
     """Draw how many jobs were running, ready and waiting out a backoff, stacked.
+
+    This is :func:`jobkit.charts.queue_depth` of ``trace.queue_depth()``,
+    on the run's clock, up to its end.
 
     Example::
 
@@ -167,33 +121,9 @@ def queue_depth(trace: Trace, *, ax: Axes | None = None) -> Axes:
         >>> ax.get_ylabel()
         'jobs'
     """
-    ax = _axes(ax)
-    points = trace.queue_depth()
-    if not points:
-        ax.set_title("Queue depth (no jobs)")
-        return ax
-    times = [p.time for p in points] + [max(trace.end, points[-1].time)]
-    running = [p.running for p in points]
-    ready = [p.ready for p in points]
-    waiting = [p.waiting for p in points]
-    layers = (
-        (running, "running", "tab:orange"),
-        (ready, "ready", "tab:blue"),
-        (waiting, "waiting out a backoff", "0.7"),
-    )
-    ax.stackplot(
-        times,
-        *[values + values[-1:] for values, _, _ in layers],
-        labels=[label for _, label, _ in layers],
-        colors=[color for _, _, color in layers],
-        step="post",
-    )
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("jobs")
-    ax.set_title("Queue depth")
-    ax.set_xlim(min(0.0, times[0]), times[-1])
-    ax.set_ylim(bottom=0)
-    ax.legend(loc="upper right", fontsize="small")
+    ax = _charts.queue_depth(trace.queue_depth(), _axes(ax), start=0.0, until=trace.end)
+    if trace.end > 0:
+        ax.set_xlim(0, trace.end)
     return ax
 
 
