@@ -22,7 +22,7 @@ from ..core.job import JSON, NewJob
 from ..core.retry import RetryPolicy
 from ..observe.logs import log_job_event, logger
 from ..store.protocol import Store
-from .prepared import PreparedJob, check_name
+from .prepared import EnqueueOptions, PreparedJob, check_name
 from .task import Task
 from .wakeup import WakeUps
 
@@ -294,17 +294,10 @@ class QueueBase:
             ...
             ValueError: unknown task 'bil'; tasks registered on this queue: 'bill'
         """
-        name = self._task_named(task).name
-        prepared = PreparedJob(
-            name,
-            payload,
-            delay=delay,
-            run_at=run_at,
-            priority=priority,
-            queue=queue,
-            unique_key=unique_key,
-            max_attempts=max_attempts,
+        options = EnqueueOptions(
+            delay, run_at, priority, queue, unique_key, max_attempts
         )
+        prepared = options.prepare(self._task_named(task).name, payload)
         [job_id] = await self.enqueue_many([prepared])
         return job_id
 

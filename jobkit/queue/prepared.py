@@ -16,7 +16,7 @@ from .._checks import instant, stored_int
 from .._checks import seconds as check_seconds
 from ..core.job import JSON, check_json
 
-__all__ = ["PreparedJob", "check_name"]
+__all__ = ["EnqueueOptions", "PreparedJob", "check_name"]
 
 
 def check_name(value: object, what: str) -> str:
@@ -107,3 +107,27 @@ class PreparedJob:
         job = cls.__new__(cls)
         job.__attrs_init__(task=task, payload=payload)
         return job
+
+
+@attrs.frozen
+class EnqueueOptions:
+    """The options of one enqueue, any of them left to the task's defaults."""
+
+    delay: float | timedelta | None = None
+    run_at: float | datetime | None = None
+    priority: int | None = None
+    queue: str | None = None
+    unique_key: str | None = None
+    max_attempts: int | None = None
+
+    def prepare(self, task: str, payload: Mapping[str, JSON] | None) -> PreparedJob:
+        return PreparedJob(
+            task,
+            payload,
+            delay=self.delay,
+            run_at=self.run_at,
+            priority=self.priority,
+            queue=self.queue,
+            unique_key=self.unique_key,
+            max_attempts=self.max_attempts,
+        )

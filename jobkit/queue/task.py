@@ -17,7 +17,7 @@ import attrs
 
 from ..core.job import JSON, check_json
 from ..core.retry import RetryPolicy
-from .prepared import PreparedJob
+from .prepared import EnqueueOptions, PreparedJob
 
 if TYPE_CHECKING:
     from .base import QueueBase
@@ -26,28 +26,6 @@ __all__ = ["Task", "TaskOptions"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-@attrs.frozen
-class _Options:
-    delay: float | timedelta | None = None
-    run_at: float | datetime | None = None
-    priority: int | None = None
-    queue: str | None = None
-    unique_key: str | None = None
-    max_attempts: int | None = None
-
-    def prepare(self, task: str, payload: Mapping[str, JSON] | None) -> PreparedJob:
-        return PreparedJob(
-            task,
-            payload,
-            delay=self.delay,
-            run_at=self.run_at,
-            priority=self.priority,
-            queue=self.queue,
-            unique_key=self.unique_key,
-            max_attempts=self.max_attempts,
-        )
 
 
 class Task(Generic[P, R]):
@@ -242,7 +220,7 @@ class Task(Generic[P, R]):
             >>> trio.run(main)
             (True, 160.0)
         """
-        opts = _Options(delay, run_at, priority, queue, unique_key, max_attempts)
+        opts = EnqueueOptions(delay, run_at, priority, queue, unique_key, max_attempts)
         # Build one request now so that bad options fail here, not at enqueue.
         opts.prepare(self._name, None)
         return TaskOptions(self, opts)
@@ -265,7 +243,7 @@ class TaskOptions(Generic[P, R]):
         10
     """
 
-    def __init__(self, task: Task[P, R], options: _Options) -> None:
+    def __init__(self, task: Task[P, R], options: EnqueueOptions) -> None:
         self._task = task
         self._options = options
 
