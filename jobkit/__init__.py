@@ -94,10 +94,10 @@ from .store.protocol import Store as Store
 from .store.protocol import StoreBusy as StoreBusy
 from .store.protocol import StoreError as StoreError
 from .store.url import store_from_url as store_from_url
-from .queue.facade import PreparedJob as PreparedJob
+from .queue.prepared import PreparedJob as PreparedJob
 from .queue.facade import Queue as Queue
-from .queue.facade import Task as Task
-from .queue.facade import TaskOptions as TaskOptions
+from .queue.task import Task as Task
+from .queue.task import TaskOptions as TaskOptions
 from .worker.worker import Worker as Worker
 from .worker.state import WorkerStatistics as WorkerStatistics
 from .worker.slots import current_job as current_job

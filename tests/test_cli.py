@@ -27,8 +27,9 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobkit import JobState, NewJob, SQLiteStore
-from jobkit.__main__ import build_parser, main
-from jobkit.cli.main import shown_url
+from jobkit.__main__ import main
+from jobkit.cli.common import shown_url
+from jobkit.cli.main import build_parser
 from jobkit.core.job import Failure, Success
 
 pytestmark = pytest.mark.slow

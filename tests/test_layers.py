@@ -150,6 +150,28 @@ def test_the_layers_drawn_in_the_docstring_are_the_ones_enforced() -> None:
                 assert prefix.rpartition(".")[2] in doc, f"the drawing lacks {prefix}"
 
 
+# The command line's shared modules; every other module of jobkit.cli but
+# ``main`` holds one group of commands, so that a command is one file.
+CLI_SHARED = ("jobkit.cli.common", "jobkit.cli.options")
+
+
+def cli_violations(root: Path) -> list[str]:
+    """Every import of a command module by another module of the command line."""
+    found = []
+    for path in sorted((root / "cli").glob("*.py")):
+        name = module_name(path, root)
+        if name in ("jobkit.cli", "jobkit.cli.main"):
+            continue
+        for line, target in imports(path, root):
+            if target.startswith("jobkit.cli") and target not in CLI_SHARED:
+                found.append(f"{path.relative_to(root.parent)}:{line}: {target}")
+    return found
+
+
+def test_a_cli_command_module_imports_only_the_shared_ones() -> None:
+    assert cli_violations(PACKAGE_DIR) == []
+
+
 @pytest.mark.parametrize(
     ("path", "source", "expected"),
     [

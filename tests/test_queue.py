@@ -425,7 +425,7 @@ async def test_wait_returns_at_the_instant_the_worker_finishes_the_job(
             2.5,
         )
         nursery.cancel_scope.cancel()
-    assert queue._watchers._events == {}
+    assert queue._wakeups.jobs._events == {}
 
 
 async def test_wait_returns_a_dead_job_with_its_error(autojump_clock: Any) -> None:
@@ -510,7 +510,7 @@ async def test_wait_for_an_unknown_job_raises_job_not_found() -> None:
     queue = virtual_queue()
     with pytest.raises(jobkit.JobNotFound):
         await queue.wait(99)
-    assert queue._watchers._events == {}
+    assert queue._wakeups.jobs._events == {}
 
 
 async def test_wait_under_a_timeout_leaves_no_watcher(autojump_clock: Any) -> None:
@@ -525,7 +525,7 @@ async def test_wait_under_a_timeout_leaves_no_watcher(autojump_clock: Any) -> No
         await queue.wait(job_id, poll_interval=1)
     assert scope.cancelled_caught
     assert trio.current_time() == 3.0
-    assert queue._watchers._events == {}
+    assert queue._wakeups.jobs._events == {}
 
 
 @pytest.mark.parametrize(
