@@ -26,7 +26,7 @@ import jobkit
 from jobkit import MissedTickBehavior as M
 from jobkit import Schedule
 from jobkit.core.schedule import due
-from jobkit.store.sqlite import store as sql
+from jobkit.store.sqlite import schema as sql
 from jobkit.store.sqlite.schedules import TABLES
 from tests.helpers.stores import STORES, WatchedStore, dispose, store_params
 
@@ -687,8 +687,8 @@ def test_processes_restarting_after_downtime_apply_the_misfire_policy_once(
 def make_version_1_file(path: Path) -> None:
     """A file as jobkit wrote it before schedules: no schedules table, version 1."""
     db = sqlite3.connect(path, isolation_level=None)
-    for statement in sql._SCHEMA:
-        if statement in TABLES or statement == sql._PURGED:
+    for statement in sql.SCHEMA:
+        if statement in TABLES or statement == sql.PURGED:
             continue
         db.execute(
             statement.replace(

@@ -30,7 +30,8 @@ from jobkit import (
     collect_metrics,
 )
 from jobkit.core.job import Failure, Success
-from jobkit.store.sqlite import store as sql
+from jobkit.store.sqlite import schema as sql
+from jobkit.store.sqlite import store as sqlite_store
 
 
 def file_state(path: Path) -> dict[str, bytes]:
@@ -381,7 +382,7 @@ async def test_two_store_objects_share_one_file(tmp_path: Path) -> None:
 async def test_a_big_batch_runs_beside_other_calls(tmp_path: Path) -> None:
     """A batch large enough to go to a worker thread is atomic beside other calls."""
     path = tmp_path / "jobs.db"
-    size = sql._THREAD_ROWS + 500
+    size = sqlite_store._THREAD_ROWS + 500
     async with SQLiteStore(path) as store:
         await store.enqueue([NewJob(task="first")], now=0.0)
         claimed = []
@@ -521,7 +522,7 @@ def test_processes_claiming_from_one_file_share_the_jobs_exactly(
 async def test_purge_deletes_in_batches_and_keeps_counts_right(tmp_path: Path) -> None:
     """A purge larger than one batch deletes every candidate, events and counts too."""
     async with SQLiteStore(tmp_path / "jobs.db") as store:
-        total = sql._PURGE_BATCH * 2 + 37
+        total = sql.PURGE_BATCH * 2 + 37
         await store.enqueue([NewJob(task="t")] * total, now=0.0)
         jobs = await store.claim(queues=None, limit=total, now=0.0, lease=60.0)
         await store.settle([Success(j.id, 1) for j in jobs], now=1.0)
@@ -544,7 +545,7 @@ async def test_calls_arriving_while_a_thread_writes_wait_their_turn(
             [job_id] = await store.enqueue([NewJob(task=f"small{n}")], now=0.0)
             done.append(job_id)
 
-        big = [NewJob(task="big")] * (sql._THREAD_ROWS * 5)
+        big = [NewJob(task="big")] * (sqlite_store._THREAD_ROWS * 5)
         with trio.fail_after(30):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(functools.partial(store.enqueue, big, now=0.0))
@@ -599,8 +600,8 @@ async def test_aclose_returns_after_the_checkpoint_thread_let_go(
         time.sleep(0.3)
         finished.append(True)
 
-    monkeypatch.setattr(sql, "_CHECKPOINT_EVERY", 1)
-    monkeypatch.setattr(sql, "_WAL_CHECK_EVERY", 1)
+    monkeypatch.setattr(sqlite_store, "_CHECKPOINT_EVERY", 1)
+    monkeypatch.setattr(sqlite_store, "_WAL_CHECK_EVERY", 1)
     monkeypatch.setattr(SQLiteStore, "_checkpoint", slow_checkpoint)
     store = SQLiteStore(tmp_path / "jobs.db")
     await store.enqueue([NewJob(task="t")], now=0.0)

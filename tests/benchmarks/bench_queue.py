@@ -53,7 +53,7 @@ from _baseline import Baseline, payload
 import jobkit
 from jobkit import NewJob, SQLiteStore
 from jobkit.core.job import Success
-from jobkit.store.sqlite import store as sql
+from jobkit.store.sqlite import schema as sql
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 ONE_BY_ONE = 3000
@@ -112,7 +112,7 @@ async def raw_enqueue_one(path: Path) -> float:
     for i in range(ONE_BY_ONE):
         now = time.time()
         row = ("send", "default", json.dumps(payload(i)), 1, 0, now, now, None)
-        db.execute(sql._INSERT, row)
+        db.execute(sql.INSERT, row)
     rate = timed(ONE_BY_ONE, start)
     await store.aclose()
     return rate
@@ -259,7 +259,7 @@ async def raw_claim_complete(path: Path) -> float:
     jobs = [NewJob(task="send", payload=payload(i)) for i in range(QUEUED)]
     await store.enqueue(jobs, now=time.time())
     db = store._conn
-    claim = f"{sql._START} IN (SELECT id {sql._DUE}) RETURNING {sql._COLUMNS}"
+    claim = f"{sql.START} IN (SELECT id {sql.DUE}) RETURNING {sql.COLUMNS}"
     start = time.perf_counter()
     for _ in range(CLAIMED):
         now = time.time()
@@ -267,7 +267,7 @@ async def raw_claim_complete(path: Path) -> float:
         [row] = db.execute(claim, (now + 30.0, now, "default", now, 1)).fetchall()
         db.execute("COMMIT")
         json.loads(row[3])
-        db.execute(sql._SUCCEED, (None, time.time(), row[0], row[5]))
+        db.execute(sql.SUCCEED, (None, time.time(), row[0], row[5]))
     rate = timed(CLAIMED, start)
     await store.aclose()
     return rate

@@ -21,7 +21,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import functools
-import json
 import os
 import random
 import sqlite3
@@ -36,7 +35,7 @@ import attrs
 import trio
 
 from ...core import job as _job
-from ...core.job import Event, EventKind, Job, JobState, NewJob, Outcome
+from ...core.job import Event, Job, JobState, NewJob, Outcome
 from ...core.schedule import FireResult, Schedule, check_schedule, warn_dropped
 from .._group import GroupCommit
 from ..protocol import (
@@ -52,29 +51,17 @@ from ..protocol import (
     check_limit,
     check_list_cursor,
     check_new_jobs,
-    check_outcomes,
     check_tasks,
     check_time,
 )
 from ..tallies import tally_events
 from . import schedules as _sqlite_schedules
+from . import schema
+from .schema import SCHEMA_VERSION
 
 T = TypeVar("T")
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
-
-SCHEMA_VERSION: Final = 3
-"""The layout this jobkit writes, kept in ``PRAGMA user_version``.
-
-Version 2 added the ``schedules`` table; version 3 the ``jobs.retry_delay``
-column and the ``purged`` table (the totals purges fold deleted events into),
-and lets ``jobs.max_attempts`` be 0: not decided until the first claim.
-Opening an older file upgrades it in place (see ``_MIGRATIONS``); nothing is
-dropped or rewritten.
-"""
-
-APPLICATION_ID: Final = 0x4A4F424B
-"""``PRAGMA application_id`` of a jobkit database: the ASCII bytes ``JOBK``."""
 
 # Batches larger than this run in a worker thread: the hop costs about as much
 # as a few single-row transactions, negligible next to the batch, and keeps
@@ -117,352 +104,6 @@ _SQLITE_BUSY: Final = 5
 _SQLITE_LOCKED: Final = 6
 _SQLITE_NOTADB: Final = 26
 
-# Every row and index page a transaction touches is one more page written to
-# the write-ahead log, and that, more than anything else, sets the cost of a
-# transaction. So the schema keeps exactly one index per query that must not
-# scan (claim, lease reaping, dead letters, unique keys) and no more:
-#
-# - A job's events form a chain (``jobs.last_seq`` -> ``events.prev``) instead
-#   of an index on ``events.job_id``: reading one job's history follows the
-#   chain by primary key, and writing an event touches no index.
-# - The next due time is found by skipping through ``jobs_claim`` one priority
-#   at a time, instead of from an index of its own.
-# - Rows are never deleted, so ``INTEGER PRIMARY KEY`` alone never reuses an
-#   id or a sequence number (AUTOINCREMENT would write one more page per
-#   transaction). Whatever deletes rows one day must keep the newest of each
-#   table, or move to AUTOINCREMENT in a new schema version.
-# Expressions evaluated for every row written (the CHECK, partial index
-# conditions, trigger bodies) avoid ``x IN (...)`` lists: SQLite builds a
-# temporary table for each evaluation, several microseconds per row.
-# What purges folded the deleted events into (PurgeTotals.tallies), plus the
-# purge version in the row ('', '', 'version', 0): no task has an empty name.
-_PURGED: Final = """
-    CREATE TABLE purged (
-        task   TEXT    NOT NULL,
-        queue  TEXT    NOT NULL,
-        series TEXT    NOT NULL,
-        key    INTEGER NOT NULL,
-        n      INTEGER NOT NULL,
-        total  REAL    NOT NULL,
-        PRIMARY KEY (task, queue, series, key)
-    ) WITHOUT ROWID
-"""
-
-_SCHEMA: Final = (
-    """
-    CREATE TABLE jobs (
-        id           INTEGER PRIMARY KEY,
-        task         TEXT    NOT NULL,
-        queue        TEXT    NOT NULL,
-        payload      TEXT    NOT NULL,
-        state        TEXT    NOT NULL CHECK (
-                         state = 'queued' OR state = 'running' OR state = 'succeeded'
-                         OR state = 'dead' OR state = 'cancelled'),
-        attempts     INTEGER NOT NULL,
-        max_attempts INTEGER NOT NULL,
-        priority     INTEGER NOT NULL,
-        run_at       REAL    NOT NULL,
-        created_at   REAL    NOT NULL,
-        updated_at   REAL    NOT NULL,
-        lease_until  REAL,
-        unique_key   TEXT,
-        last_error   TEXT,
-        result       TEXT,
-        event        TEXT    NOT NULL,
-        last_seq     INTEGER,
-        retry_delay  REAL
-    )
-    """,
-    # ``jobs.event`` names the transition that made the row's current version;
-    # writing it is what makes the trigger below record the event, so a
-    # transition and its event share one statement and one transaction.
-    """
-    CREATE TABLE events (
-        seq     INTEGER PRIMARY KEY,
-        job_id  INTEGER NOT NULL,
-        kind    TEXT    NOT NULL,
-        at      REAL    NOT NULL,
-        attempt INTEGER NOT NULL,
-        error   TEXT,
-        prev    INTEGER
-    )
-    """,
-    """
-    CREATE TABLE counts (
-        queue TEXT    NOT NULL,
-        state TEXT    NOT NULL,
-        n     INTEGER NOT NULL,
-        PRIMARY KEY (queue, state)
-    ) WITHOUT ROWID
-    """,
-    # Claim order within one queue; the rowid (the job id) is the last key.
-    """
-    CREATE INDEX jobs_claim ON jobs (queue, priority DESC, run_at)
-        WHERE state = 'queued'
-    """,
-    "CREATE INDEX jobs_lease ON jobs (lease_until) WHERE state = 'running'",
-    "CREATE INDEX jobs_dead ON jobs (queue) WHERE state = 'dead'",
-    """
-    CREATE UNIQUE INDEX jobs_unique ON jobs (unique_key)
-        WHERE unique_key IS NOT NULL AND (state = 'queued' OR state = 'running')
-    """,
-    # _INSERT gives a new job the sequence number its first event will have,
-    # which spares rewriting the row; a row inserted some other way gets its
-    # chain head afterwards. Inside a trigger, last_insert_rowid() is the
-    # event just inserted.
-    """
-    CREATE TRIGGER jobs_enqueued AFTER INSERT ON jobs BEGIN
-        INSERT INTO events (seq, job_id, kind, at, attempt)
-            VALUES (NEW.last_seq, NEW.id, NEW.event, NEW.created_at, NEW.attempts);
-        UPDATE jobs SET last_seq = last_insert_rowid()
-            WHERE id = NEW.id AND NEW.last_seq IS NULL;
-        INSERT INTO counts (queue, state, n) VALUES (NEW.queue, NEW.state, 1)
-            ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
-    END
-    """,
-    # Every transition changes the state, so the same trigger moves one job
-    # between two counts. A released attempt gives its number back, but its
-    # event names it.
-    """
-    CREATE TRIGGER jobs_transition AFTER UPDATE OF event ON jobs BEGIN
-        INSERT INTO events (job_id, kind, at, attempt, error, prev) VALUES (
-            NEW.id, NEW.event, NEW.updated_at,
-            CASE NEW.event WHEN 'released' THEN OLD.attempts ELSE NEW.attempts END,
-            CASE NEW.event WHEN 'retried' THEN NEW.last_error
-                WHEN 'expired' THEN NEW.last_error WHEN 'dead' THEN NEW.last_error END,
-            OLD.last_seq
-        );
-        UPDATE jobs SET last_seq = last_insert_rowid() WHERE id = NEW.id;
-        INSERT INTO counts (queue, state, n)
-            VALUES (OLD.queue, OLD.state, -1), (NEW.queue, NEW.state, 1)
-            ON CONFLICT (queue, state) DO UPDATE SET n = n + excluded.n;
-    END
-    """,
-    *_sqlite_schedules.TABLES,
-    _PURGED,
-    f"PRAGMA application_id = {APPLICATION_ID}",
-    f"PRAGMA user_version = {SCHEMA_VERSION}",
-)
-
-# The statements that take a file from version N to N + 1, keyed by N. Each
-# step only adds: an older jobkit's data stays exactly as it was.
-_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
-    1: _sqlite_schedules.TABLES,
-    2: ("ALTER TABLE jobs ADD COLUMN retry_delay REAL", _PURGED),
-}
-
-_COLUMNS: Final = (
-    "id, task, queue, payload, state, attempts, max_attempts, priority, run_at, "
-    "created_at, updated_at, lease_until, unique_key, last_error, result, "
-    "retry_delay"
-)
-
-# One row per execution, so the subquery sees the events of the rows before.
-_INSERT: Final = (
-    "INSERT INTO jobs (task, queue, payload, state, attempts, max_attempts, "
-    "priority, run_at, created_at, updated_at, unique_key, event, last_seq) "
-    "VALUES (?1, ?2, ?3, 'queued', 0, ?4, ?5, ?6, ?7, ?7, ?8, 'enqueued', "
-    "(SELECT coalesce(max(seq), 0) + 1 FROM events))"
-)
-
-_HOLDER: Final = (
-    "SELECT id FROM jobs INDEXED BY jobs_unique "
-    "WHERE unique_key = ? AND (state = 'queued' OR state = 'running')"
-)
-
-_START: Final = (
-    "UPDATE jobs SET state = 'running', event = 'started', "
-    "attempts = attempts + 1, lease_until = ?, updated_at = ? WHERE id "
-)
-
-
-def _due(tasks: int) -> str:
-    # Due jobs of one queue in claim order, read straight off ``jobs_claim``:
-    # no sort, and finished jobs are not in the index at all. A task filter
-    # is checked row by row along the index: due jobs of other tasks ahead
-    # in claim order are stepped over, each claim.
-    only = f"AND task IN ({', '.join('?' * tasks)}) " if tasks else ""
-    return (
-        "FROM jobs INDEXED BY jobs_claim WHERE state = 'queued' AND queue = ? "
-        f"AND run_at <= ? {only}ORDER BY priority DESC, run_at, id LIMIT ?"
-    )
-
-
-_DUE: Final = _due(0)
-
-# The claim from one queue, the common case, as one constant statement.
-_CLAIM_ONE: Final = f"{_START} IN (SELECT id {_DUE}) RETURNING {_COLUMNS}"
-
-
-# The earliest run_at in one queue: a seek per distinct priority in
-# ``jobs_claim`` (highest first), then the first run_at under each (of one of
-# the tasks ?2, ?3, ..., read along the index until one is found).
-def _next_run_at(tasks: int) -> str:
-    first = "SELECT min(run_at) FROM jobs"
-    if tasks:
-        marks = ", ".join(f"?{i}" for i in range(2, tasks + 2))
-        first = "SELECT run_at FROM jobs INDEXED BY jobs_claim"
-        only = f"AND task IN ({marks}) ORDER BY run_at LIMIT 1"
-    else:
-        only = ""
-    return f"""
-    WITH RECURSIVE levels (priority) AS (
-        SELECT max(priority) FROM jobs WHERE state = 'queued' AND queue = ?1
-        UNION ALL
-        SELECT (
-            SELECT max(priority) FROM jobs
-            WHERE state = 'queued' AND queue = ?1 AND priority < levels.priority
-        ) FROM levels WHERE levels.priority IS NOT NULL
-    )
-    SELECT min((
-        {first}
-        WHERE state = 'queued' AND queue = ?1 AND priority = levels.priority {only}
-    )) FROM levels WHERE levels.priority IS NOT NULL
-"""
-
-
-_NEXT_RUN_AT: Final = _next_run_at(0)
-
-# Finished jobs a purge may delete: final states never change, so the list
-# stays true until the rows are gone. The newest job always stays: its id is
-# where the next one's is counted from; so does the job of the newest event,
-# whose sequence number is where the next event's is counted from (a finished
-# job gets no new events, so no other candidate's event becomes the newest).
-_PURGEABLE: Final = """
-    SELECT id FROM jobs
-    WHERE (state = 'succeeded' OR state = 'cancelled') AND updated_at < ?
-        AND id < (SELECT max(id) FROM jobs)
-        AND id IS NOT (SELECT job_id FROM events ORDER BY seq DESC LIMIT 1)
-    ORDER BY id
-"""
-
-# Jobs deleted per write transaction, so that a long purge holds the write
-# lock for short stretches and workers go on between them.
-_PURGE_BATCH: Final = 500
-
-# One job's events, newest first along the chain, down to ``after``.
-_JOB_EVENTS: Final = """
-    WITH RECURSIVE chain (seq) AS (
-        SELECT last_seq FROM jobs WHERE id = ?1
-        UNION ALL
-        SELECT events.prev FROM events JOIN chain ON events.seq = chain.seq
-        WHERE events.prev > ?2
-    )
-    SELECT events.seq, job_id, kind, at, attempt, error
-    FROM chain JOIN events ON events.seq = chain.seq
-    WHERE events.seq > ?2 ORDER BY events.seq LIMIT ?3
-"""
-
-_SUCCEED: Final = (
-    "UPDATE jobs SET state = 'succeeded', event = 'succeeded', result = ?, "
-    "lease_until = NULL, updated_at = ? "
-    "WHERE id = ? AND state = 'running' AND attempts = ?"
-)
-
-_RELEASE: Final = (
-    "UPDATE jobs SET state = 'queued', event = 'released', "
-    "attempts = attempts - 1, run_at = ?2, lease_until = NULL, updated_at = ?2 "
-    "WHERE id = ?3 AND state = 'running' AND attempts = ?4"
-)
-
-# ?1 retry_at (NULL for a permanent error), ?2 error, ?3 now, ?4 id, ?5 attempt,
-# ?6 the delay that gave retry_at.
-_FAIL: Final = """
-    UPDATE jobs SET
-        state = CASE WHEN ?1 IS NULL OR attempts >= max_attempts
-                     THEN 'dead' ELSE 'queued' END,
-        event = CASE WHEN ?1 IS NULL OR attempts >= max_attempts
-                     THEN 'dead' ELSE 'retried' END,
-        run_at = CASE WHEN ?1 IS NULL OR attempts >= max_attempts
-                      THEN run_at ELSE ?1 END,
-        retry_delay = CASE WHEN ?1 IS NULL OR attempts >= max_attempts
-                      THEN retry_delay ELSE ?6 END,
-        last_error = ?2, lease_until = NULL, updated_at = ?3
-    WHERE id = ?4 AND state = 'running' AND attempts = ?5
-"""
-
-_RENEW: Final = (
-    "UPDATE jobs SET lease_until = ?, updated_at = ? "
-    "WHERE id = ? AND state = 'running' AND attempts = ?"
-)
-
-_EXPIRE: Final = f"""
-    UPDATE jobs SET
-        state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
-        event = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'expired' END,
-        run_at = CASE WHEN attempts >= max_attempts THEN run_at ELSE ?1 END,
-        last_error = ?2, lease_until = NULL, updated_at = ?1
-    WHERE state = 'running' AND lease_until < ?1
-    RETURNING {_COLUMNS}
-"""
-
-_REWRITE: Final = (
-    "UPDATE jobs SET state = ?, event = ?, attempts = ?, run_at = ?, "
-    "lease_until = ?, last_error = ?, updated_at = ?, retry_delay = ? WHERE id = ?"
-)
-
-# Compact, and made once: json.dumps builds an encoder per call otherwise.
-_encode: Final = json.JSONEncoder(
-    ensure_ascii=False, allow_nan=False, separators=(",", ":")
-).encode
-
-# json.loads checks its argument's type and builds nothing else; the columns
-# read back are always text, so the decoder is called directly.
-_decode: Final = json.JSONDecoder().decode
-
-_STATES: Final = {state.value: state for state in JobState}
-# The partial index that holds every job in a state, where there is one.
-_STATE_INDEX: Final = {
-    JobState.QUEUED: "jobs_claim",
-    JobState.RUNNING: "jobs_lease",
-    JobState.DEAD: "jobs_dead",
-}
-_KINDS: Final = {kind.value: kind for kind in EventKind}
-
-_Row = tuple[Any, ...]
-
-
-def _to_job(row: _Row) -> Job:
-    # Positional, in the order of Job's fields: this runs for every row read.
-    (
-        job_id,
-        task,
-        queue,
-        payload,
-        state,
-        attempts,
-        max_attempts,
-        priority,
-        run_at,
-        created_at,
-        updated_at,
-        lease_until,
-        unique_key,
-        last_error,
-        result,
-        retry_delay,
-    ) = row
-    # RETURNING hands back a whole REAL as an integer; times are floats.
-    return Job(
-        job_id,
-        task,
-        queue,
-        _decode(payload),
-        _STATES[state],
-        attempts,
-        max_attempts or None,  # 0: the task's default, not decided yet
-        priority,
-        float(run_at),
-        float(created_at),
-        float(updated_at),
-        None if lease_until is None else float(lease_until),
-        unique_key,
-        last_error,
-        None if result is None else _decode(result),
-        None if retry_delay is None else float(retry_delay),
-    )
-
-
 # The result codes of a file whose pages or header are not what SQLite wrote.
 _DAMAGE: Final = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
 
@@ -478,36 +119,6 @@ def _check_queues(queues: Sequence[str] | None) -> list[str] | None:
     if isinstance(queues, str):
         raise TypeError(f"queues must be a list of names, not the string {queues!r}")
     return list(dict.fromkeys(queues))
-
-
-def _settle_statements(
-    outcomes: Sequence[Outcome], now: float
-) -> list[tuple[int, str, tuple[Any, ...]]]:
-    """The UPDATE that applies each outcome, after checking them all."""
-    check_outcomes(outcomes)
-    statements: list[tuple[int, str, tuple[Any, ...]]] = []
-    for outcome in outcomes:
-        job_id, attempt = outcome.job_id, outcome.attempt
-        if isinstance(outcome, _job.Success):
-            result = (
-                None
-                if outcome.result is None
-                else _job.dump_json(outcome.result, "result")
-            )
-            statements.append((job_id, _SUCCEED, (result, now, job_id, attempt)))
-        elif isinstance(outcome, _job.Release):
-            statements.append((job_id, _RELEASE, (None, now, job_id, attempt)))
-        elif isinstance(outcome, _job.Failure):
-            params = (
-                outcome.retry_at, outcome.error, now, job_id, attempt,
-                outcome.delay,
-            )  # fmt: skip
-            statements.append((job_id, _FAIL, params))
-        else:
-            raise TypeError(
-                f"settle() takes Success, Failure or Release records, got {outcome!r}"
-            )
-    return statements
 
 
 class SQLiteStore:
@@ -649,20 +260,22 @@ class SQLiteStore:
                 conn.execute("COMMIT")
         if app_id == 0 and version == 0 and not tables:
             return True
-        if app_id != APPLICATION_ID:
+        if app_id != schema.APPLICATION_ID:
             shown = ", ".join(tables[:8]) + (", ..." if len(tables) > 8 else "")
             raise IncompatibleStore(
                 f"{self._path!r} is not a jobkit database (application_id "
                 f"{app_id:#x}, user_version {version}, tables: {shown or 'none'}); "
-                f"jobkit schema version {SCHEMA_VERSION} expects application_id "
-                f"{APPLICATION_ID:#x}; refusing to use it "
+                f"jobkit schema version {schema.SCHEMA_VERSION} expects application_id "
+                f"{schema.APPLICATION_ID:#x}; refusing to use it "
                 "(the file was left unchanged)"
             )
-        if version != SCHEMA_VERSION and version not in _MIGRATIONS:
-            newer = "newer than" if version > SCHEMA_VERSION else "different from"
+        if version != schema.SCHEMA_VERSION and version not in schema.MIGRATIONS:
+            newer = (
+                "newer than" if version > schema.SCHEMA_VERSION else "different from"
+            )
             raise IncompatibleStore(
                 f"{self._path!r} holds jobkit schema version {version}, {newer} "
-                f"version {SCHEMA_VERSION} that this jobkit understands; "
+                f"version {schema.SCHEMA_VERSION} that this jobkit understands; "
                 "refusing to use it (the file was left unchanged)"
             )
         return False
@@ -674,14 +287,14 @@ class SQLiteStore:
             try:
                 # Another process may have created the schema meanwhile.
                 if self._inspect(conn):
-                    for statement in _SCHEMA:
+                    for statement in schema.SCHEMA:
                         conn.execute(statement)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-        if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+        if conn.execute("PRAGMA user_version").fetchone()[0] < schema.SCHEMA_VERSION:
             self._migrate(conn)
         (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
         self._wal = mode == "wal"  # not for ":memory:"
@@ -881,7 +494,7 @@ class SQLiteStore:
             (
                 spec.task,
                 spec.queue,
-                _encode(spec.payload),  # check_new_jobs vetted it
+                schema.encode(spec.payload),  # check_new_jobs vetted it
                 spec.max_attempts or 0,  # 0: decided by the first claim
                 spec.priority,
                 now if spec.run_at is None else spec.run_at,
@@ -895,7 +508,7 @@ class SQLiteStore:
             return []
         return await self._enqueues.submit(rows)
 
-    async def _write_rows(self, rows: list[_Row]) -> list[int]:
+    async def _write_rows(self, rows: list[schema.Row]) -> list[int]:
         # The group's leader has just yielded: no second checkpoint.
         if len(rows) == 1 and rows[0][7] is None:
             # One statement is its own transaction, trigger included.
@@ -907,20 +520,20 @@ class SQLiteStore:
             yielded=True,
         )
 
-    def _insert_one(self, row: _Row) -> int:
-        job_id = self._conn.execute(_INSERT, row).lastrowid
+    def _insert_one(self, row: schema.Row) -> int:
+        job_id = self._conn.execute(schema.INSERT, row).lastrowid
         assert job_id is not None
         if not self._conn.in_transaction:
             self._committed()
         return job_id
 
-    def _insert(self, conn: sqlite3.Connection, rows: list[_Row]) -> list[int]:
+    def _insert(self, conn: sqlite3.Connection, rows: list[schema.Row]) -> list[int]:
         ids: list[int] = []
         start = 0
         while start < len(rows):
             if rows[start][7] is not None:
                 key = rows[start][7]
-                holder = conn.execute(_HOLDER, (key,)).fetchone()
+                holder = conn.execute(schema.HOLDER, (key,)).fetchone()
                 if holder is None:
                     ids.append(self._insert_one(rows[start]))
                 else:
@@ -930,7 +543,7 @@ class SQLiteStore:
             end = start
             while end < len(rows) and rows[end][7] is None:
                 end += 1
-            conn.executemany(_INSERT, rows[start:end])
+            conn.executemany(schema.INSERT, rows[start:end])
             # Ids are consecutive: this transaction holds the write lock.
             (last,) = conn.execute("SELECT last_insert_rowid()").fetchone()
             ids.extend(range(last - (end - start) + 1, last + 1))
@@ -989,9 +602,11 @@ class SQLiteStore:
         if names == [] or only == []:
             return None
         lease_until = now + lease
-        due = _DUE if only is None else _due(len(only))
+        due = schema.DUE if only is None else schema.due(len(only))
         chosen_tasks = only or []
         defaults = {} if max_attempts is None else max_attempts
+
+        start, columns = schema.START, schema.COLUMNS
 
         def body(conn: sqlite3.Connection) -> list[Job]:
             chosen = self._queue_names(conn) if names is None else names
@@ -999,9 +614,9 @@ class SQLiteStore:
                 return []
             if len(chosen) == 1:
                 sql = (
-                    _CLAIM_ONE
-                    if due is _DUE
-                    else f"{_START} IN (SELECT id {due}) RETURNING {_COLUMNS}"
+                    schema.CLAIM_ONE
+                    if due is schema.DUE
+                    else f"{start} IN (SELECT id {due}) RETURNING {columns}"
                 )
                 params: tuple[Any, ...] = (
                     lease_until, now, chosen[0], now, *chosen_tasks, limit
@@ -1012,15 +627,15 @@ class SQLiteStore:
                     f"SELECT * FROM (SELECT id, priority, run_at {due})" for _ in chosen
                 )
                 sql = (
-                    f"{_START} IN (SELECT id FROM ({parts}) "
-                    f"ORDER BY priority DESC, run_at, id LIMIT ?) RETURNING {_COLUMNS}"
+                    f"{start} IN (SELECT id FROM ({parts}) "
+                    f"ORDER BY priority DESC, run_at, id LIMIT ?) RETURNING {columns}"
                 )
                 flat: list[Any] = [lease_until, now]
                 for name in chosen:
                     flat += (name, now, *chosen_tasks, limit)
                 flat.append(limit)
                 params = tuple(flat)
-            jobs = [_to_job(row) for row in conn.execute(sql, params).fetchall()]
+            jobs = [schema.to_job(row) for row in conn.execute(sql, params).fetchall()]
             for i, job in enumerate(jobs):
                 if job.max_attempts is None:
                     # Enqueued without a limit: this claim decides it, once.
@@ -1059,7 +674,7 @@ class SQLiteStore:
             >>> trio.run(main)
             ([True, True], [False], 'queued')
         """
-        statements = _settle_statements(outcomes, now)
+        statements = schema.settle_statements(outcomes, now)
         if not statements:
             await trio.lowlevel.checkpoint()
             return []
@@ -1102,7 +717,7 @@ class SQLiteStore:
             >>> trio.run(main)
             ([True], 2, 31.0)
         """
-        statements = _settle_statements(outcomes, now)
+        statements = schema.settle_statements(outcomes, now)
         claim = self._claimer(queues, limit, now, lease, tasks, max_attempts)
 
         def body(conn: sqlite3.Connection) -> tuple[list[bool], list[Job]]:
@@ -1157,7 +772,7 @@ class SQLiteStore:
         """
         lease_until = now + lease
         statements = [
-            (job_id, _RENEW, (lease_until, now, job_id, attempt))
+            (job_id, schema.RENEW, (lease_until, now, job_id, attempt))
             for job_id, attempt in leases
         ]
         if not statements:
@@ -1198,9 +813,9 @@ class SQLiteStore:
                 return []
             return self._transaction(
                 lambda conn: [
-                    _to_job(row)
+                    schema.to_job(row)
                     for row in conn.execute(
-                        _EXPIRE, (now, _job.EXPIRED_ERROR)
+                        schema.EXPIRE, (now, _job.EXPIRED_ERROR)
                     ).fetchall()
                 ]
             )
@@ -1227,11 +842,11 @@ class SQLiteStore:
 
         def attempt() -> Job:
             row = self._conn.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)
+                f"SELECT {schema.COLUMNS} FROM jobs WHERE id = ?", (job_id,)
             ).fetchone()
             if row is None:
                 raise JobNotFound(job_id)
-            return _to_job(row)
+            return schema.to_job(row)
 
         return await self._run(attempt)
 
@@ -1268,15 +883,15 @@ class SQLiteStore:
         check_list_cursor(after_id, before_id)
         where = []
         params: builtins.list[Any] = []
-        sql = f"SELECT {_COLUMNS} FROM jobs"
+        sql = f"SELECT {schema.COLUMNS} FROM jobs"
         if state is not None:
             state = JobState(state)
             # A literal, not a parameter, so that the partial index of the
             # state applies; without statistics SQLite would rather walk the
             # whole table in id order, finished jobs and all.
             where.append(f"state = '{state.value}'")
-            if state in _STATE_INDEX:
-                sql += f" INDEXED BY {_STATE_INDEX[state]}"
+            if state in schema.STATE_INDEX:
+                sql += f" INDEXED BY {schema.STATE_INDEX[state]}"
         for column, op, value in (
             ("queue", "=", queue),
             ("task", "=", task),
@@ -1291,7 +906,7 @@ class SQLiteStore:
         sql += " ORDER BY id DESC LIMIT ?" if newest_first else " ORDER BY id LIMIT ?"
         params.append(-1 if limit is None else limit)
         return await self._run(
-            lambda: [_to_job(row) for row in self._conn.execute(sql, params)]
+            lambda: [schema.to_job(row) for row in self._conn.execute(sql, params)]
         )
 
     async def _change(
@@ -1304,15 +919,15 @@ class SQLiteStore:
         # TransitionError as every other store), write it back.
         def body(conn: sqlite3.Connection) -> Job:
             row = conn.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)
+                f"SELECT {schema.COLUMNS} FROM jobs WHERE id = ?", (job_id,)
             ).fetchone()
             if row is None:
                 raise JobNotFound(job_id)
-            job, event = change(_to_job(row))
+            job, event = change(schema.to_job(row))
             if check is not None:
                 check(conn, job)
             conn.execute(
-                _REWRITE,
+                schema.REWRITE,
                 (
                     job.state.value,
                     event.kind.value,
@@ -1371,7 +986,7 @@ class SQLiteStore:
         def check(conn: sqlite3.Connection, job: Job) -> None:
             if job.unique_key is None:
                 return
-            holder = conn.execute(_HOLDER, (job.unique_key,)).fetchone()
+            holder = conn.execute(schema.HOLDER, (job.unique_key,)).fetchone()
             if holder is not None:
                 raise _job.TransitionError(
                     f"cannot requeue job {job_id}: job {holder[0]} "
@@ -1417,7 +1032,9 @@ class SQLiteStore:
                 "SELECT queue, state, n FROM counts WHERE n > 0"
             ).fetchall()
         )
-        return QueueCounts({(queue, _STATES[state]): n for queue, state, n in rows})
+        return QueueCounts(
+            {(queue, schema.STATES[state]): n for queue, state, n in rows}
+        )
 
     async def next_run_at(
         self, *, queues: Sequence[str] | None, tasks: Sequence[str] | None = None
@@ -1443,7 +1060,7 @@ class SQLiteStore:
         if only == []:
             await trio.lowlevel.checkpoint()
             return None
-        sql = _NEXT_RUN_AT if only is None else _next_run_at(len(only))
+        sql = schema.NEXT_RUN_AT if only is None else schema.next_run_at(len(only))
         extra = tuple(only or ())
 
         def attempt() -> float | None:
@@ -1505,10 +1122,10 @@ class SQLiteStore:
             )
             params: tuple[Any, ...] = (after, most)
         else:
-            sql, params = _JOB_EVENTS, (job_id, after, most)
+            sql, params = schema.JOB_EVENTS, (job_id, after, most)
         rows = await self._run(lambda: self._conn.execute(sql, params).fetchall())
         return [
-            (seq, Event(job, _KINDS[kind], float(at), attempt, error))
+            (seq, Event(job, schema.KINDS[kind], float(at), attempt, error))
             for seq, job, kind, at, attempt, error in rows
         ]
 
@@ -1542,13 +1159,13 @@ class SQLiteStore:
         """
         check_time(before, "before")
         rows = await self._run(
-            lambda: self._conn.execute(_PURGEABLE, (before,)).fetchall(),
+            lambda: self._conn.execute(schema.PURGEABLE, (before,)).fetchall(),
             rows=_THREAD_ROWS + 1,  # a scan of the whole table: off the event loop
         )
         ids = [job_id for (job_id,) in rows]
         deleted = 0
-        for start in range(0, len(ids), _PURGE_BATCH):
-            batch = ids[start : start + _PURGE_BATCH]
+        for start in range(0, len(ids), schema.PURGE_BATCH):
+            batch = ids[start : start + schema.PURGE_BATCH]
             delete = functools.partial(self._delete, batch)
             deleted += await self._run(functools.partial(self._transaction, delete))
         return deleted
@@ -1572,7 +1189,7 @@ class SQLiteStore:
             ids,
         ):
             history[job_id].append(
-                Event(job_id, _KINDS[kind], float(at), attempt, error)
+                Event(job_id, schema.KINDS[kind], float(at), attempt, error)
             )
         tallies: dict[TallyKey, tuple[int, float]] = {}
         for job_id, task, queue in conn.execute(
@@ -1664,11 +1281,11 @@ class SQLiteStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            while version < SCHEMA_VERSION:
-                for statement in _MIGRATIONS[version]:
+            while version < schema.SCHEMA_VERSION:
+                for statement in schema.MIGRATIONS[version]:
                     conn.execute(statement)
                 version += 1
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

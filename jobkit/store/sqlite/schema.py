@@ -1,0 +1,406 @@
+"""The layout of a jobkit SQLite file and the statements that read and change it.
+
+The store (:mod:`.store`) decides when each statement runs and in which
+transaction; this module holds what the file looks like: the tables,
+indexes and triggers, the migrations between versions, and the SQL of each
+step of a job's life, with the decoding of a row into a :class:`Job`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, Final
+
+from ...core import job as _job
+from ...core.job import EventKind, Job, JobState, Outcome
+from ..protocol import check_outcomes
+from . import schedules as _sqlite_schedules
+
+SCHEMA_VERSION: Final = 3
+"""The layout this jobkit writes, kept in ``PRAGMA user_version``.
+
+Version 2 added the ``schedules`` table; version 3 the ``jobs.retry_delay``
+column and the ``purged`` table (the totals purges fold deleted events into),
+and lets ``jobs.max_attempts`` be 0: not decided until the first claim.
+Opening an older file upgrades it in place (see ``MIGRATIONS``); nothing is
+dropped or rewritten.
+"""
+
+APPLICATION_ID: Final = 0x4A4F424B
+"""``PRAGMA application_id`` of a jobkit database: the ASCII bytes ``JOBK``."""
+
+# Every row and index page a transaction touches is one more page written to
+# the write-ahead log, and that, more than anything else, sets the cost of a
+# transaction. So the schema keeps exactly one index per query that must not
+# scan (claim, lease reaping, dead letters, unique keys) and no more:
+#
+# - A job's events form a chain (``jobs.last_seq`` -> ``events.prev``) instead
+#   of an index on ``events.job_id``: reading one job's history follows the
+#   chain by primary key, and writing an event touches no index.
+# - The next due time is found by skipping through ``jobs_claim`` one priority
+#   at a time, instead of from an index of its own.
+# - Rows are never deleted, so ``INTEGER PRIMARY KEY`` alone never reuses an
+#   id or a sequence number (AUTOINCREMENT would write one more page per
+#   transaction). Whatever deletes rows one day must keep the newest of each
+#   table, or move to AUTOINCREMENT in a new schema version.
+# Expressions evaluated for every row written (the CHECK, partial index
+# conditions, trigger bodies) avoid ``x IN (...)`` lists: SQLite builds a
+# temporary table for each evaluation, several microseconds per row.
+# What purges folded the deleted events into (PurgeTotals.tallies), plus the
+# purge version in the row ('', '', 'version', 0): no task has an empty name.
+PURGED: Final = """
+    CREATE TABLE purged (
+        task   TEXT    NOT NULL,
+        queue  TEXT    NOT NULL,
+        series TEXT    NOT NULL,
+        key    INTEGER NOT NULL,
+        n      INTEGER NOT NULL,
+        total  REAL    NOT NULL,
+        PRIMARY KEY (task, queue, series, key)
+    ) WITHOUT ROWID
+"""
+
+SCHEMA: Final = (
+    """
+    CREATE TABLE jobs (
+        id           INTEGER PRIMARY KEY,
+        task         TEXT    NOT NULL,
+        queue        TEXT    NOT NULL,
+        payload      TEXT    NOT NULL,
+        state        TEXT    NOT NULL CHECK (
+                         state = 'queued' OR state = 'running' OR state = 'succeeded'
+                         OR state = 'dead' OR state = 'cancelled'),
+        attempts     INTEGER NOT NULL,
+        max_attempts INTEGER NOT NULL,
+        priority     INTEGER NOT NULL,
+        run_at       REAL    NOT NULL,
+        created_at   REAL    NOT NULL,
+        updated_at   REAL    NOT NULL,
+        lease_until  REAL,
+        unique_key   TEXT,
+        last_error   TEXT,
+        result       TEXT,
+        event        TEXT    NOT NULL,
+        last_seq     INTEGER,
+        retry_delay  REAL
+    )
+    """,
+    # ``jobs.event`` names the transition that made the row's current version;
+    # writing it is what makes the trigger below record the event, so a
+    # transition and its event share one statement and one transaction.
+    """
+    CREATE TABLE events (
+        seq     INTEGER PRIMARY KEY,
+        job_id  INTEGER NOT NULL,
+        kind    TEXT    NOT NULL,
+        at      REAL    NOT NULL,
+        attempt INTEGER NOT NULL,
+        error   TEXT,
+        prev    INTEGER
+    )
+    """,
+    """
+    CREATE TABLE counts (
+        queue TEXT    NOT NULL,
+        state TEXT    NOT NULL,
+        n     INTEGER NOT NULL,
+        PRIMARY KEY (queue, state)
+    ) WITHOUT ROWID
+    """,
+    # Claim order within one queue; the rowid (the job id) is the last key.
+    """
+    CREATE INDEX jobs_claim ON jobs (queue, priority DESC, run_at)
+        WHERE state = 'queued'
+    """,
+    "CREATE INDEX jobs_lease ON jobs (lease_until) WHERE state = 'running'",
+    "CREATE INDEX jobs_dead ON jobs (queue) WHERE state = 'dead'",
+    """
+    CREATE UNIQUE INDEX jobs_unique ON jobs (unique_key)
+        WHERE unique_key IS NOT NULL AND (state = 'queued' OR state = 'running')
+    """,
+    # INSERT gives a new job the sequence number its first event will have,
+    # which spares rewriting the row; a row inserted some other way gets its
+    # chain head afterwards. Inside a trigger, last_insert_rowid() is the
+    # event just inserted.
+    """
+    CREATE TRIGGER jobs_enqueued AFTER INSERT ON jobs BEGIN
+        INSERT INTO events (seq, job_id, kind, at, attempt)
+            VALUES (NEW.last_seq, NEW.id, NEW.event, NEW.created_at, NEW.attempts);
+        UPDATE jobs SET last_seq = last_insert_rowid()
+            WHERE id = NEW.id AND NEW.last_seq IS NULL;
+        INSERT INTO counts (queue, state, n) VALUES (NEW.queue, NEW.state, 1)
+            ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
+    END
+    """,
+    # Every transition changes the state, so the same trigger moves one job
+    # between two counts. A released attempt gives its number back, but its
+    # event names it.
+    """
+    CREATE TRIGGER jobs_transition AFTER UPDATE OF event ON jobs BEGIN
+        INSERT INTO events (job_id, kind, at, attempt, error, prev) VALUES (
+            NEW.id, NEW.event, NEW.updated_at,
+            CASE NEW.event WHEN 'released' THEN OLD.attempts ELSE NEW.attempts END,
+            CASE NEW.event WHEN 'retried' THEN NEW.last_error
+                WHEN 'expired' THEN NEW.last_error WHEN 'dead' THEN NEW.last_error END,
+            OLD.last_seq
+        );
+        UPDATE jobs SET last_seq = last_insert_rowid() WHERE id = NEW.id;
+        INSERT INTO counts (queue, state, n)
+            VALUES (OLD.queue, OLD.state, -1), (NEW.queue, NEW.state, 1)
+            ON CONFLICT (queue, state) DO UPDATE SET n = n + excluded.n;
+    END
+    """,
+    *_sqlite_schedules.TABLES,
+    PURGED,
+    f"PRAGMA application_id = {APPLICATION_ID}",
+    f"PRAGMA user_version = {SCHEMA_VERSION}",
+)
+
+# The statements that take a file from version N to N + 1, keyed by N. Each
+# step only adds: an older jobkit's data stays exactly as it was.
+MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    1: _sqlite_schedules.TABLES,
+    2: ("ALTER TABLE jobs ADD COLUMN retry_delay REAL", PURGED),
+}
+
+COLUMNS: Final = (
+    "id, task, queue, payload, state, attempts, max_attempts, priority, run_at, "
+    "created_at, updated_at, lease_until, unique_key, last_error, result, "
+    "retry_delay"
+)
+
+# One row per execution, so the subquery sees the events of the rows before.
+INSERT: Final = (
+    "INSERT INTO jobs (task, queue, payload, state, attempts, max_attempts, "
+    "priority, run_at, created_at, updated_at, unique_key, event, last_seq) "
+    "VALUES (?1, ?2, ?3, 'queued', 0, ?4, ?5, ?6, ?7, ?7, ?8, 'enqueued', "
+    "(SELECT coalesce(max(seq), 0) + 1 FROM events))"
+)
+
+HOLDER: Final = (
+    "SELECT id FROM jobs INDEXED BY jobs_unique "
+    "WHERE unique_key = ? AND (state = 'queued' OR state = 'running')"
+)
+
+START: Final = (
+    "UPDATE jobs SET state = 'running', event = 'started', "
+    "attempts = attempts + 1, lease_until = ?, updated_at = ? WHERE id "
+)
+
+
+def due(tasks: int) -> str:
+    # Due jobs of one queue in claim order, read straight off ``jobs_claim``:
+    # no sort, and finished jobs are not in the index at all. A task filter
+    # is checked row by row along the index: due jobs of other tasks ahead
+    # in claim order are stepped over, each claim.
+    only = f"AND task IN ({', '.join('?' * tasks)}) " if tasks else ""
+    return (
+        "FROM jobs INDEXED BY jobs_claim WHERE state = 'queued' AND queue = ? "
+        f"AND run_at <= ? {only}ORDER BY priority DESC, run_at, id LIMIT ?"
+    )
+
+
+DUE: Final = due(0)
+
+# The claim from one queue, the common case, as one constant statement.
+CLAIM_ONE: Final = f"{START} IN (SELECT id {DUE}) RETURNING {COLUMNS}"
+
+
+# The earliest run_at in one queue: a seek per distinct priority in
+# ``jobs_claim`` (highest first), then the first run_at under each (of one of
+# the tasks ?2, ?3, ..., read along the index until one is found).
+def next_run_at(tasks: int) -> str:
+    first = "SELECT min(run_at) FROM jobs"
+    if tasks:
+        marks = ", ".join(f"?{i}" for i in range(2, tasks + 2))
+        first = "SELECT run_at FROM jobs INDEXED BY jobs_claim"
+        only = f"AND task IN ({marks}) ORDER BY run_at LIMIT 1"
+    else:
+        only = ""
+    return f"""
+    WITH RECURSIVE levels (priority) AS (
+        SELECT max(priority) FROM jobs WHERE state = 'queued' AND queue = ?1
+        UNION ALL
+        SELECT (
+            SELECT max(priority) FROM jobs
+            WHERE state = 'queued' AND queue = ?1 AND priority < levels.priority
+        ) FROM levels WHERE levels.priority IS NOT NULL
+    )
+    SELECT min((
+        {first}
+        WHERE state = 'queued' AND queue = ?1 AND priority = levels.priority {only}
+    )) FROM levels WHERE levels.priority IS NOT NULL
+"""
+
+
+NEXT_RUN_AT: Final = next_run_at(0)
+
+# Finished jobs a purge may delete: final states never change, so the list
+# stays true until the rows are gone. The newest job always stays: its id is
+# where the next one's is counted from; so does the job of the newest event,
+# whose sequence number is where the next event's is counted from (a finished
+# job gets no new events, so no other candidate's event becomes the newest).
+PURGEABLE: Final = """
+    SELECT id FROM jobs
+    WHERE (state = 'succeeded' OR state = 'cancelled') AND updated_at < ?
+        AND id < (SELECT max(id) FROM jobs)
+        AND id IS NOT (SELECT job_id FROM events ORDER BY seq DESC LIMIT 1)
+    ORDER BY id
+"""
+
+# Jobs deleted per write transaction, so that a long purge holds the write
+# lock for short stretches and workers go on between them.
+PURGE_BATCH: Final = 500
+
+# One job's events, newest first along the chain, down to ``after``.
+JOB_EVENTS: Final = """
+    WITH RECURSIVE chain (seq) AS (
+        SELECT last_seq FROM jobs WHERE id = ?1
+        UNION ALL
+        SELECT events.prev FROM events JOIN chain ON events.seq = chain.seq
+        WHERE events.prev > ?2
+    )
+    SELECT events.seq, job_id, kind, at, attempt, error
+    FROM chain JOIN events ON events.seq = chain.seq
+    WHERE events.seq > ?2 ORDER BY events.seq LIMIT ?3
+"""
+
+SUCCEED: Final = (
+    "UPDATE jobs SET state = 'succeeded', event = 'succeeded', result = ?, "
+    "lease_until = NULL, updated_at = ? "
+    "WHERE id = ? AND state = 'running' AND attempts = ?"
+)
+
+RELEASE: Final = (
+    "UPDATE jobs SET state = 'queued', event = 'released', "
+    "attempts = attempts - 1, run_at = ?2, lease_until = NULL, updated_at = ?2 "
+    "WHERE id = ?3 AND state = 'running' AND attempts = ?4"
+)
+
+# ?1 retry_at (NULL for a permanent error), ?2 error, ?3 now, ?4 id, ?5 attempt,
+# ?6 the delay that gave retry_at.
+FAIL: Final = """
+    UPDATE jobs SET
+        state = CASE WHEN ?1 IS NULL OR attempts >= max_attempts
+                     THEN 'dead' ELSE 'queued' END,
+        event = CASE WHEN ?1 IS NULL OR attempts >= max_attempts
+                     THEN 'dead' ELSE 'retried' END,
+        run_at = CASE WHEN ?1 IS NULL OR attempts >= max_attempts
+                      THEN run_at ELSE ?1 END,
+        retry_delay = CASE WHEN ?1 IS NULL OR attempts >= max_attempts
+                      THEN retry_delay ELSE ?6 END,
+        last_error = ?2, lease_until = NULL, updated_at = ?3
+    WHERE id = ?4 AND state = 'running' AND attempts = ?5
+"""
+
+RENEW: Final = (
+    "UPDATE jobs SET lease_until = ?, updated_at = ? "
+    "WHERE id = ? AND state = 'running' AND attempts = ?"
+)
+
+EXPIRE: Final = f"""
+    UPDATE jobs SET
+        state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
+        event = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'expired' END,
+        run_at = CASE WHEN attempts >= max_attempts THEN run_at ELSE ?1 END,
+        last_error = ?2, lease_until = NULL, updated_at = ?1
+    WHERE state = 'running' AND lease_until < ?1
+    RETURNING {COLUMNS}
+"""
+
+REWRITE: Final = (
+    "UPDATE jobs SET state = ?, event = ?, attempts = ?, run_at = ?, "
+    "lease_until = ?, last_error = ?, updated_at = ?, retry_delay = ? WHERE id = ?"
+)
+
+# Compact, and made once: json.dumps builds an encoder per call otherwise.
+encode: Final = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":")
+).encode
+
+# json.loads checks its argument's type and builds nothing else; the columns
+# read back are always text, so the decoder is called directly.
+decode: Final = json.JSONDecoder().decode
+
+STATES: Final = {state.value: state for state in JobState}
+# The partial index that holds every job in a state, where there is one.
+STATE_INDEX: Final = {
+    JobState.QUEUED: "jobs_claim",
+    JobState.RUNNING: "jobs_lease",
+    JobState.DEAD: "jobs_dead",
+}
+KINDS: Final = {kind.value: kind for kind in EventKind}
+
+Row = tuple[Any, ...]
+
+
+def to_job(row: Row) -> Job:
+    # Positional, in the order of Job's fields: this runs for every row read.
+    (
+        job_id,
+        task,
+        queue,
+        payload,
+        state,
+        attempts,
+        max_attempts,
+        priority,
+        run_at,
+        created_at,
+        updated_at,
+        lease_until,
+        unique_key,
+        last_error,
+        result,
+        retry_delay,
+    ) = row
+    # RETURNING hands back a whole REAL as an integer; times are floats.
+    return Job(
+        job_id,
+        task,
+        queue,
+        decode(payload),
+        STATES[state],
+        attempts,
+        max_attempts or None,  # 0: the task's default, not decided yet
+        priority,
+        float(run_at),
+        float(created_at),
+        float(updated_at),
+        None if lease_until is None else float(lease_until),
+        unique_key,
+        last_error,
+        None if result is None else decode(result),
+        None if retry_delay is None else float(retry_delay),
+    )
+
+
+def settle_statements(
+    outcomes: Sequence[Outcome], now: float
+) -> list[tuple[int, str, tuple[Any, ...]]]:
+    """The UPDATE that applies each outcome, after checking them all."""
+    check_outcomes(outcomes)
+    statements: list[tuple[int, str, tuple[Any, ...]]] = []
+    for outcome in outcomes:
+        job_id, attempt = outcome.job_id, outcome.attempt
+        if isinstance(outcome, _job.Success):
+            result = (
+                None
+                if outcome.result is None
+                else _job.dump_json(outcome.result, "result")
+            )
+            statements.append((job_id, SUCCEED, (result, now, job_id, attempt)))
+        elif isinstance(outcome, _job.Release):
+            statements.append((job_id, RELEASE, (None, now, job_id, attempt)))
+        elif isinstance(outcome, _job.Failure):
+            params = (
+                outcome.retry_at, outcome.error, now, job_id, attempt,
+                outcome.delay,
+            )  # fmt: skip
+            statements.append((job_id, FAIL, params))
+        else:
+            raise TypeError(
+                f"settle() takes Success, Failure or Release records, got {outcome!r}"
+            )
+    return statements
