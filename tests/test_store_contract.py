@@ -91,11 +91,12 @@ def test_jobkit_and_jobkit_testing_import_without_the_test_tools() -> None:
         "import sys\n"
         "sys.modules.update(pytest=None, hypothesis=None)  # as if not installed\n"
         "import jobkit, jobkit.store, jobkit.testing\n"
-        "try:\n"
-        "    import jobkit.testing.store_contract\n"
-        "except ImportError:\n"
-        "    pass\n"
-        "else:\n"
-        "    raise AssertionError('the suite imported without pytest')\n"
+        "for suite in ('store_contract', 'store_model'):\n"
+        "    try:\n"
+        "        __import__(f'jobkit.testing.{suite}')\n"
+        "    except ImportError:\n"
+        "        pass\n"
+        "    else:\n"
+        "        raise AssertionError(f'{suite} imported without the test tools')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
