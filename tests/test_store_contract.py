@@ -2,7 +2,8 @@
 
 The tests themselves ship in :mod:`jobkit.testing.store_contract`, so that a
 store written outside jobkit runs the same suite; to put a new store of
-jobkit's under the contract, add one line to ``STORES``.
+jobkit's under the contract, add one line to ``STORES``. Every store of
+jobkit's keeps schedules, so each runs the schedule part too.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from jobkit import Store
-from jobkit.testing.store_contract import StoreContract
+from jobkit.testing.store_contract import ScheduleStoreContract, StoreContract
 from tests.helpers.stores import STORES, dispose, store_params
 
 pytest_plugins = ["pytester"]
 
 
-class TestStoreContract(StoreContract):
+class TestStoreContract(StoreContract, ScheduleStoreContract):
     @pytest.fixture(params=store_params())
     async def store(
         self, request: pytest.FixtureRequest, tmp_path: Path
