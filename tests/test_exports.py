@@ -198,7 +198,8 @@ EXPORTS: dict[str, list[str]] = {
         "timeline",
     ],
     "jobkit.testing": ["run_virtual"],
-    "jobkit.testing.store_contract": ["StoreContract"],
+    "jobkit.testing.store_contract": ["ScheduleStoreContract", "StoreContract"],
+    "jobkit.testing.store_model": ["run_store_model"],
     "jobkit.examples.accounts": [
         "Accounts",
         "EmailTaken",

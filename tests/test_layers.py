@@ -55,6 +55,7 @@ PUBLIC_MODULES = (
     "jobkit.sim.charts",
     "jobkit.testing",
     "jobkit.testing.store_contract",
+    "jobkit.testing.store_model",
     "jobkit.notebook",
 )
 

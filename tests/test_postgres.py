@@ -112,6 +112,58 @@ def test_store_from_url_opens_postgres(url: str, schema: str) -> None:
     trio.run(main)
 
 
+# -- durability ------------------------------------------------------------------------
+
+
+# How each store call below commits, with each setting: "on" waits for the
+# server's disk, "off" does not. The last two open the store from a URL.
+COMMITS = [
+    ({"synchronous": "NORMAL"}, "", ["on", "off", "off", "on"]),
+    ({"synchronous": "FULL"}, "", ["on", "on", "on", "on"]),
+    ({"synchronous": "OFF"}, "", ["off", "off", "off", "off"]),
+    ({}, "synchronous=off", ["off", "off", "off", "off"]),
+    # libpq's own options in the URL are kept: the server's default is off
+    # for the store's sessions, and the calls that would wait follow it.
+    ({}, "options=-c%20synchronous_commit%3Doff", ["off", "off", "off", "off"]),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "query", "expected"), COMMITS)
+def test_synchronous_chooses_which_commits_wait_for_the_disk(
+    url: str, schema: str, kwargs: dict[str, Any], query: str, expected: list[str]
+) -> None:
+    """Each transaction commits with the setting's synchronous_commit, and the
+    jobs still go through: enqueue, claim, settle, cancel."""
+
+    async def main() -> list[str]:
+        store = jobkit.store_from_url(f"{url}?schema={schema}&{query}", **kwargs)
+        assert isinstance(store, PostgresStore)
+        # A trigger notes the setting each statement on the jobs runs under.
+        sql(url, f"CREATE TABLE {schema}.seen (n serial, setting text)")
+        sql(
+            url,
+            f"CREATE FUNCTION {schema}.note() RETURNS trigger LANGUAGE plpgsql "
+            f"AS $$ BEGIN INSERT INTO {schema}.seen (setting) "
+            f"VALUES (current_setting('synchronous_commit')); RETURN NULL; END $$",
+        )
+        sql(
+            url,
+            f"CREATE TRIGGER note AFTER INSERT OR UPDATE ON {schema}.jobs "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {schema}.note()",
+        )
+        async with store:
+            first, second = await store.enqueue([NewJob(task="t")] * 2, now=0.0)
+            [job] = await store.claim(queues=None, limit=1, now=1.0, lease=5.0)
+            assert await store.settle([Success(job.id, 1)], now=2.0) == [True]
+            await store.cancel(second, now=3.0)
+            assert (await store.get(first)).state is jobkit.JobState.SUCCEEDED
+            assert (await store.get(second)).state is jobkit.JobState.CANCELLED
+        seen = sql(url, f"SELECT setting FROM {schema}.seen ORDER BY n")
+        return [setting for (setting,) in seen]
+
+    assert trio.run(main) == expected
+
+
 # -- claims ----------------------------------------------------------------------------
 
 
@@ -382,7 +434,7 @@ def test_bad_arguments_are_refused() -> None:
         ({"schema": "Robert'); DROP"}, "schema must be"),
         ({"timeout": 0}, "timeout must be"),
         ({"pool_size": 0}, "pool_size must be"),
-        ({"synchronous": "OFF"}, "synchronous must be"),
+        ({"synchronous": "off"}, "synchronous must be 'OFF', 'NORMAL' or 'FULL'"),
     ]:
         with pytest.raises(ValueError, match=match):
             PostgresStore("postgresql://nowhere.invalid/x", **kwargs)

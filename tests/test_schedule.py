@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import math
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -28,7 +26,7 @@ from jobkit import Schedule
 from jobkit.core.schedule import due
 from jobkit.store.sqlite import schema as sql
 from jobkit.store.sqlite.schedules import TABLES
-from tests.helpers.stores import STORES, WatchedStore, dispose, store_params
+from tests.helpers.stores import WatchedStore
 
 HELPERS = Path(__file__).parent / "helpers"
 
@@ -311,104 +309,6 @@ async def test_a_store_without_schedules_is_named() -> None:
         await queue.schedule(ping, every=1)
 
 
-# -- storage, on every store -----------------------------------------------------------
-
-
-@pytest.fixture(params=store_params())
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    s: Any = STORES[request.param](tmp_path)
-    yield s
-    await dispose(s)
-
-
-async def test_store_fires_jobs_with_the_schedule_s_fields(store: Any) -> None:
-    """fire_schedules enqueues a job per slot with the schedule's payload, options."""
-    s = Schedule.create(
-        "nightly",
-        "report",
-        every=10,
-        start=0.0,
-        now=0.0,
-        payload={"n": 1},
-        queue="reports",
-        priority=3,
-        max_attempts=4,
-        misfire=M.BURST,
-    )
-    await store.put_schedule(s)
-    fired = await store.fire_schedules(now=25.0)
-    assert [(f.schedule, f.task, f.queue, f.slot, f.run_at) for f in fired.firings] == [
-        ("nightly", "report", "reports", slot, slot) for slot in (0.0, 10.0, 20.0)
-    ]
-    assert fired.next_slot == 30.0
-    jobs = [await store.get(f.job_id) for f in fired.firings]
-    assert [
-        (j.unique_key, j.payload, j.priority, j.max_attempts, j.created_at)
-        for j in jobs
-    ] == [
-        (f"schedule:nightly:{slot!r}", {"n": 1}, 3, 4, 25.0)
-        for slot in (0.0, 10.0, 20.0)
-    ]
-    [stored] = await store.schedules()
-    assert (stored.next_slot, stored.last_slot, stored.updated_at) == (30.0, 20.0, 25.0)
-    again = await store.fire_schedules(now=25.0)
-    assert again.firings == [] and again.next_slot == 30.0
-
-
-async def test_same_definition_keeps_the_next_slot_and_a_change_replaces(
-    store: Any,
-) -> None:
-    """Re-declaring unchanged keeps the stored state; a changed one starts afresh."""
-    await store.put_schedule(every())
-    await store.fire_schedules(now=15.0)
-    kept = await store.put_schedule(
-        Schedule.create("tick", "t", every=10, start=0.0, now=99.0)
-    )
-    assert (kept.next_slot, kept.last_slot, kept.created_at) == (20.0, 10.0, 0.0)
-    changed = Schedule.create("tick", "t", every=20, start=0.0, now=99.0)
-    assert await store.put_schedule(changed) == changed
-    assert [(s.every, s.next_slot, s.last_slot) for s in await store.schedules()] == [
-        (20.0, 0.0, None)
-    ]
-
-
-async def test_schedules_are_listed_by_name_and_removed(store: Any) -> None:
-    """schedules() lists by name; remove_schedule deletes one and leaves its jobs."""
-    for name in ("b", "a"):
-        await store.put_schedule(Schedule.create(name, "t", every=5, now=0.0))
-    fired = await store.fire_schedules(now=0.0)
-    assert [f.schedule for f in fired.firings] == ["a", "b"]
-    assert [s.name for s in await store.schedules()] == ["a", "b"]
-    assert await store.remove_schedule("a") is True
-    assert await store.remove_schedule("a") is False
-    assert [s.name for s in await store.schedules()] == ["b"]
-    assert len(await store.list()) == 2
-    assert (await store.fire_schedules(now=1.0)).next_slot == 5.0
-
-
-async def test_stores_refuse_what_is_not_a_schedule(store: Any) -> None:
-    """put_schedule refuses a non-Schedule and a broken one, storing nothing."""
-    with pytest.raises(TypeError, match=r"expected a jobkit\.Schedule"):
-        await store.put_schedule({"name": "x"})
-    broken = attrs.evolve(every(), cron="* * * * *")
-    with pytest.raises(ValueError, match="exactly one of every and cron"):
-        await store.put_schedule(broken)
-    assert await store.schedules() == []
-
-
-async def test_a_capped_burst_is_logged(
-    store: Any, caplog: pytest.LogCaptureFixture
-) -> None:
-    """When BURST drops slots past max_burst, a warning names the schedule and range."""
-    await store.put_schedule(every(misfire=M.BURST, max_burst=2))
-    with caplog.at_level(logging.WARNING, logger="jobkit"):
-        fired = await store.fire_schedules(now=1000.0)
-    assert [f.slot for f in fired.firings] == [990.0, 1000.0]
-    [record] = [r for r in caplog.records if r.name == "jobkit"]
-    assert "schedule 'tick' missed more than max_burst=2 slots" in record.getMessage()
-    assert (record.dropped_from, record.dropped_to) == (0.0, 980.0)
-
-
 # -- workers fire them, at exact instants ----------------------------------------------
 
 
@@ -575,20 +475,43 @@ async def test_a_schedule_declared_while_a_worker_sleeps_fires_at_once(
 async def test_two_workers_in_one_process_enqueue_each_slot_once(
     autojump_clock: Any, tmp_path: Path, kind: str
 ) -> None:
-    """Two workers (two stores on one file, for SQLite) enqueue each slot once."""
+    """Two workers (two stores on one file, for SQLite) enqueue each slot once.
+
+    They stop once slot 49.5 has run, not at an instant: an SQLite store
+    retries a database its checkpoint thread holds with trio.sleep, which on
+    the virtual clock costs virtual time in proportion to real time, so the
+    slots reached by a given instant depend on the host's load. Which slots
+    were enqueued, each once and none skipped, does not.
+    """
     if kind == "memory":
         shared = jobkit.MemoryStore()
         stores: list[Any] = [shared, shared]
     else:
         stores = [jobkit.SQLiteStore(tmp_path / "j.db") for _ in range(2)]
-    queues = [make_queue(s)[0] for s in stores]
-    for q in queues:
-        await q.schedule("tick", every=0.5, misfire=M.BURST)
+    last = trio.Event()
+    queues = []
+    for store in stores:
+        queue = jobkit.Queue(store, clock=trio.current_time)
+
+        @queue.task()
+        async def tick() -> None:
+            key = jobkit.current_job().unique_key
+            assert key is not None
+            if float(key.rsplit(":", 1)[1]) == 49.5:
+                last.set()
+
+        await queue.schedule("tick", every=0.5, misfire=M.BURST)
+        queues.append(queue)
+    token = jobkit.CancellationToken()
     async with trio.open_nursery() as nursery:
         for q in queues:
-            nursery.start_soon(partial(run_for, q, 49.75, poll_interval=0.1))
+            worker = partial(jobkit.run_worker, q, shutdown=token, poll_interval=0.1)
+            await nursery.start(worker)
+        await last.wait()
+        token.cancel()
     slots = [row[0] for row in await jobs_by_slot(stores[0])]
-    assert slots == [k * 0.5 for k in range(100)]
+    assert len(slots) >= 100
+    assert slots == [k * 0.5 for k in range(len(slots))]
     for s in set(stores):
         await s.aclose()
 

@@ -2,7 +2,8 @@
 
 The tests themselves ship in :mod:`jobkit.testing.store_contract`, so that a
 store written outside jobkit runs the same suite; to put a new store of
-jobkit's under the contract, add one line to ``STORES``.
+jobkit's under the contract, add one line to ``STORES``. Every store of
+jobkit's keeps schedules, so each runs the schedule part too.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from jobkit import Store
-from jobkit.testing.store_contract import StoreContract
+from jobkit.testing.store_contract import ScheduleStoreContract, StoreContract
 from tests.helpers.stores import STORES, dispose, store_params
 
 pytest_plugins = ["pytester"]
 
 
-class TestStoreContract(StoreContract):
+class TestStoreContract(StoreContract, ScheduleStoreContract):
     @pytest.fixture(params=store_params())
     async def store(
         self, request: pytest.FixtureRequest, tmp_path: Path
@@ -91,11 +92,12 @@ def test_jobkit_and_jobkit_testing_import_without_the_test_tools() -> None:
         "import sys\n"
         "sys.modules.update(pytest=None, hypothesis=None)  # as if not installed\n"
         "import jobkit, jobkit.store, jobkit.testing\n"
-        "try:\n"
-        "    import jobkit.testing.store_contract\n"
-        "except ImportError:\n"
-        "    pass\n"
-        "else:\n"
-        "    raise AssertionError('the suite imported without pytest')\n"
+        "for suite in ('store_contract', 'store_model'):\n"
+        "    try:\n"
+        "        __import__(f'jobkit.testing.{suite}')\n"
+        "    except ImportError:\n"
+        "        pass\n"
+        "    else:\n"
+        "        raise AssertionError(f'{suite} imported without the test tools')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

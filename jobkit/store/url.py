@@ -16,6 +16,9 @@ __all__ = ["sqlite_path", "store_from_url"]
 # A scheme of two letters or more: "C:\jobs.db" is a Windows path, not a URL.
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):")
 
+# Query parameters of a PostgreSQL URL that are PostgresStore's, not libpq's.
+_POSTGRES_OPTIONS = frozenset({"schema", "synchronous"})
+
 _KINDS = "a file path, sqlite:///PATH, postgresql://... or memory:"
 
 
@@ -58,8 +61,9 @@ def store_from_url(
     (:class:`~jobkit.StoreError`) rather than created empty. ``options`` go to
     the store's constructor (e.g. ``timeout=`` for
     :class:`~jobkit.PostgresStore`). A PostgreSQL URL may name the store's
-    schema with a ``schema`` query parameter, which is not passed on to the
-    server: ``postgresql://db.internal/app?schema=jobs``.
+    schema and its durability (``off``, ``normal`` or ``full``; see
+    :class:`~jobkit.PostgresStore`) as query parameters, which are not passed
+    on to the server: ``postgresql://db.internal/app?schema=jobs&synchronous=off``.
 
     Example::
 
@@ -81,10 +85,17 @@ def store_from_url(
 
         parts = urllib.parse.urlsplit(text)
         query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-        schemas = [value for key, value in query if key == "schema"]
-        if schemas:
-            options.setdefault("schema", schemas[-1])
-            rest = urllib.parse.urlencode([(k, v) for k, v in query if k != "schema"])
+        ours = {key: value for key, value in query if key in _POSTGRES_OPTIONS}
+        if ours:
+            if "synchronous" in ours:
+                ours["synchronous"] = ours["synchronous"].upper()
+            for key, value in ours.items():
+                options.setdefault(key, value)
+            # quote, not quote_plus: libpq reads a "+" as itself, not a space.
+            rest = urllib.parse.urlencode(
+                [(k, v) for k, v in query if k not in _POSTGRES_OPTIONS],
+                quote_via=urllib.parse.quote,
+            )
             text = urllib.parse.urlunsplit(parts._replace(query=rest))
         return PostgresStore(text, create=create, **options)
     if scheme == "memory":

@@ -1,7 +1,31 @@
 """Helpers for tests, notebooks and experiments that run jobkit in virtual time.
 
-:mod:`jobkit.testing.store_contract` holds the tests every store passes, for a
-store written outside jobkit to run (it needs pytest, unlike this module).
+Two suites check a store written outside jobkit the way jobkit checks its own
+(they need the ``test`` extra, pytest and hypothesis, unlike this module):
+
+- :mod:`jobkit.testing.store_contract`: the tests every store passes, as a
+  class to subclass with a ``store`` fixture, and those of schedules for a
+  store that keeps them;
+- :mod:`jobkit.testing.store_model`: the stateful model test, in which
+  hypothesis runs random sequences of operations on the store and on a model
+  of the queue, which must agree after every step.
+
+Both in one test module::
+
+    # test_mystore.py
+    import pytest
+    from jobkit.testing.store_contract import ScheduleStoreContract, StoreContract
+    from jobkit.testing.store_model import run_store_model
+
+    class TestMyStore(StoreContract, ScheduleStoreContract):
+        @pytest.fixture
+        async def store(self):
+            store = MyStore()
+            yield store
+            await store.aclose()
+
+    def test_my_store_agrees_with_the_model():
+        run_store_model(lambda directory: MyStore())
 """
 
 from __future__ import annotations

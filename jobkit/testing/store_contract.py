@@ -16,6 +16,10 @@ afterwards::
             yield store
             await store.aclose()
 
+A store that also keeps schedules (a :class:`~jobkit.store.ScheduleStore`)
+adds :class:`ScheduleStoreContract` beside it, with the same fixture:
+``class TestMyStore(StoreContract, ScheduleStoreContract)``.
+
 The suite needs pytest and pytest-trio (``pip install 'jobkit[test]'``); the
 class marks its tests as trio tests, so no ``trio_mode`` setting is needed.
 Parametrize the fixture to run the suite on several stores. jobkit runs it
@@ -28,8 +32,11 @@ store's own read primitives, so they hold for a store in another process too.
 
 from __future__ import annotations
 
+import logging
 import math
+from typing import Protocol
 
+import attrs
 import pytest
 
 from jobkit import (
@@ -38,15 +45,18 @@ from jobkit import (
     JobEvent,
     JobNotFound,
     JobState,
+    MissedTickBehavior,
     NewJob,
     PurgeTotals,
+    Schedule,
+    ScheduleStore,
     Store,
     TransitionError,
 )
 from jobkit.core.job import EXPIRED_ERROR
 from jobkit.store import Failure, Outcome, Release, SettleClaimStore, Success
 
-__all__ = ["StoreContract"]
+__all__ = ["ScheduleStoreContract", "StoreContract"]
 
 
 async def _put(store: Store, now: float = 0.0, **fields: object) -> int:
@@ -1130,3 +1140,150 @@ class StoreContract:
         assert await store.purge(before=10.0) == 1
         jobs = {job.id for job in await store.list(limit=None)}
         assert {e.job_id for _, e in await store.events()} <= jobs
+
+
+class _SchedulingStore(Store, ScheduleStore, Protocol):
+    """A store that keeps schedules too."""
+
+
+def _every(
+    *, misfire: MissedTickBehavior = MissedTickBehavior.SKIP, max_burst: int = 100
+) -> Schedule:
+    """A schedule "tick" of task "t", every 10 s from 0."""
+    return Schedule.create(
+        "tick",
+        "t",
+        every=10.0,
+        misfire=misfire,
+        start=0.0,
+        max_burst=max_burst,
+        now=0.0,
+    )
+
+
+class ScheduleStoreContract:
+    """The tests every store that keeps schedules passes (a ScheduleStore).
+
+    Subclass it beside :class:`StoreContract`, with the same ``store``
+    fixture. Example::
+
+        class TestMyStore(StoreContract, ScheduleStoreContract):
+            @pytest.fixture
+            async def store(self):
+                store = MyStore()
+                yield store
+                await store.aclose()
+    """
+
+    pytestmark = pytest.mark.trio
+
+    @pytest.fixture
+    def store(self) -> _SchedulingStore:
+        """Override in a subclass: yield a fresh, empty store, then close it."""
+        raise TypeError(
+            f"{type(self).__name__} must define a `store` fixture that yields "
+            "a fresh, empty store (see jobkit.testing.store_contract)"
+        )
+
+    async def test_store_fires_jobs_with_the_schedule_s_fields(
+        self, store: _SchedulingStore
+    ) -> None:
+        """fire_schedules enqueues a job per slot with the schedule's payload and
+        options."""
+        s = Schedule.create(
+            "nightly",
+            "report",
+            every=10,
+            start=0.0,
+            now=0.0,
+            payload={"n": 1},
+            queue="reports",
+            priority=3,
+            max_attempts=4,
+            misfire=MissedTickBehavior.BURST,
+        )
+        await store.put_schedule(s)
+        fired = await store.fire_schedules(now=25.0)
+        assert [
+            (f.schedule, f.task, f.queue, f.slot, f.run_at) for f in fired.firings
+        ] == [
+            ("nightly", "report", "reports", slot, slot) for slot in (0.0, 10.0, 20.0)
+        ]
+        assert fired.next_slot == 30.0
+        jobs = [await store.get(f.job_id) for f in fired.firings]
+        assert [
+            (j.unique_key, j.payload, j.priority, j.max_attempts, j.created_at)
+            for j in jobs
+        ] == [
+            (f"schedule:nightly:{slot!r}", {"n": 1}, 3, 4, 25.0)
+            for slot in (0.0, 10.0, 20.0)
+        ]
+        [stored] = await store.schedules()
+        assert (stored.next_slot, stored.last_slot, stored.updated_at) == (
+            30.0,
+            20.0,
+            25.0,
+        )
+        again = await store.fire_schedules(now=25.0)
+        assert again.firings == [] and again.next_slot == 30.0
+
+    async def test_same_definition_keeps_the_next_slot_and_a_change_replaces(
+        self,
+        store: _SchedulingStore,
+    ) -> None:
+        """Re-declaring unchanged keeps the stored state; a changed one starts
+        afresh."""
+        await store.put_schedule(_every())
+        await store.fire_schedules(now=15.0)
+        kept = await store.put_schedule(
+            Schedule.create("tick", "t", every=10, start=0.0, now=99.0)
+        )
+        assert (kept.next_slot, kept.last_slot, kept.created_at) == (20.0, 10.0, 0.0)
+        changed = Schedule.create("tick", "t", every=20, start=0.0, now=99.0)
+        assert await store.put_schedule(changed) == changed
+        assert [
+            (s.every, s.next_slot, s.last_slot) for s in await store.schedules()
+        ] == [(20.0, 0.0, None)]
+
+    async def test_schedules_are_listed_by_name_and_removed(
+        self, store: _SchedulingStore
+    ) -> None:
+        """schedules() lists by name; remove_schedule deletes one and leaves its
+        jobs."""
+        for name in ("b", "a"):
+            await store.put_schedule(Schedule.create(name, "t", every=5, now=0.0))
+        fired = await store.fire_schedules(now=0.0)
+        assert [f.schedule for f in fired.firings] == ["a", "b"]
+        assert [s.name for s in await store.schedules()] == ["a", "b"]
+        assert await store.remove_schedule("a") is True
+        assert await store.remove_schedule("a") is False
+        assert [s.name for s in await store.schedules()] == ["b"]
+        assert len(await store.list()) == 2
+        assert (await store.fire_schedules(now=1.0)).next_slot == 5.0
+
+    async def test_stores_refuse_what_is_not_a_schedule(
+        self, store: _SchedulingStore
+    ) -> None:
+        """put_schedule refuses a non-Schedule and a broken one, storing nothing."""
+        with pytest.raises(TypeError, match=r"expected a jobkit\.Schedule"):
+            await store.put_schedule({"name": "x"})  # type: ignore[arg-type]
+        broken = attrs.evolve(_every(), cron="* * * * *")
+        with pytest.raises(ValueError, match="exactly one of every and cron"):
+            await store.put_schedule(broken)
+        assert await store.schedules() == []
+
+    async def test_a_capped_burst_is_logged(
+        self, store: _SchedulingStore, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """When BURST drops slots past max_burst, a warning names the schedule and
+        the range."""
+        await store.put_schedule(_every(misfire=MissedTickBehavior.BURST, max_burst=2))
+        with caplog.at_level(logging.WARNING, logger="jobkit"):
+            fired = await store.fire_schedules(now=1000.0)
+        assert [f.slot for f in fired.firings] == [990.0, 1000.0]
+        [record] = [r for r in caplog.records if r.name == "jobkit"]
+        assert (
+            "schedule 'tick' missed more than max_burst=2 slots" in record.getMessage()
+        )
+        dropped = (record.__dict__["dropped_from"], record.__dict__["dropped_to"])
+        assert dropped == (0.0, 980.0)

@@ -18,10 +18,16 @@ Each part works in a schema of its own, dropped afterwards.
 
 - **wake-up**: an idle worker (default poll interval, 1 s) on one store; jobs
   enqueued one at a time through a second store, as another process would:
-  the time from the enqueue call to the handler's start, p50 and p99. The
-  hint travels by NOTIFY; without it the wait would be up to the poll.
+  the time to the handler's start from the enqueue call, and from the
+  moment the call returned (its commit), p50 and p99. The hint travels by
+  NOTIFY; without it the wait would be up to the poll. Shown for
+  ``synchronous="NORMAL"`` (the default: an enqueue waits for the server's
+  disk) and ``"OFF"`` (it does not), alternating, ``WAKE_ROUNDS`` rounds.
+- **commit floor**: a transaction that writes only its commit record, with
+  ``synchronous_commit`` on and off: the disk flush an enqueue waits for.
 
-Each figure is the median of ``ROUNDS`` rounds.
+Each figure is the median of ``ROUNDS`` rounds (wake-ups: ``WAKE_ROUNDS``).
+``--parts`` picks some of them: ``cycles,wake,finished``.
 """
 
 from __future__ import annotations
@@ -44,12 +50,15 @@ from jobkit.core.job import Success
 JOBS = 4000
 TASKS = 8
 ROUNDS = 3
+WAKE_ROUNDS = 5
+PINGS = 200
+Sync = Literal["OFF", "NORMAL", "FULL"]
 DEFAULT_URL = os.environ.get(
     "JOBKIT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 
 
-def fresh(url: str, synchronous: Literal["NORMAL", "FULL"] = "NORMAL") -> PostgresStore:
+def fresh(url: str, synchronous: Sync = "NORMAL") -> PostgresStore:
     schema = f"bench_{uuid.uuid4().hex[:12]}"
     return PostgresStore(url, schema=schema, synchronous=synchronous)
 
@@ -128,14 +137,16 @@ def vacuum_jobs(store: PostgresStore) -> None:
         conn.execute(f"VACUUM ANALYZE {store.schema}.jobs")
 
 
-async def wake_ups(url: str, count: int) -> tuple[list[float], list[float]]:
+async def wake_ups(
+    url: str, count: int, synchronous: Sync
+) -> tuple[list[float], list[float]]:
     """Per job: from the enqueue call to the handler, and from its commit."""
     schema = f"bench_{uuid.uuid4().hex[:12]}"
     latencies: list[float] = []
     after_commit: list[float] = []
     async with (
-        PostgresStore(url, schema=schema) as here,
-        PostgresStore(url, schema=schema) as there,
+        PostgresStore(url, schema=schema, synchronous=synchronous) as here,
+        PostgresStore(url, schema=schema, synchronous=synchronous) as there,
     ):
         queue = jobkit.Queue(here)
         started = trio.Event()
@@ -165,9 +176,60 @@ async def wake_ups(url: str, count: int) -> tuple[list[float], list[float]]:
     return latencies, after_commit
 
 
-def run_cycles(
-    url: str, tasks: int, batch: int, synchronous: Literal["NORMAL", "FULL"]
-) -> float:
+def percentiles(values: list[float]) -> tuple[float, float]:
+    """p50 and p99 of ``values``, in milliseconds."""
+    values = sorted(values)
+    return values[len(values) // 2] * 1e3, values[int(len(values) * 0.99)] * 1e3
+
+
+def commit_floor(url: str, setting: str, count: int = 300) -> float:
+    """Median time of the smallest write transaction: one row of one column.
+
+    (A transaction that only takes an id writes no log before its commit
+    record, and PostgreSQL does not wait for the disk to commit it.)
+    """
+    table = f"bench_floor_{uuid.uuid4().hex[:12]}"
+    times = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (n bigint)".encode())
+        conn.execute(f"INSERT INTO {table} VALUES (0)".encode())
+        conn.execute(f"SET synchronous_commit = {setting}".encode())
+        update = f"UPDATE {table} SET n = n + 1".encode()
+        try:
+            for _ in range(count):
+                start = time.perf_counter()
+                with conn.transaction():
+                    conn.execute(update)
+                times.append(time.perf_counter() - start)
+        finally:
+            conn.execute(f"DROP TABLE {table}".encode())
+    return statistics.median(times)
+
+
+def report_wake_ups(url: str) -> None:
+    modes: tuple[Sync, ...] = ("NORMAL", "OFF")
+    figures: dict[tuple[Sync, str], list[tuple[float, float]]] = {}
+    floors: dict[str, list[float]] = {"on": [], "off": []}
+    for _ in range(WAKE_ROUNDS):
+        for synchronous in modes:  # alternating: both see the same load
+            measured = trio.run(wake_ups, url, PINGS, synchronous)
+            for label, values in zip(("call", "commit"), measured, strict=True):
+                figures.setdefault((synchronous, label), []).append(percentiles(values))
+        for setting, found in floors.items():
+            found.append(commit_floor(url, setting))
+    print(f"  wake-up, enqueue elsewhere to handler, {PINGS} jobs, ", end="")
+    print(f"median of {WAKE_ROUNDS} rounds:")
+    for (synchronous, label), rounds in figures.items():
+        p50 = statistics.median(r[0] for r in rounds)
+        p99 = statistics.median(r[1] for r in rounds)
+        print(f"    {synchronous:<6} from the {label:<6}: ", end="")
+        print(f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    for setting, found in floors.items():
+        floor = statistics.median(found) * 1e3
+        print(f"  commit floor, synchronous_commit={setting:<3}: {floor:.2f} ms")
+
+
+def run_cycles(url: str, tasks: int, batch: int, synchronous: Sync) -> float:
     rates = []
     for _ in range(ROUNDS):
         store = fresh(url, synchronous=synchronous)
@@ -182,29 +244,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url", nargs="?", default=DEFAULT_URL)
     parser.add_argument("--finished", type=int, default=500_000)
+    parser.add_argument("--parts", default="cycles,wake,finished")
     args = parser.parse_args()
     url = args.url
+    parts = set(args.parts.split(","))
 
     print(f"PostgresStore at {url}: {JOBS} jobs, median of {ROUNDS} rounds")
-    modes: tuple[Literal["NORMAL", "FULL"], ...] = ("NORMAL", "FULL")
-    for synchronous in modes:
-        rate = run_cycles(url, TASKS, 1, synchronous)
-        print(f"  cycles, {TASKS} tasks, 1 job per call, {synchronous}: {rate:,.0f}/s")
-    rate = run_cycles(url, TASKS, 8, "NORMAL")
-    print(f"  cycles, {TASKS} tasks, 8 jobs per call, NORMAL: {rate:,.0f} jobs/s")
+    if "cycles" in parts:
+        modes: tuple[Sync, ...] = ("NORMAL", "FULL")
+        for synchronous in modes:
+            rate = run_cycles(url, TASKS, 1, synchronous)
+            print(
+                f"  cycles, {TASKS} tasks, 1 job per call, {synchronous}: {rate:,.0f}/s"
+            )
+        rate = run_cycles(url, TASKS, 8, "NORMAL")
+        print(f"  cycles, {TASKS} tasks, 8 jobs per call, NORMAL: {rate:,.0f} jobs/s")
+    if "wake" in parts:
+        report_wake_ups(url)
+    if "finished" in parts:
+        report_finished(url, args.finished)
 
-    for label, values in zip(
-        ("call", "commit"), trio.run(wake_ups, url, 200), strict=True
-    ):
-        values.sort()
-        p50 = values[len(values) // 2] * 1e3
-        p99 = values[int(len(values) * 0.99)] * 1e3
-        print(f"  wake-up, enqueue elsewhere ({label}) to handler: ", end="")
-        print(f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
 
+def report_finished(url: str, finished_jobs: int) -> None:
     rates: dict[int, float] = {}
     pages: dict[int, int] = {}
-    for finished in (0, args.finished):
+    for finished in (0, finished_jobs):
         store = fresh(url)
         try:
             fill_finished(store, url, finished)
@@ -215,14 +279,14 @@ def main() -> None:
             pages[finished] = claim_pages(store)
         finally:
             trio.run(store.drop_schema)
-    empty, full = rates[0], rates[args.finished]
+    empty, full = rates[0], rates[finished_jobs]
     print(
         f"  claim+settle, 1 task: {empty:,.0f}/s with no finished jobs, "
-        f"{full:,.0f}/s with {args.finished:,}: ratio {full / empty:.2f}"
+        f"{full:,.0f}/s with {finished_jobs:,}: ratio {full / empty:.2f}"
     )
     print(
         f"  pages one claim reads: {pages[0]} with no finished jobs, "
-        f"{pages[args.finished]} with {args.finished:,} (load-independent)"
+        f"{pages[finished_jobs]} with {finished_jobs:,} (load-independent)"
     )
 
 

@@ -15,13 +15,22 @@ The database keeps the queue's invariants itself, as SQLite's schema does:
 - partial indexes over QUEUED and RUNNING rows serve the claim, the next due
   time and the lease reaper, so their cost does not grow with the number of
   finished jobs.
+
+:func:`prepare` opens a schema: it creates it, upgrades an older jobkit's in
+place, or refuses one that is not jobkit's or is newer, leaving it unchanged.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
-__all__ = ["MIGRATIONS", "SCHEMA", "SCHEMA_VERSION", "VERSION_TABLE"]
+import psycopg
+from psycopg import sql
+
+from ..protocol import IncompatibleStore, StoreError
+from ._sql import Statements
+
+__all__ = ["MIGRATIONS", "SCHEMA", "SCHEMA_VERSION", "VERSION_TABLE", "prepare"]
 
 SCHEMA_VERSION: Final = 2
 """The layout this jobkit writes, kept in the schema's version table.
@@ -249,3 +258,81 @@ jobkit's data stays as it was. All the steps of an upgrade run in one
 transaction, under the same advisory lock as creation, so a crash leaves the
 old version whole and a second process waits, then finds nothing to do.
 """
+
+
+def prepare(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    statements: Statements,
+    where: str,
+    *,
+    create: bool,
+) -> None:
+    """Create the store's schema, upgrade an older jobkit's, or refuse it.
+
+    Runs in the transaction that opens the store; ``where`` names the schema
+    in messages. With ``create=False`` a missing schema is a StoreError.
+    """
+    # One transaction, under an advisory lock on the schema's name: two
+    # processes opening a new database create the schema once, and the
+    # second finds it whole. Nothing is written before the schema was
+    # found to be empty, missing, or an older jobkit's.
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"jobkit:{schema}",))
+    version = _inspect(conn, schema, statements, where)
+    if version is None:
+        if not create:
+            raise StoreError(f"{where} holds no jobkit store (not created)")
+        conn.execute(
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+        )
+        for statement in SCHEMA:
+            conn.execute(statements.format(statement))
+        return
+    while version < SCHEMA_VERSION:
+        for statement in MIGRATIONS[version]:
+            conn.execute(statements.format(statement))
+        version += 1
+        conn.execute(
+            statements.format(f"UPDATE {{s}}.{VERSION_TABLE} SET version = {version}")
+        )
+
+
+def _inspect(
+    conn: psycopg.Connection[Any], schema: str, statements: Statements, where: str
+) -> int | None:
+    """Return the schema's jobkit version, None if absent or empty; or refuse it."""
+    tables = [
+        name
+        for (name,) in conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE n.nspname = %s "
+            "AND c.relkind IN ('r', 'p', 'v', 'm', 'f') ORDER BY c.relname",
+            (schema,),
+        )
+    ]
+    if not tables:
+        return None
+    shown = ", ".join(tables[:8]) + (", ..." if len(tables) > 8 else "")
+    if VERSION_TABLE not in tables:
+        raise IncompatibleStore(
+            f"{where} belongs to another application (tables: {shown}); "
+            f"refusing to use it (nothing was changed); give PostgresStore "
+            "another schema="
+        )
+    rows = conn.execute(
+        statements.format(f"SELECT application, version FROM {{s}}.{VERSION_TABLE}")
+    ).fetchall()
+    if len(rows) != 1 or rows[0][0] != "jobkit":
+        raise IncompatibleStore(
+            f"{where} has a {VERSION_TABLE} table that is not "
+            f"jobkit's ({rows[:3]!r}); refusing to use it (nothing was changed)"
+        )
+    version = int(rows[0][1])
+    if version != SCHEMA_VERSION and version not in MIGRATIONS:
+        newer = "newer than" if version > SCHEMA_VERSION else "unlike"
+        raise IncompatibleStore(
+            f"{where} holds jobkit schema version {version}, {newer} "
+            f"version {SCHEMA_VERSION} that this jobkit understands; "
+            "refusing to use it (nothing was changed)"
+        )
+    return version

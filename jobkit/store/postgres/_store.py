@@ -1,32 +1,32 @@
-"""PostgresStore: the job store for many worker machines sharing one database."""
+"""PostgresStore: the job store for many worker machines sharing one database.
+
+The class says what each store call does; the rest is beside it: the
+statements and row decoding in ``_sql``, the tables and their opening in
+``_schema``, the sessions in ``_connect``, running a call (retries, deadlines,
+unknown commits) in ``_run``, and LISTEN in ``_listener``.
+"""
 
 from __future__ import annotations
 
 import builtins
-import json
 import re
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Literal, TypeVar
 
 import psycopg
-import psycopg.conninfo
-import psycopg_pool
+import psycopg.errors
 import trio
 from psycopg import sql
 
 from ...core import job as _job
 from ...core import schedule as _schedule
-from ...core.job import Event, EventKind, Job, JobState, NewJob, Outcome
+from ...core.job import Event, Job, JobState, NewJob, Outcome
 from ...core.schedule import FireResult, Firing, Schedule, check_schedule, warn_dropped
-from ...runtime.tasks import first_line
 from ..protocol import (
-    IncompatibleStore,
     JobNotFound,
     PurgeTotals,
     QueueCounts,
-    StoreError,
     TallyKey,
     add_tallies,
     check_limit,
@@ -40,8 +40,10 @@ from ..sqlite.schedules import _to_row as _schedule_row
 from ..sqlite.schedules import _to_schedule
 from ..tallies import tally_events
 from . import _schema
+from ._connect import open_pool, session_settings, where
 from ._listener import Listener
 from ._run import Runner, _Retry
+from ._sql import COLUMNS, KINDS, STATES, Statements, encode, to_job
 
 T = TypeVar("T")
 
@@ -51,72 +53,8 @@ _Conn = psycopg.Connection[Any]
 
 _SCHEMA_NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
-_COLUMNS: Final = (
-    "id, task, queue, payload, state, attempts, max_attempts, priority, run_at, "
-    "created_at, updated_at, lease_until, unique_key, last_error, result, "
-    "retry_delay"
-)
-
-_SCHEDULE_FIELDS: Final = (
-    "name, task, payload, queue, priority, max_attempts, every, cron, tz, "
-    "misfire, max_burst, start, anchor, next_slot, last_slot, created_at, "
-    "updated_at"
-)
-
 # Purged jobs per transaction: short transactions, and workers go on between.
 _PURGE_BATCH: Final = 1000
-
-_encode: Final = json.JSONEncoder(
-    ensure_ascii=False, allow_nan=False, separators=(",", ":")
-).encode
-_decode: Final = json.JSONDecoder().decode
-
-_STATES: Final = {state.value: state for state in JobState}
-_KINDS: Final = {kind.value: kind for kind in EventKind}
-
-# The partial index holding every job of a state, where there is one; a
-# state is written into the statement as a literal so that the planner can
-# use it (a parameter would hide the partial index from a generic plan).
-_STATE_INDEXED: Final = {JobState.QUEUED, JobState.RUNNING, JobState.DEAD}
-
-
-def _to_job(row: tuple[Any, ...]) -> Job:
-    (
-        job_id,
-        task,
-        queue,
-        payload,
-        state,
-        attempts,
-        max_attempts,
-        priority,
-        run_at,
-        created_at,
-        updated_at,
-        lease_until,
-        unique_key,
-        last_error,
-        result,
-        retry_delay,
-    ) = row
-    return Job(
-        job_id,
-        task,
-        queue,
-        _decode(payload),
-        _STATES[state],
-        attempts,
-        max_attempts,
-        priority,
-        run_at,
-        created_at,
-        updated_at,
-        lease_until,
-        unique_key,
-        last_error,
-        None if result is None else _decode(result),
-        retry_delay,
-    )
 
 
 def _check_queues(queues: Sequence[str] | None) -> list[str] | None:
@@ -125,17 +63,6 @@ def _check_queues(queues: Sequence[str] | None) -> list[str] | None:
     if isinstance(queues, str):
         raise TypeError(f"queues must be a list of names, not the string {queues!r}")
     return list(dict.fromkeys(queues))
-
-
-def _where(url: str) -> str:
-    """Name the server and database of ``url`` for messages, without a password."""
-    try:
-        parts = psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.Error:
-        return "PostgreSQL"
-    host = parts.get("host") or "local socket"
-    port = f":{parts['port']}" if parts.get("port") else ""
-    return f"PostgreSQL {host}{port}/{parts.get('dbname') or parts.get('user') or ''}"
 
 
 class PostgresStore:
@@ -158,6 +85,17 @@ class PostgresStore:
     those (``synchronous_commit = off``), and the jobs concerned run again
     once their leases expire, which at-least-once delivery allows. ``"FULL"``
     makes every commit wait, at several times the cost on a slow disk.
+    ``"OFF"`` makes none wait, enqueues included: an enqueue returns one
+    disk flush sooner (milliseconds, the larger part of an idle worker's
+    wake-up), and a crash of the server, not of a client, may forget the
+    enqueues of its last fraction of a second (up to three times its
+    ``wal_writer_delay``), never part of one and never corrupting anything:
+    the same window as SQLite's ``NORMAL``, where a power cut may lose the
+    last commits. A commit that waits follows the server's own
+    ``synchronous_commit`` (``on`` unless configured otherwise, e.g.
+    ``remote_apply`` for a synchronous replica). :func:`~jobkit.store_from_url`
+    takes the setting as a query parameter, ``?synchronous=off``; libpq's
+    ``options`` in ``url`` are kept too.
 
     Each call is one transaction, run in a worker thread on a connection of
     a pool of ``pool_size``. A lost connection, a server restart, a
@@ -213,7 +151,7 @@ class PostgresStore:
         schema: str = "jobkit",
         timeout: float = 30.0,
         pool_size: int = 10,
-        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        synchronous: Literal["OFF", "NORMAL", "FULL"] = "NORMAL",
         create: bool = True,
     ) -> None:
         if not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema):
@@ -227,54 +165,22 @@ class PostgresStore:
             raise TypeError(f"pool_size must be an int, got {pool_size!r}")
         if pool_size < 1:
             raise ValueError(f"pool_size must be at least 1, got {pool_size}")
-        if synchronous not in ("NORMAL", "FULL"):
+        if synchronous not in ("OFF", "NORMAL", "FULL"):
             raise ValueError(
-                f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}"
+                f"synchronous must be 'OFF', 'NORMAL' or 'FULL', got {synchronous!r}"
             )
-        # What a worker writes for every attempt; see the class's docstring.
+        # What a worker writes for every attempt, and what would lose work if
+        # it were lost; see the class's docstring.
         self._attempt_writes = "sync" if synchronous == "FULL" else "async"
+        self._work_writes = "async" if synchronous == "OFF" else "sync"
         self._url = url
         self._schema = schema
-        self._where = f"{_where(url)} schema {schema!r}"
+        self._where = f"{where(url)} schema {schema!r}"
         self._channel = f"jobkit.{schema}"
         self._closed = False
-        self._create = create
-        self._sql = _Statements(schema)
-        settings = {
-            # A session that lost its client (a partition) must not hold row
-            # locks for long: the server ends it after this much idleness.
-            "options": (
-                f"-c idle_in_transaction_session_timeout={int(timeout * 1000)} "
-                f"-c statement_timeout={int(timeout * 1000)}"
-            ),
-            **_KEEPALIVES,
-        }
-        pool = psycopg_pool.ConnectionPool(
-            url,
-            min_size=1,
-            max_size=pool_size,
-            kwargs={
-                "autocommit": True,
-                "application_name": f"jobkit-{schema}",
-                **settings,
-            },
-            open=False,
-            name=f"jobkit-{schema}",
-            timeout=timeout,
-        )
-        try:
-            pool.open(wait=True, timeout=timeout)
-        except psycopg_pool.PoolTimeout:
-            pool.close()
-            raise StoreError(
-                f"cannot connect to {_where(url)} within {timeout:g} s"
-                f"{_connect_error(url)}"
-            ) from None
-        except psycopg.Error as exc:
-            pool.close()
-            raise StoreError(
-                f"cannot connect to {_where(url)}: {first_line(str(exc))}"
-            ) from None
+        self._sql = Statements(schema)
+        settings = session_settings(url, timeout)
+        pool = open_pool(url, f"jobkit-{schema}", timeout, pool_size, settings)
         self._runner = Runner(pool, self._where, timeout, self._sql.writers_lock)
         self._listener = Listener(
             url,
@@ -282,83 +188,17 @@ class PostgresStore:
             {"application_name": f"jobkit-{schema}-listener", **settings},
         )
         try:
-            self._runner.run(self._prepare, "opening the store", "sync")
+            self._runner.run(
+                lambda conn: _schema.prepare(
+                    conn, schema, self._sql, self._where, create=create
+                ),
+                "opening the store",
+                "sync",
+            )
         except BaseException:
             self._runner.close()
             pool.close()
             raise
-
-    # -- opening -----------------------------------------------------------------
-
-    def _prepare(self, conn: _Conn) -> None:
-        # One transaction, under an advisory lock on the schema's name: two
-        # processes opening a new database create the schema once, and the
-        # second finds it whole. Nothing is written before the schema was
-        # found to be empty, missing, or an older jobkit's.
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"jobkit:{self._schema}",)
-        )
-        version = self._inspect(conn)
-        if version is None:
-            if not self._create:
-                raise StoreError(f"{self._where} holds no jobkit store (not created)")
-            conn.execute(
-                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                    sql.Identifier(self._schema)
-                )
-            )
-            for statement in _schema.SCHEMA:
-                conn.execute(self._sql.format(statement))
-            return
-        while version < _schema.SCHEMA_VERSION:
-            for statement in _schema.MIGRATIONS[version]:
-                conn.execute(self._sql.format(statement))
-            version += 1
-            conn.execute(
-                self._sql.format(
-                    f"UPDATE {{s}}.{_schema.VERSION_TABLE} SET version = {version}"
-                )
-            )
-
-    def _inspect(self, conn: _Conn) -> int | None:
-        """Return the schema's jobkit version, None if absent or empty; or refuse it."""
-        tables = [
-            name
-            for (name,) in conn.execute(
-                "SELECT c.relname FROM pg_class c JOIN pg_namespace n "
-                "ON n.oid = c.relnamespace WHERE n.nspname = %s "
-                "AND c.relkind IN ('r', 'p', 'v', 'm', 'f') ORDER BY c.relname",
-                (self._schema,),
-            )
-        ]
-        if not tables:
-            return None
-        shown = ", ".join(tables[:8]) + (", ..." if len(tables) > 8 else "")
-        if _schema.VERSION_TABLE not in tables:
-            raise IncompatibleStore(
-                f"{self._where} belongs to another application (tables: {shown}); "
-                f"refusing to use it (nothing was changed); give PostgresStore "
-                "another schema="
-            )
-        rows = conn.execute(
-            self._sql.format(
-                f"SELECT application, version FROM {{s}}.{_schema.VERSION_TABLE}"
-            )
-        ).fetchall()
-        if len(rows) != 1 or rows[0][0] != "jobkit":
-            raise IncompatibleStore(
-                f"{self._where} has a {_schema.VERSION_TABLE} table that is not "
-                f"jobkit's ({rows[:3]!r}); refusing to use it (nothing was changed)"
-            )
-        version = int(rows[0][1])
-        if version != _schema.SCHEMA_VERSION and version not in _schema.MIGRATIONS:
-            newer = "newer than" if version > _schema.SCHEMA_VERSION else "unlike"
-            raise IncompatibleStore(
-                f"{self._where} holds jobkit schema version {version}, {newer} "
-                f"version {_schema.SCHEMA_VERSION} that this jobkit understands; "
-                "refusing to use it (nothing was changed)"
-            )
-        return version
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -392,9 +232,10 @@ class PostgresStore:
         return await self._runner.call(body, what=what, write="")
 
     async def _write(
-        self, body: Callable[[_Conn], T], what: str, write: str = "sync"
+        self, body: Callable[[_Conn], T], what: str, write: str | None = None
     ) -> T:
         self._check_open()
+        write = self._work_writes if write is None else write
         return await self._runner.call(body, what=what, write=write)
 
     def _check_open(self) -> None:
@@ -437,7 +278,7 @@ class PostgresStore:
                 (
                     spec.task,
                     spec.queue,
-                    _encode(spec.payload),
+                    encode(spec.payload),
                     spec.max_attempts,
                     spec.priority,
                     now if spec.run_at is None else spec.run_at,
@@ -501,7 +342,7 @@ class PostgresStore:
 
         def body(conn: _Conn) -> list[Job]:
             rows = conn.execute(self._sql.claim, params).fetchall()
-            jobs = [_to_job(row) for row in rows]
+            jobs = [to_job(row) for row in rows]
             jobs.sort(key=_job.claim_order)
             return jobs
 
@@ -598,7 +439,7 @@ class PostgresStore:
             rows = conn.execute(
                 self._sql.reap, {"now": now, "error": _job.EXPIRED_ERROR}
             ).fetchall()
-            return sorted((_to_job(row) for row in rows), key=lambda job: job.id)
+            return sorted((to_job(row) for row in rows), key=lambda job: job.id)
 
         return await self._write(body, "reap", self._attempt_writes)
 
@@ -609,7 +450,7 @@ class PostgresStore:
             row = conn.execute(self._sql.get, (job_id,)).fetchone()
             if row is None:
                 raise JobNotFound(job_id)
-            return _to_job(row)
+            return to_job(row)
 
         return await self._read(body, "get")
 
@@ -645,7 +486,7 @@ class PostgresStore:
             if value is not None:
                 where.append(f"{column} {op} %s")
                 params.append(value)
-        text = f"SELECT {_COLUMNS} FROM {{s}}.jobs"
+        text = f"SELECT {COLUMNS} FROM {{s}}.jobs"
         if where:
             text += " WHERE " + " AND ".join(where)
         text += (
@@ -654,7 +495,7 @@ class PostgresStore:
         params.append(limit)
         statement = self._sql.format(text)
         return await self._read(
-            lambda conn: [_to_job(r) for r in conn.execute(statement, params)], "list"
+            lambda conn: [to_job(r) for r in conn.execute(statement, params)], "list"
         )
 
     async def _change(
@@ -670,7 +511,7 @@ class PostgresStore:
             row = conn.execute(self._sql.get_for_update, (job_id,)).fetchone()
             if row is None:
                 raise JobNotFound(job_id)
-            job, event = change(_to_job(row))
+            job, event = change(to_job(row))
             if check is not None:
                 check(conn, job)
             conn.execute(
@@ -729,7 +570,7 @@ class PostgresStore:
         rows = await self._read(
             lambda conn: conn.execute(self._sql.counts).fetchall(), "counts"
         )
-        return QueueCounts({(queue, _STATES[state]): n for queue, state, n in rows})
+        return QueueCounts({(queue, STATES[state]): n for queue, state, n in rows})
 
     async def next_run_at(
         self, *, queues: Sequence[str] | None, tasks: Sequence[str] | None = None
@@ -784,7 +625,7 @@ class PostgresStore:
                 lambda conn: self._settled_events(conn, after, limit), "events"
             )
         return [
-            (seq, Event(job, _KINDS[kind], at, attempt, error))
+            (seq, Event(job, KINDS[kind], at, attempt, error))
             for seq, job, kind, at, attempt, error in rows
         ]
 
@@ -822,7 +663,7 @@ class PostgresStore:
             for job_id, kind, at, attempt, error in conn.execute(
                 self._sql.purged_events, (ids,)
             ):
-                history[job_id].append(Event(job_id, _KINDS[kind], at, attempt, error))
+                history[job_id].append(Event(job_id, KINDS[kind], at, attempt, error))
             tallies: dict[TallyKey, tuple[int, float]] = {}
             for job_id, task, queue in conn.execute(self._sql.purged_jobs, (ids,)):
                 add_tallies(tallies, tally_events(task, queue, history[job_id]))
@@ -992,213 +833,3 @@ class PostgresStore:
         for old, due in plans:
             warn_dropped(old, due.dropped)
         return result
-
-
-_KEEPALIVES: Final = {
-    # A dead peer (host down, cable cut) is noticed within about 20 s even
-    # on an idle connection.
-    "keepalives": 1,
-    "keepalives_idle": 10,
-    "keepalives_interval": 3,
-    "keepalives_count": 3,
-    "connect_timeout": 10,
-}
-
-
-def _connect_error(url: str) -> str:
-    # The pool hides why it could not connect; one direct try tells.
-    try:
-        psycopg.connect(url, connect_timeout=3).close()
-    except psycopg.Error as exc:
-        return f": {first_line(str(exc))}"
-    return ""
-
-
-class _Statements:
-    """The store's SQL, with its schema name filled in once."""
-
-    def __init__(self, schema: str) -> None:
-        self._s = sql.Identifier(schema).as_string(None)
-        self._channel = sql.Literal(f"jobkit.{schema}").as_string(None)
-        f = self.format
-        self.holders = f(
-            "SELECT unique_key, id FROM {s}.jobs WHERE unique_key = ANY(%s) "
-            "AND state IN ('queued', 'running')"
-        )
-        # Ids come from the identity in the order the rows are inserted,
-        # which is the order of the batch.
-        self.insert = f(
-            "WITH new AS (INSERT INTO {s}.jobs (task, queue, payload, state, "
-            "attempts, max_attempts, priority, run_at, created_at, updated_at, "
-            "unique_key, event) "
-            "SELECT task, queue, payload, 'queued', 0, max_attempts, priority, "
-            "run_at, %s, %s, unique_key, 'enqueued' FROM unnest("
-            "%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], "
-            "%s::float8[], %s::text[]) WITH ORDINALITY AS t(task, queue, payload, "
-            "max_attempts, priority, run_at, unique_key, n) ORDER BY n "
-            "RETURNING id) SELECT id FROM new ORDER BY id"
-        )
-        # A job without max_attempts gets its task's default, or 1. The
-        # picked ids go in as an array, so that the update finds each row by
-        # primary key whatever plan the statement gets once prepared (a
-        # generic plan may otherwise join against a scan of the table).
-        self.claim = f(
-            f"UPDATE {{s}}.jobs AS j SET state = 'running', event = 'started', "
-            f"attempts = j.attempts + 1, lease_until = %(until)s, "
-            f"updated_at = %(now)s, max_attempts = coalesce(j.max_attempts, "
-            f"(SELECT d.n FROM unnest(%(default_tasks)s::text[], "
-            f"%(defaults)s::bigint[]) AS d(task, n) WHERE d.task = j.task), 1) "
-            f"WHERE j.id = ANY(ARRAY(SELECT id FROM {{s}}.jobs "
-            f"WHERE state = 'queued' AND run_at <= %(now)s "
-            f"AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[])) "
-            f"AND (%(tasks)s::text[] IS NULL OR task = ANY(%(tasks)s::text[])) "
-            f"ORDER BY priority DESC, run_at, id LIMIT %(limit)s "
-            f"FOR UPDATE SKIP LOCKED)) "
-            f"RETURNING {', '.join('j.' + c for c in _COLUMNS.split(', '))}"
-        )
-        self.settle = f(
-            "UPDATE {s}.jobs AS j SET "
-            "state = CASE WHEN o.kind = 'success' THEN 'succeeded' "
-            "  WHEN o.kind = 'release' THEN 'queued' "
-            "  WHEN o.retry_at IS NULL OR j.attempts >= coalesce(j.max_attempts, 1) "
-            "    THEN 'dead' "
-            "  ELSE 'queued' END, "
-            "event = CASE WHEN o.kind = 'success' THEN 'succeeded' "
-            "  WHEN o.kind = 'release' THEN 'released' "
-            "  WHEN o.retry_at IS NULL OR j.attempts >= coalesce(j.max_attempts, 1) "
-            "    THEN 'dead' "
-            "  ELSE 'retried' END, "
-            "attempts = CASE WHEN o.kind = 'release' THEN j.attempts - 1 "
-            "  ELSE j.attempts END, "
-            "run_at = CASE WHEN o.kind = 'release' THEN o.now "
-            "  WHEN o.kind = 'failure' AND o.retry_at IS NOT NULL "
-            "    AND j.attempts < coalesce(j.max_attempts, 1) THEN o.retry_at "
-            "  ELSE j.run_at END, "
-            "retry_delay = CASE WHEN o.kind = 'failure' AND o.retry_at IS NOT NULL "
-            "    AND j.attempts < coalesce(j.max_attempts, 1) THEN o.delay "
-            "  ELSE j.retry_delay END, "
-            "result = CASE WHEN o.kind = 'success' THEN o.result ELSE j.result END, "
-            "last_error = CASE WHEN o.kind = 'failure' THEN o.error "
-            "  ELSE j.last_error END, "
-            "lease_until = NULL, updated_at = o.now "
-            "FROM (SELECT *, %s::float8 AS now FROM unnest(%s::bigint[], "
-            "%s::bigint[], %s::text[], %s::text[], %s::text[], %s::float8[], "
-            "%s::float8[]) AS t(id, attempt, kind, result, error, retry_at, delay)) "
-            "AS o "
-            "WHERE j.id = o.id AND j.state = 'running' AND j.attempts = o.attempt "
-            "RETURNING j.id, o.attempt"
-        )
-        self.highest = f("SELECT coalesce(max(id), 0) FROM {s}.jobs")
-        self.renew = f(
-            "UPDATE {s}.jobs AS j SET lease_until = %s, updated_at = %s "
-            "FROM unnest(%s::bigint[], %s::bigint[]) AS o(id, attempt) "
-            "WHERE j.id = o.id AND j.state = 'running' AND j.attempts = o.attempt "
-            "RETURNING j.id, j.attempts"
-        )
-        self.reap = f(
-            f"UPDATE {{s}}.jobs AS j SET "
-            f"state = CASE WHEN attempts >= coalesce(max_attempts, 1) THEN 'dead' "
-            f"  ELSE 'queued' END, "
-            f"event = CASE WHEN attempts >= coalesce(max_attempts, 1) THEN 'dead' "
-            f"  ELSE 'expired' END, "
-            f"run_at = CASE WHEN attempts >= coalesce(max_attempts, 1) THEN run_at "
-            f"  ELSE %(now)s END, "
-            f"last_error = %(error)s, lease_until = NULL, updated_at = %(now)s "
-            f"WHERE id IN (SELECT id FROM {{s}}.jobs WHERE state = 'running' "
-            f"AND lease_until < %(now)s FOR UPDATE SKIP LOCKED) "
-            f"RETURNING {_COLUMNS}"
-        )
-        self.get = f(f"SELECT {_COLUMNS} FROM {{s}}.jobs WHERE id = %s")
-        self.get_for_update = f(
-            f"SELECT {_COLUMNS} FROM {{s}}.jobs WHERE id = %s FOR UPDATE"
-        )
-        self.rewrite = f(
-            "UPDATE {s}.jobs SET state = %s, event = %s, attempts = %s, run_at = %s, "
-            "lease_until = %s, last_error = %s, updated_at = %s, retry_delay = %s "
-            "WHERE id = %s"
-        )
-        self.counts = f(
-            "SELECT queue, state, sum(n)::bigint FROM {s}.counts "
-            "GROUP BY queue, state HAVING sum(n) > 0"
-        )
-        self.next_run_at = f(
-            "SELECT min(run_at) FROM {s}.jobs WHERE state = 'queued' "
-            "AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[])) "
-            "AND (%(tasks)s::text[] IS NULL OR task = ANY(%(tasks)s::text[]))"
-        )
-        self.queued_tasks = f(
-            "SELECT queue, task, count(*) FROM {s}.jobs WHERE state = 'queued' "
-            "GROUP BY queue, task"
-        )
-        self.events = f(
-            "SELECT seq, job_id, kind, at, attempt, error FROM {s}.events "
-            "WHERE seq > %s AND seq <= %s ORDER BY seq LIMIT %s"
-        )
-        self.writers_lock = zlib.crc32(f"jobkit writers {schema}".encode())
-        self.wait_for_writers = b"SELECT pg_advisory_xact_lock(%s)"
-        self.highest_event = f("SELECT coalesce(max(seq), 0) FROM {s}.events")
-        self.job_events = f(
-            "SELECT seq, job_id, kind, at, attempt, error FROM {s}.events "
-            "WHERE job_id = %s AND seq > %s ORDER BY seq LIMIT %s"
-        )
-        # The newest job and the job of the newest event stay: their numbers
-        # are where the next ones count from. Locked, so that a concurrent
-        # purge takes other jobs (or waits, and finds these gone).
-        self.purgeable = f(
-            "SELECT id FROM {s}.jobs WHERE state IN ('succeeded', 'cancelled') "
-            "AND updated_at < %s AND id < (SELECT max(id) FROM {s}.jobs) "
-            "AND id IS DISTINCT FROM "
-            "  (SELECT job_id FROM {s}.events ORDER BY seq DESC LIMIT 1) "
-            "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"
-        )
-        self.purged_events = f(
-            "SELECT job_id, kind, at, attempt, error FROM {s}.events "
-            "WHERE job_id = ANY(%s::bigint[]) ORDER BY seq"
-        )
-        self.purged_jobs = f(
-            "SELECT id, task, queue FROM {s}.jobs WHERE id = ANY(%s::bigint[])"
-        )
-        self.add_purged = f(
-            "INSERT INTO {s}.purged AS p (task, queue, series, key, n, total) "
-            "VALUES (%s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (task, queue, series, key) "
-            "DO UPDATE SET n = p.n + excluded.n, total = p.total + excluded.total"
-        )
-        self.delete_events = f(
-            "DELETE FROM {s}.events WHERE job_id = ANY(%s::bigint[])"
-        )
-        self.delete_jobs = f(
-            "DELETE FROM {s}.jobs WHERE id = ANY(%s::bigint[]) RETURNING id"
-        )
-        self.purge_totals = f(
-            "SELECT task, queue, series, key, n, total FROM {s}.purged"
-        )
-        self.schedule_for_update = f(
-            f"SELECT {_SCHEDULE_FIELDS} FROM {{s}}.schedules WHERE name = %s FOR UPDATE"
-        )
-        self.insert_schedule = f(
-            f"INSERT INTO {{s}}.schedules ({_SCHEDULE_FIELDS}) VALUES "
-            f"({', '.join(['%s'] * 17)}) ON CONFLICT (name) DO NOTHING RETURNING 1"
-        )
-        self.remove_schedule = f(
-            "DELETE FROM {s}.schedules WHERE name = %s RETURNING 1"
-        )
-        self.all_schedules = f(
-            f"SELECT {_SCHEDULE_FIELDS} FROM {{s}}.schedules ORDER BY name"
-        )
-        # Locked in name order, so that firers never deadlock; a second firer
-        # waits, then sees the advanced next_slot and skips the row.
-        self.due_schedules = f(
-            f"SELECT {_SCHEDULE_FIELDS} FROM {{s}}.schedules WHERE next_slot <= %s "
-            f"ORDER BY name FOR UPDATE"
-        )
-        self.advance_schedule = f(
-            "UPDATE {s}.schedules SET anchor = %s, next_slot = %s, last_slot = %s, "
-            "updated_at = %s WHERE name = %s"
-        )
-        self.next_slot = f("SELECT min(next_slot) FROM {s}.schedules")
-
-    def format(self, text: str) -> bytes:
-        """Fill in the schema name and the NOTIFY channel."""
-        # bytes: psycopg takes a query built at run time in that form.
-        return text.replace("{s}", self._s).replace("{channel}", self._channel).encode()
