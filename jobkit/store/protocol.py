@@ -487,8 +487,8 @@ class SettleClaimStore(Protocol):
     :meth:`Store.settle` followed by :meth:`Store.claim` at the same ``now``,
     applied atomically: if the settle part raises, nothing is applied and
     nothing is claimed. A worker uses it when its store has it, and makes the
-    two calls otherwise. :class:`MemoryStore` and :class:`SQLiteStore`
-    implement it.
+    two calls otherwise. :class:`MemoryStore`, :class:`SQLiteStore` and
+    ``PostgresStore`` implement it.
 
     Example::
 

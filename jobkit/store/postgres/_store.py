@@ -323,12 +323,27 @@ class PostgresStore:
         other tasks stay QUEUED; a job enqueued without ``max_attempts`` gets
         ``max_attempts[task]`` (or 1) in the same statement, for good.
         """
+        body = self._claimer(queues, limit, now, lease, tasks, max_attempts)
+        if body is None:
+            await trio.lowlevel.checkpoint()
+            return []
+        return await self._write(body, "claim", self._attempt_writes)
+
+    def _claimer(
+        self,
+        queues: Sequence[str] | None,
+        limit: int,
+        now: float,
+        lease: float,
+        tasks: Sequence[str] | None,
+        max_attempts: Mapping[str, int] | None,
+    ) -> Callable[[_Conn], list[Job]] | None:
+        """Check a claim's arguments; return its body, or None if it takes nothing."""
         check_limit(limit)
         names = _check_queues(queues)
         only = check_tasks(tasks)
         if names == [] or only == []:
-            await trio.lowlevel.checkpoint()
-            return []
+            return None
         defaults = dict(max_attempts or {})
         params = {
             "now": now,
@@ -346,7 +361,7 @@ class PostgresStore:
             jobs.sort(key=_job.claim_order)
             return jobs
 
-        return await self._write(body, "claim", self._attempt_writes)
+        return body
 
     async def settle(self, outcomes: Sequence[Outcome], *, now: float) -> list[bool]:
         """Apply attempt outcomes in one statement; stale ones are ignored (False).
@@ -355,6 +370,41 @@ class PostgresStore:
         (the attempt number is the fence), so settling again after a lost
         connection cannot apply anything twice.
         """
+        body = self._settler(outcomes, now)
+        if body is None:
+            await trio.lowlevel.checkpoint()
+            return []
+        return await self._write(body, "settle", self._attempt_writes)
+
+    async def settle_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        *,
+        now: float,
+        queues: Sequence[str] | None,
+        limit: int,
+        lease: float,
+        tasks: Sequence[str] | None = None,
+        max_attempts: Mapping[str, int] | None = None,
+    ) -> tuple[list[bool], list[Job]]:
+        """Apply ``outcomes`` and claim up to ``limit`` jobs in one transaction.
+
+        One round trip (and one thread hop) instead of two; see
+        :class:`jobkit.store.SettleClaimStore`.
+        """
+        settle = self._settler(outcomes, now)
+        claim = self._claimer(queues, limit, now, lease, tasks, max_attempts)
+
+        def body(conn: _Conn) -> tuple[list[bool], list[Job]]:
+            applied = [] if settle is None else settle(conn)
+            return applied, [] if claim is None else claim(conn)
+
+        return await self._write(body, "settle and claim", self._attempt_writes)
+
+    def _settler(
+        self, outcomes: Sequence[Outcome], now: float
+    ) -> Callable[[_Conn], list[bool]] | None:
+        """Check outcomes; return the body that applies them, or None if none."""
         check_outcomes(outcomes)
         ids, attempts, kinds, results, errors, retry_ats = [], [], [], [], [], []
         delays: list[float | None] = []
@@ -387,8 +437,7 @@ class PostgresStore:
             retry_ats.append(retry_at)
             delays.append(delay)
         if not ids:
-            await trio.lowlevel.checkpoint()
-            return []
+            return None
         params = (now, ids, attempts, kinds, results, errors, retry_ats, delays)
         pairs = list(zip(ids, attempts, strict=True))
 
@@ -396,7 +445,7 @@ class PostgresStore:
             done = set(conn.execute(self._sql.settle, params).fetchall())
             return self._applied(conn, pairs, done)
 
-        return await self._write(body, "settle", self._attempt_writes)
+        return body
 
     def _applied(
         self, conn: _Conn, pairs: Sequence[tuple[int, int]], done: set[tuple[int, int]]
