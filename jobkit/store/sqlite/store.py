@@ -39,7 +39,6 @@ from ...core.job import Event, Job, JobState, NewJob, Outcome
 from ...core.schedule import FireResult, Schedule, check_schedule, warn_dropped
 from .._group import GroupCommit
 from ..protocol import (
-    IncompatibleStore,
     JobNotFound,
     PurgeTotals,
     QueueCounts,
@@ -57,6 +56,7 @@ from ..protocol import (
 from ..tallies import tally_events
 from . import schedules as _sqlite_schedules
 from . import schema
+from .opening import DAMAGE, is_busy, open_database, opening_error
 from .schema import SCHEMA_VERSION
 
 T = TypeVar("T")
@@ -99,18 +99,6 @@ _WAL_TRUNCATE_BYTES: Final = 2 << 20
 _WAL_SIZE_LIMIT: Final = 4 << 20
 _TRUNCATE_WAIT: Final = 1.0
 _TRUNCATE: Final = "PRAGMA wal_checkpoint(TRUNCATE)"
-
-_SQLITE_BUSY: Final = 5
-_SQLITE_LOCKED: Final = 6
-_SQLITE_NOTADB: Final = 26
-
-# The result codes of a file whose pages or header are not what SQLite wrote.
-_DAMAGE: Final = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code is not None and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
 
 
 def _check_queues(queues: Sequence[str] | None) -> list[str] | None:
@@ -207,103 +195,20 @@ class SQLiteStore:
     # -- opening -----------------------------------------------------------------
 
     def _open(self, synchronous: str) -> sqlite3.Connection:
-        # SQLite itself waits for a busy database while opening: this runs
-        # before any event loop work, and may create the schema.
+        conn = open_database(self._path, self._busy_timeout)
         try:
-            conn = sqlite3.connect(
-                self._path,
-                timeout=self._busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open {self._path!r}: {exc}") from None
-        try:
-            self._prepare(conn, synchronous)
+            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            self._wal = mode == "wal"  # not for ":memory:"
+            conn.execute(f"PRAGMA synchronous = {synchronous}")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {_AUTOCHECKPOINT_PAGES}")
+            conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
+            # From here on a busy database is retried by trio.sleep, not by
+            # SQLite sleeping on the event loop's thread.
+            conn.execute("PRAGMA busy_timeout = 0")
         except sqlite3.Error as exc:
             conn.close()
-            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-            if _is_busy(exc):
-                raise StoreBusy(
-                    f"{self._path!r} stayed locked by other connections for "
-                    f"{self._busy_timeout:g} s while opening it"
-                ) from None
-            if code == _SQLITE_NOTADB:
-                raise IncompatibleStore(
-                    f"{self._path!r} is not an SQLite database ({exc}); "
-                    "refusing to use it (the file was left unchanged)"
-                ) from None
-            raise StoreError(f"cannot open {self._path!r}: {exc}") from None
-        except BaseException:
-            conn.close()
-            raise
+            raise opening_error(self._path, self._busy_timeout, exc) from None
         return conn
-
-    def _inspect(self, conn: sqlite3.Connection) -> bool:
-        """Return whether the database is empty; refuse it if it is not ours."""
-        # One read transaction, so that a schema another process commits
-        # meanwhile is seen whole or not at all.
-        own = not conn.in_transaction
-        if own:
-            conn.execute("BEGIN")
-        try:
-            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = [
-                name
-                for (name,) in conn.execute(
-                    "SELECT name FROM sqlite_master ORDER BY name"
-                )
-            ]
-        finally:
-            if own:
-                conn.execute("COMMIT")
-        if app_id == 0 and version == 0 and not tables:
-            return True
-        if app_id != schema.APPLICATION_ID:
-            shown = ", ".join(tables[:8]) + (", ..." if len(tables) > 8 else "")
-            raise IncompatibleStore(
-                f"{self._path!r} is not a jobkit database (application_id "
-                f"{app_id:#x}, user_version {version}, tables: {shown or 'none'}); "
-                f"jobkit schema version {schema.SCHEMA_VERSION} expects application_id "
-                f"{schema.APPLICATION_ID:#x}; refusing to use it "
-                "(the file was left unchanged)"
-            )
-        if version != schema.SCHEMA_VERSION and version not in schema.MIGRATIONS:
-            newer = (
-                "newer than" if version > schema.SCHEMA_VERSION else "different from"
-            )
-            raise IncompatibleStore(
-                f"{self._path!r} holds jobkit schema version {version}, {newer} "
-                f"version {schema.SCHEMA_VERSION} that this jobkit understands; "
-                "refusing to use it (the file was left unchanged)"
-            )
-        return False
-
-    def _prepare(self, conn: sqlite3.Connection, synchronous: str) -> None:
-        # Look before writing anything: a refused file must keep every byte.
-        if self._inspect(conn):
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                # Another process may have created the schema meanwhile.
-                if self._inspect(conn):
-                    for statement in schema.SCHEMA:
-                        conn.execute(statement)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        if conn.execute("PRAGMA user_version").fetchone()[0] < schema.SCHEMA_VERSION:
-            self._migrate(conn)
-        (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-        self._wal = mode == "wal"  # not for ":memory:"
-        conn.execute(f"PRAGMA synchronous = {synchronous}")
-        conn.execute(f"PRAGMA wal_autocheckpoint = {_AUTOCHECKPOINT_PAGES}")
-        conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
-        # From here on a busy database is retried by trio.sleep, not by
-        # SQLite sleeping on the event loop's thread.
-        conn.execute("PRAGMA busy_timeout = 0")
 
     # -- running statements ------------------------------------------------------
 
@@ -410,14 +315,14 @@ class SQLiteStore:
                 try:
                     return attempt()
                 except sqlite3.OperationalError as exc:
-                    if not _is_busy(exc):
+                    if not is_busy(exc):
                         raise
                 return await self._run_slowly(attempt, rows, busy=True)
             return await self._run_slowly(attempt, rows, busy=False)
         except sqlite3.DatabaseError as exc:
             # A damaged file fails the same way every time: say so, once,
             # instead of letting callers retry it forever.
-            if getattr(exc, "sqlite_errorname", "") in _DAMAGE:
+            if getattr(exc, "sqlite_errorname", "") in DAMAGE:
                 raise StoreDamaged(
                     f"{self._path!r} is damaged ({exc}): restore it from a "
                     "backup, or try the sqlite3 shell's .recover"
@@ -451,7 +356,7 @@ class SQLiteStore:
                         return await trio.to_thread.run_sync(attempt)
                     return attempt()
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
+                if not is_busy(exc):
                     raise
                 busy = True
 
@@ -1271,26 +1176,6 @@ class SQLiteStore:
         if not self._checkpoint_idle.is_set():
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self._checkpoint_idle.wait)
-
-    # -- schema upgrades -----------------------------------------------------------
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        # One transaction for all the steps: a crash leaves the old version
-        # whole, and a second process opening the file meanwhile waits, then
-        # finds nothing left to do.
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            while version < schema.SCHEMA_VERSION:
-                for statement in schema.MIGRATIONS[version]:
-                    conn.execute(statement)
-                version += 1
-            conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     # -- schedules (the ScheduleStore part) --------------------------------------
 
