@@ -4,8 +4,9 @@ A store keeps jobs, their events and schedules, and applies the pure
 transitions of the queue core atomically; it never reads a clock. Everything a
 store needs is public here: the :class:`Store` and :class:`ScheduleStore`
 protocols (and :class:`SettleClaimStore`, an optional shortcut a worker
-uses when a store offers it), the records and outcomes it receives, its errors, and the argument
-checks every store applies before it changes anything.
+uses when a store offers it), the records and outcomes it receives, its
+errors, and the argument checks every store applies before it changes
+anything.
 :mod:`jobkit.store.transitions` holds the pure steps a store applies (claim,
 settle, expire, ...), so that a store written outside jobkit needs nothing
 from a private module. :mod:`jobkit.testing.store_contract` is the suite of
