@@ -1204,3 +1204,31 @@ def test_a_reader_that_leaves_early_is_not_an_error(workdir: Path) -> None:
 def test_the_start_up_log_never_shows_a_password(url: str, logged: str) -> None:
     """The database named in the worker's first log line has no password in it."""
     assert shown_url(url) == logged
+
+
+def test_a_one_shot_command_says_why_it_failed_in_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool's warning for each failed connection attempt does not bury the
+    command's own one-line error (a worker's log keeps them)."""
+    import logging
+
+    from jobkit.cli.main import run
+    from jobkit.store import StoreError
+
+    def unreachable(_: object) -> int:
+        logging.getLogger("psycopg.pool").warning("error connecting in 'jobkit'")
+        raise StoreError("cannot connect to PostgreSQL db:5432/app within 30 s")
+
+    args = build_parser().parse_args(["--db", "postgresql://db/app", "stats"])
+    monkeypatch.setattr(args, "handler", unreachable)
+    # As in a shell: no handler anywhere, so Python's last resort prints
+    # warnings to stderr (pytest's own capture handler is taken away).
+    pool_log = logging.getLogger("psycopg.pool")
+    monkeypatch.setattr(pool_log, "handlers", [])
+    monkeypatch.setattr(pool_log, "propagate", True)
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    assert run(args) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "jobkit: error: cannot connect to PostgreSQL db:5432/app within 30 s"
+    ]

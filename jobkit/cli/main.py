@@ -15,6 +15,7 @@ argument argparse cannot parse) is one such line too, with status 2.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sqlite3
 import sys
@@ -128,6 +129,13 @@ def _unwrapped(
 def run(args: argparse.Namespace) -> int:
     """Run the parsed command; print a :class:`CLIError` as one line."""
     handler: Callable[[argparse.Namespace], int] = args.handler
+    if args.command not in ("worker", "dashboard"):
+        # A one-shot command that cannot reach PostgreSQL says so in one
+        # line at the end; the pool's warning for every try in between
+        # would only bury it. A worker's log keeps them.
+        pool_log = logging.getLogger("psycopg.pool")
+        pool_log.addHandler(logging.NullHandler())
+        pool_log.propagate = False
     try:
         return _unwrapped(handler, args)
     except CLIError as exc:
