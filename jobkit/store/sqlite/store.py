@@ -196,8 +196,19 @@ class SQLiteStore:
 
     def _open(self, synchronous: str) -> sqlite3.Connection:
         conn = open_database(self._path, self._busy_timeout)
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                break
+            except sqlite3.Error as exc:
+                # Turning a new file to WAL needs it to itself: when another
+                # opener holds it, SQLite says busy at once, without waiting.
+                if not is_busy(exc) or time.monotonic() >= deadline:
+                    conn.close()
+                    raise opening_error(self._path, self._busy_timeout, exc) from None
+                time.sleep(_BUSY_FIRST * (1 + self._rng.random()))
         try:
-            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
             self._wal = mode == "wal"  # not for ":memory:"
             conn.execute(f"PRAGMA synchronous = {synchronous}")
             conn.execute(f"PRAGMA wal_autocheckpoint = {_AUTOCHECKPOINT_PAGES}")
