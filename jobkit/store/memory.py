@@ -246,23 +246,23 @@ class MemoryStore:
     ) -> list[Job]:
         """Start up to ``limit`` due jobs of ``tasks`` (None: any) in claim order."""
         await trio.lowlevel.checkpoint()
-        return self._claim(
-            *self._claim_plan(queues, limit, tasks), now, lease, max_attempts
-        )
+        plan = self._claim_plan(queues, limit, tasks)
+        return self._claim(*plan, limit, now, lease, max_attempts)
 
     def _claim_plan(
         self, queues: Sequence[str] | None, limit: int, tasks: Sequence[str] | None
-    ) -> tuple[list[_QueueIndex], int, set[str] | None]:
+    ) -> tuple[list[_QueueIndex], set[str] | None]:
+        """Check a claim's arguments: the queues to look in and the tasks wanted."""
         check_limit(limit)
         names = check_tasks(tasks)
         wanted = None if names is None else set(names)
-        return [self._queues[name] for name in self._names(queues)], limit, wanted
+        return [self._queues[name] for name in self._names(queues)], wanted
 
     def _claim(
         self,
         indexes: list[_QueueIndex],
-        limit: int,
         wanted: set[str] | None,
+        limit: int,
         now: float,
         lease: float,
         max_attempts: Mapping[str, int] | None,
@@ -323,7 +323,7 @@ class MemoryStore:
         await trio.lowlevel.checkpoint()
         plan = self._claim_plan(queues, limit, tasks)  # refuse before changing
         applied = self._settle(outcomes, now)
-        return applied, self._claim(*plan, now, lease, max_attempts)
+        return applied, self._claim(*plan, limit, now, lease, max_attempts)
 
     def _settle(self, outcomes: Sequence[Outcome], now: float) -> list[bool]:
         check_outcomes(outcomes)

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, cast
 
+import attrs
 import trio
 
 from ..core.job import (
@@ -23,14 +24,17 @@ from .storecalls import _REFUSED, _GaveUp, _StoreCaller
 
 logger = logging.getLogger("jobkit")
 
-#: The worker's side of a settle that also claims: how many jobs to claim
-#: for so many finished attempts (0: none), the claim's arguments for a
-#: limit, and what starts the claimed jobs.
-_Refill = tuple[
-    Callable[[int], int],
-    Callable[[int], dict[str, Any]],
-    Callable[[list[Job]], None],
-]
+
+@attrs.frozen
+class _Refill:
+    """The worker's side of a settle that also claims."""
+
+    limit: Callable[[int], int]
+    """How many jobs to claim for so many finished attempts (0: none)."""
+    claim_args: Callable[[int], dict[str, Any]]
+    """The claim's arguments for a limit."""
+    start: Callable[[list[Job]], None]
+    """What starts the claimed jobs."""
 
 
 class _Settler:
@@ -85,7 +89,7 @@ class _Settler:
     async def _write(self, batch: list[_Attempt], *, refill: bool = True) -> None:
         limit = 0
         if refill and self._refill is not None and self._fused():
-            limit = self._refill[0](len(batch))
+            limit = self._refill.limit(len(batch))
         self._writing += 1
         try:
             # Shielded when it claims: a claim cancelled after its transaction
@@ -111,7 +115,7 @@ class _Settler:
                 assert self._refill is not None
                 # Started before the finished attempts retire, so that the
                 # claim loop, seeing its slots filled again, sleeps on.
-                self._refill[2](claimed)
+                self._refill.start(claimed)
             for attempt, ok in zip(batch, applied, strict=True):
                 self._finish(attempt, ok, now)
         elif len(batch) > 1:
@@ -166,7 +170,7 @@ class _Settler:
             assert self._refill is not None
             fused = cast(SettleClaimStore, store)  # as _fused found
             applied, claimed = await fused.settle_and_claim(
-                outcomes, now=now, **self._refill[1](limit)
+                outcomes, now=now, **self._refill.claim_args(limit)
             )
             return applied, now, claimed
         return await store.settle(outcomes, now=now), now, []

@@ -43,7 +43,7 @@ from ..runtime.token import CancellationToken
 from .claims import _Claims
 from .leases import FENCE_MARGIN, _Leases
 from .schedules import _Schedules
-from .settle import _Settler
+from .settle import _Refill, _Settler
 from .shutdown import _Shutdown
 from .slots import _Slots
 from .state import WorkerStatistics, _Attempt, _Counters, _Slot
@@ -140,7 +140,7 @@ class Worker(_Claims, _Slots, _Leases, _Schedules, _Shutdown):
             self._caller,
             self._finish,
             self._drop,
-            refill=(self._refill_limit, self._claim_args, self._refill),
+            refill=_Refill(self._refill_limit, self._claim_args, self._refill),
         )
         self._limiter: trio.CapacityLimiter | None = None
         self._running: dict[int, _Attempt] = {}
