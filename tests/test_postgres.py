@@ -587,6 +587,49 @@ async def test_a_lost_commit_is_applied_once(
     assert len(await store.events()) == 1
 
 
+@pytest.mark.parametrize("committed", [True, False])
+async def test_a_lost_claim_is_claimed_again_and_its_jobs_come_back(
+    store: PostgresStore,
+    committed: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The connection drops before a claim's answer arrives: the claim runs again.
+
+    A claim goes in one round trip with no commit check. Committed: the job
+    it took stays RUNNING under a lease nobody renews, and goes back to the
+    queue when the lease ends, as after a worker's crash. Not committed: the
+    retry takes the same job. Either way no job is lost.
+    """
+    real = _run.Runner._in_one_trip
+    lost = [False]
+
+    def losing_answer(self: _run.Runner, conn: Any, send: Any, begin: Any) -> Any:
+        if lost[0]:
+            return real(self, conn, send, begin)
+        lost[0] = True
+        for statement in begin:
+            conn.execute(statement)
+        send(conn)
+        conn.execute("COMMIT" if committed else "ROLLBACK")
+        conn.close()  # the answer never arrives
+        raise psycopg.OperationalError("server closed the connection")
+
+    first, second = await store.enqueue([NewJob(task="t"), NewJob(task="t")], now=0.0)
+    monkeypatch.setattr(_run.Runner, "_in_one_trip", losing_answer)
+    claimed = await store.claim(queues=None, limit=1, now=1.0, lease=10.0)
+    assert lost[0]
+    assert [j.id for j in claimed] == [second if committed else first]
+    stranded = await store.get(first)
+    if committed:
+        assert (stranded.state, stranded.attempts) == (jobkit.JobState.RUNNING, 1)
+        assert await store.reap(now=10.5) == []
+        # The retry's own job (second) ends its lease at the same instant.
+        assert {j.id for j in await store.reap(now=11.5)} == {first, second}
+        assert (await store.get(first)).state is not jobkit.JobState.RUNNING
+    else:
+        assert (await store.get(second)).state is jobkit.JobState.QUEUED
+
+
 @pytest.mark.slow
 def test_three_processes_enqueue_each_slot_once(url: str, schema: str) -> None:
     """Three processes firing one database at the same 200 instants: each slot once."""

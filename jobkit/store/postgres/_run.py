@@ -17,6 +17,13 @@ So a call is applied once, even across a lost commit, unless the server
 cannot be reached to ask before the deadline: then the error says the
 outcome is unknown.
 
+A claim needs none of that: a claim whose answer was lost leaves its jobs
+RUNNING under a lease that nobody renews, and they go back to the queue when
+it expires, as if the claiming worker had crashed. So a lost claim is simply
+tried again, and its BEGIN, statement and COMMIT travel in one round trip
+(:meth:`Runner.call_repeatable`): the shortest path from a wake-up to a
+running handler.
+
 Deadlines are kept in real time (``time.monotonic``), never on trio's clock,
 which a test may run virtually. A watchdog thread shuts down the socket of a
 connection whose call overran its deadline, so that a thread stuck on a
@@ -208,6 +215,25 @@ class Runner:
             call.abandon()
             raise
 
+    async def call_repeatable(
+        self,
+        send: Callable[[psycopg.Connection[object]], Callable[[], T]],
+        *,
+        what: str,
+        write: str,
+    ) -> T:
+        """Run a write that may be applied twice harmlessly, in one round trip.
+
+        ``send`` only sends its statements and returns a function that reads
+        their results, so that COMMIT goes in the same round trip. A
+        connection lost on the way is retried like any other loss, whether
+        or not the transaction committed.
+        """
+        begin = _BEGIN[write]
+        return await self.call(
+            lambda conn: self._in_one_trip(conn, send, begin), what=what, write=""
+        )
+
     def run(
         self,
         body: Callable[[psycopg.Connection[object]], T],
@@ -324,6 +350,25 @@ class Runner:
             self._rollback(conn)
             raise
         return result
+
+    def _in_one_trip(
+        self,
+        conn: psycopg.Connection[object],
+        send: Callable[[psycopg.Connection[object]], Callable[[], T]],
+        begin: tuple[bytes, ...],
+    ) -> T:
+        try:
+            with conn.pipeline():
+                for statement in begin:
+                    conn.execute(statement)
+                conn.execute(*self._writing)
+                read = send(conn)
+                conn.execute(b"COMMIT")
+        except BaseException:
+            # A statement failed, and the pipeline skipped the COMMIT after it.
+            self._rollback(conn)
+            raise
+        return read()
 
     @staticmethod
     def _rollback(conn: psycopg.Connection[object]) -> None:

@@ -323,11 +323,16 @@ class PostgresStore:
         other tasks stay QUEUED; a job enqueued without ``max_attempts`` gets
         ``max_attempts[task]`` (or 1) in the same statement, for good.
         """
-        body = self._claimer(queues, limit, now, lease, tasks, max_attempts)
-        if body is None:
+        send = self._claimer(queues, limit, now, lease, tasks, max_attempts)
+        if send is None:
             await trio.lowlevel.checkpoint()
             return []
-        return await self._write(body, "claim", self._attempt_writes)
+        self._check_open()
+        # Repeatable: a claim whose answer is lost strands its jobs only
+        # until their lease expires, so it needs no commit check.
+        return await self._runner.call_repeatable(
+            send, what="claim", write=self._attempt_writes
+        )
 
     def _claimer(
         self,
@@ -337,8 +342,12 @@ class PostgresStore:
         lease: float,
         tasks: Sequence[str] | None,
         max_attempts: Mapping[str, int] | None,
-    ) -> Callable[[_Conn], list[Job]] | None:
-        """Check a claim's arguments; return its body, or None if it takes nothing."""
+    ) -> Callable[[_Conn], Callable[[], list[Job]]] | None:
+        """Check a claim's arguments; return what sends it, or None if it takes nothing.
+
+        What sends it returns what reads the claimed jobs once the server
+        has answered.
+        """
         check_limit(limit)
         names = _check_queues(queues)
         only = check_tasks(tasks)
@@ -355,13 +364,17 @@ class PostgresStore:
             "defaults": list(defaults.values()),
         }
 
-        def body(conn: _Conn) -> list[Job]:
-            rows = conn.execute(self._sql.claim, params).fetchall()
-            jobs = [to_job(row) for row in rows]
-            jobs.sort(key=_job.claim_order)
-            return jobs
+        def send(conn: _Conn) -> Callable[[], list[Job]]:
+            cursor = conn.execute(self._sql.claim, params)
 
-        return body
+            def read() -> list[Job]:
+                jobs = [to_job(row) for row in cursor.fetchall()]
+                jobs.sort(key=_job.claim_order)
+                return jobs
+
+            return read
+
+        return send
 
     async def settle(self, outcomes: Sequence[Outcome], *, now: float) -> list[bool]:
         """Apply attempt outcomes in one statement; stale ones are ignored (False).
@@ -397,7 +410,7 @@ class PostgresStore:
 
         def body(conn: _Conn) -> tuple[list[bool], list[Job]]:
             applied = [] if settle is None else settle(conn)
-            return applied, [] if claim is None else claim(conn)
+            return applied, [] if claim is None else claim(conn)()
 
         return await self._write(body, "settle and claim", self._attempt_writes)
 
