@@ -321,6 +321,13 @@ class Runner:
             finally:
                 call.use(None)
 
+    def _begin(
+        self, conn: psycopg.Connection[object], begin: tuple[bytes, ...]
+    ) -> None:
+        for statement in begin:
+            conn.execute(statement)
+        conn.execute(*self._writing)
+
     def _transaction(
         self,
         conn: psycopg.Connection[object],
@@ -333,9 +340,7 @@ class Runner:
             # COMMIT is sent, so if the connection is lost while COMMIT is on
             # its way, the server can still say whether it committed.
             with conn.pipeline():
-                for statement in begin:
-                    conn.execute(statement)
-                conn.execute(*self._writing)
+                self._begin(conn, begin)
                 ids = conn.execute(_XID)
                 result = body(conn)
             xid: str = ids.fetchone()[0]  # type: ignore[index]
@@ -359,9 +364,7 @@ class Runner:
     ) -> T:
         try:
             with conn.pipeline():
-                for statement in begin:
-                    conn.execute(statement)
-                conn.execute(*self._writing)
+                self._begin(conn, begin)
                 read = send(conn)
                 conn.execute(b"COMMIT")
         except BaseException:
