@@ -10,9 +10,12 @@ code did, not where this machine keeps its files:
   with their tracebacks shortened, and :func:`hide_logs` keeps a logger's
   records out of it;
 - :func:`run_cli` runs the ``jobkit`` command line against a database, as a
-  reader would in a shell, and prints what it answered.
+  reader would in a shell, and prints what it answered: as a process of its
+  own, or in the notebook's own interpreter, which answers the same without
+  the second a new Python takes to start.
 
-Nothing here is needed to use jobkit; it only uses the standard library.
+Nothing here is needed to use jobkit; apart from the command line it runs,
+it only uses the standard library.
 
 Example::
 
@@ -23,12 +26,14 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 __all__ = ["hide_logs", "run_cli", "short_traceback", "show_logs"]
@@ -180,14 +185,26 @@ def run_cli(
     cwd: str | os.PathLike[str] | None = None,
     show: bool = True,
     timeout: float = 60,
+    in_process: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``jobkit ARGS`` on the database ``db``, print what it says, and return it.
 
     The command runs as its own process, exactly as typed in a shell with
-    ``JOBKIT_DB`` set; ``cwd`` is where it looks for an ``--app`` module.
-    With ``show`` the command line is printed after a ``$``, then its
-    output, with the database's folder written as ``.`` so the page shows
-    no machine paths.
+    ``JOBKIT_DB`` set; ``cwd`` is where it looks for an ``--app`` module,
+    and ``timeout`` how many seconds it may take. With ``show`` the command
+    line is printed after a ``$``, then its output, with the database's
+    folder written as ``.`` so the page shows no machine paths.
+
+    With ``in_process`` the command runs in this interpreter instead, through
+    the command line's own entry point (:func:`jobkit.cli.main.main`), with
+    ``JOBKIT_DB`` set and ``cwd`` as the current folder while it runs, its
+    output captured and its exit status taken from what it returns or from
+    the ``SystemExit`` it raises. It answers as the process would, without
+    the second or so a new Python takes to import jobkit: right for the
+    commands that read or change the database; a command whose point is to
+    be a process of its own (a worker to stop or to kill) keeps its process.
+    What the command imports stays imported (an ``--app`` module among
+    them), and ``timeout`` does not apply.
 
     Example::
 
@@ -197,19 +214,74 @@ def run_cli(
         >>> done = run_cli("stats", db=folder / "jobs.db", show=False)
         >>> done.returncode, done.stderr.startswith("jobkit: error:")
         (1, True)
+        >>> db = folder / "jobs.db"
+        >>> done = run_cli("enqueue", "ping", db=db, show=False, in_process=True)
+        >>> done.args, done.returncode, done.stdout
+        (['jobkit', 'enqueue', 'ping'], 0, 'enqueued job 1\\n')
+        >>> done = run_cli("dead", db=db, in_process=True)
+        $ jobkit dead
+        no dead jobs
+        <BLANKLINE>
     """
-    env = {**os.environ, "JOBKIT_DB": str(db)}
-    done = subprocess.run(
-        [sys.executable, "-m", "jobkit", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    if in_process:
+        done = _run_in_process(list(args), db=db, cwd=cwd)
+    else:
+        env = {**os.environ, "JOBKIT_DB": str(db)}
+        done = subprocess.run(
+            [sys.executable, "-m", "jobkit", *args],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
     if show:
         folder = str(Path(db).resolve().parent)
         print("$ jobkit", " ".join(args))
         print((done.stdout + done.stderr).replace(folder + os.sep, ""))
     return done
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
+
+
+def _run_in_process(
+    args: list[str],
+    *,
+    db: str | os.PathLike[str],
+    cwd: str | os.PathLike[str] | None,
+) -> subprocess.CompletedProcess[str]:
+    """``jobkit ARGS`` through the command line's entry point, in this process."""
+    from .cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_environment("JOBKIT_DB", str(db)))
+        if cwd is not None:
+            stack.enter_context(contextlib.chdir(cwd))
+        stack.enter_context(contextlib.redirect_stdout(out))
+        stack.enter_context(contextlib.redirect_stderr(err))
+        try:
+            status = main(args)
+        except SystemExit as exc:
+            # What the interpreter would make of it on the way out: None is
+            # success, a number the status, anything else a message and 1.
+            if exc.code is None or isinstance(exc.code, int):
+                status = exc.code or 0
+            else:
+                print(exc.code, file=sys.stderr)
+                status = 1
+    return subprocess.CompletedProcess(
+        ["jobkit", *args], status, out.getvalue(), err.getvalue()
+    )

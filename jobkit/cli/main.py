@@ -134,7 +134,9 @@ def run(args: argparse.Namespace) -> int:
         # line at the end; the pool's warning for every try in between
         # would only bury it. A worker's log keeps them.
         pool_log = logging.getLogger("psycopg.pool")
-        pool_log.addHandler(logging.NullHandler())
+        if not any(isinstance(h, logging.NullHandler) for h in pool_log.handlers):
+            # Once: a notebook runs commands in its own process, many times.
+            pool_log.addHandler(logging.NullHandler())
         pool_log.propagate = False
     try:
         return _unwrapped(handler, args)

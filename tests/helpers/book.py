@@ -1,7 +1,9 @@
 """Execute the book's notebooks and render them into ``chapters/``.
 
 Used by the test suite (every notebook must run top to bottom in a fresh
-kernel) and by ``nox -s chapters``. Run as ``python tests/helpers/book.py render``.
+kernel) and by ``nox -s chapters``. Run as ``python tests/helpers/book.py render``;
+``python tests/helpers/book.py time NOTEBOOK ...`` runs notebooks without
+writing anything and prints how long each cell took, and their total.
 
 Two kinds of cell get special treatment on the page:
 
@@ -157,10 +159,44 @@ def render(paths: list[Path] | None = None) -> list[Path]:
     return written
 
 
+def cell_seconds(nb: Any) -> list[tuple[int, float]]:
+    """Return ``(index, seconds)`` for each code cell of the executed ``nb``.
+
+    The kernel stamps when it took a cell up and when it replied; the
+    difference is the cell's own time, without the kernel's start.
+    """
+    from datetime import datetime
+
+    times = []
+    for index, cell in enumerate(nb.cells):
+        stamps = cell.get("metadata", {}).get("execution", {})
+        if cell.cell_type == "code" and "shell.execute_reply" in stamps:
+            began = datetime.fromisoformat(stamps["iopub.status.busy"])
+            ended = datetime.fromisoformat(stamps["shell.execute_reply"])
+            times.append((index, (ended - began).total_seconds()))
+    return times
+
+
+def report_times(path: Path) -> float:
+    """Execute the notebook at ``path``, print each cell's time; return the total."""
+    times = cell_seconds(execute(path))
+    for index, seconds in times:
+        print(f"{path.stem} cell {index:3}: {seconds:6.2f} s")
+    total = sum(seconds for _, seconds in times)
+    print(f"{path.stem}: {total:.1f} s in {len(times)} code cells")
+    return total
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["time"] and argv[1:]:
+        for name in argv[1:]:
+            report_times(Path(name).resolve())
+        return 0
     if not argv or argv[0] != "render":
         print(
-            "usage: python tests/helpers/book.py render [NOTEBOOK ...]", file=sys.stderr
+            "usage: python tests/helpers/book.py render [NOTEBOOK ...]\n"
+            "       python tests/helpers/book.py time NOTEBOOK ...",
+            file=sys.stderr,
         )
         return 2
     chosen = [Path(a).resolve() for a in argv[1:]] or None
