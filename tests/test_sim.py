@@ -936,3 +936,140 @@ def test_without_tqdm_no_bar_is_drawn(monkeypatch: pytest.MonkeyPatch) -> None:
     reporter.report(late)
     reporter.close(late)
     assert out.getvalue() == ""
+
+
+# -- the simulation's clock ------------------------------------------------------
+
+
+class _Passes(trio.abc.Instrument):
+    """Counts the passes of trio's run loop."""
+
+    def __init__(self) -> None:
+        self.passes = 0
+
+    def after_io_wait(self, timeout: float) -> None:
+        self.passes += 1
+
+
+def _sleepers(sleep: Any) -> Any:
+    """A program of sleeps, timeouts and cancellations that logs what happened when.
+
+    Deadlines and sleeps meet at the same instants on purpose: a sleep that
+    ends as its timeout expires, a task cancelled by another at the instant
+    its own sleep ends.
+    """
+    log: list[tuple[float, str]] = []
+
+    async def steady(name: str, durations: list[float]) -> None:
+        for d in durations:
+            await sleep(d)
+            log.append((trio.current_time(), name))
+
+    async def timed_out(name: str, sleeps: list[float], limit: float) -> None:
+        with trio.move_on_after(limit) as scope:
+            for d in sleeps:
+                await sleep(d)
+                log.append((trio.current_time(), f"{name} slept {d}"))
+        log.append((trio.current_time(), f"{name} timed out: {scope.cancelled_caught}"))
+
+    async def victim(scope: trio.CancelScope) -> None:
+        with scope:
+            await sleep(4)
+            log.append((trio.current_time(), "victim woke"))
+            await sleep(1)
+        log.append((trio.current_time(), f"victim cancelled: {scope.cancelled_caught}"))
+
+    async def killer(scope: trio.CancelScope) -> None:
+        await sleep(4)
+        scope.cancel()
+        log.append((trio.current_time(), "killer struck"))
+
+    async def main() -> list[tuple[float, str]]:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(steady, "a", [0.5, 0, 1e-300, 0.25, 3.25, 0.1] * 5)
+            nursery.start_soon(steady, "b", [1.0, 0.7, 2.3, 0.3] * 4)
+            nursery.start_soon(steady, "t", [1.0, 1.0, 1.0])  # trio's own sleeps
+            nursery.start_soon(timed_out, "tie", [1, 1], 2)
+            nursery.start_soon(timed_out, "early", [1, 1], 2.5)
+            nursery.start_soon(timed_out, "late", [1, 1], 1.5)
+            for _ in range(3):
+                scope = trio.CancelScope()
+                nursery.start_soon(victim, scope)
+                nursery.start_soon(killer, scope)
+        return log
+
+    return main
+
+
+def _run_sleepers(sleep: Any, clock: trio.abc.Clock) -> tuple[Any, int]:
+    from jobkit.sim._simulation import _seeded_scheduler
+
+    passes = _Passes()
+    with _seeded_scheduler(5):
+        log = trio.run(_sleepers(sleep), clock=clock, instruments=[passes])
+    return log, passes.passes
+
+
+def test_the_simulation_clock_runs_sleeps_as_mockclock_does_in_fewer_passes() -> None:
+    """Same wake-ups, order and timeouts as trio.sleep on MockClock; fewer passes."""
+    from jobkit.sim import _clock
+
+    expected, mock_passes = _run_sleepers(
+        trio.sleep, trio.testing.MockClock(autojump_threshold=0)
+    )
+    log, passes = _run_sleepers(_clock.sleep, _clock.JumpingClock())
+    assert log == expected
+    # A sleep that ends as its timeout expires is cut short, as trio's is.
+    assert [entry for entry in log if entry[1].startswith("tie")] == [
+        (1.0, "tie slept 1"),
+        (2.0, "tie timed out: True"),
+    ]
+    # MockClock spends an idle pass on every jump; this clock none.
+    assert passes < mock_passes * 0.75
+    # Outside a simulation's clock, the same sleeps are trio's.
+    again, again_passes = _run_sleepers(
+        _clock.sleep, trio.testing.MockClock(autojump_threshold=0)
+    )
+    assert again == expected and again_passes == mock_passes
+
+
+def test_a_simulation_on_the_jumping_clock_matches_one_on_mockclock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The clock and its timers change how fast a run goes, never what it does."""
+    from jobkit.sim import _simulation
+
+    def sims() -> list[Simulation]:
+        return [
+            Simulation(11, **RICH),  # type: ignore[arg-type]
+            # Sleeps that end just as the attempt times out, and crashes at
+            # the instants other sleeps end.
+            Simulation(
+                3,
+                workload=Steady(2.0, duration=200),
+                faults=FaultPlan(
+                    Latency.constant(1),
+                    Crash(0.05),
+                    Latency.constant(1),
+                    TransientErrors(0.3),
+                ),
+                retry=RetryPolicy(3, Backoff.exponential(1, 10)),
+                timeout=2,
+                lease=5,
+                restart_delay=1,
+                concurrency=3,
+                workers=2,
+            ),
+        ]
+
+    fast = [sim.run() for sim in sims()]
+    monkeypatch.setattr(
+        _simulation,
+        "JumpingClock",
+        lambda: trio.testing.MockClock(autojump_threshold=0),
+    )
+    slow = [sim.run() for sim in sims()]
+    assert fast == slow
+    assert [t.fingerprint() for t in fast] == [t.fingerprint() for t in slow]
+    timed_out = [e for e in fast[1].events if e.error and "TooSlowError" in e.error]
+    assert timed_out and fast[1].summary().crashes > 0

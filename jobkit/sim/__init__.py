@@ -1,7 +1,8 @@
 """The fault-injection laboratory: the real queue and worker, in virtual time.
 
 A :class:`Simulation` runs :class:`jobkit.Queue` and :func:`jobkit.run_worker`
-on a ``trio.testing.MockClock``, feeds them a :class:`Workload`, and puts every
+in virtual time (a clock that jumps ahead as ``trio.testing.MockClock`` does
+when every task waits), feeds them a :class:`Workload`, and puts every
 attempt through a seeded :class:`FaultPlan`: latencies, transient and
 permanent errors, hangs, worker crashes, store errors, an overloaded
 dependency. A day of traffic runs in seconds, and the same seed replays the

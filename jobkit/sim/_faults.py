@@ -24,11 +24,11 @@ from collections.abc import Iterable, Iterator
 from typing import Literal, NoReturn, Protocol, TypeAlias
 
 import attrs
-import trio
 
 from .._checks import seconds as check_seconds
 from ..core.job import Job
 from ..core.retry import Permanent
+from . import _clock
 from ._rng import KeyedRandom, derive
 
 __all__ = [
@@ -302,7 +302,7 @@ class Latency(Fault):
 
     async def inject(self, attempt: Attempt) -> None:
         """Sleep for one sampled duration."""
-        await trio.sleep(self.sample(attempt.rng()))
+        await _clock.sleep(self.sample(attempt.rng()))
 
     def __repr__(self) -> str:
         if self.kind == "constant":
@@ -402,7 +402,7 @@ class Hang(_Chance):
         """Sleep for ``duration`` (forever by default) if the fault strikes."""
         if self.hits(attempt):
             attempt.note("hang")
-            await trio.sleep(self.duration)
+            await _clock.sleep(self.duration)
 
 
 @attrs.frozen

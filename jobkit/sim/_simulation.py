@@ -1,13 +1,14 @@
 """The simulation: the real queue and worker, in virtual time, under a fault plan.
 
 :class:`Simulation` wires a :class:`jobkit.Queue`, one or more
-:func:`jobkit.run_worker` processes and a producer together on a
-``trio.testing.MockClock`` that jumps ahead whenever every task waits, so a
-day of traffic takes seconds. Nothing of the queue is re-implemented here:
-the simulation only registers one task whose handler runs the fault plan,
-and puts a thin layer between the worker and the store that injects store
-errors, plays dead for a crashed worker process, and takes notes for the
-trace.
+:func:`jobkit.run_worker` processes and a producer together on a virtual
+clock that jumps ahead whenever every task waits (as
+``trio.testing.MockClock(autojump_threshold=0)`` does, in fewer passes of
+trio's loop; see ``_clock``), so a day of traffic takes seconds. Nothing of
+the queue is re-implemented here: the simulation only registers one task
+whose handler runs the fault plan, and puts a thin layer between the worker
+and the store that injects store errors, plays dead for a crashed worker
+process, and takes notes for the trace.
 
 Determinism rests on three things. Every random draw comes from a stream
 keyed by what it decides (fault, job, attempt), never from a shared stream
@@ -31,7 +32,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn, TypeAlias
 
 import trio
-import trio.testing
 
 from .._checks import int_at_least, seconds
 from ..core.job import Failure, Job, JobState, Outcome, Success, attempt_limit
@@ -41,6 +41,8 @@ from ..store.memory import MemoryStore, _EventRow
 from ..store.protocol import Store
 from ..worker.slots import current_job
 from ..worker.worker import run_worker
+from . import _clock
+from ._clock import JumpingClock
 from ._faults import (
     Attempt,
     Dependency,
@@ -119,7 +121,7 @@ class _DependencyState:
 class _Run:
     """Everything one call of :meth:`Simulation.run` needs and notes down."""
 
-    def __init__(self, sim: Simulation, store: Store, clock: trio.testing.MockClock):
+    def __init__(self, sim: Simulation, store: Store, clock: JumpingClock):
         self.sim = sim
         self.seed = sim.seed
         self.plan = sim.faults
@@ -294,7 +296,7 @@ class _Run:
         state = self.dependencies[dependency.name]
         sent = trio.current_time()
         state.sent.append(sent)
-        await trio.sleep(dependency.latency)
+        await _clock.sleep(dependency.latency)
         # By now every request sent at the same instant has been counted.
         load = state.load(sent)
         p = dependency.failure_probability(load)
@@ -365,7 +367,7 @@ class _Run:
                         raise
             if not process.crashed:
                 return
-            await trio.sleep(sim.restart_delay)
+            await _clock.sleep(sim.restart_delay)
 
     async def produce(self) -> None:
         arrivals = self.arrivals
@@ -377,13 +379,13 @@ class _Run:
             j = i + 1
             while j < n and arrivals[j] == at:
                 j += 1
-            await trio.sleep_until(at)
+            await _clock.sleep_until(at)
             batch = [job] * (j - i)
             while True:
                 try:
                     ids = await self.queue.enqueue_many(batch)
                 except SimulatedStoreError:
-                    await trio.sleep(_ENQUEUE_RETRY)
+                    await _clock.sleep(_ENQUEUE_RETRY)
                 else:
                     break
             self.enqueued += len(ids)
@@ -760,7 +762,7 @@ class Simulation:
         if until is not None:
             until = seconds(until, "until", finite=True, timedelta_ok=False)
         store, owned = self._new_store()
-        clock = trio.testing.MockClock(autojump_threshold=0)
+        clock = JumpingClock()
         run = _Run(self, store, clock)
         interrupted = False
         started = time.perf_counter()
@@ -782,4 +784,4 @@ class Simulation:
                     await store.aclose()
                 return trace
 
-            return trio.run(collect, clock=trio.testing.MockClock(autojump_threshold=0))
+            return trio.run(collect, clock=JumpingClock())

@@ -1,0 +1,139 @@
+"""The simulation's clock: virtual time that jumps to the next deadline at once.
+
+It also keeps timers of its own for the simulation's sleeps (latencies, the
+producer's arrivals), which cost a fraction of a ``trio.sleep``: trio sleeps
+by entering a cancel scope with a deadline and waking the task by cancelling
+it, an exception raised and caught at every wake-up.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from typing import Any
+
+import trio
+
+__all__ = ["JumpingClock", "sleep", "sleep_until"]
+
+# What trio's MockClock answers when nothing has a deadline: sleep "forever"
+# (trio caps every wait at a day and asks again).
+_FOREVER = 999_999_999.0
+
+# A timer woken into a task that a deadline cancelled at the same instant
+# must raise Cancelled as trio.sleep would there, without another
+# checkpoint. trio has no public way to make one: without it, no timers.
+_new_cancelled: Any = getattr(trio.Cancelled, "_create", None)
+
+
+class JumpingClock(trio.abc.Clock):
+    """Virtual time for one trio run, moved only by jumping to the next deadline.
+
+    It behaves as ``trio.testing.MockClock(autojump_threshold=0)``, at less
+    cost. trio asks a clock how long to sleep only when no task can run.
+    MockClock answers with its threshold; trio then polls for I/O, finds
+    none, jumps the clock, and runs the tasks whose deadlines came in the
+    next pass of its loop, so every jump costs a whole idle pass. This clock
+    jumps as it answers, and trio wakes those tasks in the same pass. The
+    tasks that wake, and the order trio runs them in, are the same: the
+    idle pass ran none, so it drew nothing from trio's scheduler random
+    generator. The jump is computed as MockClock's is (the time to the
+    deadline, added), so every time read is the same to the last bit.
+
+    Its timers (:func:`sleep`) join trio's deadlines: the clock jumps to
+    whichever comes first, and wakes the tasks of the timers due in the
+    same pass as trio wakes those of its deadlines.
+
+    Like MockClock at threshold 0, it jumps even while a thread runs (a
+    SQLite store hands large transactions to one): time read by the thread's
+    caller when it returns may lie past the deadline.
+
+    Example::
+
+        >>> import trio
+        >>> from jobkit.sim._clock import JumpingClock, sleep
+        >>> async def nap() -> float:
+        ...     await sleep(3600)
+        ...     await trio.sleep(60)
+        ...     return trio.current_time()
+        >>> trio.run(nap, clock=JumpingClock())
+        3660.0
+    """
+
+    __slots__ = ("_now", "_seq", "_timers")
+
+    def __init__(self) -> None:
+        self._now = 0.0
+        # (deadline, sequence, [task or None once cancelled])
+        self._timers: list[tuple[float, int, list[trio.lowlevel.Task | None]]] = []
+        self._seq = 0
+
+    def __repr__(self) -> str:
+        return f"<JumpingClock, time={self._now:.7f}>"
+
+    def start_clock(self) -> None:
+        pass
+
+    def current_time(self) -> float:
+        return self._now
+
+    def deadline_to_sleep_time(self, deadline: float) -> float:
+        # trio calls this only when no task can run, before it wakes the
+        # tasks whose deadlines have come: the moment to jump, and to wake
+        # the tasks of the timers due.
+        timers = self._timers
+        if timers and timers[0][0] < deadline:
+            deadline = timers[0][0]
+        jump = deadline - self._now
+        if jump > 0:
+            if jump == math.inf:
+                return _FOREVER
+            self._now += jump
+        now = self._now
+        while timers and timers[0][0] <= now:
+            task = heapq.heappop(timers)[2][0]
+            if task is not None:
+                trio.lowlevel.reschedule(task)
+        return 0.0
+
+    async def sleep_until(self, deadline: float) -> None:
+        """Sleep until ``deadline`` (later than now, finite) on a timer."""
+        box: list[trio.lowlevel.Task | None] = [trio.lowlevel.current_task()]
+        self._seq += 1
+        heapq.heappush(self._timers, (deadline, self._seq, box))
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            box[0] = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+        # trio.sleep wakes by a cancellation of its own scope; if a scope
+        # around it was cancelled by then too (a deadline at the same
+        # instant), the Cancelled it raises goes on out to that scope.
+        if trio.current_effective_deadline() == -math.inf:
+            raise _new_cancelled()
+
+
+async def sleep_until(deadline: float) -> None:
+    """``trio.sleep_until``, on the simulation clock's timers when it runs."""
+    clock = trio.lowlevel.current_clock()
+    if (
+        type(clock) is JumpingClock
+        and _new_cancelled is not None
+        and clock._now < deadline < math.inf
+    ):
+        await clock.sleep_until(deadline)
+    else:
+        await trio.sleep_until(deadline)
+
+
+async def sleep(seconds: float) -> None:
+    """``trio.sleep``, on the simulation clock's timers when it runs."""
+    clock = trio.lowlevel.current_clock()
+    if type(clock) is JumpingClock and _new_cancelled is not None and seconds > 0:
+        # The deadline trio.sleep would set, to the last bit.
+        deadline = clock._now + seconds
+        if clock._now < deadline < math.inf:
+            await clock.sleep_until(deadline)
+            return
+    await trio.sleep(seconds)
