@@ -598,6 +598,19 @@ def test_a_run_sets_older_objects_aside_from_the_collector_only_meanwhile() -> N
     Simulation(0, workload=Burst(3), progress=look).run()
     assert seen and all(count > 0 for count in seen)
     assert gc.get_freeze_count() == 0
+    # What survives a full collection during the run is set aside as well,
+    # so the next one does not walk it again.
+    grew: list[tuple[int, int]] = []
+
+    def collect(progress: Progress) -> None:
+        before = gc.get_freeze_count()
+        gc.collect()
+        grew.append((before, gc.get_freeze_count()))
+
+    callbacks = list(gc.callbacks)
+    Simulation(0, workload=Burst(200), progress=collect).run()
+    assert grew and all(after > before for before, after in grew)
+    assert gc.get_freeze_count() == 0 and gc.callbacks == callbacks
     # A program's own freeze (before forking, say) is neither added to nor undone.
     gc.freeze()
     try:

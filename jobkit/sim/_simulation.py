@@ -561,10 +561,20 @@ def _frozen_heap() -> Iterator[None]:
     if gc.get_freeze_count():
         yield
         return
+
+    def refreeze(phase: str, info: dict[str, int]) -> None:
+        # What a full collection leaves is all reachable: set it aside too.
+        # The store's jobs and events grow all run long, and each full
+        # collection walked every one of them again.
+        if phase == "stop" and info["generation"] == 2:
+            gc.freeze()
+
     gc.freeze()
+    gc.callbacks.append(refreeze)
     try:
         yield
     finally:
+        gc.callbacks.remove(refreeze)
         gc.unfreeze()
 
 
