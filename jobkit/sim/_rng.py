@@ -42,7 +42,11 @@ def derive(seed: int, *keys: int) -> int:
 
 def _mix(x: int, keys: Sequence[int]) -> int:
     for key in keys:
-        x = _finalize(((x ^ (key & _MASK)) + _GOLDEN) & _MASK)
+        # _finalize, inlined: mixing runs for every attempt of every fault.
+        x = ((x ^ (key & _MASK)) + _GOLDEN) & _MASK
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+        x ^= x >> 31
     return x
 
 
@@ -98,8 +102,11 @@ class KeyedRandom(random.Random):
 
     def random(self) -> float:
         """Return the next float in ``[0, 1)``."""
-        self._state = (self._state + _GOLDEN) & _MASK
-        return (_finalize(self._state) >> 11) * (1.0 / (1 << 53))
+        x = self._state = (self._state + _GOLDEN) & _MASK
+        # _finalize, inlined.
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+        return ((x ^ (x >> 31)) >> 11) * (1.0 / (1 << 53))
 
     def getrandbits(self, k: int) -> int:
         """Return an int with ``k`` random bits."""

@@ -129,7 +129,9 @@ class _Run:
         self.clock = clock
         self.arrivals = sim.workload.arrivals(KeyedRandom(sim.seed, _SALT_WORKLOAD))
         self.lab_store = LabStore(store, self)
-        self.queue = Queue(self.lab_store, clock=trio.current_time)
+        # The clock's own method: what trio.current_time() returns, without
+        # looking up the running loop for every read.
+        self.queue = Queue(self.lab_store, clock=clock.current_time)
         self.queue.task(_TASK, retry=sim.retry, timeout=sim.timeout)(self._handler)
         # (position, derive(seed, position), fault): each fault's stream
         # prefix, mixed once per run rather than for every attempt.
