@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -96,9 +97,10 @@ class JumpingClock(trio.abc.Clock):
                 trio.lowlevel.reschedule(task)
         return 0.0
 
-    async def sleep_until(self, deadline: float) -> None:
-        """Sleep until ``deadline`` (later than now, finite) on a timer."""
-        task = trio.lowlevel.current_task()
+    def _arm(
+        self, deadline: float, task: trio.lowlevel.Task
+    ) -> Callable[[object], trio.lowlevel.Abort]:
+        """Set a timer to wake ``task`` at ``deadline``; return its abort callback."""
         box: list[trio.lowlevel.Task | None] = [task]
         self._seq += 1
         heapq.heappush(self._timers, (deadline, self._seq, box))
@@ -107,15 +109,14 @@ class JumpingClock(trio.abc.Clock):
             box[0] = None
             return trio.lowlevel.Abort.SUCCEEDED
 
-        await trio.lowlevel.wait_task_rescheduled(abort)
-        # trio.sleep wakes by a cancellation of its own scope; if a scope
-        # around it was cancelled by then too (a deadline at the same
-        # instant), the Cancelled it raises goes on out to that scope.
-        if _effectively_cancelled(task):
-            raise _new_cancelled()
+        return abort
 
 
 def _effectively_cancelled(task: trio.lowlevel.Task) -> bool:
+    # Asked by a sleeper its timer woke. trio.sleep wakes by a cancellation
+    # of its own scope; if a scope around it was cancelled by then too (a
+    # deadline at the same instant), the Cancelled it raises goes on out to
+    # that scope, and so must the timer's.
     try:
         # What trio.current_effective_deadline() == -inf says, without
         # walking up every enclosing scope.
@@ -132,7 +133,10 @@ async def sleep_until(deadline: float) -> None:
         and _new_cancelled is not None
         and clock._now < deadline < math.inf
     ):
-        await clock.sleep_until(deadline)
+        task = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(clock._arm(deadline, task))
+        if _effectively_cancelled(task):
+            raise _new_cancelled()
     else:
         await trio.sleep_until(deadline)
 
@@ -144,6 +148,11 @@ async def sleep(seconds: float) -> None:
         # The deadline trio.sleep would set, to the last bit.
         deadline = clock._now + seconds
         if clock._now < deadline < math.inf:
-            await clock.sleep_until(deadline)
+            # Inline rather than in a coroutine of its own: one frame less
+            # to create and resume for every latency of every attempt.
+            task = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(clock._arm(deadline, task))
+            if _effectively_cancelled(task):
+                raise _new_cancelled()
             return
     await trio.sleep(seconds)
