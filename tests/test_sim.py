@@ -1046,6 +1046,30 @@ def test_the_simulation_clock_runs_sleeps_as_mockclock_does_in_fewer_passes() ->
     assert again == expected and again_passes == mock_passes
 
 
+def test_the_simulation_clock_lets_idle_waiters_run_before_it_jumps() -> None:
+    """wait_all_tasks_blocked returns before time moves, as on MockClock."""
+    from jobkit.sim import _clock
+
+    async def main() -> list[tuple[str, float]]:
+        log: list[tuple[str, float]] = []
+
+        async def sleeper() -> None:
+            await _clock.sleep(5)
+            log.append(("slept", trio.current_time()))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sleeper)
+            await trio.testing.wait_all_tasks_blocked()
+            log.append(("all blocked", trio.current_time()))
+        return log
+
+    expected = [("all blocked", 0.0), ("slept", 5.0)]
+    assert trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0)) == (
+        expected
+    )
+    assert trio.run(main, clock=_clock.JumpingClock()) == expected
+
+
 def test_a_simulation_on_the_jumping_clock_matches_one_on_mockclock(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
