@@ -1070,6 +1070,27 @@ def test_the_simulation_clock_lets_idle_waiters_run_before_it_jumps() -> None:
     assert trio.run(main, clock=_clock.JumpingClock()) == expected
 
 
+def test_the_simulation_clock_forgets_the_timers_of_cancelled_sleepers() -> None:
+    """Time does not stop at the deadline of a sleep that was cut short."""
+    from jobkit.sim import _clock
+
+    async def main() -> list[float]:
+        stops: list[float] = []
+
+        class Stops(trio.abc.Instrument):
+            def after_io_wait(self, timeout: float) -> None:
+                stops.append(trio.current_time())
+
+        trio.lowlevel.add_instrument(Stops())
+        with trio.move_on_after(1):
+            await _clock.sleep(50)
+        await trio.sleep(99)
+        return stops
+
+    stops = trio.run(main, clock=_clock.JumpingClock())
+    assert 50.0 not in stops and stops[-1] == 100.0
+
+
 def test_a_simulation_on_the_jumping_clock_matches_one_on_mockclock(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -83,6 +83,9 @@ class JumpingClock(trio.abc.Clock):
         # tasks whose deadlines have come: the moment to jump, and to wake
         # the tasks of the timers due.
         timers = self._timers
+        while timers and timers[0][2][0] is None:
+            # A cancelled sleeper's timer: no reason to jump to its deadline.
+            heapq.heappop(timers)
         if timers and timers[0][0] < deadline:
             deadline = timers[0][0]
         jump = deadline - self._now
