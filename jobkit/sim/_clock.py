@@ -61,19 +61,22 @@ class JumpingClock(trio.abc.Clock):
         3660.0
     """
 
-    __slots__ = ("_now", "_seq", "_timers")
+    __slots__ = ("_now", "_runner", "_seq", "_timers")
 
     def __init__(self) -> None:
         self._now = 0.0
         # (deadline, sequence, [task or None once cancelled])
         self._timers: list[tuple[float, int, list[trio.lowlevel.Task | None]]] = []
         self._seq = 0
+        self._runner: Any = None
 
     def __repr__(self) -> str:
         return f"<JumpingClock, time={self._now:.7f}>"
 
     def start_clock(self) -> None:
-        pass
+        # The run this clock drives: whether some task waits for it to go
+        # idle is asked at every jump.
+        self._runner = getattr(trio._core._run.GLOBAL_RUN_CONTEXT, "runner", None)
 
     def current_time(self) -> float:
         return self._now
@@ -90,7 +93,7 @@ class JumpingClock(trio.abc.Clock):
             deadline = timers[0][0]
         jump = deadline - self._now
         if jump > 0:
-            if jump == math.inf or _waiting_for_idle():
+            if jump == math.inf or getattr(self._runner, "waiting_for_idle", None):
                 # Nothing to jump to; or, as with MockClock, the callers of
                 # trio.testing.wait_all_tasks_blocked wake before time moves.
                 return _FOREVER
@@ -115,11 +118,6 @@ class JumpingClock(trio.abc.Clock):
             return trio.lowlevel.Abort.SUCCEEDED
 
         return abort
-
-
-def _waiting_for_idle() -> bool:
-    runner = getattr(trio._core._run.GLOBAL_RUN_CONTEXT, "runner", None)
-    return bool(getattr(runner, "waiting_for_idle", None))
 
 
 def _effectively_cancelled(task: trio.lowlevel.Task) -> bool:
