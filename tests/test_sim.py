@@ -1123,7 +1123,7 @@ def test_a_simulation_on_the_jumping_clock_matches_one_on_mockclock(
     fast = [sim.run() for sim in sims()]
     monkeypatch.setattr(
         _simulation,
-        "JumpingClock",
+        "new_clock",
         lambda: trio.testing.MockClock(autojump_threshold=0),
     )
     slow = [sim.run() for sim in sims()]

@@ -42,7 +42,7 @@ from ..store.protocol import Store
 from ..worker.slots import current_job
 from ..worker.worker import run_worker
 from . import _clock
-from ._clock import JumpingClock
+from ._clock import new_clock
 from ._faults import (
     Attempt,
     Dependency,
@@ -121,7 +121,7 @@ class _DependencyState:
 class _Run:
     """Everything one call of :meth:`Simulation.run` needs and notes down."""
 
-    def __init__(self, sim: Simulation, store: Store, clock: JumpingClock):
+    def __init__(self, sim: Simulation, store: Store, clock: trio.abc.Clock):
         self.sim = sim
         self.seed = sim.seed
         self.plan = sim.faults
@@ -774,7 +774,7 @@ class Simulation:
         if until is not None:
             until = seconds(until, "until", finite=True, timedelta_ok=False)
         store, owned = self._new_store()
-        clock = JumpingClock()
+        clock = new_clock()
         run = _Run(self, store, clock)
         interrupted = False
         started = time.perf_counter()
@@ -796,4 +796,4 @@ class Simulation:
                     await store.aclose()
                 return trace
 
-            return trio.run(collect, clock=JumpingClock())
+            return trio.run(collect, clock=new_clock())
