@@ -146,10 +146,16 @@ def test_kill_9_mid_jobs_loses_nothing(env: Env) -> None:
     """After kill -9 a new worker finishes every job; only in-flight ones ran twice."""
     ids = env.enqueue(24, seconds=0.3)
     first = env.worker("first", "--concurrency", "4", "--lease", "1")
-    wait_until(
-        lambda: count(s := env.states(), "succeeded") >= 4 and count(s, "running") >= 1,
-        "the first worker to be mid-way",
-    )
+
+    def mid_way() -> bool:
+        # A RUNNING job may be claimed but not yet started (a settle claims
+        # the next job before its slot starts it): wait for a started one.
+        states = env.states()
+        started = {e.job_id for e in env.executions() if e.kind == "start"}
+        running = {i for i, (s, _) in states.items() if s == "running"}
+        return count(states, "succeeded") >= 4 and bool(running & started)
+
+    wait_until(mid_way, "the first worker to be mid-way")
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
     at_kill = env.states()
