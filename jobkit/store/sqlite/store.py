@@ -5,7 +5,8 @@ the file gets them without trusting the others:
 
 - a partial unique index over active jobs enforces unique keys;
 - triggers append an event for every transition inside the transaction that
-  makes it, and keep per-queue, per-state counts;
+  makes it; the counts per queue and state are folded from those events
+  every so many commits, and the events since are added up when read;
 - partial indexes over QUEUED and RUNNING rows serve the claim, the next due
   time and the lease reaper, so their cost does not grow with the number of
   finished jobs.
@@ -27,7 +28,7 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Literal, TypeVar
 
@@ -99,6 +100,47 @@ _WAL_TRUNCATE_BYTES: Final = 2 << 20
 _WAL_SIZE_LIMIT: Final = 4 << 20
 _TRUNCATE_WAIT: Final = 1.0
 _TRUNCATE: Final = "PRAGMA wal_checkpoint(TRUNCATE)"
+
+
+def _fold(conn: sqlite3.Connection, *, begun: bool = False) -> None:
+    """Fold the events since the last fold into ``counts``.
+
+    ``begun``: inside a write transaction, which the fold joins. Otherwise the
+    events are added up in a read transaction, which holds no writer back,
+    and only the few sums are written under the write lock, unless another
+    fold (or a purge) moved ``counted`` on meanwhile.
+    """
+    if begun:
+        after, upto = conn.execute(schema.FOLD_RANGE).fetchone()
+        if upto > after:
+            _add_counts(
+                conn, after, upto, conn.execute(schema.FOLD_DELTA, (after, upto))
+            )
+        return
+    conn.execute("BEGIN")
+    try:
+        after, upto = conn.execute(schema.FOLD_RANGE).fetchone()
+        sums = conn.execute(schema.FOLD_DELTA, (after, upto)).fetchall()
+    finally:
+        conn.execute("COMMIT")
+    if upto == after:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute("SELECT seq FROM counted").fetchone()[0] == after:
+            _add_counts(conn, after, upto, sums)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _add_counts(
+    conn: sqlite3.Connection, after: int, upto: int, sums: Iterable[schema.Row]
+) -> None:
+    conn.executemany(schema.FOLD_ADD, sums)
+    conn.execute("UPDATE counted SET seq = ? WHERE seq = ?", (upto, after))
 
 
 def _check_queues(queues: Sequence[str] | None) -> list[str] | None:
@@ -258,7 +300,14 @@ class SQLiteStore:
 
     def _committed(self) -> None:
         self._commits += 1
-        if self._commits % _WAL_CHECK_EVERY or not self._wal or self._checkpointing:
+        if not self._wal:
+            # No checkpoint thread (":memory:"): fold inline, as seldom.
+            if self._commits >= _CHECKPOINT_EVERY and not self._conn.in_transaction:
+                self._commits = 0
+                with contextlib.suppress(sqlite3.OperationalError):
+                    _fold(self._conn)
+            return
+        if self._commits % _WAL_CHECK_EVERY or self._checkpointing:
             return
         # A stat every so many commits: under heavy writing from several
         # processes the log can grow by megabytes between two checkpoints.
@@ -276,6 +325,12 @@ class SQLiteStore:
         conn = sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None)
         try:
             conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
+            # Off the event loop, the events since the last fold go into the
+            # counts. Without waiting for the write lock: while this thread
+            # is busy the store checks the log's size no more (_committed),
+            # and the next checkpoint tries again.
+            with contextlib.suppress(sqlite3.OperationalError):
+                _fold(conn)
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         finally:
             conn.close()
@@ -376,12 +431,7 @@ class SQLiteStore:
             raise trio.ClosedResourceError(f"{self!r} is closed")
 
     def _queue_names(self, conn: sqlite3.Connection) -> list[str]:
-        return [
-            name
-            for (name,) in conn.execute(
-                "SELECT queue FROM counts WHERE state = 'queued' AND n > 0"
-            )
-        ]
+        return [name for (name,) in conn.execute(schema.QUEUE_NAMES)]
 
     # -- the contract ------------------------------------------------------------
 
@@ -522,18 +572,21 @@ class SQLiteStore:
         chosen_tasks = only or []
         defaults = {} if max_attempts is None else max_attempts
 
-        start, columns = schema.START, schema.COLUMNS
+        # One row: its statement numbers its event (see schema.NEXT_SEQ).
+        start = schema.START_ONE if limit == 1 else schema.START
+        columns = schema.COLUMNS
+        one_queue = (
+            (schema.CLAIM_FIRST if limit == 1 else schema.CLAIM_ONE)
+            if due is schema.DUE
+            else f"{start} IN (SELECT id {due}) RETURNING {columns}"
+        )
 
         def body(conn: sqlite3.Connection) -> list[Job]:
             chosen = self._queue_names(conn) if names is None else names
             if not chosen:
                 return []
             if len(chosen) == 1:
-                sql = (
-                    schema.CLAIM_ONE
-                    if due is schema.DUE
-                    else f"{start} IN (SELECT id {due}) RETURNING {columns}"
-                )
+                sql = one_queue
                 params: tuple[Any, ...] = (
                     lease_until, now, chosen[0], now, *chosen_tasks, limit
                 )  # fmt: skip
@@ -930,7 +983,7 @@ class SQLiteStore:
         return await self._change(job_id, lambda job: _job.discard(job, now=now))
 
     async def counts(self) -> QueueCounts:
-        """Return the number of jobs per queue and state, kept current by triggers.
+        """Return the number of jobs per queue and state, as of the last commit.
 
         Example::
 
@@ -943,11 +996,7 @@ class SQLiteStore:
             >>> trio.run(main)
             3
         """
-        rows = await self._run(
-            lambda: self._conn.execute(
-                "SELECT queue, state, n FROM counts WHERE n > 0"
-            ).fetchall()
-        )
+        rows = await self._run(lambda: self._conn.execute(schema.COUNTS).fetchall())
         return QueueCounts(
             {(queue, schema.STATES[state]): n for queue, state, n in rows}
         )
@@ -1087,6 +1136,8 @@ class SQLiteStore:
         return deleted
 
     def _delete(self, ids: Sequence[int], conn: sqlite3.Connection) -> int:
+        # The counts must hold the events about to be deleted.
+        _fold(conn, begun=True)
         marks = ", ".join("?" * len(ids))
         # Each job's events hang on a chain from jobs.last_seq back along
         # events.prev: followed by primary key, no scan of the log.
