@@ -28,7 +28,7 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Literal, TypeVar
 
@@ -102,45 +102,54 @@ _TRUNCATE_WAIT: Final = 1.0
 _TRUNCATE: Final = "PRAGMA wal_checkpoint(TRUNCATE)"
 
 
-def _fold(conn: sqlite3.Connection, *, begun: bool = False) -> None:
-    """Fold the events since the last fold into ``counts``.
+# A fold in two steps: the sums of the events after ``counted.seq`` (its
+# first number) up to the second, then adding them under the write lock.
+Fold = tuple[int, int, list[schema.Row]]
 
-    ``begun``: inside a write transaction, which the fold joins. Otherwise the
-    events are added up in a read transaction, which holds no writer back,
-    and only the few sums are written under the write lock, unless another
-    fold (or a purge) moved ``counted`` on meanwhile.
-    """
-    if begun:
-        after, upto = conn.execute(schema.FOLD_RANGE).fetchone()
-        if upto > after:
-            _add_counts(
-                conn, after, upto, conn.execute(schema.FOLD_DELTA, (after, upto))
-            )
-        return
+
+def _fold_sums(conn: sqlite3.Connection) -> Fold | None:
+    """Add up the events since the last fold, in a read transaction: no lock."""
     conn.execute("BEGIN")
     try:
         after, upto = conn.execute(schema.FOLD_RANGE).fetchone()
-        sums = conn.execute(schema.FOLD_DELTA, (after, upto)).fetchall()
+        if upto == after:
+            return None
+        return after, upto, conn.execute(schema.FOLD_DELTA, (after, upto)).fetchall()
     finally:
         conn.execute("COMMIT")
-    if upto == after:
-        return
-    conn.execute("BEGIN IMMEDIATE")
+
+
+def _fold_add(conn: sqlite3.Connection, fold: Fold, *, begun: bool = False) -> None:
+    """Add ``fold`` to ``counts``, unless another fold (or a purge) came first."""
+    after, upto, sums = fold
+    if not begun:
+        conn.execute("BEGIN IMMEDIATE")
     try:
         if conn.execute("SELECT seq FROM counted").fetchone()[0] == after:
-            _add_counts(conn, after, upto, sums)
-        conn.execute("COMMIT")
+            conn.executemany(schema.FOLD_ADD, sums)
+            conn.execute("UPDATE counted SET seq = ?", (upto,))
+        if not begun:
+            conn.execute("COMMIT")
     except BaseException:
-        if conn.in_transaction:
+        if not begun and conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
 
 
-def _add_counts(
-    conn: sqlite3.Connection, after: int, upto: int, sums: Iterable[schema.Row]
-) -> None:
-    conn.executemany(schema.FOLD_ADD, sums)
-    conn.execute("UPDATE counted SET seq = ? WHERE seq = ?", (upto, after))
+def _fold(conn: sqlite3.Connection, *, begun: bool = False) -> None:
+    """Fold the events since the last fold into ``counts``.
+
+    ``begun``: inside a write transaction, which the fold joins.
+    """
+    if begun:
+        after, upto = conn.execute(schema.FOLD_RANGE).fetchone()
+        if upto > after:
+            sums = conn.execute(schema.FOLD_DELTA, (after, upto)).fetchall()
+            _fold_add(conn, (after, upto, sums), begun=True)
+        return
+    fold = _fold_sums(conn)
+    if fold is not None:
+        _fold_add(conn, fold)
 
 
 def _check_queues(queues: Sequence[str] | None) -> list[str] | None:
@@ -232,6 +241,8 @@ class SQLiteStore:
         self._checkpoint_idle.set()
         self._wal_path = self._path + "-wal"
         self._wal_full = False
+        # Counts a checkpoint's thread added up, for the store to write.
+        self._fold_ready: Fold | None = None
         self._conn = self._open(synchronous)
 
     # -- opening -----------------------------------------------------------------
@@ -307,6 +318,13 @@ class SQLiteStore:
                 with contextlib.suppress(sqlite3.OperationalError):
                     _fold(self._conn)
             return
+        fold = self._fold_ready
+        if fold is not None and not self._conn.in_transaction:
+            # A moment under the lock; if another process holds it, the next
+            # checkpoint adds the events up again.
+            self._fold_ready = None
+            with contextlib.suppress(sqlite3.OperationalError):
+                _fold_add(self._conn, fold)
         if self._commits % _WAL_CHECK_EVERY or self._checkpointing:
             return
         # A stat every so many commits: under heavy writing from several
@@ -325,12 +343,12 @@ class SQLiteStore:
         conn = sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None)
         try:
             conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
-            # Off the event loop, the events since the last fold go into the
-            # counts. Without waiting for the write lock: while this thread
-            # is busy the store checks the log's size no more (_committed),
-            # and the next checkpoint tries again.
+            # Off the event loop, the events since the last fold are added up
+            # (a read: no lock); the store writes the sums after its next
+            # commit (_committed). Taking the write lock here instead would
+            # make the store's own writers back off in the meantime.
             with contextlib.suppress(sqlite3.OperationalError):
-                _fold(conn)
+                self._fold_ready = _fold_sums(conn)
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         finally:
             conn.close()
