@@ -6,10 +6,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 import jobkit
 from jobkit import Backoff, MemoryStore, NewJob, Queue, RetryPolicy, SQLiteStore
-from jobkit.core.job import MAX_JSON_DEPTH, check_json
+from jobkit.core.job import MAX_JSON_DEPTH, _check_json, check_json
 
 DEEP = "payload is nested deeper than 100 levels of lists and objects"
 SURROGATE = "a lone surrogate that UTF-8 cannot encode"
@@ -43,6 +45,62 @@ def test_check_json_accepts_the_deepest_payload_allowed() -> None:
     check_json({"a": nested(MAX_JSON_DEPTH - 1)})
     with pytest.raises(ValueError, match=DEEP):
         check_json({"a": nested(MAX_JSON_DEPTH)})
+
+
+class Text(str):
+    """A str subclass: plain JSON to the full check, not to the quick one."""
+
+
+# Scalars the quick path of check_json settles itself, and the ones it hands
+# to the full walk: subclasses, non-ASCII text, values that are not JSON.
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=4),
+    st.sampled_from(["\udcff", "é", Text("x"), (1,), {1}, b"x"]),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(
+            st.one_of(st.text(max_size=3), st.sampled_from([1, "\udcff"])),
+            inner,
+            max_size=3,
+        ),
+    ),
+    max_leaves=12,
+)
+
+
+def full_check(value: object) -> str | None:
+    try:
+        _check_json(value, "payload", MAX_JSON_DEPTH)
+    except (TypeError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@settings(max_examples=300)
+@given(values)
+@example((1,))
+@example({"a": [(1,)]})
+@example({1: "a"})
+@example({"a": Text("x")})
+@example({"a": float("nan")})
+@example({"a": "\udcff"})
+@example({"\udcff": 1})
+@example({"a": nested(MAX_JSON_DEPTH)})
+def test_check_json_agrees_with_the_full_walk(value: object) -> None:
+    """The quick path accepts only what the full walk does, with the same words."""
+    try:
+        check_json(value)
+    except (TypeError, ValueError) as exc:
+        assert full_check(value) == f"{type(exc).__name__}: {exc}"
+    else:
+        assert full_check(value) is None
 
 
 async def test_a_payload_nested_a_thousand_deep_is_refused_by_name(

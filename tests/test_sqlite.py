@@ -29,7 +29,7 @@ from jobkit import (
     StoreError,
     collect_metrics,
 )
-from jobkit.core.job import Failure, Success
+from jobkit.core.job import Failure, Release, Success
 from jobkit.store.sqlite import schema as sql
 from jobkit.store.sqlite import store as sqlite_store
 
@@ -564,7 +564,7 @@ async def test_calls_arriving_while_a_thread_writes_wait_their_turn(
 
 
 async def test_a_version_2_file_is_upgraded_in_place(tmp_path: Path) -> None:
-    """A file jobkit wrote at schema version 2 opens as version 3, data intact.
+    """A file jobkit wrote at schema version 2 opens at today's version, data intact.
 
     Its jobs gain ``retry_delay`` (None) and it gains the ``purged`` totals;
     a purge afterwards keeps the metrics of what it deletes.
@@ -591,8 +591,159 @@ async def test_a_version_2_file_is_upgraded_in_place(tmp_path: Path) -> None:
         [job] = await store.claim(queues=["default"], limit=1, now=6.0, lease=5.0)
         assert (job.id, job.attempts) == (3, 2)
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == sql.SCHEMA_VERSION == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == sql.SCHEMA_VERSION == 4
     db.close()
+
+
+async def test_a_version_3_file_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A version 3 file opens at version 4 with the same jobs, events and counts.
+
+    Its counts were kept by triggers, exact: they become the folded counts,
+    up to its newest event. New transitions are counted, and numbered in
+    each job's chain, as in a new file.
+    """
+    path = tmp_path / "jobs.db"
+    db = raw(path)
+    db.executescript((Path(__file__).parent / "data" / "schema_v3.sql").read_text())
+    db.close()
+    v3_counts = {
+        ("default", JobState.SUCCEEDED): 1,
+        ("default", JobState.QUEUED): 1,
+        ("default", JobState.CANCELLED): 1,
+        ("mail", JobState.DEAD): 1,
+        ("mail", JobState.QUEUED): 1,
+        ("mail", JobState.RUNNING): 1,
+    }
+    async with SQLiteStore(path) as store:
+        jobs = await store.list()
+        assert [(j.id, j.task, j.state.value) for j in jobs] == [
+            (3, "a", "succeeded"),
+            (4, "a", "queued"),
+            (5, "b", "dead"),
+            (6, "c", "cancelled"),
+            (7, "d", "running"),
+            (8, "e", "queued"),
+        ]
+        assert (await store.counts()).counts == v3_counts
+        log = await store.events()
+        assert [seq for seq, _ in log] == sorted(seq for seq, _ in log)
+        for job in jobs:
+            mine = [(seq, e) for seq, e in log if e.job_id == job.id]
+            assert await store.events(job_id=job.id) == mine
+        before = await collect_metrics(store)
+
+        [job] = await store.claim(queues=["default"], limit=1, now=10.0, lease=5.0)
+        assert job.id == 4
+        await store.settle([Success(4, 1)], now=11.0)
+        [new] = await store.enqueue([NewJob(task="f", queue="mail")], now=12.0)
+        await store.cancel(new, now=13.0)
+        expected = {**v3_counts, ("default", JobState.SUCCEEDED): 2}
+        del expected["default", JobState.QUEUED]
+        expected["mail", JobState.CANCELLED] = 1
+        assert (await store.counts()).counts == expected
+        kinds = [e.kind for _, e in await store.events(job_id=4)]
+        assert kinds[-2:] == [EventKind.STARTED, EventKind.SUCCEEDED]
+        after = await collect_metrics(store)
+        assert after.total("succeeded") == before.total("succeeded") + 1
+    db = raw(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == sql.SCHEMA_VERSION == 4
+    # Upgraded at the newest event of version 3, which was event 23.
+    assert db.execute("SELECT seq FROM events WHERE job_id = 4").fetchall()[-2:] == [
+        (24,),
+        (25,),
+    ]
+    triggers = dict(
+        db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")
+    )
+    assert set(triggers) == {"jobs_enqueued", "jobs_transition"}
+    assert not any("counts" in body for body in triggers.values())
+    db.close()
+
+
+def true_counts(conn: sqlite3.Connection) -> dict[tuple[str, JobState], int]:
+    """The jobs per queue and state, counted row by row."""
+    rows = conn.execute("SELECT queue, state, count(*) FROM jobs GROUP BY queue, state")
+    return {(queue, JobState(state)): n for queue, state, n in rows}
+
+
+@pytest.mark.parametrize("where", ["file", ":memory:"])
+async def test_counts_folded_from_the_events_stay_true(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """Between folds and across them, counts() matches the rows, and so do the folds.
+
+    Folds are made every few commits here, in a checkpoint's thread for a
+    file and inline for a database in memory.
+    """
+    monkeypatch.setattr(sqlite_store, "_CHECKPOINT_EVERY", 3)
+    monkeypatch.setattr(sqlite_store, "_WAL_CHECK_EVERY", 1)
+    path = tmp_path / "jobs.db" if where == "file" else ":memory:"
+    async with SQLiteStore(path) as store:
+        conn = store._conn
+
+        async def check() -> None:
+            counts = {k: n for k, n in (await store.counts()).counts.items() if n}
+            assert counts == true_counts(conn)
+
+        for step in range(12):
+            queue = ("a", "b", "c")[step % 3]
+            ids = await store.enqueue(
+                [NewJob(task="t", queue=queue, max_attempts=2)] * 3, now=float(step)
+            )
+            await check()
+            jobs = await store.claim(queues=None, limit=2, now=float(step), lease=1.0)
+            await check()
+            outcomes: list[Success | Failure] = [Success(jobs[0].id, jobs[0].attempts)]
+            if len(jobs) > 1:
+                outcomes.append(Failure(jobs[1].id, jobs[1].attempts, "x", None))
+            await store.settle(outcomes, now=float(step))
+            await check()
+            await store.claim(queues=[queue], limit=1, now=float(step), lease=1.0)
+            await store.reap(now=step + 2.0)
+            await check()
+            await store.cancel(ids[-1], now=float(step))
+            for job in await store.list(state=JobState.DEAD, limit=1):
+                await store.requeue(job.id, now=float(step))
+            await check()
+            if step == 6:
+                await store.purge(before=5.0)
+                await check()
+        # A fold takes the counts table itself to the truth (waiting for a
+        # checkpoint's thread that may be folding too).
+        conn.execute("PRAGMA busy_timeout = 10000")
+        sqlite_store._fold(conn)
+        folded = dict(
+            ((queue, JobState(state)), n)
+            for queue, state, n in conn.execute("SELECT * FROM counts WHERE n != 0")
+        )
+        assert folded == true_counts(conn)
+        (counted,) = conn.execute("SELECT seq FROM counted").fetchone()
+        assert counted == conn.execute("SELECT max(seq) FROM events").fetchone()[0]
+
+
+async def test_each_event_is_numbered_in_its_jobs_chain(tmp_path: Path) -> None:
+    """Claims of one and of many, settles, reaps: a job's chain holds its events.
+
+    A transition of one job numbers its event in its own statement; one of
+    several jobs leaves it to the trigger. Either way the numbers run on
+    from 1 without a gap, and each job's history is its share of the log.
+    """
+    async with SQLiteStore(tmp_path / "jobs.db") as store:
+        await store.enqueue([NewJob(task="t", max_attempts=3)] * 8, now=0.0)
+        many = await store.claim(queues=None, limit=5, now=0.0, lease=1.0)
+        [one] = await store.claim(queues=["default"], limit=1, now=0.0, lease=1.0)
+        await store.settle([Success(many[0].id, 1), Release(one.id, 1)], now=0.5)
+        await store.settle([Failure(many[1].id, 1, "x", 0.7, 0.2)], now=0.6)
+        assert len(await store.reap(now=2.0)) == 3
+        await store.claim(queues=None, limit=3, now=2.0, lease=1.0)
+        [last] = await store.claim(queues=None, limit=1, now=2.0, lease=1.0)
+        await store.settle([Success(last.id, last.attempts)], now=3.0)
+        log = await store.events()
+        assert [seq for seq, _ in log] == list(range(1, len(log) + 1))
+        for job in await store.list():
+            mine = [(seq, e) for seq, e in log if e.job_id == job.id]
+            assert await store.events(job_id=job.id) == mine
+            assert mine[0][1].kind is EventKind.ENQUEUED
 
 
 async def test_aclose_returns_after_the_checkpoint_thread_let_go(

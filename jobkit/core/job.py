@@ -323,7 +323,44 @@ def check_json(value: object, where: str = "payload") -> None:
         ...
         TypeError: payload['file'] holds '\udcff' at index 7, a lone surrogate that UTF-8 cannot encode
     """  # noqa: E501
-    _check_json(value, where, MAX_JSON_DEPTH)
+    if not _plain(value, MAX_JSON_DEPTH):
+        _check_json(value, where, MAX_JSON_DEPTH)
+
+
+def _plain(value: Any, depth: int) -> bool:
+    # The common case, answered without building the path of each item that
+    # _check_json carries for its message: exact types only, ASCII text. A
+    # False sends the value to _check_json, which decides (subclasses, other
+    # text) and words the error. Scalars in containers are tested inline: a
+    # call per item would cost as much as the test.
+    kind = type(value)
+    if kind is dict:
+        if depth == 0:
+            return False
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii():
+                return False
+            kind = type(item)
+            if kind is str:
+                if not item.isascii():
+                    return False
+            elif kind is int or kind is bool or item is None:
+                continue
+            elif kind is float:
+                if not math.isfinite(item):
+                    return False
+            elif not _plain(item, depth - 1):
+                return False
+        return True
+    if kind is list:
+        return depth > 0 and all(_plain(item, depth - 1) for item in value)
+    if kind is str:
+        return bool(value.isascii())
+    if kind is int or kind is bool or value is None:
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    return False
 
 
 def check_job_fields(

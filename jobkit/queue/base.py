@@ -18,11 +18,11 @@ from typing import Any, ParamSpec, TypeVar, overload
 from .._checks import seconds as check_seconds
 from .._checks import stored_int
 from ..core import job as _job
-from ..core.job import JSON, NewJob
+from ..core.job import JSON, NewJob, check_json
 from ..core.retry import RetryPolicy
 from ..observe.logs import log_job_event, logger
 from ..store.protocol import Store
-from .prepared import EnqueueOptions, PreparedJob, check_name
+from .prepared import EnqueueOptions, PreparedJob, check_name, payload_dict
 from .task import Task
 from .wakeup import WakeUps
 
@@ -294,10 +294,25 @@ class QueueBase:
             ...
             ValueError: unknown task 'bil'; tasks registered on this queue: 'bill'
         """
+        target = self._task_named(task)
+        if (
+            delay is None
+            and run_at is None
+            and priority is None
+            and queue is None
+            and unique_key is None
+            and max_attempts is None
+        ):
+            # No options: the checks PreparedJob makes of the payload, then
+            # the task's defaults, without building the records in between.
+            fresh = payload_dict(payload)
+            check_json(fresh)
+            target._check_payload(fresh)
+            return await self._enqueue_payload(target, fresh)
         options = EnqueueOptions(
             delay, run_at, priority, queue, unique_key, max_attempts
         )
-        prepared = options.prepare(self._task_named(task).name, payload)
+        prepared = options.prepare(target.name, payload)
         [job_id] = await self.enqueue_many([prepared])
         return job_id
 
@@ -327,9 +342,34 @@ class QueueBase:
         store = self.store
         now = self.clock()
         specs = [self._resolve(item, now) for item in prepared]
+        return await self._store_jobs(store, specs, now)
+
+    async def _enqueue_payload(
+        self, task: Task[Any, Any], payload: dict[str, JSON]
+    ) -> int:
+        """Enqueue one job of ``task`` with its defaults; ``payload`` is checked."""
+        store = self.store
+        now = self.clock()
+        spec = NewJob(
+            task._name,
+            payload,
+            task._queue,
+            task._priority,
+            None,
+            task.retry.max_attempts,
+        )
+        [job_id] = await self._store_jobs(store, [spec], now)
+        return job_id
+
+    async def _store_jobs(
+        self, store: Store, specs: list[NewJob], now: float
+    ) -> list[int]:
         ids = await store.enqueue(specs, now=now)
-        for name in sorted({spec.queue for spec in specs}):
-            self._wakeups.ready.notify(name)
+        if len(specs) == 1:
+            self._wakeups.ready.notify(specs[0].queue)
+        else:
+            for name in sorted({spec.queue for spec in specs}):
+                self._wakeups.ready.notify(name)
         if logger.isEnabledFor(logging.INFO):
             await self._log_enqueued(specs, ids, now)
         return ids

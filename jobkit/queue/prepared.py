@@ -16,7 +16,7 @@ from .._checks import instant, stored_int
 from .._checks import seconds as check_seconds
 from ..core.job import JSON, check_json
 
-__all__ = ["EnqueueOptions", "PreparedJob", "check_name"]
+__all__ = ["EnqueueOptions", "PreparedJob", "check_name", "payload_dict"]
 
 
 def check_name(value: object, what: str) -> str:
@@ -24,6 +24,18 @@ def check_name(value: object, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{what} must be a non-empty string, got {value!r}")
     return value
+
+
+def payload_dict(payload: Mapping[str, JSON] | None) -> dict[str, JSON]:
+    """Return a copy of ``payload`` as a dict; refuse what is not a mapping."""
+    if payload is None:
+        return {}
+    if not isinstance(payload, Mapping):
+        raise TypeError(
+            "payload must be a mapping of keyword arguments for the handler, "
+            f"got {type(payload).__name__}"
+        )
+    return dict(payload)
 
 
 @attrs.frozen(init=False)
@@ -70,14 +82,7 @@ class PreparedJob:
         unique_key: str | None = None,
         max_attempts: int | None = None,
     ) -> None:
-        if payload is None:
-            payload = {}
-        elif not isinstance(payload, Mapping):
-            raise TypeError(
-                "payload must be a mapping of keyword arguments for the handler, "
-                f"got {type(payload).__name__}"
-            )
-        payload = dict(payload)
+        payload = payload_dict(payload)
         check_json(payload)
         if delay is not None and run_at is not None:
             raise ValueError("give either delay or run_at, not both")

@@ -185,8 +185,9 @@ class Task(Generic[P, R]):
             >>> trio.run(lambda: ping.enqueue(host="db"))
             1
         """
-        [job_id] = await self._owner.enqueue_many([self.prepare(*args, **kwargs)])
-        return job_id
+        return await self._owner._enqueue_payload(
+            self, self.payload_of(*args, **kwargs)
+        )
 
     def options(
         self,

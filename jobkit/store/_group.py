@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-import attrs
 import trio
 
 from .protocol import StoreError
@@ -26,14 +25,22 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
-@attrs.define(eq=False)
 class _Group(Generic[Item, Result]):
-    calls: list[Sequence[Item] | None] = attrs.field(factory=list)
-    taken: bool = False
-    done: trio.Event = attrs.field(factory=trio.Event)
-    # Per call: its results, or the exception its call raises; None (the
-    # leader was cancelled before writing) sends the caller round again.
-    results: list[list[Result] | BaseException | None] = attrs.field(factory=list)
+    # Slots and no factories: a lone caller builds one per call.
+    __slots__ = ("calls", "done", "results", "taken")
+
+    def __init__(self, first: Sequence[Item]) -> None:
+        self.calls: list[Sequence[Item] | None] = [first]
+        self.taken = False
+        # Made by the first caller to join: a lone leader needs none.
+        self.done: trio.Event | None = None
+        # Per call: its results, or the exception its call raises; None (the
+        # leader was cancelled before writing) sends the caller round again.
+        self.results: list[list[Result] | BaseException | None] = []
+
+    def finish(self) -> None:
+        if self.done is not None:
+            self.done.set()
 
 
 class GroupCommit(Generic[Item, Result]):
@@ -67,8 +74,7 @@ class GroupCommit(Generic[Item, Result]):
                 return result
 
     async def _lead(self, items: Sequence[Item]) -> list[Result] | None:
-        group: _Group[Item, Result] = _Group()
-        group.calls.append(items)
+        group: _Group[Item, Result] = _Group(items)
         self._open = group
         try:
             await trio.lowlevel.checkpoint()
@@ -76,14 +82,18 @@ class GroupCommit(Generic[Item, Result]):
             # Nothing is written for this call; whoever joined leads again.
             group.calls[0] = None
             self._close(group)
-            group.done.set()
+            group.finish()
             raise
         self._close(group)
         group.taken = True
+        if len(group.calls) == 1:
+            # Nobody joined, and nobody can now: the write is this call's
+            # alone, its result or exception its own.
+            return await self._write(items if type(items) is list else list(items))
         try:
             await self._write_group(group)
         finally:
-            group.done.set()
+            group.finish()
         outcome = group.results[0]
         if isinstance(outcome, BaseException):
             raise outcome
@@ -94,14 +104,17 @@ class GroupCommit(Generic[Item, Result]):
     ) -> list[Result] | None:
         index = len(group.calls)
         group.calls.append(items)
+        if group.done is None:
+            group.done = trio.Event()
+        done = group.done
         try:
-            await group.done.wait()
+            await done.wait()
         except trio.Cancelled:
             if not group.taken:
                 group.calls[index] = None
                 raise
             with trio.CancelScope(shield=True):
-                await group.done.wait()
+                await done.wait()
         # None, or no results at all: nothing was written, go round again.
         outcome = group.results[index] if group.results else None
         if isinstance(outcome, BaseException):

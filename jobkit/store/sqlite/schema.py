@@ -17,13 +17,15 @@ from ...core.job import EventKind, Job, JobState, Outcome
 from ..protocol import check_outcomes
 from . import schedules as _sqlite_schedules
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 """The layout this jobkit writes, kept in ``PRAGMA user_version``.
 
 Version 2 added the ``schedules`` table; version 3 the ``jobs.retry_delay``
 column and the ``purged`` table (the totals purges fold deleted events into),
 and lets ``jobs.max_attempts`` be 0: not decided until the first claim.
-Opening an older file upgrades it in place (see ``MIGRATIONS``); nothing is
+Version 4 keeps ``counts`` up to the ``counted`` event instead of in every
+transition's trigger, and lets a transition's statement number its event.
+Opening an older file upgrades it in place (see ``MIGRATIONS``); no row is
 dropped or rewritten.
 """
 
@@ -61,6 +63,46 @@ PURGED: Final = """
     ) WITHOUT ROWID
 """
 
+# Every transition is one more event, and every event one more row on the
+# last page of ``events``; the counts per queue and state are not written per
+# transition (that was one more page per transaction), but folded from the
+# events now and then: ``counts`` holds them up to the event ``counted.seq``,
+# and what came after is added up when read (see count_delta).
+COUNTED: Final = "CREATE TABLE counted (seq INTEGER NOT NULL)"
+
+TRIGGERS: Final = (
+    # INSERT gives a new job the sequence number its first event will have,
+    # which spares rewriting the row; a row inserted some other way gets its
+    # chain head afterwards. Inside a trigger, last_insert_rowid() is the
+    # event just inserted.
+    """
+    CREATE TRIGGER jobs_enqueued AFTER INSERT ON jobs BEGIN
+        INSERT INTO events (seq, job_id, kind, at, attempt)
+            VALUES (NEW.last_seq, NEW.id, NEW.event, NEW.created_at, NEW.attempts);
+        UPDATE jobs SET last_seq = last_insert_rowid()
+            WHERE id = NEW.id AND NEW.last_seq IS NULL;
+    END
+    """,
+    # jobkit's own transitions set last_seq to the number of the event they
+    # make (NEXT_SEQ), sparing the trigger a second write of the row; an
+    # UPDATE of ``event`` that leaves last_seq alone still gets its event
+    # and chain head. A released attempt gives its number back, but its
+    # event names it.
+    """
+    CREATE TRIGGER jobs_transition AFTER UPDATE OF event ON jobs BEGIN
+        INSERT INTO events (seq, job_id, kind, at, attempt, error, prev) VALUES (
+            nullif(NEW.last_seq, OLD.last_seq), NEW.id, NEW.event, NEW.updated_at,
+            CASE NEW.event WHEN 'released' THEN OLD.attempts ELSE NEW.attempts END,
+            CASE NEW.event WHEN 'retried' THEN NEW.last_error
+                WHEN 'expired' THEN NEW.last_error WHEN 'dead' THEN NEW.last_error END,
+            OLD.last_seq
+        );
+        UPDATE jobs SET last_seq = last_insert_rowid()
+            WHERE id = NEW.id AND NEW.last_seq IS OLD.last_seq;
+    END
+    """,
+)
+
 SCHEMA: Final = (
     """
     CREATE TABLE jobs (
@@ -87,8 +129,8 @@ SCHEMA: Final = (
     )
     """,
     # ``jobs.event`` names the transition that made the row's current version;
-    # writing it is what makes the trigger below record the event, so a
-    # transition and its event share one statement and one transaction.
+    # writing it is what makes the trigger jobs_transition record the event,
+    # so a transition and its event share one statement and one transaction.
     """
     CREATE TABLE events (
         seq     INTEGER PRIMARY KEY,
@@ -119,49 +161,29 @@ SCHEMA: Final = (
     CREATE UNIQUE INDEX jobs_unique ON jobs (unique_key)
         WHERE unique_key IS NOT NULL AND (state = 'queued' OR state = 'running')
     """,
-    # INSERT gives a new job the sequence number its first event will have,
-    # which spares rewriting the row; a row inserted some other way gets its
-    # chain head afterwards. Inside a trigger, last_insert_rowid() is the
-    # event just inserted.
-    """
-    CREATE TRIGGER jobs_enqueued AFTER INSERT ON jobs BEGIN
-        INSERT INTO events (seq, job_id, kind, at, attempt)
-            VALUES (NEW.last_seq, NEW.id, NEW.event, NEW.created_at, NEW.attempts);
-        UPDATE jobs SET last_seq = last_insert_rowid()
-            WHERE id = NEW.id AND NEW.last_seq IS NULL;
-        INSERT INTO counts (queue, state, n) VALUES (NEW.queue, NEW.state, 1)
-            ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
-    END
-    """,
-    # Every transition changes the state, so the same trigger moves one job
-    # between two counts. A released attempt gives its number back, but its
-    # event names it.
-    """
-    CREATE TRIGGER jobs_transition AFTER UPDATE OF event ON jobs BEGIN
-        INSERT INTO events (job_id, kind, at, attempt, error, prev) VALUES (
-            NEW.id, NEW.event, NEW.updated_at,
-            CASE NEW.event WHEN 'released' THEN OLD.attempts ELSE NEW.attempts END,
-            CASE NEW.event WHEN 'retried' THEN NEW.last_error
-                WHEN 'expired' THEN NEW.last_error WHEN 'dead' THEN NEW.last_error END,
-            OLD.last_seq
-        );
-        UPDATE jobs SET last_seq = last_insert_rowid() WHERE id = NEW.id;
-        INSERT INTO counts (queue, state, n)
-            VALUES (OLD.queue, OLD.state, -1), (NEW.queue, NEW.state, 1)
-            ON CONFLICT (queue, state) DO UPDATE SET n = n + excluded.n;
-    END
-    """,
+    *TRIGGERS,
     *_sqlite_schedules.TABLES,
     PURGED,
+    COUNTED,
+    "INSERT INTO counted (seq) VALUES (0)",
     f"PRAGMA application_id = {APPLICATION_ID}",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
 
 # The statements that take a file from version N to N + 1, keyed by N. Each
-# step only adds: an older jobkit's data stays exactly as it was.
+# step only adds tables and columns, or replaces triggers: an older jobkit's
+# rows stay exactly as they were. Version 3's counts are exact, so they are
+# counted up to the newest event.
 MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     1: _sqlite_schedules.TABLES,
     2: ("ALTER TABLE jobs ADD COLUMN retry_delay REAL", PURGED),
+    3: (
+        "DROP TRIGGER jobs_enqueued",
+        "DROP TRIGGER jobs_transition",
+        *TRIGGERS,
+        COUNTED,
+        "INSERT INTO counted (seq) SELECT coalesce(max(seq), 0) FROM events",
+    ),
 }
 
 COLUMNS: Final = (
@@ -178,6 +200,11 @@ INSERT: Final = (
     "(SELECT coalesce(max(seq), 0) + 1 FROM events))"
 )
 
+# The number the event of the row being changed will have, for statements
+# that change one row: in an UPDATE of several rows it would be worked out
+# once, for all of them, so those leave the numbering to the trigger.
+NEXT_SEQ: Final = "last_seq = (SELECT coalesce(max(seq), 0) + 1 FROM events)"
+
 HOLDER: Final = (
     "SELECT id FROM jobs INDEXED BY jobs_unique "
     "WHERE unique_key = ? AND (state = 'queued' OR state = 'running')"
@@ -187,6 +214,8 @@ START: Final = (
     "UPDATE jobs SET state = 'running', event = 'started', "
     "attempts = attempts + 1, lease_until = ?, updated_at = ? WHERE id "
 )
+# START for a claim of one job.
+START_ONE: Final = START.replace("updated_at = ?", f"updated_at = ?, {NEXT_SEQ}")
 
 
 def due(tasks: int) -> str:
@@ -203,8 +232,10 @@ def due(tasks: int) -> str:
 
 DUE: Final = due(0)
 
-# The claim from one queue, the common case, as one constant statement.
+# The claim from one queue, the common case, as one constant statement; and
+# of one job from one queue.
 CLAIM_ONE: Final = f"{START} IN (SELECT id {DUE}) RETURNING {COLUMNS}"
+CLAIM_FIRST: Final = f"{START_ONE} IN (SELECT id {DUE}) RETURNING {COLUMNS}"
 
 
 # The earliest run_at in one queue: a seek per distinct priority in
@@ -268,20 +299,20 @@ JOB_EVENTS: Final = """
 
 SUCCEED: Final = (
     "UPDATE jobs SET state = 'succeeded', event = 'succeeded', result = ?, "
-    "lease_until = NULL, updated_at = ? "
+    f"lease_until = NULL, updated_at = ?, {NEXT_SEQ} "
     "WHERE id = ? AND state = 'running' AND attempts = ?"
 )
 
 RELEASE: Final = (
     "UPDATE jobs SET state = 'queued', event = 'released', "
-    "attempts = attempts - 1, run_at = ?2, lease_until = NULL, updated_at = ?2 "
-    "WHERE id = ?3 AND state = 'running' AND attempts = ?4"
+    "attempts = attempts - 1, run_at = ?2, lease_until = NULL, updated_at = ?2, "
+    f"{NEXT_SEQ} WHERE id = ?3 AND state = 'running' AND attempts = ?4"
 )
 
 # ?1 retry_at (NULL for a permanent error), ?2 error, ?3 now, ?4 id, ?5 attempt,
 # ?6 the delay that gave retry_at.
-FAIL: Final = """
-    UPDATE jobs SET
+FAIL: Final = f"""
+    UPDATE jobs SET {NEXT_SEQ},
         state = CASE WHEN ?1 IS NULL OR attempts >= max_attempts
                      THEN 'dead' ELSE 'queued' END,
         event = CASE WHEN ?1 IS NULL OR attempts >= max_attempts
@@ -311,8 +342,85 @@ EXPIRE: Final = f"""
 
 REWRITE: Final = (
     "UPDATE jobs SET state = ?, event = ?, attempts = ?, run_at = ?, "
-    "lease_until = ?, last_error = ?, updated_at = ?, retry_delay = ? WHERE id = ?"
+    f"lease_until = ?, last_error = ?, updated_at = ?, retry_delay = ?, {NEXT_SEQ} "
+    "WHERE id = ?"
 )
+
+# What each kind of event moves a job to and, unless it is the job's first
+# event, from: the events after ``counted.seq`` as changes to ``counts``,
+# read in one pass (events first, each job by its key).
+_MOVES: Final = (
+    ("enqueued", "queued", None),
+    ("started", "running", "queued"),
+    ("succeeded", "succeeded", "running"),
+    ("retried", "queued", "running"),
+    ("expired", "queued", "running"),
+    ("dead", "dead", "running"),
+    ("released", "queued", "running"),
+    ("requeued", "queued", "dead"),
+    ("cancelled", "cancelled", "queued"),
+    ("discarded", "cancelled", "dead"),
+)
+_DEST: Final = " ".join(f"WHEN '{kind}' THEN '{to}'" for kind, to, _ in _MOVES)
+_SOURCE: Final = " ".join(
+    f"WHEN '{kind}' THEN '{source}'" for kind, _, source in _MOVES if source
+)
+
+
+def count_delta(after: str, upto: str | None = None) -> str:
+    """The CTEs whose ``delta`` is the events after ``after`` as count changes."""
+    until = "" if upto is None else f" AND events.seq <= {upto}"
+    return f"""
+    moved (queue, dest, source) AS MATERIALIZED (
+        SELECT jobs.queue, CASE events.kind {_DEST} END,
+               CASE WHEN events.prev IS NOT NULL THEN
+                   CASE events.kind {_SOURCE} END END
+        FROM events JOIN jobs ON jobs.id = events.job_id
+        WHERE events.seq > {after}{until}
+    ),
+    delta (queue, state, n) AS (
+        SELECT queue, dest, 1 FROM moved
+        UNION ALL
+        SELECT queue, source, -1 FROM moved WHERE source IS NOT NULL
+    )
+"""
+
+
+# The counts as of now: the folded ones plus the events since.
+COUNTS: Final = f"""
+    WITH {count_delta("(SELECT seq FROM counted)")}
+    SELECT queue, state, sum(n) FROM (
+        SELECT queue, state, n FROM counts UNION ALL SELECT queue, state, n FROM delta
+    ) GROUP BY queue, state HAVING sum(n) > 0
+"""
+
+# A fold adds up the events after ``counted.seq`` (?1) up to ?2 (see
+# store._fold), then adds that to ``counts`` and moves ``counted`` on.
+FOLD_DELTA: Final = f"""
+    WITH {count_delta("?1", "?2")}
+    SELECT queue, state, sum(n) FROM delta GROUP BY queue, state
+"""
+FOLD_ADD: Final = (
+    "INSERT INTO counts (queue, state, n) VALUES (?, ?, ?) "
+    "ON CONFLICT (queue, state) DO UPDATE SET n = n + excluded.n"
+)
+FOLD_RANGE: Final = (
+    "SELECT seq, (SELECT coalesce(max(seq), counted.seq) FROM events) FROM counted"
+)
+
+# The queues with QUEUED jobs, in name order: a seek per queue along
+# ``jobs_claim``.
+QUEUE_NAMES: Final = """
+    WITH RECURSIVE names (queue) AS (
+        SELECT min(queue) FROM jobs WHERE state = 'queued'
+        UNION ALL
+        SELECT (
+            SELECT min(queue) FROM jobs
+            WHERE state = 'queued' AND queue > names.queue
+        ) FROM names WHERE names.queue IS NOT NULL
+    )
+    SELECT queue FROM names WHERE queue IS NOT NULL
+"""
 
 # Compact, and made once: json.dumps builds an encoder per call otherwise.
 encode: Final = json.JSONEncoder(

@@ -5,7 +5,8 @@ the file gets them without trusting the others:
 
 - a partial unique index over active jobs enforces unique keys;
 - triggers append an event for every transition inside the transaction that
-  makes it, and keep per-queue, per-state counts;
+  makes it; the counts per queue and state are folded from those events
+  every so many commits, and the events since are added up when read;
 - partial indexes over QUEUED and RUNNING rows serve the claim, the next due
   time and the lease reaper, so their cost does not grow with the number of
   finished jobs.
@@ -101,6 +102,56 @@ _TRUNCATE_WAIT: Final = 1.0
 _TRUNCATE: Final = "PRAGMA wal_checkpoint(TRUNCATE)"
 
 
+# A fold in two steps: the sums of the events after ``counted.seq`` (its
+# first number) up to the second, then adding them under the write lock.
+Fold = tuple[int, int, list[schema.Row]]
+
+
+def _fold_sums(conn: sqlite3.Connection) -> Fold | None:
+    """Add up the events since the last fold, in a read transaction: no lock."""
+    conn.execute("BEGIN")
+    try:
+        after, upto = conn.execute(schema.FOLD_RANGE).fetchone()
+        if upto == after:
+            return None
+        return after, upto, conn.execute(schema.FOLD_DELTA, (after, upto)).fetchall()
+    finally:
+        conn.execute("COMMIT")
+
+
+def _fold_add(conn: sqlite3.Connection, fold: Fold, *, begun: bool = False) -> None:
+    """Add ``fold`` to ``counts``, unless another fold (or a purge) came first."""
+    after, upto, sums = fold
+    if not begun:
+        conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute("SELECT seq FROM counted").fetchone()[0] == after:
+            conn.executemany(schema.FOLD_ADD, sums)
+            conn.execute("UPDATE counted SET seq = ?", (upto,))
+        if not begun:
+            conn.execute("COMMIT")
+    except BaseException:
+        if not begun and conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _fold(conn: sqlite3.Connection, *, begun: bool = False) -> None:
+    """Fold the events since the last fold into ``counts``.
+
+    ``begun``: inside a write transaction, which the fold joins.
+    """
+    if begun:
+        after, upto = conn.execute(schema.FOLD_RANGE).fetchone()
+        if upto > after:
+            sums = conn.execute(schema.FOLD_DELTA, (after, upto)).fetchall()
+            _fold_add(conn, (after, upto, sums), begun=True)
+        return
+    fold = _fold_sums(conn)
+    if fold is not None:
+        _fold_add(conn, fold)
+
+
 def _check_queues(queues: Sequence[str] | None) -> list[str] | None:
     if queues is None:
         return None
@@ -190,6 +241,8 @@ class SQLiteStore:
         self._checkpoint_idle.set()
         self._wal_path = self._path + "-wal"
         self._wal_full = False
+        # Counts a checkpoint's thread added up, for the store to write.
+        self._fold_ready: Fold | None = None
         self._conn = self._open(synchronous)
 
     # -- opening -----------------------------------------------------------------
@@ -258,7 +311,21 @@ class SQLiteStore:
 
     def _committed(self) -> None:
         self._commits += 1
-        if self._commits % _WAL_CHECK_EVERY or not self._wal or self._checkpointing:
+        if not self._wal:
+            # No checkpoint thread (":memory:"): fold inline, as seldom.
+            if self._commits >= _CHECKPOINT_EVERY and not self._conn.in_transaction:
+                self._commits = 0
+                with contextlib.suppress(sqlite3.OperationalError):
+                    _fold(self._conn)
+            return
+        fold = self._fold_ready
+        if fold is not None and not self._conn.in_transaction:
+            # A moment under the lock; if another process holds it, the next
+            # checkpoint adds the events up again.
+            self._fold_ready = None
+            with contextlib.suppress(sqlite3.OperationalError):
+                _fold_add(self._conn, fold)
+        if self._commits % _WAL_CHECK_EVERY or self._checkpointing:
             return
         # A stat every so many commits: under heavy writing from several
         # processes the log can grow by megabytes between two checkpoints.
@@ -276,6 +343,12 @@ class SQLiteStore:
         conn = sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None)
         try:
             conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
+            # Off the event loop, the events since the last fold are added up
+            # (a read: no lock); the store writes the sums after its next
+            # commit (_committed). Taking the write lock here instead would
+            # make the store's own writers back off in the meantime.
+            with contextlib.suppress(sqlite3.OperationalError):
+                self._fold_ready = _fold_sums(conn)
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         finally:
             conn.close()
@@ -376,12 +449,7 @@ class SQLiteStore:
             raise trio.ClosedResourceError(f"{self!r} is closed")
 
     def _queue_names(self, conn: sqlite3.Connection) -> list[str]:
-        return [
-            name
-            for (name,) in conn.execute(
-                "SELECT queue FROM counts WHERE state = 'queued' AND n > 0"
-            )
-        ]
+        return [name for (name,) in conn.execute(schema.QUEUE_NAMES)]
 
     # -- the contract ------------------------------------------------------------
 
@@ -522,18 +590,21 @@ class SQLiteStore:
         chosen_tasks = only or []
         defaults = {} if max_attempts is None else max_attempts
 
-        start, columns = schema.START, schema.COLUMNS
+        # One row: its statement numbers its event (see schema.NEXT_SEQ).
+        start = schema.START_ONE if limit == 1 else schema.START
+        columns = schema.COLUMNS
+        one_queue = (
+            (schema.CLAIM_FIRST if limit == 1 else schema.CLAIM_ONE)
+            if due is schema.DUE
+            else f"{start} IN (SELECT id {due}) RETURNING {columns}"
+        )
 
         def body(conn: sqlite3.Connection) -> list[Job]:
             chosen = self._queue_names(conn) if names is None else names
             if not chosen:
                 return []
             if len(chosen) == 1:
-                sql = (
-                    schema.CLAIM_ONE
-                    if due is schema.DUE
-                    else f"{start} IN (SELECT id {due}) RETURNING {columns}"
-                )
+                sql = one_queue
                 params: tuple[Any, ...] = (
                     lease_until, now, chosen[0], now, *chosen_tasks, limit
                 )  # fmt: skip
@@ -930,7 +1001,7 @@ class SQLiteStore:
         return await self._change(job_id, lambda job: _job.discard(job, now=now))
 
     async def counts(self) -> QueueCounts:
-        """Return the number of jobs per queue and state, kept current by triggers.
+        """Return the number of jobs per queue and state, as of the last commit.
 
         Example::
 
@@ -943,11 +1014,7 @@ class SQLiteStore:
             >>> trio.run(main)
             3
         """
-        rows = await self._run(
-            lambda: self._conn.execute(
-                "SELECT queue, state, n FROM counts WHERE n > 0"
-            ).fetchall()
-        )
+        rows = await self._run(lambda: self._conn.execute(schema.COUNTS).fetchall())
         return QueueCounts(
             {(queue, schema.STATES[state]): n for queue, state, n in rows}
         )
@@ -1087,6 +1154,8 @@ class SQLiteStore:
         return deleted
 
     def _delete(self, ids: Sequence[int], conn: sqlite3.Connection) -> int:
+        # The counts must hold the events about to be deleted.
+        _fold(conn, begun=True)
         marks = ", ".join("?" * len(ids))
         # Each job's events hang on a chain from jobs.last_seq back along
         # events.prev: followed by primary key, no scan of the log.
