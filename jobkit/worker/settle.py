@@ -74,17 +74,31 @@ class _Settler:
 
         ``alone`` says no other attempt of this worker is running.
         """
+        if not self.offer(attempt, alone=alone):
+            await self.write(attempt)
+
+    def offer(self, attempt: _Attempt, *, alone: bool) -> bool:
+        """Hand the outcome to the settler, or return False: the caller writes it.
+
+        ``alone`` says no other attempt of this worker is running.
+        """
         if alone and not self._writing and not self._pending:
-            # Nothing to batch with: write it from the attempt's slot task,
-            # which spares a switch to the settler when jobs come one at a
-            # time.
-            await self._write([attempt])
-            return
+            # Nothing to batch with: the caller writes it from the attempt's
+            # slot task, which spares a switch to the settler when jobs come
+            # one at a time.
+            return False
         # Attempts that finish together share one store call. Their tasks
-        # end here rather than wait for it: the settler finishes them, which
+        # go on rather than wait for it: the settler finishes them, which
         # spares each a wake-up (the attempt stays in ``_running`` until then).
-        self._pending.append(attempt)
-        self._ready.set()
+        pending = self._pending
+        pending.append(attempt)
+        if len(pending) == 1:  # the settler swaps in a new event as it takes them
+            self._ready.set()
+        return True
+
+    async def write(self, attempt: _Attempt) -> None:
+        """Write the attempt's outcome now, then finish it."""
+        await self._write([attempt])
 
     async def _write(self, batch: list[_Attempt], *, refill: bool = True) -> None:
         limit = 0

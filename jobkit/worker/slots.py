@@ -19,6 +19,7 @@ from ..core.job import (
     Job,
     Release,
     Success,
+    _make_success,
     check_json,
 )
 from ..core.retry import Permanent, RetryLater
@@ -111,16 +112,36 @@ class _Slots(_WorkerState):
         trio.lowlevel.reschedule(slot.task)
 
     async def _slot(self, attempt: _Attempt) -> None:
-        slot = _Slot(trio.lowlevel.current_task(), self._idle)
+        idle = self._idle
+        slot = _Slot(trio.lowlevel.current_task(), idle)
+        abort = slot.abort
+        settler = self._settler
+        running = self._running
         error: Exception | None = None
         result: Any = None
         with trio.CancelScope() as scope:
             while True:
                 error, result = await self._execute(attempt, scope)
-                if scope.cancel_called:
+                # Only a stop and the fence's deadline cancel the scope; asking
+                # it (cancel_called reads the clock) is left to after a fence.
+                if attempt.stopped or (attempt.armed and scope.cancel_called):
                     break
-                await self._conclude(attempt, error, result, cancelled=False)
-                attempt = await slot.park()
+                if error is None and not attempt.lost:
+                    # A success, as _conclude would make it, without the
+                    # coroutines: most attempts end so.
+                    job = attempt.job
+                    attempt.outcome = _make_success(job.id, job.attempts, result)
+                    if not settler.offer(attempt, alone=len(running) == 1):
+                        await settler.write(attempt)
+                else:
+                    await self._conclude(attempt, error, result, cancelled=False)
+                # Parked until the claim loop (or the settler) hands this
+                # slot its next attempt.
+                slot.attempt = None
+                idle.append(slot)
+                await trio.lowlevel.wait_task_rescheduled(abort)
+                assert slot.attempt is not None
+                attempt = slot.attempt
         # The attempt was stopped, or its handler ended just as it was. The
         # scope is spent (any checkpoint inside it would raise), so the
         # attempt is concluded out here and the slot ends; the claim loop
@@ -242,20 +263,25 @@ class _Slots(_WorkerState):
             shape = task._shape
             if shape is None or not shape.accepts(job.payload):
                 _check_payload(task, job.payload)
-            result = await self._invoke(task, job)
-            try:
-                check_json(result, "result")
-            except (TypeError, ValueError) as exc:
-                # The side effects happened; running it again would repeat
-                # them and fail the same way.
-                raise Permanent(
-                    f"the handler's result is not storable JSON: {exc}"
-                ) from exc
+            if task._is_async and task._timeout is None:
+                # What _invoke and _call do here, a coroutine or two sooner.
+                result = await task._fn(**job.payload)
+            else:
+                result = await self._invoke(task, job)
+            if result is not None:
+                try:
+                    check_json(result, "result")
+                except (TypeError, ValueError) as exc:
+                    # The side effects happened; running it again would
+                    # repeat them and fail the same way.
+                    raise Permanent(
+                        f"the handler's result is not storable JSON: {exc}"
+                    ) from exc
         except Exception as exc:
             return exc, None
         finally:
             attempt.scope = None
-            if scope.deadline != math.inf:
+            if attempt.armed:
                 scope.deadline = math.inf
         return None, result
 
@@ -308,7 +334,8 @@ class _Slots(_WorkerState):
         job, outcome = attempt.job, attempt.outcome
         assert outcome is not None
         counters = self._counters
-        if isinstance(outcome, Failure):
+        success = type(outcome) is Success
+        if not success and isinstance(outcome, Failure):
             counters.failed += 1
         if not applied:
             counters.lost += 1
@@ -321,7 +348,7 @@ class _Slots(_WorkerState):
                 extra=_log_fields(job, event="lost"),
             )
             return
-        kind = _job.settled_kind(job, outcome)
+        kind = _SUCCEEDED if success else _job.settled_kind(job, outcome)
         if logs_job_event(kind):
             # The store applied this same pure transition to this same
             # snapshot; rebuilt only for the log record.
