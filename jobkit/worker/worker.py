@@ -123,6 +123,7 @@ class Worker(_Claims, _Slots, _Leases, _Schedules, _Shutdown):
                     f"queues must be None (all) or non-empty names, got {queues!r}"
                 )
         self._queue = queue
+        self._tasks = queue.tasks  # a live view: tasks registered later show
         self._concurrency = concurrency
         self._queues: tuple[str, ...] | None = queues
         self._lease = seconds(lease, "lease", positive=True)
