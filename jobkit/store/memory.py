@@ -275,10 +275,20 @@ class MemoryStore:
         jobs = self._jobs
         empty = []
         head = None
+        entry: _Entry | None
         for priority in index.priorities:
             lane = index.lanes[priority]
-            # As _is_waiting tells, inlined: this runs for every claimed job.
-            while (entry := lane.first()) is not None:
+            fifo, heap = lane.fifo, lane.heap
+            while True:
+                # lane.first() and _is_waiting, inlined: this runs for every
+                # claimed job.
+                if heap and (not fifo or heap[0] < fifo[0]):
+                    entry = heap[0]
+                elif fifo:
+                    entry = fifo[0]
+                else:
+                    entry = None
+                    break
                 job = jobs.get(entry[1])
                 if job is not None and job.state is _QUEUED and job.run_at == entry[0]:
                     if wanted is None or job.task in wanted:
@@ -419,16 +429,19 @@ class MemoryStore:
 
     def _settle(self, outcomes: Sequence[Outcome], now: float) -> list[bool]:
         check_outcomes(outcomes)
+        jobs = self._jobs
         prepared = []
         for outcome in outcomes:
-            if type(outcome) is _Success:
+            if type(outcome) is _Success and outcome.result is not None:
                 result = _copy(outcome.result, "result")
-                if result is not outcome.result:  # None, numbers, str: kept as is
+                if result is not outcome.result:  # numbers, str: kept as is
                     outcome = _Success(outcome.job_id, outcome.attempt, result)
             # An unknown id refuses the whole batch before anything changes.
             # Each job appears once, so it is as found until its own turn.
-            prepared.append((outcome, self._reported_on(outcome.job_id)))
-        jobs = self._jobs
+            job = jobs.get(outcome.job_id)
+            if job is None:
+                job = self._reported_on(outcome.job_id)
+            prepared.append((outcome, job))
         counts = self._counts
         applied = []
         for outcome, job in prepared:
