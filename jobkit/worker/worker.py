@@ -247,11 +247,15 @@ class Worker(_Claims, _Slots, _Leases, _Schedules, _Shutdown):
                     service.start_soon(self._watch, self._shutdown)
                 async with trio.open_nursery() as attempts:
                     self._attempts = attempts
-                    task_status.started(self)
-                    with self._claiming:
-                        await self._claim_loop(attempts)
-                    await self._drain()
-                    attempts.cancel_scope.cancel()  # the parked slots
+                    try:
+                        task_status.started(self)
+                        with self._claiming:
+                            await self._claim_loop(attempts)
+                        await self._drain()
+                        attempts.cancel_scope.cancel()  # the parked slots
+                    finally:
+                        # Closed to new slot tasks from here on.
+                        self._attempts = None
                 service.cancel_scope.cancel()
         finally:
             unsubscribe()
