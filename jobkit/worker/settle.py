@@ -100,7 +100,18 @@ class _Settler:
         """Write the attempt's outcome now, then finish it."""
         await self._write([attempt])
 
-    async def _write(self, batch: list[_Attempt], *, refill: bool = True) -> None:
+    async def _write(
+        self,
+        batch: list[_Attempt],
+        *,
+        refill: bool = True,
+        scope: trio.CancelScope | None = None,
+    ) -> None:
+        """Write the batch's outcomes (and claim along, if ``refill``).
+
+        ``scope``: one the calling task is in, shielded while a write claims
+        (see :meth:`_StoreCaller.call`).
+        """
         limit = 0
         if refill and self._refill is not None and self._fused():
             limit = self._refill.limit(len(batch))
@@ -113,6 +124,7 @@ class _Settler:
                 functools.partial(self._settle, batch, limit),
                 refused=_REFUSED,
                 shield=limit > 0,
+                scope=scope,
             )
         except _REFUSED as exc:
             refusal: Exception | None = exc
@@ -190,8 +202,10 @@ class _Settler:
         return await store.settle(outcomes, now=now), now, []
 
     async def run(self) -> None:
-        while True:
-            await self._ready.wait()
-            self._ready = trio.Event()
-            batch, self._pending = self._pending, []
-            await self._write(batch)
+        # The settler's own scope, shielded while a write claims.
+        with trio.CancelScope() as scope:
+            while True:
+                await self._ready.wait()
+                self._ready = trio.Event()
+                batch, self._pending = self._pending, []
+                await self._write(batch, scope=scope)
