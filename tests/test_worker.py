@@ -699,14 +699,16 @@ async def test_outer_cancellation_releases_leases(
     assert store.sizes("settle") == [2]  # one call for both
 
 
+@pytest.mark.parametrize("slots", [1, 2])
 async def test_outer_cancellation_waits_for_a_settle_that_claims(
-    autojump_clock: Any,
+    autojump_clock: Any, slots: int
 ) -> None:
     """Cancelled while a settle that also claims is on its way, a worker waits for it.
 
     The store has claimed the next jobs once it committed: cutting the call
     short would leave them leased to nobody. The worker takes them and hands
-    them back, as it does any job it runs when cancelled.
+    them back, as it does any job it runs when cancelled. With one slot the
+    slot writes its own outcome; with more, the settler does.
     """
 
     class SlowReply(jobkit.MemoryStore):
@@ -722,15 +724,12 @@ async def test_outer_cancellation_waits_for_a_settle_that_claims(
         await trio.sleep(1)
 
     job_ids = await queue.enqueue_many([quick.prepare() for _ in range(4)])
-    with trio.move_on_after(1.5):  # during the settle of the first two, at 1.0
-        await jobkit.run_worker(queue, concurrency=2)
+    with trio.move_on_after(1.5):  # during the settle of the first ones, at 1.0
+        await jobkit.run_worker(queue, concurrency=slots)
     jobs = [await queue.get(i) for i in job_ids]
     assert [(j.state, j.attempts) for j in jobs] == [
-        (JobState.SUCCEEDED, 1),
-        (JobState.SUCCEEDED, 1),
-        (JobState.QUEUED, 0),
-        (JobState.QUEUED, 0),
-    ]
+        (JobState.SUCCEEDED, 1)
+    ] * slots + [(JobState.QUEUED, 0)] * (4 - slots)
 
 
 async def test_already_cancelled_token_claims_nothing(autojump_clock: Any) -> None:

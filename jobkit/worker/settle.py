@@ -96,9 +96,14 @@ class _Settler:
             self._ready.set()
         return True
 
-    async def write(self, attempt: _Attempt) -> None:
-        """Write the attempt's outcome now, then finish it."""
-        await self._write([attempt])
+    async def write(
+        self, attempt: _Attempt, *, scope: trio.CancelScope | None = None
+    ) -> None:
+        """Write the attempt's outcome now, then finish it.
+
+        ``scope``: one the calling task is in, shielded while the write claims.
+        """
+        await self._write([attempt], scope=scope)
 
     async def _write(
         self,

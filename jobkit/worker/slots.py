@@ -158,7 +158,10 @@ class _Slots(_WorkerState):
                     job = attempt.job
                     attempt.outcome = _make_success(job.id, job.attempts, result)
                     if not settler.offer(attempt, alone=len(running) == 1):
-                        await settler.write(attempt)
+                        # Nothing cancels the slot's scope itself now (the
+                        # attempt has let go of it, its deadline is lifted),
+                        # so shielding it shields the write as a new one would.
+                        await settler.write(attempt, scope=scope)
                 else:
                     await self._conclude(attempt, error, result, cancelled=False)
                 # Parked until the claim loop (or the settler) hands this
