@@ -1,4 +1,6 @@
-"""MemoryStore's private copies of payloads and results equal a JSON round trip."""
+"""MemoryStore: its private copies of payloads and results equal a JSON round trip,
+and its claims follow claim order.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +10,23 @@ import math
 from collections import OrderedDict
 from typing import Any
 
+import attrs
 import pytest
+import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobkit.core.job import dump_json
-from jobkit.store.memory import _copy
+from jobkit.core import job as _job
+from jobkit.core.job import (
+    Job,
+    JobState,
+    NewJob,
+    Success,
+    claim_order,
+    create,
+    dump_json,
+)
+from jobkit.store.memory import MemoryStore, _copy
 
 
 class Level(enum.IntEnum):
@@ -106,3 +119,79 @@ def test_bad_values_are_named_where_they_are() -> None:
     """A value JSON cannot hold is refused with its place in the payload."""
     with pytest.raises(TypeError, match=r"payload\['a'\]\[1\] is nan"):
         _copy({"a": [1, math.nan]})
+
+
+_arrivals = st.lists(
+    st.tuples(
+        st.sampled_from([0, 5, -3]),  # priority
+        st.sampled_from([0.0, 1.0, 2.0, 3.0, 9.0]),  # run_at
+        st.sampled_from(["a", "b"]),  # task
+    ),
+    min_size=1,
+    max_size=20,
+)
+
+
+@given(
+    batches=st.lists(_arrivals, min_size=1, max_size=3), now=st.sampled_from([2.0, 9.0])
+)
+def test_claims_follow_claim_order_whatever_order_jobs_arrive_in(
+    batches: list[list[tuple[int, float, str]]], now: float
+) -> None:
+    """Jobs enqueued out of order, in batches between claims, still come in claim order.
+
+    In order, a lane keeps its jobs in a deque; out of order, in a heap: a
+    claim takes the first of the two, and skips the tasks it does not want.
+    """
+
+    async def main() -> None:
+        store = MemoryStore()
+        waiting: list[Job] = []
+        for batch in batches:
+            specs = [NewJob(task=t, priority=p, run_at=r) for p, r, t in batch]
+            ids = await store.enqueue(specs, now=0.0)
+            waiting += [await store.get(i) for i in ids]
+            # One job of task "a" per claim, then whatever is due of any task.
+            [first] = await store.claim(
+                queues=None, limit=1, now=now, lease=1.0, tasks=["a"]
+            ) or [None]
+            due = sorted(
+                (j for j in waiting if j.run_at <= now and j.task == "a"),
+                key=claim_order,
+            )
+            assert (first and first.id) == (due[0].id if due else None)
+            waiting = [j for j in waiting if first is None or j.id != first.id]
+        rest = await store.claim(queues=None, limit=100, now=now, lease=1.0)
+        due = sorted((j for j in waiting if j.run_at <= now), key=claim_order)
+        assert [j.id for j in rest] == [j.id for j in due]
+        expected = min((j.run_at for j in waiting if j.run_at > now), default=None)
+        assert await store.next_run_at(queues=None) == expected
+
+    trio.run(main)
+
+
+def test_made_jobs_and_successes_are_the_frozen_records_themselves() -> None:
+    """What claims and settles make by position is a Job (a Success) like any."""
+    job, _ = create(NewJob(task="t", payload={"a": 1}), job_id=3, now=1.0)
+    made = _job._make_job(*(getattr(job, f.name) for f in attrs.fields(Job)))
+    assert type(made) is Job and made == job and repr(made) == repr(job)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        made.id = 4  # type: ignore[misc]
+    started = _job._started(job, 2.0, 30.0, 4)
+    assert started == attrs.evolve(
+        job,
+        state=JobState.RUNNING,
+        attempts=1,
+        max_attempts=1,  # the job's own, not the claimer's
+        updated_at=2.0,
+        lease_until=32.0,
+    )
+    success = _job._make_success(3, 1, {"ok": True})
+    assert type(success) is Success and success == Success(3, 1, {"ok": True})
+    assert _job.settle(started, success, now=5.0)[0] == attrs.evolve(
+        started,
+        state=JobState.SUCCEEDED,
+        result={"ok": True},
+        lease_until=None,
+        updated_at=5.0,
+    )

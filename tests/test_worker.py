@@ -699,6 +699,39 @@ async def test_outer_cancellation_releases_leases(
     assert store.sizes("settle") == [2]  # one call for both
 
 
+@pytest.mark.parametrize("slots", [1, 2])
+async def test_outer_cancellation_waits_for_a_settle_that_claims(
+    autojump_clock: Any, slots: int
+) -> None:
+    """Cancelled while a settle that also claims is on its way, a worker waits for it.
+
+    The store has claimed the next jobs once it committed: cutting the call
+    short would leave them leased to nobody. The worker takes them and hands
+    them back, as it does any job it runs when cancelled. With one slot the
+    slot writes its own outcome; with more, the settler does.
+    """
+
+    class SlowReply(jobkit.MemoryStore):
+        async def settle_and_claim(self, outcomes: Any, **kwargs: Any) -> Any:
+            answer = await super().settle_and_claim(outcomes, **kwargs)
+            await trio.sleep(1)  # committed; the reply is on its way
+            return answer
+
+    queue = Queue(SlowReply(), clock=trio.current_time)
+
+    @queue.task()
+    async def quick() -> None:
+        await trio.sleep(1)
+
+    job_ids = await queue.enqueue_many([quick.prepare() for _ in range(4)])
+    with trio.move_on_after(1.5):  # during the settle of the first ones, at 1.0
+        await jobkit.run_worker(queue, concurrency=slots)
+    jobs = [await queue.get(i) for i in job_ids]
+    assert [(j.state, j.attempts) for j in jobs] == [
+        (JobState.SUCCEEDED, 1)
+    ] * slots + [(JobState.QUEUED, 0)] * (4 - slots)
+
+
 async def test_already_cancelled_token_claims_nothing(autojump_clock: Any) -> None:
     """A worker whose token is already cancelled returns at once without claiming."""
     queue, _store = make_queue()

@@ -62,6 +62,9 @@ _LEVELS: dict[EventKind, int] = {
     EventKind.CANCELLED: logging.INFO,
     EventKind.DISCARDED: logging.INFO,
 }
+# By value: a worker asks twice per attempt, and an enum member's hash runs
+# Python code (Enum.__hash__) where a str's is cached.
+_LEVEL_OF = {kind.value: level for kind, level in _LEVELS.items()}
 
 # The attributes every LogRecord has; anything else came in through ``extra``.
 _STANDARD = frozenset(
@@ -147,7 +150,7 @@ def logs_job_event(kind: EventKind, log: logging.Logger | None = None) -> bool:
         [False, True]
     """
     target = logger if log is None else log
-    return target.isEnabledFor(_LEVELS.get(kind, logging.INFO))
+    return target.isEnabledFor(_LEVEL_OF.get(kind._value_, logging.INFO))
 
 
 def log_job_event(

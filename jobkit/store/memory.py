@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import bisect
 import builtins
 import heapq
+import itertools
 import json
-from collections.abc import Mapping, Sequence
+import operator
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Protocol, TypeAlias
 
 import attrs
@@ -84,18 +88,80 @@ _STATES = {state.value: state for state in JobState}
 # than an attribute of the enum class.
 _QUEUED = JobState.QUEUED
 _RUNNING = JobState.RUNNING
+_Success = _job.Success
 
 
 class _Change(Protocol):
     def __call__(self, job: Job, *, now: float) -> tuple[Job, Event]: ...
 
 
+# A waiting job as its queue's index keeps it: (run_at, id).
+_Entry: TypeAlias = tuple[float, int]
+
+
+class _Lane:
+    """The QUEUED jobs of one queue and priority, in claim order: by (run_at, id).
+
+    An entry that comes after every entry so far (a job enqueued to run
+    now, on a clock that only goes forward) is appended to a deque, which
+    gives it back in constant time; any other goes to a heap. The first
+    entry is the smaller of their two fronts. Entries of jobs that have
+    moved on, or been purged, stay until they come first.
+    """
+
+    __slots__ = ("fifo", "heap")
+
+    def __init__(self) -> None:
+        self.fifo: deque[_Entry] = deque()
+        self.heap: list[_Entry] = []
+
+    def push(self, entry: _Entry) -> None:
+        fifo = self.fifo
+        if not fifo or entry >= fifo[-1]:
+            fifo.append(entry)
+        else:
+            heapq.heappush(self.heap, entry)
+
+    def first(self) -> _Entry | None:
+        fifo, heap = self.fifo, self.heap
+        if heap and (not fifo or heap[0] < fifo[0]):
+            return heap[0]
+        return fifo[0] if fifo else None
+
+    def pop(self) -> None:
+        """Drop the first entry."""
+        fifo, heap = self.fifo, self.heap
+        if heap and (not fifo or heap[0] < fifo[0]):
+            heapq.heappop(heap)
+        else:
+            fifo.popleft()
+
+    def entries(self) -> Iterator[_Entry]:
+        return itertools.chain(self.fifo, self.heap)
+
+
 @attrs.define
 class _QueueIndex:
-    # QUEUED jobs not yet due, by (run_at, id); moved to ``ready`` once due.
-    pending: list[tuple[float, int]] = attrs.Factory(list)
-    # Due jobs, in claim order (-priority, run_at, id).
-    ready: list[tuple[int, float, int]] = attrs.Factory(list)
+    """The QUEUED jobs of one queue, a lane per priority.
+
+    Claim order is (-priority, run_at, id): the first due job is the first
+    entry of the highest priority's lane whose first entry is due.
+    """
+
+    lanes: dict[int, _Lane] = attrs.Factory(dict)
+    priorities: list[int] = attrs.Factory(list)  # of the lanes, highest first
+
+    def lane(self, priority: int) -> _Lane:
+        lane = self.lanes.get(priority)
+        if lane is None:
+            lane = self.lanes[priority] = _Lane()
+            bisect.insort(self.priorities, priority, key=operator.neg)
+        return lane
+
+    def drop(self, priority: int) -> None:
+        """Forget an empty lane: priorities come and go, lookups stay short."""
+        del self.lanes[priority]
+        self.priorities.remove(priority)
 
 
 class MemoryStore:
@@ -166,7 +232,7 @@ class MemoryStore:
             if index is None:
                 # Not setdefault: that would build a throwaway index per call.
                 index = self._queues[job.queue] = _QueueIndex()
-            heapq.heappush(index.pending, (job.run_at, job.id))
+            index.lane(job.priority).push((job.run_at, job.id))
         elif state is _RUNNING:
             assert job.lease_until is not None
             heapq.heappush(self._leases, (job.lease_until, job.id, job.attempts))
@@ -190,17 +256,53 @@ class MemoryStore:
         return job
 
     def _is_waiting(self, job_id: int, run_at: float) -> bool:
-        # The heaps keep entries of jobs that have moved on, or been purged.
+        # The lanes keep entries of jobs that have moved on, or been purged.
         job = self._jobs.get(job_id)
         return job is not None and job.state is _QUEUED and job.run_at == run_at
 
-    def _promote(self, index: _QueueIndex, now: float) -> None:
-        pending = index.pending
-        while pending and pending[0][0] <= now:
-            run_at, job_id = heapq.heappop(pending)
-            if self._is_waiting(job_id, run_at):
-                job = self._jobs[job_id]
-                heapq.heappush(index.ready, (-job.priority, run_at, job_id))
+    def _head(
+        self,
+        index: _QueueIndex,
+        now: float,
+        wanted: set[str] | None,
+        skipped: list[tuple[_QueueIndex, int, _Entry]],
+    ) -> tuple[tuple[int, float, int], _Lane] | None:
+        """The claim key of the queue's first due job of a wanted task, and its lane.
+
+        Entries of jobs that moved on are dropped on the way; those of
+        waiting jobs of other tasks are moved to ``skipped``.
+        """
+        jobs = self._jobs
+        empty = []
+        head = None
+        entry: _Entry | None
+        for priority in index.priorities:
+            lane = index.lanes[priority]
+            fifo, heap = lane.fifo, lane.heap
+            while True:
+                # lane.first() and _is_waiting, inlined: this runs for every
+                # claimed job.
+                if heap and (not fifo or heap[0] < fifo[0]):
+                    entry = heap[0]
+                elif fifo:
+                    entry = fifo[0]
+                else:
+                    entry = None
+                    break
+                job = jobs.get(entry[1])
+                if job is not None and job.state is _QUEUED and job.run_at == entry[0]:
+                    if wanted is None or job.task in wanted:
+                        break
+                    skipped.append((index, priority, entry))
+                lane.pop()
+            if entry is None:
+                empty.append(priority)
+            elif entry[0] <= now:
+                head = (-priority, entry[0], entry[1]), lane
+                break
+        for priority in empty:
+            index.drop(priority)
+        return head
 
     def _names(self, queues: Sequence[str] | None) -> list[str]:
         if queues is None:
@@ -268,39 +370,39 @@ class MemoryStore:
         max_attempts: Mapping[str, int] | None,
     ) -> list[Job]:
         defaults = {} if max_attempts is None else max_attempts
-        for index in indexes:
-            self._promote(index, now)
+        jobs = self._jobs
+        counts = self._counts
+        leases = self._leases
+        events = self._events
+        until = now + lease  # as _started computes it
         claimed: list[Job] = []
-        # Due jobs of other tasks, taken off the heaps while looking past
+        # Waiting jobs of other tasks, taken off the lanes while looking past
         # them and put back afterwards.
-        skipped: list[tuple[_QueueIndex, tuple[int, float, int]]] = []
+        skipped: list[tuple[_QueueIndex, int, _Entry]] = []
         while len(claimed) < limit:
-            best: _QueueIndex | None = None
+            best = None
             for index in indexes:
-                ready = index.ready
-                while ready and (
-                    not self._is_waiting(ready[0][2], ready[0][1])
-                    or (
-                        wanted is not None
-                        and self._jobs[ready[0][2]].task not in wanted
-                    )
-                ):
-                    entry = heapq.heappop(ready)
-                    if self._is_waiting(entry[2], entry[1]):
-                        skipped.append((index, entry))
-                if ready and (best is None or ready[0] < best.ready[0]):
-                    best = index
+                head = self._head(index, now, wanted, skipped)
+                if head is not None and (best is None or head[0] < best[0]):
+                    best = head
             if best is None:
                 break
-            _, _, job_id = heapq.heappop(best.ready)
-            queued = self._jobs[job_id]
-            job, event = _job.start(
-                queued, now=now, lease=lease, max_attempts=defaults.get(queued.task)
-            )
-            self._record(job, event)
+            order, lane = best
+            lane.pop()
+            queued = jobs[order[2]]
+            # start() and _record(), for the one transition every claim
+            # makes: the job stays on its queue and keeps its unique key.
+            job = _job._started(queued, now, lease, defaults.get(queued.task))
+            name = job.queue
+            counts[(name, "queued")] -= 1
+            key = (name, "running")
+            counts[key] = counts.get(key, 0) + 1
+            jobs[job.id] = job
+            heapq.heappush(leases, (until, job.id, job.attempts))
+            events.append((job.id, "started", now, job.attempts, None))
             claimed.append(job)
-        for index, entry in skipped:
-            heapq.heappush(index.ready, entry)
+        for index, priority, entry in skipped:
+            index.lane(priority).push(entry)
         return claimed
 
     async def settle(self, outcomes: Sequence[Outcome], *, now: float) -> list[bool]:
@@ -327,21 +429,43 @@ class MemoryStore:
 
     def _settle(self, outcomes: Sequence[Outcome], now: float) -> list[bool]:
         check_outcomes(outcomes)
+        jobs = self._jobs
         prepared = []
         for outcome in outcomes:
-            if isinstance(outcome, _job.Success):
+            if type(outcome) is _Success and outcome.result is not None:
                 result = _copy(outcome.result, "result")
-                if result is not outcome.result:  # None, numbers, str: kept as is
-                    outcome = _job.Success(outcome.job_id, outcome.attempt, result)
+                if result is not outcome.result:  # numbers, str: kept as is
+                    outcome = _Success(outcome.job_id, outcome.attempt, result)
             # An unknown id refuses the whole batch before anything changes.
             # Each job appears once, so it is as found until its own turn.
-            prepared.append((outcome, self._reported_on(outcome.job_id)))
+            job = jobs.get(outcome.job_id)
+            if job is None:
+                job = self._reported_on(outcome.job_id)
+            prepared.append((outcome, job))
+        counts = self._counts
         applied = []
         for outcome, job in prepared:
-            if job is None or not _job.owns(job, outcome.attempt):
+            if (
+                job is None
+                or job.state is not _RUNNING
+                or job.attempts != (outcome.attempt)
+            ):  # not _job.owns(): another attempt's, or the job moved on
                 applied.append(False)
                 continue
-            self._record(*_job.settle(job, outcome, now=now))
+            if type(outcome) is _Success:
+                # settle() and _record() for a success, the outcome of
+                # nearly every attempt.
+                new = _job._succeeded(job, outcome.result, now)
+                name = new.queue
+                counts[(name, "running")] -= 1
+                key = (name, "succeeded")
+                counts[key] = counts.get(key, 0) + 1
+                if new.unique_key is not None:
+                    del self._unique[new.unique_key]
+                jobs[new.id] = new
+                self._events.append((new.id, "succeeded", now, new.attempts, None))
+            else:
+                self._record(*_job.settle(job, outcome, now=now))
             applied.append(True)
         return applied
 
@@ -470,37 +594,29 @@ class MemoryStore:
         """Return the earliest ``run_at`` among QUEUED jobs of ``tasks``, or None."""
         await trio.lowlevel.checkpoint()
         names = check_tasks(tasks)
-        if names is not None:
-            wanted = set(names)
-            return min(
-                (
-                    job.run_at
-                    for name in self._names(queues)
-                    for _, job_id in self._queues[name].pending
-                    + [(r, i) for _, r, i in self._queues[name].ready]
-                    if (job := self._jobs.get(job_id)) is not None
-                    and job.state is _QUEUED
-                    and job.task in wanted
-                ),
-                default=None,
-            )
+        wanted = None if names is None else set(names)
         earliest: float | None = None
         for name in self._names(queues):
             index = self._queues[name]
-            pending = index.pending
-            while pending and not self._is_waiting(pending[0][1], pending[0][0]):
-                heapq.heappop(pending)
-            candidates = [pending[0][0]] if pending else []
-            # Due-but-unclaimed jobs are few whenever a worker asks this (it
-            # asks when a claim came back short), so a scan is cheap.
-            candidates += [
-                run_at
-                for _, run_at, job_id in index.ready
-                if self._is_waiting(job_id, run_at)
-            ]
-            for run_at in candidates:
-                if earliest is None or run_at < earliest:
-                    earliest = run_at
+            for lane in index.lanes.values():
+                if wanted is None:
+                    while (entry := lane.first()) is not None and not (
+                        self._is_waiting(entry[1], entry[0])
+                    ):
+                        lane.pop()
+                    runs = [] if entry is None else [entry[0]]
+                else:
+                    runs = [
+                        run_at
+                        for run_at, job_id in lane.entries()
+                        if (job := self._jobs.get(job_id)) is not None
+                        and job.state is _QUEUED
+                        and job.run_at == run_at
+                        and job.task in wanted
+                    ]
+                for run_at in runs:
+                    if earliest is None or run_at < earliest:
+                        earliest = run_at
         return earliest
 
     async def queued_tasks(self) -> dict[tuple[str, str], int]:

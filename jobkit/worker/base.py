@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import contextvars
 import random
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from ..core.job import Job
-    from ..queue.facade import Queue
+    from ..queue.facade import Queue, Task
     from ..runtime.token import CancellationToken
     from .settle import _Settler
     from .state import _Attempt, _Counters, _Slot
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 
 class _WorkerState:
     _queue: Queue
+    _tasks: Mapping[str, Task[Any, Any]]
     _concurrency: int
     _queues: tuple[str, ...] | None
     _lease: float

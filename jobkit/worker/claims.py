@@ -15,6 +15,7 @@ from ..core.job import (
     JobState,
 )
 from .base import _WorkerState
+from .state import _Attempt
 
 logger = logging.getLogger("jobkit")
 
@@ -139,7 +140,17 @@ class _Claims(_WorkerState):
 
     def _refill(self, jobs: list[Job]) -> None:
         """Start the jobs claimed with the outcomes of attempts that finished."""
-        assert self._attempts is not None
+        if self._attempts is None:
+            # The worker was cancelled while the settle that claimed them was
+            # on its way: no slot can start now, so they are handed back
+            # with the running ones as it exits (see _hand_back).
+            for job in jobs:
+                attempt = _Attempt(job)
+                if job.lease_until is not None:
+                    attempt.lease_until = job.lease_until
+                self._running[job.id] = attempt
+                self._counters.claimed += 1
+            return
         for job in jobs:
             self._start(self._attempts, job)
 

@@ -96,6 +96,7 @@ class _Leases(_WorkerState):
         if attempt.scope is not None:
             fence = self._trio_time(attempt.lease_until - self._margin)
             attempt.scope.deadline = fence
+            attempt.armed = True
 
     def _fenced(self, attempt: _Attempt) -> None:
         attempt.fenced = True

@@ -74,19 +74,49 @@ class _Settler:
 
         ``alone`` says no other attempt of this worker is running.
         """
-        if alone and not self._writing and not self._pending:
-            # Nothing to batch with: write it from the attempt's slot task,
-            # which spares a switch to the settler when jobs come one at a
-            # time.
-            await self._write([attempt])
-            return
-        # Attempts that finish together share one store call. Their tasks
-        # end here rather than wait for it: the settler finishes them, which
-        # spares each a wake-up (the attempt stays in ``_running`` until then).
-        self._pending.append(attempt)
-        self._ready.set()
+        if not self.offer(attempt, alone=alone):
+            await self.write(attempt)
 
-    async def _write(self, batch: list[_Attempt], *, refill: bool = True) -> None:
+    def offer(self, attempt: _Attempt, *, alone: bool) -> bool:
+        """Hand the outcome to the settler, or return False: the caller writes it.
+
+        ``alone`` says no other attempt of this worker is running.
+        """
+        if alone and not self._writing and not self._pending:
+            # Nothing to batch with: the caller writes it from the attempt's
+            # slot task, which spares a switch to the settler when jobs come
+            # one at a time.
+            return False
+        # Attempts that finish together share one store call. Their tasks
+        # go on rather than wait for it: the settler finishes them, which
+        # spares each a wake-up (the attempt stays in ``_running`` until then).
+        pending = self._pending
+        pending.append(attempt)
+        if len(pending) == 1:  # the settler swaps in a new event as it takes them
+            self._ready.set()
+        return True
+
+    async def write(
+        self, attempt: _Attempt, *, scope: trio.CancelScope | None = None
+    ) -> None:
+        """Write the attempt's outcome now, then finish it.
+
+        ``scope``: one the calling task is in, shielded while the write claims.
+        """
+        await self._write([attempt], scope=scope)
+
+    async def _write(
+        self,
+        batch: list[_Attempt],
+        *,
+        refill: bool = True,
+        scope: trio.CancelScope | None = None,
+    ) -> None:
+        """Write the batch's outcomes (and claim along, if ``refill``).
+
+        ``scope``: one the calling task is in, shielded while a write claims
+        (see :meth:`_StoreCaller.call`).
+        """
         limit = 0
         if refill and self._refill is not None and self._fused():
             limit = self._refill.limit(len(batch))
@@ -99,6 +129,7 @@ class _Settler:
                 functools.partial(self._settle, batch, limit),
                 refused=_REFUSED,
                 shield=limit > 0,
+                scope=scope,
             )
         except _REFUSED as exc:
             refusal: Exception | None = exc
@@ -176,8 +207,10 @@ class _Settler:
         return await store.settle(outcomes, now=now), now, []
 
     async def run(self) -> None:
-        while True:
-            await self._ready.wait()
-            self._ready = trio.Event()
-            batch, self._pending = self._pending, []
-            await self._write(batch)
+        # The settler's own scope, shielded while a write claims.
+        with trio.CancelScope() as scope:
+            while True:
+                await self._ready.wait()
+                self._ready = trio.Event()
+                batch, self._pending = self._pending, []
+                await self._write(batch, scope=scope)

@@ -19,6 +19,7 @@ from ..core.job import (
     Job,
     Release,
     Success,
+    _make_success,
     check_json,
 )
 from ..core.retry import Permanent, RetryLater
@@ -84,6 +85,16 @@ def _check_payload(task: Task[Any, Any], payload: dict[str, Any]) -> None:
         ) from None
 
 
+def _check_result(result: Any) -> None:
+    """Raise :class:`Permanent` if the handler's result cannot be stored."""
+    try:
+        check_json(result, "result")
+    except (TypeError, ValueError) as exc:
+        # The side effects happened; running it again would repeat them
+        # and fail the same way.
+        raise Permanent(f"the handler's result is not storable JSON: {exc}") from exc
+
+
 class _Slots(_WorkerState):
     """Slot tasks: each runs one attempt at a time, then hands its outcome on."""
 
@@ -111,16 +122,55 @@ class _Slots(_WorkerState):
         trio.lowlevel.reschedule(slot.task)
 
     async def _slot(self, attempt: _Attempt) -> None:
-        slot = _Slot(trio.lowlevel.current_task(), self._idle)
+        idle = self._idle
+        slot = _Slot(trio.lowlevel.current_task(), idle)
+        abort = slot.abort
+        settler = self._settler
+        running = self._running
         error: Exception | None = None
         result: Any = None
         with trio.CancelScope() as scope:
             while True:
-                error, result = await self._execute(attempt, scope)
-                if scope.cancel_called:
+                # The attempt runs here, not in a coroutine of its own: most
+                # of a fast handler's time goes to what surrounds it.
+                try:
+                    task = self._begin(attempt, scope)
+                    if task._is_async and task._timeout is None:
+                        result = await task._fn(**attempt.job.payload)
+                    else:
+                        result = await self._invoke(task, attempt.job)
+                    if result is not None:
+                        _check_result(result)
+                    error = None
+                except Exception as exc:
+                    error, result = exc, None
+                finally:
+                    attempt.scope = None
+                    if attempt.armed:
+                        scope.deadline = math.inf
+                # Only a stop and the fence's deadline cancel the scope; asking
+                # it (cancel_called reads the clock) is left to after a fence.
+                if attempt.stopped or (attempt.armed and scope.cancel_called):
                     break
-                await self._conclude(attempt, error, result, cancelled=False)
-                attempt = await slot.park()
+                if error is None and not attempt.lost:
+                    # A success, as _conclude would make it, without the
+                    # coroutines: most attempts end so.
+                    job = attempt.job
+                    attempt.outcome = _make_success(job.id, job.attempts, result)
+                    if not settler.offer(attempt, alone=len(running) == 1):
+                        # Nothing cancels the slot's scope itself now (the
+                        # attempt has let go of it, its deadline is lifted),
+                        # so shielding it shields the write as a new one would.
+                        await settler.write(attempt, scope=scope)
+                else:
+                    await self._conclude(attempt, error, result, cancelled=False)
+                # Parked until the claim loop (or the settler) hands this
+                # slot its next attempt.
+                slot.attempt = None
+                idle.append(slot)
+                await trio.lowlevel.wait_task_rescheduled(abort)
+                assert slot.attempt is not None
+                attempt = slot.attempt
         # The attempt was stopped, or its handler ended just as it was. The
         # scope is spent (any checkpoint inside it would raise), so the
         # attempt is concluded out here and the slot ends; the claim loop
@@ -148,14 +198,14 @@ class _Slots(_WorkerState):
             # rather than loop; it is retried after the task's backoff,
             # whatever its retry_on.
             self._fenced(attempt)
-            task = self._queue.tasks.get(job.task)
+            task = self._tasks.get(job.task)
             failure = await self._failure(job, task, RetryLater())
             attempt.outcome = attrs.evolve(failure, error=FENCED_ERROR)
         elif cancelled:
             attempt.outcome = Release(job.id, job.attempts)
         elif error is not None:
             attempt.error = error
-            task = self._queue.tasks.get(job.task)
+            task = self._tasks.get(job.task)
             attempt.outcome = await self._failure(job, task, error)
         else:
             attempt.outcome = Success(job.id, job.attempts, result)
@@ -169,9 +219,9 @@ class _Slots(_WorkerState):
         self._report(attempt, applied, now)
         if applied:
             self._queue.notify(job_id=attempt.job.id)
-        if applied and isinstance(attempt.outcome, Release):
-            # A released job is due now: let an idle local worker take it.
-            self._queue.notify(queue=attempt.job.queue)
+            if type(attempt.outcome) is Release:
+                # A released job is due now: let an idle local worker take it.
+                self._queue.notify(queue=attempt.job.queue)
         self._retire(attempt)
 
     def _drop(self, attempt: _Attempt) -> None:
@@ -194,6 +244,7 @@ class _Slots(_WorkerState):
         if self._running.get(attempt.job.id) is attempt:
             del self._running[attempt.job.id]
         outcome = attempt.outcome
+        kind = type(outcome)
         if (
             # Unless the slots were all filled again along with the settle.
             (not self._slot_free and len(self._running) < self._concurrency)
@@ -201,6 +252,8 @@ class _Slots(_WorkerState):
             or (self._until_empty and not self._running)
         ):
             self._poke()
+        elif kind is Success or kind is Release:
+            pass
         elif isinstance(outcome, Failure):
             # The claim loop waits with a slot free and nothing due before
             # its deadline; a retry makes the job due at retry_at, so it only
@@ -213,16 +266,17 @@ class _Slots(_WorkerState):
             ):
                 wake = self._trio_time(outcome.retry_at)
                 self._waiting.deadline = min(self._waiting.deadline, wake)
-        elif not isinstance(outcome, Success | Release):
+        else:
             self._poke()
 
-    async def _execute(
-        self, attempt: _Attempt, scope: trio.CancelScope
-    ) -> tuple[Exception | None, Any]:
-        """Run the handler inside the slot's ``scope``: its error, or its result."""
+    def _begin(self, attempt: _Attempt, scope: trio.CancelScope) -> Task[Any, Any]:
+        """Start the attempt in the slot's ``scope``: return its task, or raise why not.
+
+        The slot then runs the handler, under ``scope``, and resets
+        ``attempt.scope`` (and the scope's deadline, if a fence set it).
+        """
         job = attempt.job
-        # The dict itself, not the read-only view ``tasks`` builds per call.
-        task = self._queue.tasks.get(job.task)
+        task = self._tasks.get(job.task)
         _current_job.set(job)
         attempt.started = self._queue.clock()
         if logs_job_event(_STARTED):
@@ -232,32 +286,16 @@ class _Slots(_WorkerState):
             scope.cancel()
         if self._renewing or self._renew_failed:
             self._arm_fence(attempt)
-        try:
-            if task is None:
-                known = ", ".join(sorted(self._queue.tasks)) or "none"
-                raise LookupError(
-                    f"no task named {job.task!r} is registered with this "
-                    f"worker's queue (known: {known})"
-                )
-            shape = task._shape
-            if shape is None or not shape.accepts(job.payload):
-                _check_payload(task, job.payload)
-            result = await self._invoke(task, job)
-            try:
-                check_json(result, "result")
-            except (TypeError, ValueError) as exc:
-                # The side effects happened; running it again would repeat
-                # them and fail the same way.
-                raise Permanent(
-                    f"the handler's result is not storable JSON: {exc}"
-                ) from exc
-        except Exception as exc:
-            return exc, None
-        finally:
-            attempt.scope = None
-            if scope.deadline != math.inf:
-                scope.deadline = math.inf
-        return None, result
+        if task is None:
+            known = ", ".join(sorted(self._tasks)) or "none"
+            raise LookupError(
+                f"no task named {job.task!r} is registered with this "
+                f"worker's queue (known: {known})"
+            )
+        shape = task._shape
+        if shape is None or not shape.accepts(job.payload):
+            _check_payload(task, job.payload)
+        return task
 
     async def _invoke(self, task: Task[Any, Any], job: Job) -> Any:
         timeout = task.timeout
@@ -308,7 +346,8 @@ class _Slots(_WorkerState):
         job, outcome = attempt.job, attempt.outcome
         assert outcome is not None
         counters = self._counters
-        if isinstance(outcome, Failure):
+        success = type(outcome) is Success
+        if not success and isinstance(outcome, Failure):
             counters.failed += 1
         if not applied:
             counters.lost += 1
@@ -321,7 +360,7 @@ class _Slots(_WorkerState):
                 extra=_log_fields(job, event="lost"),
             )
             return
-        kind = _job.settled_kind(job, outcome)
+        kind = _SUCCEEDED if success else _job.settled_kind(job, outcome)
         if logs_job_event(kind):
             # The store applied this same pure transition to this same
             # snapshot; rebuilt only for the log record.

@@ -75,6 +75,8 @@ class _Attempt:
     """Stopped because its lease could not be renewed before it ran out."""
     scope: trio.CancelScope | None = None
     """Its slot's cancel scope, while the handler runs."""
+    armed: bool = False
+    """A fence deadline was set on its scope, which may have cancelled it."""
 
     @property
     def key(self) -> tuple[int, int]:
@@ -95,15 +97,8 @@ class _Slot:
     idle: list[_Slot]
     attempt: _Attempt | None = None
 
-    async def park(self) -> _Attempt:
-        """Wait until the claim loop hands this slot its next attempt."""
-        self.attempt = None
-        self.idle.append(self)
-        await trio.lowlevel.wait_task_rescheduled(self._abort)
-        assert self.attempt is not None
-        return self.attempt
-
-    def _abort(self, _: object) -> trio.lowlevel.Abort:
+    def abort(self, _: object) -> trio.lowlevel.Abort:
+        """Leave the idle slots: the parked task was cancelled."""
         self.idle.remove(self)
         return trio.lowlevel.Abort.SUCCEEDED
 

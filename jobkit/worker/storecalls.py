@@ -48,14 +48,29 @@ class _StoreCaller:
         fn: Callable[[], Awaitable[T]],
         *,
         shield: bool = False,
+        scope: trio.CancelScope | None = None,
         refused: tuple[type[Exception], ...] = (),
     ) -> T:
-        """``fn()``'s result; errors of the ``refused`` types are raised at once."""
+        """``fn()``'s result; errors of the ``refused`` types are raised at once.
+
+        With ``shield``, each try runs shielded from cancellation: in
+        ``scope``, if given (a scope of the calling task's that encloses
+        this call), shielded for the try, else in a new shielded scope.
+        """
         # ``fn`` is called afresh on every try, so each one reads the clock anew.
         failures = 0
         while True:
             try:
-                if shield:
+                if shield and scope is not None:
+                    # Entering a new scope costs more than a MemoryStore
+                    # settle of ten jobs; shielding one the task is in, far
+                    # less.
+                    scope.shield = True
+                    try:
+                        result = await fn()
+                    finally:
+                        scope.shield = False
+                elif shield:
                     # A claim cancelled after its transaction committed would
                     # leave jobs leased to nobody: finish what was started.
                     with trio.CancelScope(shield=True):

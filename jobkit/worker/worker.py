@@ -123,6 +123,7 @@ class Worker(_Claims, _Slots, _Leases, _Schedules, _Shutdown):
                     f"queues must be None (all) or non-empty names, got {queues!r}"
                 )
         self._queue = queue
+        self._tasks = queue.tasks  # a live view: tasks registered later show
         self._concurrency = concurrency
         self._queues: tuple[str, ...] | None = queues
         self._lease = seconds(lease, "lease", positive=True)
@@ -246,11 +247,15 @@ class Worker(_Claims, _Slots, _Leases, _Schedules, _Shutdown):
                     service.start_soon(self._watch, self._shutdown)
                 async with trio.open_nursery() as attempts:
                     self._attempts = attempts
-                    task_status.started(self)
-                    with self._claiming:
-                        await self._claim_loop(attempts)
-                    await self._drain()
-                    attempts.cancel_scope.cancel()  # the parked slots
+                    try:
+                        task_status.started(self)
+                        with self._claiming:
+                            await self._claim_loop(attempts)
+                        await self._drain()
+                        attempts.cancel_scope.cancel()  # the parked slots
+                    finally:
+                        # Closed to new slot tasks from here on.
+                        self._attempts = None
                 service.cancel_scope.cancel()
         finally:
             unsubscribe()
