@@ -176,7 +176,7 @@ def main() -> int:
     print(testing.run_virtual(_runtime))
     _retry_storm()
     _section("The book")
-    print("chapter 7 charts the storm above; every chapter, executed, is in")
+    print("chapter 7 charts a storm like this one; every chapter, executed, is in")
     print(f"{CHAPTERS} (render them again with: nox -s chapters)")
     _next_steps(folder / "jobs.db", dead_id)
     return 0
