@@ -96,8 +96,8 @@ _BUSY_CAP: Final = 0.05
 _CHECKPOINT_EVERY: Final = 250
 _WAL_CHECK_EVERY: Final = 10
 _AUTOCHECKPOINT_PAGES: Final = 10_000
-_WAL_TRUNCATE_BYTES: Final = 2 << 20
-_WAL_SIZE_LIMIT: Final = 4 << 20
+_WAL_TRUNCATE_BYTES: Final = 4 << 20
+_WAL_SIZE_LIMIT: Final = 8 << 20
 _TRUNCATE_WAIT: Final = 1.0
 _TRUNCATE: Final = "PRAGMA wal_checkpoint(TRUNCATE)"
 
@@ -183,11 +183,12 @@ class SQLiteStore:
     event loop is busy, or in a thread.
 
     The write-ahead log (``<file>-wal``) stays small under sustained load:
-    once it passes 2 MB, each process sharing the file stops writing until a
-    checkpoint has emptied it. Three processes each running single-job
-    enqueue/claim/settle cycles flat out for 15 s (about 800 job lifecycles
-    a second together) kept it at 5-11 MB at its peak, over eight runs;
-    without this it reached 40-100 MB. :meth:`aclose` returns only once no
+    once it passes 4 MB, each process sharing the file stops writing until a
+    checkpoint has emptied it. Two processes each running single-job
+    enqueue/claim/settle cycles flat out for 5 s kept it at 6-9 MB at its
+    peak, over five runs; without this it reached 40-100 MB. (At 2 MB single
+    enqueues and claims were about a tenth slower: each emptying costs two
+    disk flushes, whatever the log's size.) :meth:`aclose` returns only once no
     thread of the store has the file open, so the file can be copied right
     after it.
 
