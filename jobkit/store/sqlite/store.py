@@ -86,20 +86,25 @@ _BUSY_CAP: Final = 0.05
 # A passive checkpoint never waits, so while other connections keep writing
 # and reading it may never catch up with the log, and the log only starts
 # over from its beginning once a checkpoint has caught up while no reader
-# needs it. So once the log has grown past _WAL_TRUNCATE_BYTES, the store
-# makes no further call until a TRUNCATE checkpoint on its own connection (in
-# a thread) has emptied it: that waits, up to _TRUNCATE_WAIT seconds, for
+# needs it. So once the log has grown past _WAL_LIMIT_BYTES, the store makes
+# no further call until a RESTART checkpoint on its own connection (in a
+# thread) has emptied it: that waits, up to _RESTART_WAIT seconds, for
 # readers to move on and holds off other connections' writers meanwhile
 # (they retry, as with any busy database). Every process sharing the file
 # does the same, so together they stop writing until the log is empty.
-# journal_size_limit also cuts the file back whenever the log starts over.
+#
+# The log starts over in place, overwriting the file rather than growing a
+# new one (extending a file costs the filesystem far more than rewriting it:
+# truncating to zero each time made single enqueues a third slower), and
+# journal_size_limit cuts it back to _WAL_LIMIT_BYTES whenever it starts
+# over. So the file's size passes _WAL_LIMIT_BYTES only when the log itself
+# does, and a stat tells when.
 _CHECKPOINT_EVERY: Final = 250
 _WAL_CHECK_EVERY: Final = 10
 _AUTOCHECKPOINT_PAGES: Final = 10_000
-_WAL_TRUNCATE_BYTES: Final = 4 << 20
-_WAL_SIZE_LIMIT: Final = 8 << 20
-_TRUNCATE_WAIT: Final = 1.0
-_TRUNCATE: Final = "PRAGMA wal_checkpoint(TRUNCATE)"
+_WAL_LIMIT_BYTES: Final = 4 << 20
+_RESTART_WAIT: Final = 1.0
+_RESTART: Final = "PRAGMA wal_checkpoint(RESTART)"
 
 
 # A fold in two steps: the sums of the events after ``counted.seq`` (its
@@ -184,13 +189,12 @@ class SQLiteStore:
 
     The write-ahead log (``<file>-wal``) stays small under sustained load:
     once it passes 4 MB, each process sharing the file stops writing until a
-    checkpoint has emptied it. Two processes each running single-job
-    enqueue/claim/settle cycles flat out for 5 s kept it at 6-9 MB at its
-    peak, over five runs; without this it reached 40-100 MB. (At 2 MB single
-    enqueues and claims were about a tenth slower: each emptying costs two
-    disk flushes, whatever the log's size.) :meth:`aclose` returns only once no
-    thread of the store has the file open, so the file can be copied right
-    after it.
+    checkpoint has emptied it, and the log then starts over in the same
+    file, cut back to 4 MB. Two processes each running single-job
+    enqueue/claim/settle cycles flat out for 5 s kept it at 5.7-7.2 MB at
+    its peak, over five runs; without this it reached 40-100 MB.
+    :meth:`aclose` returns only once no thread of the store has the file
+    open, so the file can be copied right after it.
 
     Example::
 
@@ -266,7 +270,7 @@ class SQLiteStore:
             self._wal = mode == "wal"  # not for ":memory:"
             conn.execute(f"PRAGMA synchronous = {synchronous}")
             conn.execute(f"PRAGMA wal_autocheckpoint = {_AUTOCHECKPOINT_PAGES}")
-            conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
+            conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT_BYTES}")
             # From here on a busy database is retried by trio.sleep, not by
             # SQLite sleeping on the event loop's thread.
             conn.execute("PRAGMA busy_timeout = 0")
@@ -331,7 +335,7 @@ class SQLiteStore:
         # A stat every so many commits: under heavy writing from several
         # processes the log can grow by megabytes between two checkpoints.
         with contextlib.suppress(OSError):
-            self._wal_full = os.path.getsize(self._wal_path) > _WAL_TRUNCATE_BYTES
+            self._wal_full = os.path.getsize(self._wal_path) > _WAL_LIMIT_BYTES
         if self._commits >= _CHECKPOINT_EVERY and not self._wal_full:
             self._commits = 0
             self._checkpointing = True
@@ -343,7 +347,7 @@ class SQLiteStore:
         uri = f"file:{urllib.parse.quote(self._path)}?mode=rw"
         conn = sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None)
         try:
-            conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
+            conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT_BYTES}")
             # Off the event loop, the events since the last fold are added up
             # (a read: no lock); the store writes the sums after its next
             # commit (_committed). Taking the write lock here instead would
@@ -354,16 +358,16 @@ class SQLiteStore:
         finally:
             conn.close()
 
-    def _truncate_wal(self) -> None:
+    def _restart_wal(self) -> None:
         # In a worker thread, holding the connection. SQLite's busy handler
         # covers readers and writers, but another connection's checkpoint
         # makes this one give up at once: so try again until the deadline.
         conn = self._conn
-        conn.execute(f"PRAGMA busy_timeout = {int(_TRUNCATE_WAIT * 1000)}")
+        conn.execute(f"PRAGMA busy_timeout = {int(_RESTART_WAIT * 1000)}")
         try:
-            deadline = time.monotonic() + _TRUNCATE_WAIT
+            deadline = time.monotonic() + _RESTART_WAIT
             while True:
-                [(busy, _, _)] = conn.execute(_TRUNCATE)
+                [(busy, _, _)] = conn.execute(_RESTART)
                 if not busy or time.monotonic() >= deadline:
                     return
                 time.sleep(_BUSY_FIRST * 5)
@@ -391,10 +395,10 @@ class SQLiteStore:
                     if self._wal_full:
                         self._check_open()
                         # Inline first: with no other connection in the way it
-                        # takes a few milliseconds, once per _WAL_TRUNCATE_BYTES.
-                        [(busy, _, _)] = self._conn.execute(_TRUNCATE)
+                        # takes a few milliseconds, once per _WAL_LIMIT_BYTES.
+                        [(busy, _, _)] = self._conn.execute(_RESTART)
                         if busy:
-                            await trio.to_thread.run_sync(self._truncate_wal)
+                            await trio.to_thread.run_sync(self._restart_wal)
                         self._wal_full = False
             if rows <= _THREAD_ROWS and not self._thread_lock.locked():
                 try:
