@@ -52,7 +52,7 @@ def raw(path: Path) -> sqlite3.Connection:
 
 
 async def test_a_new_file_gets_the_schema_in_wal_mode(tmp_path: Path) -> None:
-    """A fresh file is created with jobkit's schema version, id and WAL."""
+    """A fresh file is created with jobkit's schema version, id, pages and WAL."""
     path = tmp_path / "jobs.db"
     async with SQLiteStore(path) as store:
         await store.enqueue([NewJob(task="t")], now=0.0)
@@ -60,6 +60,7 @@ async def test_a_new_file_gets_the_schema_in_wal_mode(tmp_path: Path) -> None:
     assert db.execute("PRAGMA user_version").fetchone()[0] == sql.SCHEMA_VERSION
     assert db.execute("PRAGMA application_id").fetchone()[0] == sql.APPLICATION_ID
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA page_size").fetchone()[0] == sql.PAGE_SIZE == 2048
     tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
     assert {"jobs", "events", "counts", "jobs_claim", "jobs_unique"} <= tables
     db.close()
@@ -657,6 +658,8 @@ async def test_a_version_3_file_is_upgraded_in_place(tmp_path: Path) -> None:
     )
     assert set(triggers) == {"jobs_enqueued", "jobs_transition"}
     assert not any("counts" in body for body in triggers.values())
+    # An existing file keeps the page size it was made with.
+    assert db.execute("PRAGMA page_size").fetchone()[0] == 4096
     db.close()
 
 

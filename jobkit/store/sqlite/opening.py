@@ -108,6 +108,8 @@ def _inspect(path: str, conn: sqlite3.Connection) -> bool:
 def _prepare(path: str, conn: sqlite3.Connection) -> None:
     # Look before writing anything: a refused file must keep every byte.
     if _inspect(path, conn):
+        # Only a file with no page written yet takes it; others keep theirs.
+        conn.execute(f"PRAGMA page_size = {schema.PAGE_SIZE}")
         conn.execute("BEGIN IMMEDIATE")
         try:
             # Another process may have created the schema meanwhile.

@@ -32,6 +32,17 @@ dropped or rewritten.
 APPLICATION_ID: Final = 0x4A4F424B
 """``PRAGMA application_id`` of a jobkit database: the ASCII bytes ``JOBK``."""
 
+PAGE_SIZE: Final = 2048
+"""The page size of a new jobkit file, in bytes (SQLite's default is 4096).
+
+A commit writes every page it changed, whole, to the write-ahead log, and a
+checkpoint writes the log to disk; a transition changes a few rows of a few
+dozen bytes each, one per page, so half-size pages halve the bytes behind a
+commit: single enqueues were about a fifth faster, claims and drains as
+much or more. Rows up to about 2,000 bytes still fit a page. A file keeps
+the page size it was created with.
+"""
+
 # Every row and index page a transaction touches is one more page written to
 # the write-ahead log, and that, more than anything else, sets the cost of a
 # transaction. So the schema keeps exactly one index per query that must not
