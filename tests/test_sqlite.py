@@ -24,6 +24,7 @@ from jobkit import (
     IncompatibleStore,
     JobState,
     NewJob,
+    Schedule,
     SQLiteStore,
     StoreBusy,
     StoreError,
@@ -299,6 +300,76 @@ async def test_claim_reads_due_jobs_off_the_claim_index(busy_file: Path) -> None
     assert "SEARCH jobs USING INDEX jobs_claim (queue=?)" in shown
     assert not full_scans(shown)
     assert "TEMP B-TREE" not in shown
+
+
+@pytest.mark.parametrize("where", ["file", ":memory:"])
+async def test_a_claim_of_all_queues_sees_each_way_a_job_is_queued(
+    tmp_path: Path, where: str
+) -> None:
+    """Each way a job becomes QUEUED, in a queue the last claim did not list.
+
+    A claim of all queues reuses the queue names it last read until another
+    connection commits or this one may have queued a job elsewhere; here
+    each job is made QUEUED (by another connection, or by this one in each
+    way it can) right after a claim read the names without its queue, and
+    the next claim must take it.
+    """
+    path = tmp_path / "jobs.db" if where == "file" else ":memory:"
+    async with SQLiteStore(path) as store:
+
+        async def claim_all(now: float = 0.0, limit: int = 10) -> list[str]:
+            jobs = await store.claim(queues=None, limit=limit, now=now, lease=10.0)
+            return [job.queue for job in jobs]
+
+        async def running_in(queue: str) -> int:
+            [job_id] = await store.enqueue(
+                [NewJob(task="t", queue=queue, max_attempts=2)], now=0.0
+            )
+            assert await claim_all() == [queue]
+            # Have the names read again while the job runs, so that its queue
+            # is not among them: a job not due yet, in a queue of its own.
+            await store.enqueue(
+                [NewJob(task="t", queue=f"{queue}-later", run_at=1e9)], now=0.0
+            )
+            assert await claim_all() == []
+            return job_id
+
+        await store.enqueue([NewJob(task="t", queue="a")], now=0.0)
+        assert await claim_all() == ["a"]
+        await store.enqueue([NewJob(task="t", queue="b")], now=0.0)
+        assert await claim_all() == ["b"]
+        if where == "file":
+            async with SQLiteStore(path) as other:
+                await other.enqueue([NewJob(task="t", queue="other")], now=0.0)
+            assert await claim_all() == ["other"]
+        # A batch big enough to be written in a thread.
+        await store.enqueue([NewJob(task="t", queue="c")] * 1001, now=0.0)
+        assert await claim_all(limit=2000) == ["c"] * 1001
+
+        job_id = await running_in("retried")
+        await store.settle([Failure(job_id, 1, "x", retry_at=0.0)], now=0.0)
+        assert "retried" in await claim_all()
+
+        job_id = await running_in("released")
+        await store.settle([Release(job_id, 1)], now=0.0)
+        assert "released" in await claim_all()
+
+        await running_in("expired")
+        assert "expired" in [job.queue for job in await store.reap(now=20.0)]
+        assert "expired" in await claim_all(20.0, limit=2000)
+
+        job_id = await running_in("requeued")
+        await store.settle([Failure(job_id, 1, "x", retry_at=None)], now=0.0)
+        assert "requeued" not in await claim_all()
+        await store.requeue(job_id, now=0.0)
+        assert "requeued" in await claim_all()
+
+        await running_in("fired")
+        await store.put_schedule(
+            Schedule.create("s", "t", every=60, queue="scheduled", start=0.0, now=0.0)
+        )
+        await store.fire_schedules(now=0.0)
+        assert "scheduled" in await claim_all()
 
 
 async def test_claim_over_several_queues_seeks_each_queue(busy_file: Path) -> None:

@@ -475,7 +475,8 @@ def to_job(row: Row) -> Job:
         retry_delay,
     ) = row
     # RETURNING hands back a whole REAL as an integer; times are floats.
-    return Job(
+    # The values are a stored job's, checked when it was written.
+    return _job._make_job(
         job_id,
         task,
         queue,

@@ -248,6 +248,9 @@ class SQLiteStore:
         self._wal_full = False
         # Counts a checkpoint's thread added up, for the store to write.
         self._fold_ready: Fold | None = None
+        # The queues with QUEUED jobs, as last read (see _queue_names).
+        self._names: list[str] | None = None
+        self._names_version = 0
         self._conn = self._open(synchronous)
 
     # -- opening -----------------------------------------------------------------
@@ -454,7 +457,22 @@ class SQLiteStore:
             raise trio.ClosedResourceError(f"{self!r} is closed")
 
     def _queue_names(self, conn: sqlite3.Connection) -> list[str]:
-        return [name for (name,) in conn.execute(schema.QUEUE_NAMES)]
+        # Claims of all queues need their names, and finding them walks the
+        # claim index: a fifth of a single claim. So the list is read again
+        # only once another connection has committed (data_version moves)
+        # or this one may have made a job QUEUED in a queue not listed (the
+        # writes that can say so set _names to None). A queue emptied since
+        # stays listed, which costs one seek that finds nothing.
+        (version,) = conn.execute("PRAGMA data_version").fetchone()
+        if self._names is None or version != self._names_version:
+            self._names = [name for (name,) in conn.execute(schema.QUEUE_NAMES)]
+            self._names_version = version
+        return self._names
+
+    def _queued_in(self, queue: str) -> None:
+        """Note that this connection is making a job of ``queue`` QUEUED."""
+        if self._names is not None and queue not in self._names:
+            self._names = None
 
     # -- the contract ------------------------------------------------------------
 
@@ -510,6 +528,7 @@ class SQLiteStore:
         )
 
     def _insert_one(self, row: schema.Row) -> int:
+        self._queued_in(row[1])
         job_id = self._conn.execute(schema.INSERT, row).lastrowid
         assert job_id is not None
         if not self._conn.in_transaction:
@@ -517,6 +536,8 @@ class SQLiteStore:
         return job_id
 
     def _insert(self, conn: sqlite3.Connection, rows: list[schema.Row]) -> list[int]:
+        for queue in {row[1] for row in rows}:
+            self._queued_in(queue)
         ids: list[int] = []
         start = 0
         while start < len(rows):
@@ -727,6 +748,9 @@ class SQLiteStore:
     ) -> list[bool]:
         applied = []
         for job_id, sql, params in statements:
+            if sql is not schema.SUCCEED:
+                # A release or a retry makes the job QUEUED again.
+                self._names = None
             changed = conn.execute(sql, params).rowcount == 1
             if not changed and self._never_issued(conn, job_id):
                 raise JobNotFound(job_id)
@@ -803,6 +827,7 @@ class SQLiteStore:
             # Most calls find nothing: answer those without the write lock.
             if self._conn.execute(probe, (now,)).fetchone() is None:
                 return []
+            self._names = None  # expired jobs are QUEUED again
             return self._transaction(
                 lambda conn: [
                     schema.to_job(row)
@@ -910,6 +935,7 @@ class SQLiteStore:
         # Read the row, apply the pure transition (which raises the same
         # TransitionError as every other store), write it back.
         def body(conn: sqlite3.Connection) -> Job:
+            self._names = None  # a requeue makes the job QUEUED again
             row = conn.execute(
                 f"SELECT {schema.COLUMNS} FROM jobs WHERE id = ?", (job_id,)
             ).fetchone()
