@@ -29,13 +29,14 @@ trio program, doing the same work:
 
 Each figure is the median of several runs; the ratio is jobkit's rate over the
 baseline's, measured in the same run. A second table counts the pages each
-transaction writes to the write-ahead log, which is what a single-job
-transaction's cost follows. The last table shows that a claim's cost does not
+transaction writes to the write-ahead log, with their size, which is what a
+single-job transaction's cost follows. The last table shows that a claim's cost does not
 grow with the number of finished jobs in the table.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -314,9 +315,16 @@ async def api_cycle(path: Path) -> float:
 
 
 def wal_frames(path: Path) -> int:
-    header, frame = 32, 24 + 4096
     wal = Path(f"{path}-wal")
-    return (wal.stat().st_size - header) // frame if wal.exists() else 0
+    if not wal.exists():
+        return 0
+    return (wal.stat().st_size - 32) // (24 + page_size(path))
+
+
+def page_size(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        size: int = db.execute("PRAGMA page_size").fetchone()[0]
+        return size
 
 
 def pages_per_transaction(directory: Path, count: int = 200) -> dict[str, list[float]]:
@@ -357,8 +365,13 @@ def pages_per_transaction(directory: Path, count: int = 200) -> dict[str, list[f
 
     store_marks = trio.run(store_side)
     return {
-        name: [(m[i + 1] - m[i]) / count for i in range(3)]
-        for name, m in (("baseline", marks), ("SQLiteStore", store_marks))
+        f"{name} ({page_size(file) // 1024} KB pages)": [
+            (m[i + 1] - m[i]) / count for i in range(3)
+        ]
+        for name, m, file in (
+            ("baseline", marks, directory / "pages-base.db"),
+            ("SQLiteStore", store_marks, path),
+        )
     }
 
 
@@ -492,9 +505,9 @@ def main() -> int:
             f"{title:<{width}}  {name:<26} {base:9.0f} {mine:9.0f} {mine / base:6.2f}"
         )
     print("\nWAL pages written per single-job transaction")
-    print(f"  {'':12} {'enqueue':>8} {'claim':>8} {'complete':>8}")
+    print(f"  {'':30} {'enqueue':>8} {'claim':>8} {'complete':>8}")
     for name, (enqueue, claim, complete) in pages.items():
-        print(f"  {name:12} {enqueue:8.1f} {claim:8.1f} {complete:8.1f}")
+        print(f"  {name:30} {enqueue:8.1f} {claim:8.1f} {complete:8.1f}")
     empty_rate = statistics.median(finished_rates["empty"])
     full_rate = statistics.median(finished_rates["full"])
     print(
