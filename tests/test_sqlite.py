@@ -364,7 +364,6 @@ async def test_a_claim_of_all_queues_sees_each_way_a_job_is_queued(
         await store.requeue(job_id, now=0.0)
         assert "requeued" in await claim_all()
 
-        await running_in("fired")
         await store.put_schedule(
             Schedule.create("s", "t", every=60, queue="scheduled", start=0.0, now=0.0)
         )
