@@ -185,7 +185,9 @@ class SQLiteStore:
     to disk, at several times the cost per transaction.
 
     Opening blocks briefly (it may create the schema), so do it before the
-    event loop is busy, or in a thread.
+    event loop is busy, or in a thread. A new file gets 2 KB pages, which
+    halve what each commit writes to the log; an existing file keeps its
+    own page size.
 
     The write-ahead log (``<file>-wal``) stays small under sustained load:
     once it passes 4 MB, each process sharing the file stops writing until a
