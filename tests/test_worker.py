@@ -732,6 +732,43 @@ async def test_outer_cancellation_waits_for_a_settle_that_claims(
     ] * slots + [(JobState.QUEUED, 0)] * (4 - slots)
 
 
+async def test_a_claim_on_its_way_at_shutdown_is_seen_through(
+    autojump_clock: Any,
+) -> None:
+    """Asked to stop while a committed claim's reply is on its way, a worker waits for it.
+
+    The claimed jobs are leased to this worker once the store committed:
+    cutting the call short would leave them leased to nobody until the
+    lease ran out. The worker runs them within its grace instead.
+    """
+
+    class SlowReply(jobkit.MemoryStore):
+        async def claim(self, **kwargs: Any) -> Any:
+            jobs = await super().claim(**kwargs)
+            if jobs:
+                await trio.sleep(1)  # committed; the reply is on its way
+            return jobs
+
+    queue = Queue(SlowReply(), clock=trio.current_time)
+
+    @queue.task()
+    async def quick() -> None:
+        await trio.sleep(1)
+
+    job_ids = await queue.enqueue_many([quick.prepare() for _ in range(2)])
+    token = CancellationToken()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            partial(jobkit.run_worker, queue, concurrency=2, shutdown=token)
+        )
+        await trio.sleep(0.5)  # during the claim
+        token.cancel()
+    jobs = [await queue.get(i) for i in job_ids]
+    assert [(j.state, j.attempts, j.updated_at) for j in jobs] == [
+        (JobState.SUCCEEDED, 1, 2.0)
+    ] * 2
+
+
 async def test_already_cancelled_token_claims_nothing(autojump_clock: Any) -> None:
     """A worker whose token is already cancelled returns at once without claiming."""
     queue, _store = make_queue()

@@ -29,6 +29,12 @@ class _Claims(_WorkerState):
     """The claim loop and what it asks the store."""
 
     async def _claim_loop(self, attempts: trio.Nursery) -> None:
+        # One scope to shield each claim in: entering a new one per claim
+        # costs more than a MemoryStore claim.
+        with trio.CancelScope() as shield:
+            await self._claims(attempts, shield)
+
+    async def _claims(self, attempts: trio.Nursery, shield: trio.CancelScope) -> None:
         while not self._stopping and not (
             self._shutdown is not None and self._shutdown.cancelled
         ):
@@ -39,11 +45,16 @@ class _Claims(_WorkerState):
             deadline = math.inf
             if free > 0:
                 jobs = await self._caller.call(
-                    "claim", functools.partial(self._claim, free), shield=True
+                    "claim",
+                    functools.partial(self._claim, free),
+                    shield=True,
+                    scope=shield,
                 )
                 for job in jobs:
                     self._start(attempts, job)
-                if len(jobs) == free:
+                if len(jobs) == free or self._poked.is_set():
+                    # A poke during the claim may announce a job it did not
+                    # see: look again before asking when the next one is due.
                     continue
                 next_deadline = await self._next_deadline()
                 if next_deadline is None:
