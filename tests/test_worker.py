@@ -735,7 +735,7 @@ async def test_outer_cancellation_waits_for_a_settle_that_claims(
 async def test_a_claim_on_its_way_at_shutdown_is_seen_through(
     autojump_clock: Any,
 ) -> None:
-    """Asked to stop while a committed claim's reply is on its way, a worker waits for it.
+    """Stopped while a committed claim's reply is on its way, a worker waits for it.
 
     The claimed jobs are leased to this worker once the store committed:
     cutting the call short would leave them leased to nobody until the
