@@ -1118,6 +1118,22 @@ def test_a_simulation_on_the_jumping_clock_matches_one_on_mockclock(
                 concurrency=3,
                 workers=2,
             ),
+            # Retries due before the next poll, and at once: the worker's
+            # wait is brought forward, or ends at the instant it began.
+            Simulation(
+                5,
+                workload=Steady(0.25, duration=100),
+                faults=FaultPlan(Latency.exponential(0.5), TransientErrors(0.4)),
+                retry=RetryPolicy(4, Backoff.constant(0)),
+                poll_interval=30,
+            ),
+            Simulation(
+                6,
+                workload=Steady(0.25, duration=100),
+                faults=FaultPlan(Latency.exponential(0.5), TransientErrors(0.4)),
+                retry=RetryPolicy(4, Backoff.exponential(0.5, 8)),
+                poll_interval=30,
+            ),
         ]
 
     fast = [sim.run() for sim in sims()]

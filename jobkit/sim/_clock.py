@@ -8,6 +8,7 @@ it, an exception raised and caught at every wake-up.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 from collections.abc import Callable
@@ -79,8 +80,8 @@ class JumpingClock(trio.abc.Clock):
 
     def __init__(self) -> None:
         self._now = 0.0
-        # (deadline, sequence, [task or None once cancelled])
-        self._timers: list[tuple[float, int, list[trio.lowlevel.Task | None]]] = []
+        # (deadline, sequence, [callback, or None once cancelled])
+        self._timers: list[tuple[float, int, list[Callable[[], object] | None]]] = []
         self._seq = 0
         self._runner: Any = None
 
@@ -114,21 +115,54 @@ class JumpingClock(trio.abc.Clock):
             self._now += jump
         now = self._now
         while timers and timers[0][0] <= now:
-            task = heapq.heappop(timers)[2][0]
-            if task is not None:
-                trio.lowlevel.reschedule(task)
+            callback = heapq.heappop(timers)[2][0]
+            if callback is not None:
+                callback()
         return 0.0
+
+    def call_at(
+        self, deadline: float, callback: Callable[[], object]
+    ) -> Callable[[], None]:
+        """Call ``callback`` when the clock reaches ``deadline``; return the canceller.
+
+        It runs in trio's run loop, outside any task, in the pass that wakes
+        the tasks whose deadlines come at the same instant: it must not
+        block or raise (setting a ``trio.Event`` is what it is for). A
+        worker waits for its next poll this way where the clock offers
+        it, instead of in a cancel scope whose deadline raises Cancelled.
+
+        Example::
+
+            >>> import trio
+            >>> async def main() -> float:
+            ...     clock = trio.lowlevel.current_clock()
+            ...     rung = trio.Event()
+            ...     clock.call_at(5.0, rung.set)
+            ...     clock.call_at(2.0, print)()  # cancelled at once
+            ...     await rung.wait()
+            ...     return trio.current_time()
+            >>> trio.run(main, clock=JumpingClock())
+            5.0
+        """
+        box: list[Callable[[], object] | None] = [callback]
+        self._seq += 1
+        heapq.heappush(self._timers, (deadline, self._seq, box))
+
+        def cancel() -> None:
+            box[0] = None
+
+        return cancel
 
     def _arm(
         self, deadline: float, task: trio.lowlevel.Task
     ) -> Callable[[object], trio.lowlevel.Abort]:
         """Set a timer to wake ``task`` at ``deadline``; return its abort callback."""
-        box: list[trio.lowlevel.Task | None] = [task]
-        self._seq += 1
-        heapq.heappush(self._timers, (deadline, self._seq, box))
+        cancel = self.call_at(
+            deadline, functools.partial(trio.lowlevel.reschedule, task)
+        )
 
         def abort(_: object) -> trio.lowlevel.Abort:
-            box[0] = None
+            cancel()
             return trio.lowlevel.Abort.SUCCEEDED
 
         return abort

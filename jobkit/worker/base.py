@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import random
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -25,6 +25,12 @@ if TYPE_CHECKING:
     from .settle import _Settler
     from .state import _Attempt, _Counters, _Slot
     from .storecalls import _StoreCaller
+
+
+class _Deadline(Protocol):
+    """What the claim loop waits until: a cancel scope, or a clock's timer."""
+
+    deadline: float
 
 
 class _WorkerState:
@@ -53,7 +59,7 @@ class _WorkerState:
     _full: bool
     _attempts: trio.Nursery | None
     _base_context: contextvars.Context
-    _waiting: trio.CancelScope | None
+    _waiting: _Deadline | None
     _claiming: trio.CancelScope
     _stopping: bool
     _started: bool

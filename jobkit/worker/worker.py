@@ -40,6 +40,7 @@ import trio
 from .._checks import seconds
 from ..queue.facade import Queue
 from ..runtime.token import CancellationToken
+from .base import _Deadline
 from .claims import _Claims
 from .leases import FENCE_MARGIN, _Leases
 from .schedules import _Schedules
@@ -159,7 +160,7 @@ class Worker(_Claims, _Slots, _Leases, _Schedules, _Shutdown):
         # What each attempt's handler starts from: a copy of the context the
         # worker runs in, never what a previous handler left in its own.
         self._base_context = contextvars.copy_context()
-        self._waiting: trio.CancelScope | None = None  # ... until this deadline
+        self._waiting: _Deadline | None = None  # ... until this deadline
         self._claiming = trio.CancelScope()  # the claim loop, and its store calls
         self._stopping = False
         self._started = False
