@@ -206,6 +206,7 @@ class MemoryStore:
         self._schedules: dict[str, Schedule] = {}
         self._tallies: dict[TallyKey, tuple[int, float]] = {}
         self._purges = 0
+        self._tasks_asked: tuple[object, frozenset[str]] = ((), frozenset())
 
     def __repr__(self) -> str:
         return f"<MemoryStore with {len(self._jobs)} jobs>"
@@ -264,7 +265,7 @@ class MemoryStore:
         self,
         index: _QueueIndex,
         now: float,
-        wanted: set[str] | None,
+        wanted: frozenset[str] | None,
         skipped: list[tuple[_QueueIndex, int, _Entry]],
     ) -> tuple[tuple[int, float, int], _Lane] | None:
         """The claim key of the queue's first due job of a wanted task, and its lane.
@@ -353,17 +354,26 @@ class MemoryStore:
 
     def _claim_plan(
         self, queues: Sequence[str] | None, limit: int, tasks: Sequence[str] | None
-    ) -> tuple[list[_QueueIndex], set[str] | None]:
+    ) -> tuple[list[_QueueIndex], frozenset[str] | None]:
         """Check a claim's arguments: the queues to look in and the tasks wanted."""
         check_limit(limit)
-        names = check_tasks(tasks)
-        wanted = None if names is None else set(names)
-        return [self._queues[name] for name in self._names(queues)], wanted
+        return [self._queues[name] for name in self._names(queues)], self._wanted(tasks)
+
+    def _wanted(self, tasks: Sequence[str] | None) -> frozenset[str] | None:
+        """The set of task names asked for (None: any)."""
+        if tasks is None:
+            return None
+        if tasks is not self._tasks_asked[0] or type(tasks) is not tuple:
+            names = check_tasks(tasks)
+            assert names is not None
+            # A worker asks with the same tuple every time.
+            self._tasks_asked = (tasks, frozenset(names))
+        return self._tasks_asked[1]
 
     def _claim(
         self,
         indexes: list[_QueueIndex],
-        wanted: set[str] | None,
+        wanted: frozenset[str] | None,
         limit: int,
         now: float,
         lease: float,
@@ -593,8 +603,7 @@ class MemoryStore:
     ) -> float | None:
         """Return the earliest ``run_at`` among QUEUED jobs of ``tasks``, or None."""
         await trio.lowlevel.checkpoint()
-        names = check_tasks(tasks)
-        wanted = None if names is None else set(names)
+        wanted = self._wanted(tasks)
         earliest: float | None = None
         for name in self._names(queues):
             index = self._queues[name]

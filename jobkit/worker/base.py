@@ -60,6 +60,8 @@ class _WorkerState:
     _attempts: trio.Nursery | None
     _base_context: contextvars.Context
     _waiting: _Deadline | None
+    # (how many tasks the queue had, their names, their max_attempts)
+    _tasks_seen: tuple[int, tuple[str, ...], Mapping[str, int]]
     _claiming: trio.CancelScope
     _stopping: bool
     _started: bool

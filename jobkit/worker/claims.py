@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import trio
@@ -176,16 +177,28 @@ class _Claims(_WorkerState):
         # Only jobs of tasks this worker can run: a job of a task that only a
         # newer deploy knows waits QUEUED for a worker that knows it. A job
         # enqueued without max_attempts gets its task's policy's here.
-        tasks = self._queue.tasks
+        names, max_attempts = self._known_tasks()
         return {
             "queues": self._queues,
             "limit": limit,
             "lease": self._lease,
-            "tasks": list(tasks),
-            "max_attempts": {
-                name: task.retry.max_attempts for name, task in tasks.items()
-            },
+            "tasks": names,
+            "max_attempts": max_attempts,
         }
+
+    def _known_tasks(self) -> tuple[tuple[str, ...], Mapping[str, int]]:
+        """The names of the queue's tasks, and their retry policies' max_attempts."""
+        tasks = self._queue.tasks
+        # Tasks are only ever added, under new names: the count tells.
+        if self._tasks_seen[0] != len(tasks):
+            self._tasks_seen = (
+                len(tasks),
+                tuple(tasks),
+                MappingProxyType(
+                    {name: task.retry.max_attempts for name, task in tasks.items()}
+                ),
+            )
+        return self._tasks_seen[1], self._tasks_seen[2]
 
     def _refill_limit(self, finishing: int) -> int:
         """How many jobs to claim along with the outcomes of ``finishing`` attempts.
@@ -225,7 +238,7 @@ class _Claims(_WorkerState):
         next_due = await self._caller.call(
             "next_run_at",
             lambda: store.next_run_at(
-                queues=self._queues, tasks=list(self._queue.tasks)
+                queues=self._queues, tasks=self._known_tasks()[0]
             ),
         )
         poll = trio.current_time() + self._poll_interval

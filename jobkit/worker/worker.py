@@ -161,6 +161,7 @@ class Worker(_Claims, _Slots, _Leases, _Schedules, _Shutdown):
         # worker runs in, never what a previous handler left in its own.
         self._base_context = contextvars.copy_context()
         self._waiting: _Deadline | None = None  # ... until this deadline
+        self._tasks_seen = (-1, (), {})
         self._claiming = trio.CancelScope()  # the claim loop, and its store calls
         self._stopping = False
         self._started = False
