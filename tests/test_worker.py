@@ -732,6 +732,69 @@ async def test_outer_cancellation_waits_for_a_settle_that_claims(
     ] * slots + [(JobState.QUEUED, 0)] * (4 - slots)
 
 
+class SlowClaims(jobkit.MemoryStore):
+    """Each claim looks at the jobs a second after it is asked; notes when asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[float] = []
+
+    async def claim(self, **kwargs: Any) -> Any:
+        self.asked.append(kwargs["now"])
+        await trio.sleep(1)  # waiting for a lock, say
+        return await super().claim(**{**kwargs, "now": trio.current_time()})
+
+
+@pytest.mark.parametrize("taken", [True, False])
+async def test_an_enqueue_heard_during_a_claim_that_took_it_needs_no_other_claim(
+    autojump_clock: Any, taken: bool
+) -> None:
+    """A claim that took the last job of an enqueue it was told of saw that enqueue.
+
+    Told of an enqueue while a claim is on its way, the worker claims again
+    at once, unless the claim came back with that enqueue's last job. Here
+    the job is due at once only if ``taken``.
+    """
+    store = SlowClaims()
+    queue = Queue(store, clock=trio.current_time)
+
+    @queue.task()
+    async def quick() -> None:
+        pass
+
+    async with worker_running(queue, poll_interval=10) as (worker, _):
+        await trio.sleep(0.5)  # during the first claim
+        await quick.options(delay=0 if taken else 5).enqueue()
+        await trio.sleep(1.5)
+        assert worker.statistics().claimed == (1 if taken else 0)
+    assert store.asked == ([0.0] if taken else [0.0, 1.0])
+
+
+async def test_a_poll_lets_an_enqueue_at_the_same_instant_go_first(
+    autojump_clock: Any,
+) -> None:
+    """A poll that falls at the instant of an enqueue takes its job in one claim.
+
+    The worker and the producer wake at the same instants; in whichever
+    order trio runs them, the poll looks after the enqueue.
+    """
+    store = WatchedStore()
+    queue = Queue(store, clock=trio.current_time)
+
+    @queue.task()
+    async def beat() -> None:
+        pass
+
+    async with worker_running(queue, poll_interval=1) as (worker, _):
+        for _ in range(30):
+            await trio.sleep(1)
+            await beat.enqueue()
+        await trio.sleep(0.5)
+        assert worker.statistics().succeeded == 30
+    # One claim at the start, then one at each beat; none finds nothing.
+    assert len(store.sizes("claim")) == 31
+
+
 async def test_a_claim_on_its_way_at_shutdown_is_seen_through(
     autojump_clock: Any,
 ) -> None:

@@ -365,11 +365,16 @@ class QueueBase:
         self, store: Store, specs: list[NewJob], now: float
     ) -> list[int]:
         ids = await store.enqueue(specs, now=now)
-        if len(specs) == 1:
-            self._wakeups.ready.notify(specs[0].queue)
-        else:
-            for name in sorted({spec.queue for spec in specs}):
-                self._wakeups.ready.notify(name)
+        wakeups = self._wakeups
+        wakeups.enqueued = ids
+        try:
+            if len(specs) == 1:
+                wakeups.ready.notify(specs[0].queue)
+            else:
+                for name in sorted({spec.queue for spec in specs}):
+                    wakeups.ready.notify(name)
+        finally:
+            wakeups.enqueued = None
         if logger.isEnabledFor(logging.INFO):
             await self._log_enqueued(specs, ids, now)
         return ids

@@ -65,6 +65,8 @@ class WakeUps:
         """Told a schedule's name when it was added, changed or removed."""
         self.jobs = Watchers()
         """Wake the waiters on a job id when the job changed."""
+        self.enqueued: list[int] | None = None
+        """While ``ready`` is told of an enqueue: the ids it returned."""
 
     def subscribe(
         self,

@@ -52,6 +52,7 @@ class _WorkerState:
     _idle: list[_Slot]
     _counters: _Counters
     _poked: trio.Event | None
+    _heard: list[int] | None
     _margin: float
     _renewing: bool
     _renew_failed: bool

@@ -26,6 +26,12 @@ logger = logging.getLogger("jobkit")
 TAIL_CHECK = 1 / 16
 
 
+def _took(jobs: list[Job], ids: list[int]) -> bool:
+    """Whether ``jobs`` holds every one of ``ids``."""
+    taken = {job.id for job in jobs}
+    return all(job_id in taken for job_id in ids)
+
+
 class _Timer:
     """A deadline kept as a clock's timer that calls ``callback`` (see JumpingClock)."""
 
@@ -37,6 +43,7 @@ class _Timer:
     ) -> None:
         self._call_at = call_at
         self._callback = callback
+        self.fired = False
         self._deadline = math.inf
         self.cancel: Callable[[], None] = _nothing
         self.deadline = deadline
@@ -55,9 +62,13 @@ class _Timer:
             # As a scope's deadline: passed at the loop's next turn, even
             # while tasks are runnable (the clock's timers wait for them).
             self.cancel = _nothing
-            self._callback()
+            self._fire()
         else:
-            self.cancel = self._call_at(at, self._callback)
+            self.cancel = self._call_at(at, self._fire)
+
+    def _fire(self) -> None:
+        self.fired = True
+        self._callback()
 
 
 def _nothing() -> None:
@@ -83,18 +94,26 @@ class _Claims(_WorkerState):
             free = self._concurrency - len(self._running)
             deadline = math.inf
             if free > 0:
+                self._heard = []
                 jobs = await self._caller.call(
                     "claim",
                     functools.partial(self._claim, free),
                     shield=True,
                     scope=shield,
                 )
+                heard, self._heard = self._heard, None
                 for job in jobs:
                     self._start(attempts, job)
-                if len(jobs) == free or self._poked.is_set():
-                    # A poke during the claim may announce a job it did not
-                    # see: look again before asking when the next one is due.
+                if len(jobs) == free:
                     continue
+                if self._poked.is_set():
+                    if heard is None or not _took(jobs, heard):
+                        # A poke during the claim may announce a job it did
+                        # not see: look again before asking when one is due.
+                        continue
+                    # It took the last job of every enqueue it was told of:
+                    # it saw those enqueues whole.
+                    self._poked = trio.Event()
                 next_deadline = await self._next_deadline()
                 if next_deadline is None:
                     continue
@@ -121,26 +140,34 @@ class _Claims(_WorkerState):
                 self._full = True
                 await self._poked.wait()
                 self._full = False
-            else:
-                await self._nap(self._poked, deadline)
+            elif not await self._nap(self._poked, deadline):
+                # A poll: let the tasks that wake at this same instant (an
+                # enqueue on the same beat) go first, so one claim sees them.
+                await trio.lowlevel.cancel_shielded_checkpoint()
             self._slot_free = False
 
-    async def _nap(self, poked: trio.Event, deadline: float) -> None:
-        """Wait for a poke, or until ``deadline`` (which _retire may bring forward)."""
+    async def _nap(self, poked: trio.Event, deadline: float) -> bool:
+        """Wait for a poke, or until ``deadline`` (which _retire may bring forward).
+
+        Return whether it was poked.
+        """
         call_at = getattr(trio.lowlevel.current_clock(), "call_at", None)
         if call_at is None:
-            with trio.move_on_at(deadline) as self._waiting:
+            with trio.move_on_at(deadline) as scope:
+                self._waiting = scope
                 await poked.wait()
-        else:
-            # A virtual clock's timer: it pokes at the deadline, sparing the
-            # Cancelled exception a scope raises and catches (the simulator
-            # waits this way once per job, a tenth of its time).
-            self._waiting = timer = _Timer(call_at, deadline, poked.set)
-            try:
-                await poked.wait()
-            finally:
-                timer.cancel()
-        self._waiting = None
+            self._waiting = None
+            return not scope.cancelled_caught
+        # A virtual clock's timer: it pokes at the deadline, sparing the
+        # Cancelled exception a scope raises and catches (the simulator
+        # waits this way once per job, a tenth of its time).
+        self._waiting = timer = _Timer(call_at, deadline, poked.set)
+        try:
+            await poked.wait()
+        finally:
+            timer.cancel()
+            self._waiting = None
+        return not timer.fired
 
     async def _listen(self, wait_for_jobs: Callable[..., Awaitable[object]]) -> None:
         # Each hint wakes the claim loop, which polls all the same.

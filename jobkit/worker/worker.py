@@ -149,6 +149,9 @@ class Worker(_Claims, _Slots, _Leases, _Schedules, _Shutdown):
         self._idle: list[_Slot] = []
         self._counters = _Counters()
         self._poked: trio.Event | None = None
+        # During a claim: the last id of each enqueue heard of meanwhile;
+        # None once anything else poked.
+        self._heard: list[int] | None = None
         self._margin = self._lease * FENCE_MARGIN
         # The fence: while a renewal is on its way or after one failed, each
         # handler runs under a deadline a margin before its lease ends.
@@ -194,12 +197,18 @@ class Worker(_Claims, _Slots, _Leases, _Schedules, _Shutdown):
 
     def _poke(self) -> None:
         # Wakes the claim loop (and a draining shutdown) to look again.
+        self._heard = None
         if self._poked is not None:
             self._poked.set()
 
     def _on_enqueue(self, queue: str) -> None:
         if self._queues is None or queue in self._queues:
-            self._poke()
+            ids = self._queue._wakeups.enqueued
+            if ids and self._heard is not None and self._poked is not None:
+                self._heard.append(ids[-1])
+                self._poked.set()
+            else:
+                self._poke()
 
     async def run(
         self, *, task_status: trio.TaskStatus[Worker] = trio.TASK_STATUS_IGNORED
