@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobkit.core import job as _job
@@ -26,7 +26,7 @@ from jobkit.core.job import (
     create,
     dump_json,
 )
-from jobkit.store.memory import MemoryStore, _copy
+from jobkit.store.memory import MemoryStore, _copy, _Lane
 
 
 class Level(enum.IntEnum):
@@ -168,6 +168,50 @@ def test_claims_follow_claim_order_whatever_order_jobs_arrive_in(
         assert await store.next_run_at(queues=None) == expected
 
     trio.run(main)
+
+
+@settings(max_examples=300)
+@given(
+    entries=st.lists(
+        st.tuples(st.sampled_from([0.0, 1.0, 2.5, 7.0]), st.integers(1, 12)),
+        max_size=20,
+        unique=True,
+    ),
+    accepted=st.frozensets(st.integers(1, 12)),
+)
+def test_first_where_is_the_first_accepted_entry_in_claim_order(
+    entries: list[tuple[float, int]], accepted: frozenset[int]
+) -> None:
+    """A lane's first accepted entry, whether it sits in the deque or the heap."""
+    lane = _Lane()
+    for entry in entries:
+        lane.push(entry)
+    expected = min((e for e in entries if e[1] in accepted), default=None)
+    assert lane.first_where(lambda e: e[1] in accepted) == expected
+
+
+def test_first_where_walks_the_heap_smallest_first() -> None:
+    """Down the heap's tree, entries come smallest first, in whichever subtree."""
+    lane = _Lane()
+    lane.heap = [(1.0, 1), (5.0, 5), (2.0, 2), (6.0, 6), (7.0, 7), (3.0, 3), (4.0, 4)]
+    assert lane.first_where(lambda e: e[1] in (3, 6)) == (3.0, 3)
+    assert lane.first_where(lambda e: e[1] in (5, 4)) == (4.0, 4)
+
+
+def test_first_where_looks_only_as_far_as_the_entry_it_finds() -> None:
+    """Finding the first entry of a long lane asks about a handful of entries."""
+    lane = _Lane()
+    lane.push((20_000.0, 1))  # in the deque
+    for i in range(10_000, 0, -1):  # out of order: all in the heap
+        lane.push((float(i), i))
+    asked: list[tuple[float, int]] = []
+
+    def ok(entry: tuple[float, int]) -> bool:
+        asked.append(entry)
+        return entry[1] % 2 == 0
+
+    assert lane.first_where(ok) == (2.0, 2)
+    assert sorted(asked) == [(1.0, 1), (2.0, 2), (20_000.0, 1)]
 
 
 def test_made_jobs_and_successes_are_the_frozen_records_themselves() -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import bisect
 import builtins
 import heapq
-import itertools
 import json
 import operator
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, TypeAlias
 
 import attrs
@@ -136,8 +135,25 @@ class _Lane:
         else:
             fifo.popleft()
 
-    def entries(self) -> Iterator[_Entry]:
-        return itertools.chain(self.fifo, self.heap)
+    def first_where(self, ok: Callable[[_Entry], bool]) -> _Entry | None:
+        """The first entry in claim order that ``ok`` accepts, or None.
+
+        Entries are looked at in order, up to the one found: the deque's
+        from its front, the heap's down its tree, smallest first.
+        """
+        found = next((entry for entry in self.fifo if ok(entry)), None)
+        heap = self.heap
+        frontier = [(heap[0], 0)] if heap else []
+        while frontier:
+            entry, i = heapq.heappop(frontier)
+            if found is not None and entry >= found:
+                break
+            if ok(entry):
+                return entry
+            for child in (2 * i + 1, 2 * i + 2):
+                if child < len(heap):
+                    heapq.heappush(frontier, (heap[child], child))
+        return found
 
 
 @attrs.define
@@ -613,19 +629,16 @@ class MemoryStore:
                         self._is_waiting(entry[1], entry[0])
                     ):
                         lane.pop()
-                    runs = [] if entry is None else [entry[0]]
                 else:
-                    runs = [
-                        run_at
-                        for run_at, job_id in lane.entries()
-                        if (job := self._jobs.get(job_id)) is not None
-                        and job.state is _QUEUED
-                        and job.run_at == run_at
-                        and job.task in wanted
-                    ]
-                for run_at in runs:
-                    if earliest is None or run_at < earliest:
-                        earliest = run_at
+                    # Jobs of other tasks stay: another worker wants them.
+                    entry = lane.first_where(
+                        lambda entry: (
+                            self._is_waiting(entry[1], entry[0])
+                            and self._jobs[entry[1]].task in wanted
+                        )
+                    )
+                if entry is not None and (earliest is None or entry[0] < earliest):
+                    earliest = entry[0]
         return earliest
 
     async def queued_tasks(self) -> dict[tuple[str, str], int]:
