@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -293,13 +294,36 @@ async def plans_of(path: Path, call: str) -> list[str]:
         ]
 
 
-async def test_claim_reads_due_jobs_off_the_claim_index(busy_file: Path) -> None:
-    """The claim seeks into jobs_claim in claim order: no table scan, no sort."""
-    call = "store.claim(queues=['q1'], limit=5, now=1e9, lease=1.0)"
-    [shown] = await plans_of(busy_file, call)
-    assert "SEARCH jobs USING INDEX jobs_claim (queue=?)" in shown
+DUE_AT_ONE_LEVEL = (
+    "SEARCH jobs USING INDEX jobs_claim (queue=? AND priority=? AND run_at<?)"
+)
+
+
+async def test_claim_reads_due_jobs_off_the_claim_index(tmp_path: Path) -> None:
+    """A claim of one priority reads jobs_claim in claim order up to the first not due.
+
+    No table scan, no sort; and the jobs waiting for later, after the due
+    ones in the index, are not read (the seek is bounded by run_at).
+    """
+    async with SQLiteStore(tmp_path / "jobs.db") as store:
+        await store.enqueue(
+            [NewJob(task="t", run_at=float(i)) for i in range(50)], now=0.0
+        )
+    call = "store.claim(queues=['default'], limit=5, now=10.0, lease=1.0)"
+    [levels, shown] = await plans_of(tmp_path / "jobs.db", call)
+    assert "jobs_claim" in levels and not full_scans(levels)
+    assert DUE_AT_ONE_LEVEL in shown
     assert not full_scans(shown)
     assert "TEMP B-TREE" not in shown
+
+
+async def test_claim_of_several_priorities_seeks_each(busy_file: Path) -> None:
+    """Several priorities: a bounded seek each; only their few candidates are sorted."""
+    call = "store.claim(queues=['q1'], limit=5, now=1e9, lease=1.0)"
+    [levels, shown] = await plans_of(busy_file, call)
+    assert not full_scans(levels)
+    assert shown.count(DUE_AT_ONE_LEVEL) == 2  # queued: every 50th, priority 0 or 2
+    assert not full_scans(shown)
 
 
 @pytest.mark.parametrize("where", ["file", ":memory:"])
@@ -371,11 +395,81 @@ async def test_a_claim_of_all_queues_sees_each_way_a_job_is_queued(
         assert "scheduled" in await claim_all()
 
 
+@pytest.mark.parametrize("where", ["file", ":memory:"])
+async def test_a_claim_sees_each_way_a_job_is_queued_at_a_new_priority(
+    tmp_path: Path, where: str
+) -> None:
+    """Each way a job becomes QUEUED, at a priority the last claim did not see.
+
+    A claim reads a queue's priorities once and reuses them until another
+    connection commits or this one may have queued a job at another; here
+    each job is made QUEUED right after a claim read the priorities without
+    its own, and the next claim must take it.
+    """
+    path = tmp_path / "jobs.db" if where == "file" else ":memory:"
+    async with SQLiteStore(path) as store:
+
+        async def claim(now: float = 0.0, limit: int = 10) -> list[int]:
+            jobs = await store.claim(queues=["q"], limit=limit, now=now, lease=10.0)
+            return [job.priority for job in jobs]
+
+        async def queue(priority: int, **options: Any) -> list[int]:
+            spec = NewJob(task="t", queue="q", priority=priority, **options)
+            return await store.enqueue([spec], now=0.0)
+
+        async def running_at(priority: int) -> int:
+            [job_id] = await queue(priority, max_attempts=2)
+            assert await claim() == [priority]
+            # Have the priorities read again while the job runs, so that its
+            # own is not among them: a job not due yet, at a priority of its own.
+            await queue(priority + 100, run_at=1e9)
+            assert await claim() == []
+            return job_id
+
+        await queue(1)
+        assert await claim() == [1]
+        await queue(2)
+        assert await claim() == [2]
+        if where == "file":
+            async with SQLiteStore(path) as other:
+                await other.enqueue([NewJob(task="t", queue="q", priority=3)], now=0.0)
+            assert await claim() == [3]
+        # A batch big enough to be written in a thread.
+        await store.enqueue([NewJob(task="t", queue="q", priority=4)] * 1001, now=0.0)
+        assert await claim(limit=2000) == [4] * 1001
+
+        job_id = await running_at(5)
+        await store.settle([Failure(job_id, 1, "x", retry_at=0.0)], now=0.0)
+        assert await claim() == [5]
+
+        job_id = await running_at(6)
+        await store.settle([Release(job_id, 1)], now=0.0)
+        assert await claim() == [6]
+
+        await running_at(7)
+        assert 7 in [job.priority for job in await store.reap(now=20.0)]
+        assert 7 in await claim(20.0, limit=2000)
+
+        job_id = await running_at(8)
+        await store.settle([Failure(job_id, 1, "x", retry_at=None)], now=0.0)
+        assert await claim() == []
+        await store.requeue(job_id, now=0.0)
+        assert await claim() == [8]
+
+        await store.put_schedule(
+            Schedule.create(
+                "s", "t", every=60, queue="q", priority=9, start=0.0, now=0.0
+            )
+        )
+        await store.fire_schedules(now=0.0)
+        assert await claim() == [9]
+
+
 async def test_claim_over_several_queues_seeks_each_queue(busy_file: Path) -> None:
-    """Several queues: one index seek each; only their few candidates are sorted."""
+    """Several queues: a bounded seek per priority of each; few candidates sorted."""
     call = "store.claim(queues=None, limit=5, now=1e9, lease=1.0)"
     shown = (await plans_of(busy_file, call))[-1]
-    assert shown.count("SEARCH jobs USING INDEX jobs_claim (queue=?)") == 3
+    assert shown.count(DUE_AT_ONE_LEVEL) == 3 * 2  # three queues, two priorities
     assert not full_scans(shown)
 
 

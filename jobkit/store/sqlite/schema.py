@@ -231,23 +231,38 @@ START_ONE: Final = START.replace("updated_at = ?", f"updated_at = ?, {NEXT_SEQ}"
 
 
 def due(tasks: int) -> str:
-    # Due jobs of one queue in claim order, read straight off ``jobs_claim``:
-    # no sort, and finished jobs are not in the index at all. A task filter
+    # Due jobs of one queue and priority in claim order, read straight off
+    # ``jobs_claim`` from its first entry to the first not yet due: no sort,
+    # finished jobs are not in the index at all, and jobs waiting for later
+    # (retries in backoff, jobs scheduled ahead) are not read. A task filter
     # is checked row by row along the index: due jobs of other tasks ahead
     # in claim order are stepped over, each claim.
     only = f"AND task IN ({', '.join('?' * tasks)}) " if tasks else ""
     return (
         "FROM jobs INDEXED BY jobs_claim WHERE state = 'queued' AND queue = ? "
-        f"AND run_at <= ? {only}ORDER BY priority DESC, run_at, id LIMIT ?"
+        f"AND priority = ? AND run_at <= ? {only}ORDER BY run_at, id LIMIT ?"
     )
 
 
 DUE: Final = due(0)
 
-# The claim from one queue, the common case, as one constant statement; and
-# of one job from one queue.
+# The claim from one queue and priority, the common case, as one constant
+# statement; and of one job.
 CLAIM_ONE: Final = f"{START} IN (SELECT id {DUE}) RETURNING {COLUMNS}"
 CLAIM_FIRST: Final = f"{START_ONE} IN (SELECT id {DUE}) RETURNING {COLUMNS}"
+
+# The priorities of one queue's QUEUED jobs, highest first: a seek each.
+LEVELS: Final = """
+    WITH RECURSIVE levels (priority) AS (
+        SELECT max(priority) FROM jobs WHERE state = 'queued' AND queue = ?1
+        UNION ALL
+        SELECT (
+            SELECT max(priority) FROM jobs
+            WHERE state = 'queued' AND queue = ?1 AND priority < levels.priority
+        ) FROM levels WHERE levels.priority IS NOT NULL
+    )
+    SELECT priority FROM levels WHERE priority IS NOT NULL
+"""
 
 
 # The earliest run_at in one queue: a seek per distinct priority in

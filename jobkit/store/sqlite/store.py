@@ -250,8 +250,10 @@ class SQLiteStore:
         self._wal_full = False
         # Counts a checkpoint's thread added up, for the store to write.
         self._fold_ready: Fold | None = None
-        # The queues with QUEUED jobs, as last read (see _queue_names).
+        # The queues with QUEUED jobs, and the priorities of each queue's,
+        # as last read (see _queue_names and _levels_of).
         self._names: list[str] | None = None
+        self._levels: dict[str, list[int]] = {}
         self._names_version = 0
         self._conn = self._open(synchronous)
 
@@ -460,21 +462,45 @@ class SQLiteStore:
 
     def _queue_names(self, conn: sqlite3.Connection) -> list[str]:
         # Claims of all queues need their names, and finding them walks the
-        # claim index: a fifth of a single claim. So the list is read again
-        # only once another connection has committed (data_version moves)
-        # or this one may have made a job QUEUED in a queue not listed (the
-        # writes that can say so set _names to None). A queue emptied since
-        # stays listed, which costs one seek that finds nothing.
-        (version,) = conn.execute("PRAGMA data_version").fetchone()
-        if self._names is None or version != self._names_version:
+        # claim index: a fifth of a single claim; claims read each queue's
+        # priorities, a seek each. So both are read again only once another
+        # connection has committed (data_version moves) or this one may have
+        # made a job QUEUED in a queue or at a priority not listed (the
+        # writes that can say so call _forget_queued or _queued_in). A queue
+        # or priority emptied since stays listed, which costs one seek that
+        # finds nothing.
+        self._check_version(conn)
+        if self._names is None:
             self._names = [name for (name,) in conn.execute(schema.QUEUE_NAMES)]
-            self._names_version = version
         return self._names
 
-    def _queued_in(self, queue: str) -> None:
+    def _check_version(self, conn: sqlite3.Connection) -> None:
+        """Forget the queues and priorities read once another connection committed."""
+        (version,) = conn.execute("PRAGMA data_version").fetchone()
+        if version != self._names_version:
+            self._forget_queued()
+            self._names_version = version
+
+    def _levels_of(self, conn: sqlite3.Connection, queue: str) -> list[int]:
+        """The priorities of ``queue``'s QUEUED jobs, highest first."""
+        levels = self._levels.get(queue)
+        if levels is None:
+            levels = [level for (level,) in conn.execute(schema.LEVELS, (queue,))]
+            self._levels[queue] = levels
+        return levels
+
+    def _queued_in(self, queue: str, priority: int) -> None:
         """Note that this connection is making a job of ``queue`` QUEUED."""
         if self._names is not None and queue not in self._names:
             self._names = None
+        levels = self._levels.get(queue)
+        if levels is not None and priority not in levels:
+            del self._levels[queue]
+
+    def _forget_queued(self) -> None:
+        """Forget which queues and priorities have QUEUED jobs: read them again."""
+        self._names = None
+        self._levels.clear()
 
     # -- the contract ------------------------------------------------------------
 
@@ -530,7 +556,7 @@ class SQLiteStore:
         )
 
     def _insert_one(self, row: schema.Row) -> int:
-        self._queued_in(row[1])
+        self._queued_in(row[1], row[4])
         job_id = self._conn.execute(schema.INSERT, row).lastrowid
         assert job_id is not None
         if not self._conn.in_transaction:
@@ -538,8 +564,8 @@ class SQLiteStore:
         return job_id
 
     def _insert(self, conn: sqlite3.Connection, rows: list[schema.Row]) -> list[int]:
-        for queue in {row[1] for row in rows}:
-            self._queued_in(queue)
+        for queue, priority in {(row[1], row[4]) for row in rows}:
+            self._queued_in(queue, priority)
         ids: list[int] = []
         start = 0
         while start < len(rows):
@@ -628,26 +654,38 @@ class SQLiteStore:
         )
 
         def body(conn: sqlite3.Connection) -> list[Job]:
-            chosen = self._queue_names(conn) if names is None else names
-            if not chosen:
+            if names is None:
+                chosen = self._queue_names(conn)
+            else:
+                self._check_version(conn)
+                chosen = names
+            # Read one priority at a time, each up to its first job not yet
+            # due: one pass down the whole claim index would also read every
+            # job that waits for later, when fewer than ``limit`` are due.
+            levels = [
+                (name, priority)
+                for name in chosen
+                for priority in self._levels_of(conn, name)
+            ]
+            if not levels:
                 return []
-            if len(chosen) == 1:
+            if len(levels) == 1:
                 sql = one_queue
                 params: tuple[Any, ...] = (
-                    lease_until, now, chosen[0], now, *chosen_tasks, limit
+                    lease_until, now, *levels[0], now, *chosen_tasks, limit
                 )  # fmt: skip
             else:
-                # Each queue yields its own best ``limit``; the merge is small.
+                # Each level yields its own best ``limit``; the merge is small.
                 parts = " UNION ALL ".join(
-                    f"SELECT * FROM (SELECT id, priority, run_at {due})" for _ in chosen
+                    f"SELECT * FROM (SELECT id, priority, run_at {due})" for _ in levels
                 )
                 sql = (
                     f"{start} IN (SELECT id FROM ({parts}) "
                     f"ORDER BY priority DESC, run_at, id LIMIT ?) RETURNING {columns}"
                 )
                 flat: list[Any] = [lease_until, now]
-                for name in chosen:
-                    flat += (name, now, *chosen_tasks, limit)
+                for level in levels:
+                    flat += (*level, now, *chosen_tasks, limit)
                 flat.append(limit)
                 params = tuple(flat)
             jobs = [schema.to_job(row) for row in conn.execute(sql, params).fetchall()]
@@ -752,7 +790,7 @@ class SQLiteStore:
         for job_id, sql, params in statements:
             if sql is not schema.SUCCEED:
                 # A release or a retry makes the job QUEUED again.
-                self._names = None
+                self._forget_queued()
             changed = conn.execute(sql, params).rowcount == 1
             if not changed and self._never_issued(conn, job_id):
                 raise JobNotFound(job_id)
@@ -829,7 +867,7 @@ class SQLiteStore:
             # Most calls find nothing: answer those without the write lock.
             if self._conn.execute(probe, (now,)).fetchone() is None:
                 return []
-            self._names = None  # expired jobs are QUEUED again
+            self._forget_queued()  # expired jobs are QUEUED again
             return self._transaction(
                 lambda conn: [
                     schema.to_job(row)
@@ -937,7 +975,7 @@ class SQLiteStore:
         # Read the row, apply the pure transition (which raises the same
         # TransitionError as every other store), write it back.
         def body(conn: sqlite3.Connection) -> Job:
-            self._names = None  # a requeue makes the job QUEUED again
+            self._forget_queued()  # a requeue makes the job QUEUED again
             row = conn.execute(
                 f"SELECT {schema.COLUMNS} FROM jobs WHERE id = ?", (job_id,)
             ).fetchone()
