@@ -53,7 +53,8 @@ the page size it was created with.
 #   of an index on ``events.job_id``: reading one job's history follows the
 #   chain by primary key, and writing an event touches no index.
 # - The next due time is found by skipping through ``jobs_claim`` one priority
-#   at a time, instead of from an index of its own.
+#   at a time, instead of from an index of its own; claims read each priority
+#   up to its first job not yet due, so jobs waiting for later are not read.
 # - Rows are never deleted, so ``INTEGER PRIMARY KEY`` alone never reuses an
 #   id or a sequence number (AUTOINCREMENT would write one more page per
 #   transaction). Whatever deletes rows one day must keep the newest of each
