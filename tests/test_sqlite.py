@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import itertools
 import json
 import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
+import unittest.mock
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
 
 from jobkit import (
     EventKind,
@@ -463,6 +467,44 @@ async def test_a_claim_sees_each_way_a_job_is_queued_at_a_new_priority(
         )
         await store.fire_schedules(now=0.0)
         assert await claim() == [9]
+
+
+async def test_a_claim_reads_any_number_of_priorities(tmp_path: Path) -> None:
+    """More priorities than one statement can read: claimed in claim order still."""
+    async with SQLiteStore(tmp_path / "jobs.db") as store:
+        specs = [
+            NewJob(task="t", queue=queue, priority=p, run_at=float(p % 7))
+            for p in range(600)
+            for queue in ("a", "b")
+        ]
+        await store.enqueue(specs, now=0.0)
+        first = await store.claim(queues=None, limit=250, now=10.0, lease=1.0)
+        rest = await store.claim(queues=None, limit=2000, now=10.0, lease=1.0)
+    expected = sorted(specs, key=lambda spec: (-spec.priority, spec.run_at))
+    assert [(j.priority, j.queue) for j in first + rest] == [
+        (spec.priority, spec.queue) for spec in expected
+    ]
+    assert len(first) == 250
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from("abc"), st.integers(-3, 9)), unique=True),
+    st.integers(1, 5),
+)
+def test_levels_are_grouped_by_priority_for_each_statement(
+    levels: list[tuple[str, int]], most: int
+) -> None:
+    """Groups come highest priority first, never split one, and fit a statement."""
+    with unittest.mock.patch.object(sqlite_store, "_LEVELS_PER_STATEMENT", most):
+        groups = sqlite_store._level_groups(levels)
+    assert sorted(level for group in groups for level in group) == sorted(levels)
+    flat = [priority for group in groups for _, priority in group]
+    assert flat == sorted(flat, reverse=True)
+    for group, after in itertools.pairwise(groups):
+        assert group[-1][1] != after[0][1]
+    for group in groups:
+        # Over the limit only when one priority alone is.
+        assert len(group) <= most or len({p for _, p in group}) == 1
 
 
 async def test_claim_over_several_queues_seeks_each_queue(busy_file: Path) -> None:

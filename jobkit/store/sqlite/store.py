@@ -22,6 +22,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import functools
+import itertools
 import os
 import random
 import sqlite3
@@ -163,6 +164,31 @@ def _check_queues(queues: Sequence[str] | None) -> list[str] | None:
     if isinstance(queues, str):
         raise TypeError(f"queues must be a list of names, not the string {queues!r}")
     return list(dict.fromkeys(queues))
+
+
+#: The most levels (a queue's priority) one claim statement reads: SQLite
+#: refuses a compound SELECT of more than 500 terms.
+_LEVELS_PER_STATEMENT = 200
+
+
+def _level_groups(
+    levels: list[tuple[str, int]],
+) -> list[list[tuple[str, int]]]:
+    """``levels`` in groups for one statement each, highest priorities first.
+
+    A priority is never split between two groups, so that each group's jobs
+    all come before the next group's in claim order (one priority in more
+    queues than a statement can read is its own group, and may fail).
+    """
+    ordered = sorted(levels, key=lambda level: -level[1])
+    groups: list[list[tuple[str, int]]] = []
+    for _, same in itertools.groupby(ordered, key=lambda level: level[1]):
+        members = list(same)
+        if groups and len(groups[-1]) + len(members) <= _LEVELS_PER_STATEMENT:
+            groups[-1] += members
+        else:
+            groups.append(members)
+    return groups
 
 
 class SQLiteStore:
@@ -653,6 +679,24 @@ class SQLiteStore:
             else f"{start} IN (SELECT id {due}) RETURNING {columns}"
         )
 
+        def claim_levels(
+            conn: sqlite3.Connection, levels: list[tuple[str, int]], n: int
+        ) -> list[tuple[Any, ...]]:
+            # Each level yields its own best ``n``; the merge is small.
+            parts = " UNION ALL ".join(
+                f"SELECT * FROM (SELECT id, priority, run_at {due})" for _ in levels
+            )
+            sql = (
+                f"{start} IN (SELECT id FROM "
+                f"({parts}) ORDER BY priority DESC, run_at, id LIMIT ?) "
+                f"RETURNING {columns}"
+            )
+            flat: list[Any] = [lease_until, now]
+            for level in levels:
+                flat += (*level, now, *chosen_tasks, n)
+            flat.append(n)
+            return conn.execute(sql, flat).fetchall()
+
         def body(conn: sqlite3.Connection) -> list[Job]:
             if names is None:
                 chosen = self._queue_names(conn)
@@ -667,28 +711,18 @@ class SQLiteStore:
                 for name in chosen
                 for priority in self._levels_of(conn, name)
             ]
-            if not levels:
-                return []
             if len(levels) == 1:
-                sql = one_queue
                 params: tuple[Any, ...] = (
                     lease_until, now, *levels[0], now, *chosen_tasks, limit
                 )  # fmt: skip
+                rows = conn.execute(one_queue, params).fetchall()
             else:
-                # Each level yields its own best ``limit``; the merge is small.
-                parts = " UNION ALL ".join(
-                    f"SELECT * FROM (SELECT id, priority, run_at {due})" for _ in levels
-                )
-                sql = (
-                    f"{start} IN (SELECT id FROM ({parts}) "
-                    f"ORDER BY priority DESC, run_at, id LIMIT ?) RETURNING {columns}"
-                )
-                flat: list[Any] = [lease_until, now]
-                for level in levels:
-                    flat += (*level, now, *chosen_tasks, limit)
-                flat.append(limit)
-                params = tuple(flat)
-            jobs = [schema.to_job(row) for row in conn.execute(sql, params).fetchall()]
+                rows = []
+                for group in _level_groups(levels):
+                    rows += claim_levels(conn, group, limit - len(rows))
+                    if len(rows) == limit:
+                        break
+            jobs = [schema.to_job(row) for row in rows]
             for i, job in enumerate(jobs):
                 if job.max_attempts is None:
                     # Enqueued without a limit: this claim decides it, once.
