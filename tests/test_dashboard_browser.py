@@ -78,6 +78,22 @@ def text_of(driver: Any, css: str) -> str:
     return fresh(lambda: str(driver.find_element(By.CSS_SELECTOR, css).text))
 
 
+def flash_of(driver: Any) -> str:
+    """The message the page an action led to shows, once that page is there.
+
+    A form's post, and the redirect after it, may still be on their way
+    when the click returns.
+    """
+    from selenium.webdriver.common.by import By
+
+    wait_until(
+        driver,
+        lambda d: d.find_elements(By.CSS_SELECTOR, ".flash"),
+        "the action's page never showed its message",
+    )
+    return text_of(driver, ".flash")
+
+
 def click(driver: Any, css: str, *, text: str | None = None) -> None:
     from selenium.webdriver.common.by import By
 
@@ -133,7 +149,7 @@ def test_a_failed_job_is_read_requeued_and_succeeds(driver: Any, site: Site) -> 
         row.find_element(By.XPATH, ".//button[text()='Requeue']").click()
 
     fresh(requeue)
-    assert text_of(driver, ".flash") == f"Requeued job {report}."
+    assert flash_of(driver) == f"Requeued job {report}."
     assert state_of(site, report) in (
         jobkit.JobState.QUEUED,
         jobkit.JobState.RUNNING,
@@ -178,6 +194,6 @@ def test_cancel_from_the_page_and_refuse_a_cross_site_form(
 
     driver.get(f"{site.url}/jobs/{job_id}")
     click(driver, ".actions button", text="Cancel")
-    assert text_of(driver, ".flash") == f"Cancelled job {job_id}."
+    assert flash_of(driver) == f"Cancelled job {job_id}."
     assert text_of(driver, ".state") == "cancelled"
     assert state_of(site, job_id) is jobkit.JobState.CANCELLED
