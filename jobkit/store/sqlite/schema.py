@@ -252,8 +252,9 @@ DUE: Final = due(0)
 CLAIM_ONE: Final = f"{START} IN (SELECT id {DUE}) RETURNING {COLUMNS}"
 CLAIM_FIRST: Final = f"{START_ONE} IN (SELECT id {DUE}) RETURNING {COLUMNS}"
 
-# The priorities of one queue's QUEUED jobs, highest first: a seek each.
-LEVELS: Final = """
+# The priorities of queue ?1's QUEUED jobs, highest first (and a last NULL):
+# a seek each in ``jobs_claim``.
+_LEVELS_OF = """
     WITH RECURSIVE levels (priority) AS (
         SELECT max(priority) FROM jobs WHERE state = 'queued' AND queue = ?1
         UNION ALL
@@ -262,8 +263,9 @@ LEVELS: Final = """
             WHERE state = 'queued' AND queue = ?1 AND priority < levels.priority
         ) FROM levels WHERE levels.priority IS NOT NULL
     )
-    SELECT priority FROM levels WHERE priority IS NOT NULL
 """
+
+LEVELS: Final = f"{_LEVELS_OF} SELECT priority FROM levels WHERE priority IS NOT NULL"
 
 
 # The earliest run_at in one queue: a seek per distinct priority in
@@ -277,15 +279,7 @@ def next_run_at(tasks: int) -> str:
         only = f"AND task IN ({marks}) ORDER BY run_at LIMIT 1"
     else:
         only = ""
-    return f"""
-    WITH RECURSIVE levels (priority) AS (
-        SELECT max(priority) FROM jobs WHERE state = 'queued' AND queue = ?1
-        UNION ALL
-        SELECT (
-            SELECT max(priority) FROM jobs
-            WHERE state = 'queued' AND queue = ?1 AND priority < levels.priority
-        ) FROM levels WHERE levels.priority IS NOT NULL
-    )
+    return f"""{_LEVELS_OF}
     SELECT min((
         {first}
         WHERE state = 'queued' AND queue = ?1 AND priority = levels.priority {only}
