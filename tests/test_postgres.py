@@ -245,7 +245,8 @@ def test_claim_sql_agrees_with_claim_order(url: str, schema: str) -> None:
 @pytest.mark.parametrize("backlog", ["finished", "queued"])
 def test_the_claim_plan_reads_indexes_only(url: str, schema: str, backlog: str) -> None:
     """Among 20,000 finished (or queued) jobs, the claim, prepared and generic,
-    reads the partial index of QUEUED jobs and the primary key: no table scan."""
+    reads the partial index of QUEUED jobs, bounded by the time, and the
+    primary key: no table scan."""
     store = PostgresStore(url, schema=schema)
     trio.run(store.aclose)
     state = "succeeded" if backlog == "finished" else "queued"
@@ -279,12 +280,24 @@ def test_the_claim_plan_reads_indexes_only(url: str, schema: str, backlog: str) 
     plan = "\n".join(row[0] for row in rows)
     assert "jobs_claim" in plan and "jobs_pkey" in plan, plan
     assert "Seq Scan" not in plan, plan
+    # Each priority is read only up to its first job not yet due.
+    assert "Index Cond: ((priority = levels" in plan, plan
+    assert "AND (run_at <= $2))" in plan, plan
 
 
-async def test_concurrent_claims_never_share_a_job(url: str, schema: str) -> None:
-    """Eight stores (eight pools) claiming at once get every job exactly once."""
+@pytest.mark.parametrize("priorities", [1, 4])
+async def test_concurrent_claims_never_share_a_job(
+    url: str, schema: str, priorities: int
+) -> None:
+    """Eight stores (eight pools) claiming at once get every job exactly once.
+
+    With several priorities, a claim reads each one, and may hold rows of
+    one it does not take until it commits: the others skip them meanwhile.
+    """
     stores = [PostgresStore(url, schema=schema, pool_size=2) for _ in range(8)]
-    await stores[0].enqueue([NewJob(task="t")] * 400, now=0.0)
+    await stores[0].enqueue(
+        [NewJob(task="t", priority=i % priorities) for i in range(400)], now=0.0
+    )
     claimed: list[int] = []
 
     async def drain(s: PostgresStore) -> None:

@@ -104,18 +104,30 @@ class Statements:
         # picked ids go in as an array, so that the update finds each row by
         # primary key whatever plan the statement gets once prepared (a
         # generic plan may otherwise join against a scan of the table).
+        # Each priority is read from its first job up to its first not yet
+        # due: one pass down the claim index would also read every job that
+        # waits for later whenever fewer than the limit are due. A priority
+        # may lock up to the limit of rows it does not take (when several
+        # have due jobs) until the statement commits.
         self.claim = f(
+            f"WITH RECURSIVE levels (p) AS ("
+            f"(SELECT priority FROM {{s}}.jobs WHERE state = 'queued' "
+            f"ORDER BY priority DESC LIMIT 1) "
+            f"UNION ALL SELECT (SELECT priority FROM {{s}}.jobs "
+            f"WHERE state = 'queued' AND priority < levels.p "
+            f"ORDER BY priority DESC LIMIT 1) FROM levels WHERE levels.p IS NOT NULL) "
             f"UPDATE {{s}}.jobs AS j SET state = 'running', event = 'started', "
             f"attempts = j.attempts + 1, lease_until = %(until)s, "
             f"updated_at = %(now)s, max_attempts = coalesce(j.max_attempts, "
             f"(SELECT d.n FROM unnest(%(default_tasks)s::text[], "
             f"%(defaults)s::bigint[]) AS d(task, n) WHERE d.task = j.task), 1) "
-            f"WHERE j.id = ANY(ARRAY(SELECT id FROM {{s}}.jobs "
-            f"WHERE state = 'queued' AND run_at <= %(now)s "
+            f"WHERE j.id = ANY(ARRAY(SELECT c.id FROM levels CROSS JOIN LATERAL ("
+            f"SELECT id, priority, run_at FROM {{s}}.jobs "
+            f"WHERE state = 'queued' AND priority = levels.p AND run_at <= %(now)s "
             f"AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[])) "
             f"AND (%(tasks)s::text[] IS NULL OR task = ANY(%(tasks)s::text[])) "
-            f"ORDER BY priority DESC, run_at, id LIMIT %(limit)s "
-            f"FOR UPDATE SKIP LOCKED)) "
+            f"ORDER BY run_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS c "
+            f"ORDER BY c.priority DESC, c.run_at, c.id LIMIT %(limit)s)) "
             f"RETURNING {', '.join('j.' + c for c in COLUMNS.split(', '))}"
         )
         self.settle = f(
