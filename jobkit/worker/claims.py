@@ -26,12 +26,6 @@ logger = logging.getLogger("jobkit")
 TAIL_CHECK = 1 / 16
 
 
-def _took(jobs: list[Job], ids: list[int]) -> bool:
-    """Whether ``jobs`` holds every one of ``ids``."""
-    taken = {job.id for job in jobs}
-    return all(job_id in taken for job_id in ids)
-
-
 class _Timer:
     """A deadline kept as a clock's timer that calls ``callback`` (see JumpingClock)."""
 
@@ -107,7 +101,7 @@ class _Claims(_WorkerState):
                 if len(jobs) == free:
                     continue
                 if self._poked.is_set():
-                    if heard is None or not _took(jobs, heard):
+                    if heard is None or not {j.id for j in jobs}.issuperset(heard):
                         # A poke during the claim may announce a job it did
                         # not see: look again before asking when one is due.
                         continue
